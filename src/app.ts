@@ -1,0 +1,167 @@
+import type { FastifyInstance } from 'fastify';
+import { type AsyncFirstConfig, loadConfig } from './config.js';
+import { ContractError, loadContract, type OpenApiDocument, readContractFile } from './contract/load.js';
+import { describeOperations } from './contract/operations.js';
+import { buildServedDocument, FRAMEWORK_OPERATION_IDS } from './contract/served-document.js';
+import type { AnyHandler } from './handlers.js';
+import type { SecurityHandler } from './http/security.js';
+import { buildServer } from './http/server.js';
+import { ContractValidators } from './http/validation.js';
+import { resolveDatabasePath, SqliteStore } from './store/sqlite/sqlite-store.js';
+import type { Store } from './store/store.js';
+import { Sweeper } from './worker/sweeper.js';
+import { type JobOperation, Worker } from './worker/worker.js';
+
+/** Per-operation settings given in code. */
+export interface OperationOptions {
+  /** Handler runs before the job fails (default: JOB_MAX_ATTEMPTS). */
+  maxAttempts?: number;
+}
+
+export interface AsyncFirstOptions<HandlerMap> {
+  /** The contract: a path to a YAML/JSON file, or the parsed document. */
+  contract: string | OpenApiDocument;
+  /** One handler per operationId; type it with Handlers<operations> from generated/. */
+  handlers: HandlerMap;
+  /** One function per security scheme of the contract: credential → principal. */
+  security?: Record<string, SecurityHandler>;
+  operations?: { [OperationId in keyof HandlerMap]?: OperationOptions };
+  /** Settings over those read from the environment. */
+  config?: Partial<AsyncFirstConfig>;
+  /** Use this store instead of opening DATABASE_URL (tests, other backends). */
+  store?: Store;
+}
+
+/** A running asyncfirst service: the HTTP server, the store, and (unless concurrency is 0) the worker. */
+export interface AsyncFirstApp {
+  readonly config: AsyncFirstConfig;
+  readonly server: FastifyInstance;
+  readonly store: Store;
+  readonly worker: Worker | undefined;
+  readonly sweeper: Sweeper;
+  /** The contract with the framework's endpoints merged in, as served at /openapi.json. */
+  readonly servedDocument: OpenApiDocument;
+  /** Starts the worker and the sweeper, then listens on config.host:config.port; resolves with the address. */
+  listen(): Promise<string>;
+  /** Starts the worker and the sweeper without serving HTTP (a worker-only process). */
+  startBackground(): void;
+  /** Graceful stop: refuse new requests, finish in-flight ones, let handlers finish within the grace period, close the store. */
+  close(): Promise<void>;
+}
+
+/** Builds an asyncfirst service from a contract and its handlers. Start errors name what is wrong. */
+export async function createAsyncFirst<HandlerMap extends object>(options: AsyncFirstOptions<HandlerMap>): Promise<AsyncFirstApp> {
+  const config = loadConfig(process.env, options.config);
+  const document = typeof options.contract === 'string' ? await readContractFile(options.contract) : options.contract;
+  const source = typeof options.contract === 'string' ? options.contract : 'the contract';
+  const contract = await loadContract(document, source);
+  const operations = describeOperations(contract);
+  const handlers = new Map(Object.entries(options.handlers) as [string, AnyHandler][]);
+  checkHandlers(
+    operations.map((operation) => operation.operationId),
+    handlers,
+    source,
+  );
+
+  const servedDocument = buildServedDocument(contract.document, operations);
+  const validators = new ContractValidators(document.openapi);
+  const maxAttempts = (operationId: string) =>
+    (options.operations as Record<string, OperationOptions> | undefined)?.[operationId]?.maxAttempts ?? config.maxAttempts;
+  const store = options.store ?? new SqliteStore(resolveDatabasePath(config.databaseUrl), { busyTimeoutMs: config.busyTimeoutMs });
+
+  let server: FastifyInstance | undefined;
+  let worker: Worker | undefined;
+  const logger = { level: config.logLevel };
+  let closing = false;
+  try {
+    server = await buildServer({
+      served: servedDocument,
+      securitySchemes: ((contract.dereferenced.components as Record<string, unknown> | undefined)?.securitySchemes ?? {}) as Record<string, { type: string }>,
+      operations,
+      handlers,
+      maxAttempts,
+      securityHandlers: options.security ?? {},
+      validators,
+      store,
+      bodyLimit: config.bodyLimit,
+      idempotencyRetentionMs: config.idempotencyRetentionMs,
+      logger,
+      isClosing: () => closing,
+      cancelRunningJob: (jobId) => worker?.cancel(jobId),
+    });
+  } catch (error) {
+    await store.close();
+    throw error;
+  }
+  const log = server.log;
+
+  if (config.workerConcurrency > 0) {
+    const jobOperations = new Map<string, JobOperation>();
+    for (const operation of operations.filter((candidate) => candidate.async)) {
+      jobOperations.set(operation.operationId, {
+        handler: handlers.get(operation.operationId) as AnyHandler,
+        maxAttempts: maxAttempts(operation.operationId),
+        checkResult: validators.resultChecker(operation.result?.schema),
+      });
+    }
+    worker = new Worker({
+      store,
+      operations: jobOperations,
+      concurrency: config.workerConcurrency,
+      leaseMs: config.leaseMs,
+      pollIntervalMs: config.pollIntervalMs,
+      retryBaseMs: config.retryBaseMs,
+      retryMaxMs: config.retryMaxMs,
+      log: log.child({ component: 'worker' }),
+    });
+    // A job accepted in this process starts as soon as its transaction commits, without waiting for a poll.
+    const localWorker = worker;
+    store.onJobsQueued(() => localWorker.notify());
+  }
+  const sweeper = new Sweeper(store, { intervalMs: config.sweepIntervalMs, jobRetentionMs: config.jobRetentionMs, log: log.child({ component: 'sweeper' }) });
+
+  let background = false;
+  const startBackground = () => {
+    if (background) return;
+    background = true;
+    worker?.start();
+    sweeper.start();
+  };
+  let closed: Promise<void> | undefined;
+  const readyServer = server;
+  return {
+    config,
+    server: readyServer,
+    store,
+    worker,
+    sweeper,
+    servedDocument,
+    startBackground,
+    async listen() {
+      startBackground();
+      return readyServer.listen({ port: config.port, host: config.host });
+    },
+    close() {
+      closed ??= (async () => {
+        closing = true;
+        sweeper.stop();
+        await Promise.all([readyServer.close(), worker?.stop(config.shutdownGraceMs)]);
+        await store.close();
+      })();
+      return closed;
+    },
+  };
+}
+
+function checkHandlers(operationIds: string[], handlers: Map<string, AnyHandler>, source: string): void {
+  const known = new Set(operationIds);
+  for (const operationId of operationIds) {
+    if (typeof handlers.get(operationId) !== 'function')
+      throw new ContractError(`${source}: operation "${operationId}" has no handler; register one under handlers.${operationId}`);
+  }
+  for (const name of handlers.keys()) {
+    if ((FRAMEWORK_OPERATION_IDS as readonly string[]).includes(name))
+      throw new ContractError(`handler "${name}" names an endpoint asyncfirst serves itself; remove it`);
+    if (!known.has(name)) throw new ContractError(`a handler is registered for "${name}", but ${source} has no operation with that operationId`);
+  }
+}

@@ -1,0 +1,83 @@
+import { JOB_STATES } from '../store/job-states.js';
+
+/**
+ * The JSON Schemas of the framework's own bodies. They are merged into the served document
+ * (components.schemas) and double as Fastify response schemas, so one definition decides what
+ * clients are told and how the server serializes.
+ */
+export const JobStatusSchema = { type: 'string', enum: [...JOB_STATES], description: 'Where the job is in its life cycle.' } as const;
+
+export const ViolationSchema = {
+  type: 'object',
+  required: ['in', 'pointer', 'message'],
+  properties: {
+    in: { type: 'string', enum: ['body', 'query', 'path', 'header'] },
+    pointer: { type: 'string', description: 'JSON Pointer (RFC 6901) into that part of the request.' },
+    message: { type: 'string' },
+  },
+} as const;
+
+export const ProblemSchema = {
+  type: 'object',
+  description: 'Problem details (RFC 9457).',
+  required: ['type', 'title', 'status'],
+  properties: {
+    type: { type: 'string', format: 'uri-reference' },
+    title: { type: 'string' },
+    status: { type: 'integer' },
+    detail: { type: 'string' },
+    instance: { type: 'string' },
+    errors: { type: 'array', items: { $ref: '#/components/schemas/ProblemViolation' } },
+  },
+  additionalProperties: true,
+} as const;
+
+export const JobAcceptedSchema = {
+  type: 'object',
+  required: ['status', 'job_id'],
+  properties: {
+    status: { type: 'string', const: 'accepted' },
+    job_id: { type: 'string', description: 'The job id (a ULID: sortable by creation time, 80 random bits).' },
+    location: { type: 'string', description: 'Where to poll the job: /jobs/{job_id}.' },
+  },
+} as const;
+
+export const JobSchema = {
+  type: 'object',
+  required: ['id', 'operation', 'status', 'attempts', 'createdAt', 'updatedAt'],
+  properties: {
+    id: { type: 'string' },
+    operation: { type: 'string', description: 'The operationId that accepted the job.' },
+    status: { $ref: '#/components/schemas/JobStatus' },
+    attempts: { type: 'integer', minimum: 0, description: 'Handler runs started so far.' },
+    maxAttempts: { type: 'integer', minimum: 1 },
+    cancelRequested: { type: 'boolean', description: 'DELETE was asked while the job was running.' },
+    createdAt: { type: 'string', format: 'date-time' },
+    updatedAt: { type: 'string', format: 'date-time' },
+    finishedAt: { type: 'string', format: 'date-time' },
+    nextAttemptAt: { type: 'string', format: 'date-time', description: 'When a queued job becomes eligible to run.' },
+    result: { description: "Present when succeeded: the operation's 200/201 response body." },
+    error: { $ref: '#/components/schemas/Problem' },
+  },
+} as const;
+
+/** The framework's component schemas, by name, as merged into the served document. */
+export const FRAMEWORK_SCHEMAS = {
+  JobStatus: JobStatusSchema,
+  Job: JobSchema,
+  JobAccepted: JobAcceptedSchema,
+  Problem: ProblemSchema,
+  ProblemViolation: ViolationSchema,
+} as const;
+
+/** Replaces local component $refs by the schemas themselves, for use outside the document (Fastify). */
+export function inlineFrameworkRefs(schema: unknown): unknown {
+  if (Array.isArray(schema)) return schema.map(inlineFrameworkRefs);
+  if (schema === null || typeof schema !== 'object') return schema;
+  const ref = (schema as { $ref?: string }).$ref;
+  if (typeof ref === 'string' && ref.startsWith('#/components/schemas/')) {
+    const name = ref.slice('#/components/schemas/'.length) as keyof typeof FRAMEWORK_SCHEMAS;
+    return inlineFrameworkRefs(FRAMEWORK_SCHEMAS[name]);
+  }
+  return Object.fromEntries(Object.entries(schema).map(([key, value]) => [key, inlineFrameworkRefs(value)]));
+}

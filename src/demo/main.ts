@@ -1,0 +1,4 @@
+import { runProcess } from '../cli.js';
+import { createDemo } from './service.js';
+
+await runProcess(() => createDemo());

@@ -1,0 +1,61 @@
+import type { operations } from '../../generated/api.js';
+import { type AsyncFirstApp, type AsyncFirstOptions, createAsyncFirst } from '../app.js';
+import type { AsyncFirstConfig } from '../config.js';
+import type { Handlers } from '../handlers.js';
+import type { SecurityHandler } from '../http/security.js';
+import { buildReport, estimateBytes } from './report.js';
+
+/** The key accepted when API_KEYS is unset (development only; a warning is logged). */
+export const DEVELOPMENT_API_KEY = 'dev-key';
+export const DEVELOPMENT_PRINCIPAL = 'developer';
+
+/** The demo's handlers, typed from generated/: a missing or mistyped handler is a compile error. */
+export const reportHandlers: Handlers<operations> = {
+  async createReport({ body }, { signal }) {
+    return buildReport(body, signal);
+  },
+  estimateReport({ query }) {
+    const format = query.format ?? 'csv';
+    return { rows: query.rows, format, estimatedBytes: estimateBytes(query.rows, format) };
+  },
+};
+
+/** Parses API_KEYS ("alice:key-a,bob:key-b") into key → principal. */
+export function parseApiKeys(value: string | undefined): Map<string, string> | undefined {
+  if (value === undefined || value.trim() === '') return undefined;
+  const keys = new Map<string, string>();
+  for (const entry of value.split(',')) {
+    const [principal, key, ...rest] = entry.trim().split(':');
+    if (!principal || !key || rest.length > 0) throw new Error(`API_KEYS entry "${entry}" must be principal:key`);
+    keys.set(key, principal);
+  }
+  return keys;
+}
+
+/** The demo's security handlers: the X-API-Key header or a bearer token, both looked up in API_KEYS. */
+export function demoSecurity(apiKeys: Map<string, string> | undefined, warn: (message: string) => void = console.warn): Record<string, SecurityHandler> {
+  let keys = apiKeys;
+  if (!keys) {
+    keys = new Map([[DEVELOPMENT_API_KEY, DEVELOPMENT_PRINCIPAL]]);
+    warn(`API_KEYS is not set: accepting the development key "${DEVELOPMENT_API_KEY}" (principal "${DEVELOPMENT_PRINCIPAL}"). Set API_KEYS in production.`);
+  }
+  const lookup: SecurityHandler = (credential) => keys.get(credential);
+  return { ApiKeyAuth: lookup, BearerAuth: lookup };
+}
+
+/** The demo service, as `npm start` runs it. */
+export function createDemo(
+  options: { contract?: string; config?: Partial<AsyncFirstConfig>; apiKeys?: string } & Pick<
+    AsyncFirstOptions<typeof reportHandlers>,
+    'store' | 'operations'
+  > = {},
+): Promise<AsyncFirstApp> {
+  return createAsyncFirst({
+    contract: options.contract ?? new URL('../../openapi.yaml', import.meta.url).pathname,
+    handlers: reportHandlers,
+    security: demoSecurity(parseApiKeys(options.apiKeys ?? process.env.API_KEYS)),
+    config: options.config,
+    store: options.store,
+    operations: options.operations,
+  });
+}

@@ -1,0 +1,74 @@
+import type { FastifyBaseLogger } from 'fastify';
+import type { FrameworkOperationId } from './contract/served-document.js';
+
+/*
+ * Handler types, derived from the `operations` interface that openapi-typescript writes into
+ * generated/. A handler map is keyed by operationId; each handler's input and result types
+ * come from its operation, so nobody writes a request or response type by hand.
+ */
+
+type JsonBody<Content> = Content extends { content: infer Media } ? (Media extends { 'application/json': infer Body } ? Body : Media[keyof Media]) : undefined;
+
+type Present<T> = [T] extends [never] ? Record<string, never> : [T] extends [undefined] ? Record<string, never> : NonNullable<T>;
+
+/** The JSON request body of an operation (undefined when it declares none). */
+export type OperationBody<Op> = Op extends { requestBody: infer Body }
+  ? JsonBody<Body>
+  : Op extends { requestBody?: infer Body }
+    ? JsonBody<NonNullable<Body>> | undefined
+    : undefined;
+
+/** The path parameters of an operation. */
+export type OperationParams<Op> = Op extends { parameters: { path?: infer Path } } ? Present<Path> : Record<string, never>;
+
+/** The query parameters of an operation. */
+export type OperationQuery<Op> = Op extends { parameters: { query?: infer Query } } ? Present<Query> : Record<string, never>;
+
+/** A synchronous operation's 200/201 body, or an asynchronous operation's job result. */
+export type OperationResult<Op> = Op extends { responses: infer Responses }
+  ? Responses extends { 200: infer Ok }
+    ? JsonBody<Ok>
+    : Responses extends { 201: infer Created }
+      ? JsonBody<Created>
+      : unknown
+  : unknown;
+
+/** What a handler is given about the request (validated against the contract). */
+export interface OperationInput<Op> {
+  params: OperationParams<Op>;
+  query: OperationQuery<Op>;
+  body: OperationBody<Op>;
+}
+
+/** What a handler is given about the call it serves. */
+export interface HandlerContext {
+  /** The principal the security handlers resolved ("anonymous" for an operation without security). */
+  principal: string;
+  /** Fires when the job is canceled, its lease is lost, or the server shuts down (or the request closes, for synchronous operations). */
+  signal: AbortSignal;
+  log: FastifyBaseLogger;
+  /** Present for asynchronous operations: the job being run. */
+  job?: { id: string; attempt: number; maxAttempts: number };
+}
+
+/** One operation's handler. */
+export type OperationHandler<Op> = (input: OperationInput<Op>, context: HandlerContext) => OperationResult<Op> | Promise<OperationResult<Op>>;
+
+/** The handler map: one handler per operationId of the contract (the framework's own endpoints excepted). */
+export type Handlers<Operations> = {
+  [OperationId in Exclude<keyof Operations, FrameworkOperationId>]: OperationHandler<Operations[OperationId]>;
+};
+
+/** A handler as the framework calls it, once types are erased. */
+export type AnyHandler = (input: { params: unknown; query: unknown; body: unknown }, context: HandlerContext) => unknown;
+
+/**
+ * Thrown by a job handler for a failure that retrying cannot fix: the job fails at once,
+ * with this message as the stored problem's detail.
+ */
+export class PermanentJobError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'PermanentJobError';
+  }
+}

@@ -1,0 +1,132 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
+import { inlineFrameworkRefs, JobAcceptedSchema } from '../contract/framework-schemas.js';
+import type { OperationSpec, ParameterSpec } from '../contract/operations.js';
+import type { AnyHandler } from '../handlers.js';
+import { fingerprintRequest } from '../idempotency/fingerprint.js';
+import { parseIdempotencyKey } from '../idempotency/key.js';
+import type { Store } from '../store/store.js';
+import { POLL_AFTER_SECONDS } from './job-view.js';
+import { ProblemError } from './problems.js';
+import type { Authenticate } from './security.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Who is calling, as resolved by the operation's security handlers. */
+    principal: string;
+  }
+}
+
+export interface OperationRouteDeps {
+  store: Store;
+  handler: AnyHandler;
+  authenticate: Authenticate;
+  maxAttempts: number;
+  idempotencyRetentionMs: number;
+}
+
+const acceptedResponseSchema = inlineFrameworkRefs(JobAcceptedSchema);
+
+/** Registers one contract operation as a Fastify route with its own compiled validators. */
+export function registerOperationRoute(server: FastifyInstance, operation: OperationSpec, deps: OperationRouteDeps): void {
+  const route: RouteOptions = {
+    method: operation.method,
+    url: operation.routeUrl,
+    schema: routeSchema(operation),
+    onRequest: requestGate(operation, deps.authenticate),
+    handler: operation.async ? acceptHandler(operation, deps) : inlineHandler(deps.handler),
+  };
+  server.route(route);
+}
+
+function routeSchema(operation: OperationSpec): RouteOptions['schema'] {
+  const schema: NonNullable<RouteOptions['schema']> = {};
+  if (operation.parameters.path.length) schema.params = objectSchema(operation.parameters.path);
+  if (operation.parameters.query.length) schema.querystring = objectSchema(operation.parameters.query);
+  if (operation.parameters.header.length) schema.headers = objectSchema(operation.parameters.header);
+  if (operation.body?.schema) schema.body = operation.body.schema;
+  if (operation.async) schema.response = { 202: acceptedResponseSchema };
+  return schema;
+}
+
+function objectSchema(parameters: ParameterSpec[]) {
+  return {
+    type: 'object',
+    properties: Object.fromEntries(parameters.map((parameter) => [parameter.name, parameter.schema])),
+    required: parameters.filter((parameter) => parameter.required).map((parameter) => parameter.name),
+  };
+}
+
+/** Before the body is read: authenticate, then refuse a body of a media type the operation does not declare. */
+function requestGate(operation: OperationSpec, authenticate: Authenticate) {
+  const mediaTypes = operation.body ? new Set(operation.body.mediaTypes) : undefined;
+  return async (request: FastifyRequest) => {
+    request.principal = await authenticate(request);
+    if (!mediaTypes) return;
+    const hasBody = request.headers['transfer-encoding'] !== undefined || Number(request.headers['content-length'] ?? 0) > 0;
+    if (!hasBody) return;
+    const mediaType = (request.headers['content-type'] ?? '').split(';', 1)[0]?.trim().toLowerCase() ?? '';
+    if (!mediaTypes.has(mediaType)) {
+      throw new ProblemError('unsupportedMediaType', `${operation.operationId} accepts ${[...mediaTypes].join(', ')}; got ${mediaType || 'no Content-Type'}.`);
+    }
+  };
+}
+
+/** A synchronous operation: the handler runs now and its result is the 200/201 body. */
+function inlineHandler(handler: AnyHandler) {
+  return async (request: FastifyRequest, reply: FastifyReply) => {
+    const controller = new AbortController();
+    const abortOnClose = () => controller.abort(new Error('the client closed the connection'));
+    request.raw.once('close', abortOnClose);
+    try {
+      const result = await handler(
+        { params: request.params ?? {}, query: request.query ?? {}, body: request.body },
+        { principal: request.principal, signal: controller.signal, log: request.log },
+      );
+      return reply.code(reply.statusCode === 200 ? 200 : reply.statusCode).send(result);
+    } finally {
+      request.raw.off('close', abortOnClose);
+    }
+  };
+}
+
+/** An asynchronous operation: store the job durably (or find the earlier one) and answer 202. */
+function acceptHandler(operation: OperationSpec, deps: OperationRouteDeps) {
+  return async (request: FastifyRequest, reply: FastifyReply) => {
+    const key = parseIdempotencyKey(headerLines(request.raw.rawHeaders, 'idempotency-key'));
+    const { fingerprint, canonicalInput } = fingerprintRequest(operation.operationId, {
+      params: (request.params as Record<string, unknown>) ?? {},
+      query: (request.query as Record<string, unknown>) ?? {},
+      body: request.body,
+    });
+    const now = Date.now();
+    const outcome = await deps.store.acceptJob({
+      principal: request.principal,
+      operation: operation.operationId,
+      key,
+      fingerprint,
+      input: canonicalInput,
+      maxAttempts: deps.maxAttempts,
+      now,
+      keyExpiresAt: now + deps.idempotencyRetentionMs,
+    });
+    if (outcome.kind === 'mismatch') {
+      throw new ProblemError(
+        'idempotencyKeyReused',
+        `This Idempotency-Key was already used for a different ${operation.operationId} request (job ${outcome.jobId}). Use a new key for a new request.`,
+      );
+    }
+    const location = `/jobs/${outcome.jobId}`;
+    reply.code(202).headers({ location, 'x-job-id': outcome.jobId, 'retry-after': String(POLL_AFTER_SECONDS) });
+    if (outcome.kind === 'replayed') reply.header('idempotent-replayed', 'true');
+    return { status: 'accepted', job_id: outcome.jobId, location };
+  };
+}
+
+/** Every line of one header as sent (Node joins repeated unknown headers with ", ", which would hide a repeat). */
+function headerLines(rawHeaders: string[], name: string): string[] | undefined {
+  let lines: string[] | undefined;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    if ((rawHeaders[i] as string).length === name.length && (rawHeaders[i] as string).toLowerCase() === name) (lines ??= []).push(rawHeaders[i + 1] as string);
+  }
+  return lines;
+}

@@ -1,0 +1,69 @@
+import { Ajv, type ErrorObject, type Options, type ValidateFunction } from 'ajv';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import addFormatsModule from 'ajv-formats';
+import type { FastifySchemaCompiler } from 'fastify';
+import type { JsonSchema } from '../contract/operations.js';
+import type { ProblemViolation } from './problems.js';
+
+// ajv-formats ships CommonJS with a default export; under NodeNext it arrives wrapped.
+const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
+
+/** JSON Schema validators for one contract: OpenAPI 3.1 schemas are draft 2020-12, 3.0 schemas draft-04-like. */
+export class ContractValidators {
+  /** Bodies and job results: no type coercion, so "5" is not a number. */
+  private readonly strict: Ajv;
+  /** Path, query and header values arrive as strings and are coerced to their declared types. */
+  private readonly coercing: Ajv;
+
+  constructor(openapiVersion: string) {
+    const options: Options = { strict: false, allErrors: true, useDefaults: true, removeAdditional: false, validateFormats: true };
+    const AjvClass = openapiVersion.startsWith('3.1') ? Ajv2020 : Ajv;
+    this.strict = addFormats(new AjvClass({ ...options, coerceTypes: false }));
+    this.coercing = addFormats(new AjvClass({ ...options, coerceTypes: 'array' }));
+  }
+
+  /** Fastify's validator compiler: each route part is compiled once, at start. */
+  readonly compiler: FastifySchemaCompiler<JsonSchema> = ({ schema, httpPart }) => (httpPart === 'body' ? this.strict : this.coercing).compile(schema);
+
+  /** A checker for job results; returns a readable list of violations, or undefined when it passes. */
+  resultChecker(schema: JsonSchema | undefined): (value: unknown) => string | undefined {
+    if (!schema) return () => undefined;
+    const validate: ValidateFunction = this.strict.compile(schema);
+    return (value) => {
+      if (validate(value)) return undefined;
+      return toViolations(validate.errors ?? [], 'body')
+        .map((violation) => `${violation.pointer || '/'} ${violation.message}`)
+        .join('; ');
+    };
+  }
+}
+
+const PART: Record<string, ProblemViolation['in']> = { body: 'body', querystring: 'query', params: 'path', headers: 'header' };
+
+/** The request part that Fastify names in a validation error's context. */
+export function requestPart(validationContext: string | undefined): ProblemViolation['in'] {
+  return PART[validationContext ?? 'body'] ?? 'body';
+}
+
+/** Turns ajv errors into problem-details violations: a JSON Pointer and a message each. */
+export function toViolations(errors: ErrorObject[], part: ProblemViolation['in']): ProblemViolation[] {
+  return errors.slice(0, 50).map((error) => {
+    let pointer = error.instancePath;
+    let message = error.message ?? error.keyword;
+    const params = error.params as Record<string, unknown>;
+    if (error.keyword === 'required') {
+      pointer += `/${escapePointer(String(params.missingProperty))}`;
+      message = 'is required';
+    } else if (error.keyword === 'additionalProperties') {
+      pointer += `/${escapePointer(String(params.additionalProperty))}`;
+      message = 'is not allowed';
+    } else if (error.keyword === 'enum') {
+      message = `must be one of ${(params.allowedValues as unknown[]).map((value) => JSON.stringify(value)).join(', ')}`;
+    }
+    return { in: part, pointer, message };
+  });
+}
+
+function escapePointer(token: string): string {
+  return token.replace(/~/g, '~0').replace(/\//g, '~1');
+}

@@ -1,0 +1,22 @@
+export { type AsyncFirstApp, type AsyncFirstOptions, createAsyncFirst, type OperationOptions } from './app.js';
+export { runProcess } from './cli.js';
+export { type AsyncFirstConfig, ConfigError, DEFAULT_CONFIG, loadConfig } from './config.js';
+export { ContractError, type OpenApiDocument } from './contract/load.js';
+export { servedDocumentOf } from './contract/served.js';
+export { FRAMEWORK_OPERATION_IDS, type FrameworkOperationId } from './contract/served-document.js';
+export type {
+  HandlerContext,
+  Handlers,
+  OperationBody,
+  OperationHandler,
+  OperationInput,
+  OperationParams,
+  OperationQuery,
+  OperationResult,
+} from './handlers.js';
+export { PermanentJobError } from './handlers.js';
+export { PROBLEM_TYPE_BASE, PROBLEMS, type ProblemDetails, type ProblemKind } from './http/problems.js';
+export { ANONYMOUS_PRINCIPAL, type SecurityHandler } from './http/security.js';
+export { FINISHED_STATES, JOB_STATES, type JobState } from './store/job-states.js';
+export { SqliteStore } from './store/sqlite/sqlite-store.js';
+export type { Store } from './store/store.js';

@@ -1,0 +1,62 @@
+import type BetterSqlite3 from 'better-sqlite3';
+import { JOB_STATES } from '../job-states.js';
+
+const states = JOB_STATES.map((state) => `'${state}'`).join(', ');
+
+/**
+ * Migrations, applied in order; PRAGMA user_version records how many have run.
+ * Append new ones; never edit one that has shipped.
+ */
+const MIGRATIONS: string[] = [
+  `
+  CREATE TABLE jobs (
+    seq              INTEGER PRIMARY KEY,          -- insertion order; keeps the B-tree append-only
+    id               TEXT    NOT NULL UNIQUE,      -- ULID: time-ordered, 80 random bits
+    principal        TEXT    NOT NULL,
+    operation        TEXT    NOT NULL,
+    input            TEXT    NOT NULL,             -- canonical JSON {body, params, query}
+    status           TEXT    NOT NULL CHECK (status IN (${states})),
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    max_attempts     INTEGER NOT NULL,
+    run_at           INTEGER NOT NULL,             -- earliest time the next attempt may start
+    lease_owner      TEXT,
+    lease_expires_at INTEGER,
+    fence            INTEGER NOT NULL DEFAULT 0,   -- bumped by every claim
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    result           TEXT,
+    error            TEXT,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL,
+    finished_at      INTEGER
+  );
+  CREATE INDEX jobs_queued ON jobs (run_at, seq) WHERE status = 'queued';
+  CREATE INDEX jobs_leased ON jobs (lease_expires_at) WHERE status = 'running';
+  CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+
+  CREATE TABLE idempotency_keys (
+    principal   TEXT    NOT NULL,
+    operation   TEXT    NOT NULL,
+    key         TEXT    NOT NULL,
+    fingerprint TEXT    NOT NULL,
+    job_id      TEXT    NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    PRIMARY KEY (principal, operation, key)
+  ) WITHOUT ROWID;
+  CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);
+  `,
+];
+
+/** Brings the schema of an open database up to date, in one transaction. */
+export function migrate(db: BetterSqlite3.Database): void {
+  const applied = db.pragma('user_version', { simple: true }) as number;
+  if (applied > MIGRATIONS.length) {
+    throw new Error(`the database has schema version ${applied}, newer than this asyncfirst (${MIGRATIONS.length}); upgrade asyncfirst`);
+  }
+  db.transaction(() => {
+    for (let version = applied; version < MIGRATIONS.length; version++) {
+      db.exec(MIGRATIONS[version] as string);
+    }
+    db.pragma(`user_version = ${MIGRATIONS.length}`);
+  }).immediate();
+}

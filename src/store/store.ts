@@ -1,0 +1,114 @@
+import type { ProblemDetails } from '../http/problems.js';
+import type { JobState } from './job-states.js';
+
+/**
+ * The storage boundary. Everything the HTTP layer, the worker and the sweeper persist goes
+ * through this interface; the SQLite implementation (./sqlite/) holds every SQL statement.
+ * Times are milliseconds since the epoch. Methods are asynchronous so that a networked
+ * backend (PostgreSQL) can implement the same contract.
+ *
+ * Terms: a *job* is one accepted submission of an asynchronous operation. A worker *claims*
+ * a job by taking a *lease* on it (an owner and an expiry) and bumping its *fence*, a counter
+ * that every later write must present; a worker whose lease was taken over holds a stale
+ * fence and its writes are refused.
+ */
+export interface Store {
+  /** Stores a job and its idempotency record in one durable transaction, or finds the earlier one. */
+  acceptJob(request: AcceptRequest): Promise<AcceptOutcome>;
+  /** One job of one principal; undefined for an unknown id or another principal's job. */
+  getJob(principal: string, id: string): Promise<JobRecord | undefined>;
+  /** Cancels a queued job, or flags a running one so its handler is aborted. */
+  cancelJob(principal: string, id: string, now: number): Promise<CancelOutcome>;
+  /** Claims up to `limit` runnable jobs (queued and due, or running with an expired lease). */
+  claimJobs(claim: ClaimRequest): Promise<ClaimedJob[]>;
+  /** Extends a lease the worker still holds; tells whether it is held and whether cancel was asked. */
+  renewLease(id: string, fence: number, leaseExpiresAt: number, now: number): Promise<LeaseState>;
+  /** Records the end of a claimed job; false when the fence is stale (the write is refused). */
+  finishJob(id: string, fence: number, outcome: JobOutcome, now: number): Promise<boolean>;
+  /** Puts a claimed job back in the queue to run again at `runAt`, keeping the last error. */
+  retryJob(id: string, fence: number, error: ProblemDetails, runAt: number, now: number): Promise<boolean>;
+  /** Gives a claimed job back without counting the attempt (graceful shutdown). */
+  releaseJob(id: string, fence: number, now: number): Promise<boolean>;
+  /** Deletes expired idempotency records and jobs finished before `jobsFinishedBefore`. */
+  sweep(now: number, jobsFinishedBefore: number): Promise<{ keys: number; jobs: number }>;
+  /** Called after each commit that made new jobs runnable (wakes the in-process worker). */
+  onJobsQueued(listener: () => void): void;
+  /** Flushes pending writes and closes the store. */
+  close(): Promise<void>;
+}
+
+export interface AcceptRequest {
+  principal: string;
+  operation: string;
+  key: string;
+  fingerprint: string;
+  /** The canonical JSON of the job's input ({body, params, query}). */
+  input: string;
+  maxAttempts: number;
+  now: number;
+  keyExpiresAt: number;
+}
+
+export type AcceptOutcome =
+  | { kind: 'created'; jobId: string }
+  | { kind: 'replayed'; jobId: string }
+  /** The key was used for another request; the stored record is unchanged. */
+  | { kind: 'mismatch'; jobId: string };
+
+export interface JobRecord {
+  id: string;
+  principal: string;
+  operation: string;
+  status: JobState;
+  attempts: number;
+  maxAttempts: number;
+  cancelRequested: boolean;
+  /** JSON text of the handler's result, when succeeded. */
+  result?: string;
+  error?: ProblemDetails;
+  runAt: number;
+  createdAt: number;
+  updatedAt: number;
+  finishedAt?: number;
+}
+
+export type CancelOutcome =
+  | { kind: 'canceled'; job: JobRecord }
+  | { kind: 'signalled'; job: JobRecord }
+  | { kind: 'finished'; job: JobRecord }
+  | { kind: 'not-found' };
+
+export interface ClaimRequest {
+  owner: string;
+  limit: number;
+  now: number;
+  leaseMs: number;
+  /** The error stored on an abandoned job that has no attempts left. */
+  abandonedError: ProblemDetails;
+}
+
+export interface ClaimedJob {
+  id: string;
+  principal: string;
+  operation: string;
+  /** Canonical JSON of {body, params, query}. */
+  input: string;
+  attempts: number;
+  maxAttempts: number;
+  fence: number;
+}
+
+export interface LeaseState {
+  held: boolean;
+  cancelRequested: boolean;
+}
+
+export type JobOutcome = { status: 'succeeded'; result: string } | { status: 'failed'; error: ProblemDetails } | { status: 'canceled'; error: ProblemDetails };
+
+/** Thrown by a store that cannot serve a request right now (busy past its timeout, closed, I/O error). */
+export class StoreUnavailableError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'StoreUnavailableError';
+  }
+}

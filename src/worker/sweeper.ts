@@ -1,0 +1,36 @@
+import type { FastifyBaseLogger } from 'fastify';
+import type { Store } from '../store/store.js';
+
+/**
+ * Deletes expired idempotency records and finished jobs past their retention on a timer,
+ * so the database file does not grow without bound.
+ */
+export class Sweeper {
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly store: Store,
+    private readonly options: { intervalMs: number; jobRetentionMs: number; log: FastifyBaseLogger },
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => void this.sweepNow(), this.options.intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  /** One sweep; returns how many rows it deleted. */
+  async sweepNow(now: number = Date.now()): Promise<{ keys: number; jobs: number }> {
+    try {
+      const deleted = await this.store.sweep(now, now - this.options.jobRetentionMs);
+      if (deleted.keys + deleted.jobs > 0) this.options.log.info(deleted, 'swept expired idempotency records and finished jobs');
+      return deleted;
+    } catch (error) {
+      this.options.log.warn({ err: error }, 'sweep failed; will try again');
+      return { keys: 0, jobs: 0 };
+    }
+  }
+}

@@ -1,0 +1,235 @@
+import { randomBytes } from 'node:crypto';
+import type { FastifyBaseLogger } from 'fastify';
+import { type AnyHandler, PermanentJobError } from '../handlers.js';
+import { type ProblemDetails, problem } from '../http/problems.js';
+import type { ClaimedJob, Store } from '../store/store.js';
+import { retryDelayMs } from './backoff.js';
+
+/** What the worker knows about one asynchronous operation. */
+export interface JobOperation {
+  handler: AnyHandler;
+  maxAttempts: number;
+  /** Checks a handler's result against the operation's result schema; returns the violations, if any. */
+  checkResult: (result: unknown) => string | undefined;
+}
+
+export interface WorkerOptions {
+  store: Store;
+  operations: Map<string, JobOperation>;
+  /** Jobs run at once by this worker. */
+  concurrency: number;
+  leaseMs: number;
+  /** How often to look for due jobs when nothing woke the worker (retries, other processes' jobs, takeovers). */
+  pollIntervalMs: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+  log: FastifyBaseLogger;
+}
+
+interface RunningJob {
+  job: ClaimedJob;
+  controller: AbortController;
+  cancelRequested: boolean;
+  leaseLost: boolean;
+  released: boolean;
+  done: Promise<void>;
+}
+
+/**
+ * The embedded worker: claims due jobs with a lease and a fence, runs their handlers, renews
+ * the lease while they run, and records success, a retry with backoff, or failure.
+ */
+export class Worker {
+  readonly owner = `worker-${process.pid}-${randomBytes(4).toString('hex')}`;
+  private readonly running = new Map<string, RunningJob>();
+  private filling = false;
+  private fillAgain = false;
+  private stopping = false;
+  private pollTimer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly options: WorkerOptions) {}
+
+  /** Starts polling, and claims what is due now. */
+  start(): void {
+    this.pollTimer = setInterval(() => this.notify(), this.options.pollIntervalMs);
+    this.notify();
+  }
+
+  /** Jobs may be due: claim up to the free capacity now (called after an acceptance commits). */
+  notify(): void {
+    if (this.stopping) return;
+    if (this.filling) {
+      this.fillAgain = true;
+      return;
+    }
+    void this.fill();
+  }
+
+  /** Number of handlers running now. */
+  get activeJobs(): number {
+    return this.running.size;
+  }
+
+  /** Aborts a job this worker is running, because DELETE /jobs/{id} asked; false if it runs elsewhere. */
+  cancel(jobId: string): boolean {
+    const entry = this.running.get(jobId);
+    if (!entry) return false;
+    entry.cancelRequested = true;
+    entry.controller.abort(new Error('the job was canceled'));
+    return true;
+  }
+
+  /**
+   * Stops claiming, lets running handlers finish for up to `graceMs`, then aborts the rest and
+   * gives their jobs back to the queue (the interrupted attempt is not counted).
+   */
+  async stop(graceMs: number): Promise<void> {
+    this.stopping = true;
+    clearInterval(this.pollTimer);
+    const settled = Promise.all([...this.running.values()].map((entry) => entry.done));
+    let timer: NodeJS.Timeout | undefined;
+    const graceOver = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), graceMs);
+    });
+    const outcome = await Promise.race([settled, graceOver]);
+    clearTimeout(timer);
+    if (outcome !== 'timeout') return;
+    const left = [...this.running.values()];
+    for (const entry of left) {
+      entry.released = true;
+      entry.controller.abort(new Error('the server is shutting down'));
+    }
+    const now = Date.now();
+    await Promise.all(left.map((entry) => this.options.store.releaseJob(entry.job.id, entry.job.fence, now).catch(() => false)));
+    this.options.log.warn({ jobs: left.map((entry) => entry.job.id) }, 'shutdown grace period over: released running jobs back to the queue');
+  }
+
+  private async fill(): Promise<void> {
+    this.filling = true;
+    try {
+      do {
+        this.fillAgain = false;
+        const free = this.options.concurrency - this.running.size;
+        if (free <= 0 || this.stopping) break;
+        const jobs = await this.options.store.claimJobs({
+          owner: this.owner,
+          limit: free,
+          now: Date.now(),
+          leaseMs: this.options.leaseMs,
+          abandonedError: problem('jobLeaseExpired', 'The job was running when its worker stopped renewing the lease, and it has no attempts left.'),
+        });
+        for (const job of jobs) this.run(job);
+        if (jobs.length === free) this.fillAgain = true;
+      } while (this.fillAgain);
+    } catch (error) {
+      this.options.log.error({ err: error }, 'claiming jobs failed; will try again at the next poll');
+    } finally {
+      this.filling = false;
+    }
+  }
+
+  private run(job: ClaimedJob): void {
+    const controller = new AbortController();
+    const entry = { job, controller, cancelRequested: false, leaseLost: false, released: false } as RunningJob;
+    this.running.set(job.id, entry);
+    entry.done = this.execute(entry).finally(() => {
+      this.running.delete(job.id);
+      this.notify();
+    });
+  }
+
+  private async execute(entry: RunningJob): Promise<void> {
+    const { job } = entry;
+    const { store, log } = this.options;
+    const heartbeat = setInterval(() => void this.renew(entry), Math.max(50, Math.min(this.options.leaseMs / 3, 5000)));
+    let outcome: { ok: true; value: unknown } | { ok: false; error: unknown };
+    try {
+      const operation = this.options.operations.get(job.operation);
+      if (!operation) throw new PermanentJobError(`no handler is registered for operation "${job.operation}"`);
+      const input = JSON.parse(job.input) as { params: unknown; query: unknown; body: unknown };
+      const context = {
+        principal: job.principal,
+        signal: entry.controller.signal,
+        log: log.child({ jobId: job.id }),
+        job: { id: job.id, attempt: job.attempts, maxAttempts: job.maxAttempts },
+      };
+      outcome = { ok: true, value: await operation.handler(input, context) };
+    } catch (error) {
+      outcome = { ok: false, error };
+    } finally {
+      clearInterval(heartbeat);
+    }
+    if (entry.released || entry.leaseLost) return;
+
+    const now = Date.now();
+    try {
+      if (entry.cancelRequested) {
+        await store.finishJob(
+          job.id,
+          job.fence,
+          { status: 'canceled', error: problem('jobCanceled', 'DELETE /jobs/{id} canceled the job while it was running.') },
+          now,
+        );
+      } else if (outcome.ok) {
+        await this.succeed(job, outcome.value, now);
+      } else {
+        await this.fail(job, outcome.error, now);
+      }
+    } catch (error) {
+      // The lease expires and another claim takes the job over; nothing acknowledged is lost.
+      log.error({ err: error, jobId: job.id }, 'recording the job outcome failed');
+    }
+  }
+
+  private async succeed(job: ClaimedJob, value: unknown, now: number): Promise<void> {
+    const violations = this.options.operations.get(job.operation)?.checkResult(value);
+    if (violations !== undefined) {
+      this.options.log.error({ jobId: job.id, violations }, 'job handler returned a result that does not match the contract');
+      await this.options.store.finishJob(
+        job.id,
+        job.fence,
+        {
+          status: 'failed',
+          error: problem(
+            'jobResultInvalid',
+            `The ${job.operation} handler returned a result that does not match the operation's response schema: ${violations}`,
+          ),
+        },
+        now,
+      );
+      return;
+    }
+    await this.options.store.finishJob(job.id, job.fence, { status: 'succeeded', result: JSON.stringify(value ?? null) }, now);
+  }
+
+  private async fail(job: ClaimedJob, error: unknown, now: number): Promise<void> {
+    const message = error instanceof Error ? error.message : String(error);
+    const details: ProblemDetails = problem('jobHandlerFailed', message, { attempt: job.attempts });
+    const permanent = error instanceof PermanentJobError;
+    if (permanent || job.attempts >= job.maxAttempts) {
+      this.options.log.warn({ jobId: job.id, attempts: job.attempts, err: error }, 'job failed');
+      await this.options.store.finishJob(job.id, job.fence, { status: 'failed', error: details }, now);
+      return;
+    }
+    const delay = retryDelayMs(job.attempts, this.options.retryBaseMs, this.options.retryMaxMs);
+    this.options.log.info({ jobId: job.id, attempt: job.attempts, retryInMs: delay, err: error }, 'job attempt failed; will retry');
+    await this.options.store.retryJob(job.id, job.fence, details, now + delay, now);
+    setTimeout(() => this.notify(), delay).unref();
+  }
+
+  private async renew(entry: RunningJob): Promise<void> {
+    const now = Date.now();
+    try {
+      const lease = await this.options.store.renewLease(entry.job.id, entry.job.fence, now + this.options.leaseMs, now);
+      if (!lease.held && !entry.released) {
+        entry.leaseLost = true;
+        entry.controller.abort(new Error('the lease on this job was lost to another worker'));
+        this.options.log.warn({ jobId: entry.job.id }, 'lease lost; the job is another worker’s now');
+      } else if (lease.cancelRequested && !entry.cancelRequested) {
+        this.cancel(entry.job.id);
+      }
+    } catch (error) {
+      this.options.log.warn({ err: error, jobId: entry.job.id }, 'renewing a lease failed; will try again');
+    }
+  }
+}
