@@ -114,7 +114,7 @@ export interface components {
             error?: components["schemas"]["Problem"];
         };
         JobAccepted: {
-            /** @constant */
+            /** @enum {string} */
             status: "accepted";
             /** @description The job id (a ULID: sortable by creation time, 80 random bits). */
             job_id: string;

@@ -36,7 +36,7 @@ export const JobAcceptedSchema = {
   type: 'object',
   required: ['status', 'job_id'],
   properties: {
-    status: { type: 'string', const: 'accepted' },
+    status: { type: 'string', enum: ['accepted'] },
     job_id: { type: 'string', description: 'The job id (a ULID: sortable by creation time, 80 random bits).' },
     location: { type: 'string', description: 'Where to poll the job: /jobs/{job_id}.' },
   },

@@ -16,7 +16,8 @@ export function parseIdempotencyKey(lines: string[] | undefined): string {
     );
   }
   if (lines.length > 1) throw new ProblemError('idempotencyKeyInvalid', 'Idempotency-Key was sent on more than one header line; send exactly one.');
-  const raw = (lines[0] ?? '').trim();
+  // Only HTTP's optional whitespace (SP, HTAB) surrounds a field value; String#trim would also drop NBSP and others.
+  const raw = (lines[0] ?? '').replace(/^[\t ]+|[\t ]+$/g, '');
   const key = raw.startsWith('"') ? unquote(raw) : raw;
   if (key.length === 0) throw new ProblemError('idempotencyKeyInvalid', 'Idempotency-Key is empty.');
   if (key.length > MAX_KEY_LENGTH)

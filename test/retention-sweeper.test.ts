@@ -1,0 +1,182 @@
+import Database from 'better-sqlite3';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { operations } from '../generated/api.js';
+import { type AsyncFirstApp, createAsyncFirst } from '../src/app.js';
+import { readContractFile } from '../src/contract/load.js';
+import { buildReport } from '../src/demo/report.js';
+import { demoSecurity, parseApiKeys, reportHandlers } from '../src/demo/service.js';
+import type { Handlers } from '../src/handlers.js';
+import { API_KEYS, submitReport, tempDir, waitForJob } from './helpers.js';
+
+const IDEMPOTENCY_RETENTION_MS = 10_000;
+const JOB_RETENTION_MS = 2_000;
+
+interface JobRow {
+  id: string;
+  status: string;
+  finished_at: number | null;
+}
+interface KeyRow {
+  key: string;
+  job_id: string;
+  expires_at: number;
+}
+
+function readRows(dbPath: string): { jobs: JobRow[]; keys: KeyRow[] } {
+  const db = new Database(dbPath, { readonly: true });
+  try {
+    return {
+      jobs: db.prepare('SELECT id, status, finished_at FROM jobs ORDER BY seq').all() as JobRow[],
+      keys: db.prepare('SELECT key, job_id, expires_at FROM idempotency_keys ORDER BY key').all() as KeyRow[],
+    };
+  } finally {
+    db.close();
+  }
+}
+
+async function until<T>(read: () => T | undefined, what: string, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = read();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+describe('the retention sweeper', () => {
+  let app: AsyncFirstApp | undefined;
+  let release: () => void = () => {};
+  let tmp: ReturnType<typeof tempDir>;
+  beforeEach(() => {
+    tmp = tempDir();
+  });
+  afterEach(async () => {
+    release();
+    await app?.close();
+    tmp.cleanup();
+  });
+
+  it('deletes finished jobs past jobRetentionMs and expired keys, keeps unfinished jobs and live keys, and frees the key for a new job', async () => {
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const handlers: Handlers<operations> = {
+      // "hold" stays running until the test releases it: an unfinished job, deterministically.
+      createReport: async (input, context) => {
+        if (input.body.title === 'hold') await held;
+        return reportHandlers.createReport(input, context);
+      },
+      estimateReport: reportHandlers.estimateReport,
+    };
+    app = await createAsyncFirst({
+      contract: await readContractFile(new URL('../openapi.yaml', import.meta.url).pathname),
+      handlers,
+      security: demoSecurity(parseApiKeys(API_KEYS)),
+      config: {
+        databaseUrl: tmp.dbPath,
+        logLevel: 'silent',
+        pollIntervalMs: 20,
+        sweepIntervalMs: 3_600_000,
+        idempotencyRetentionMs: IDEMPOTENCY_RETENTION_MS,
+        jobRetentionMs: JOB_RETENTION_MS,
+      },
+    });
+    app.startBackground();
+    const running = app;
+
+    // Job A finishes; job B (submitted later, so its key expires later) stays running.
+    const acceptedA = await submitReport(running, { title: 'done', rows: 3 }, { 'idempotency-key': 'key-a-done' });
+    expect(acceptedA.statusCode).toBe(202);
+    const jobA: string = acceptedA.json().job_id;
+    expect((await waitForJob(running, jobA)).status).toBe('succeeded');
+    const keyAExpiresAt = readRows(tmp.dbPath).keys[0]?.expires_at ?? Number.POSITIVE_INFINITY;
+    await until(() => (Date.now() + IDEMPOTENCY_RETENTION_MS > keyAExpiresAt ? true : undefined), 'the clock to move past key A');
+    const acceptedB = await submitReport(running, { title: 'hold', rows: 3 }, { 'idempotency-key': 'key-b-held' });
+    expect(acceptedB.statusCode).toBe(202);
+    const jobB: string = acceptedB.json().job_id;
+    await until(() => (readRows(tmp.dbPath).jobs.find((job) => job.id === jobB)?.status === 'running' ? true : undefined), 'job B to run');
+
+    const before = readRows(tmp.dbPath);
+    const finishedA = before.jobs.find((job) => job.id === jobA)?.finished_at;
+    const keyA = before.keys.find((key) => key.key === 'key-a-done');
+    const keyB = before.keys.find((key) => key.key === 'key-b-held');
+    expect(finishedA).toBeTypeOf('number');
+    expect(keyA?.job_id).toBe(jobA);
+    expect(keyB?.job_id).toBe(jobB);
+    expect(keyB!.expires_at).toBeGreaterThan(keyA!.expires_at);
+    // The retentions are chosen so that job A's retention ends well before key A expires.
+    expect(finishedA! + JOB_RETENTION_MS).toBeLessThan(keyA!.expires_at);
+
+    // 1 ms before job A's retention ends: nothing is deleted.
+    expect(await running.sweeper.sweepNow(finishedA! + JOB_RETENTION_MS - 1)).toEqual({ keys: 0, jobs: 0 });
+    expect(readRows(tmp.dbPath)).toEqual(before);
+
+    // Job A's retention is over; its key is not yet expired and stays; running job B stays.
+    expect(await running.sweeper.sweepNow(finishedA! + JOB_RETENTION_MS)).toEqual({ keys: 0, jobs: 1 });
+    let rows = readRows(tmp.dbPath);
+    expect(rows.jobs.map((job) => job.id)).toEqual([jobB]);
+    expect(rows.keys.map((key) => key.key)).toEqual(['key-a-done', 'key-b-held']);
+
+    // The moment key A expires (and key B, made later, does not): key A goes, key B and job B stay.
+    expect(await running.sweeper.sweepNow(keyA!.expires_at)).toEqual({ keys: 1, jobs: 0 });
+    rows = readRows(tmp.dbPath);
+    expect(rows.keys).toEqual([keyB]);
+    expect(rows.jobs).toEqual([{ id: jobB, status: 'running', finished_at: null }]);
+
+    // An unfinished job is never swept, however old.
+    expect(await running.sweeper.sweepNow(keyB!.expires_at + 365 * 24 * 3_600_000)).toEqual({ keys: 1, jobs: 0 });
+    rows = readRows(tmp.dbPath);
+    expect(rows.keys).toEqual([]);
+    expect(rows.jobs.map((job) => [job.id, job.status])).toEqual([[jobB, 'running']]);
+
+    // The swept key is free: the same key and body make a new job, not a replay.
+    const again = await submitReport(running, { title: 'done', rows: 3 }, { 'idempotency-key': 'key-a-done' });
+    expect(again.statusCode).toBe(202);
+    expect(again.headers['idempotent-replayed']).toBeUndefined();
+    const jobA2: string = again.json().job_id;
+    expect(jobA2).not.toBe(jobA);
+    const jobA2View = await waitForJob(running, jobA2);
+    expect(jobA2View.status).toBe('succeeded');
+    expect(jobA2View.result).toEqual(await buildReport({ title: 'done', rows: 3 }, new AbortController().signal));
+    rows = readRows(tmp.dbPath);
+    expect(rows.keys.map((key) => [key.key, key.job_id])).toEqual([['key-a-done', jobA2]]);
+
+    // A replay now answers the new job.
+    const replay = await submitReport(running, { title: 'done', rows: 3 }, { 'idempotency-key': 'key-a-done' });
+    expect(replay.headers['idempotent-replayed']).toBe('true');
+    expect(replay.json().job_id).toBe(jobA2);
+  });
+
+  it('frees a key whose job was swept even before the key itself expires', async () => {
+    app = await createAsyncFirst({
+      contract: await readContractFile(new URL('../openapi.yaml', import.meta.url).pathname),
+      handlers: reportHandlers,
+      security: demoSecurity(parseApiKeys(API_KEYS)),
+      config: {
+        databaseUrl: tmp.dbPath,
+        logLevel: 'silent',
+        pollIntervalMs: 20,
+        sweepIntervalMs: 3_600_000,
+        idempotencyRetentionMs: IDEMPOTENCY_RETENTION_MS,
+        jobRetentionMs: JOB_RETENTION_MS,
+      },
+    });
+    app.startBackground();
+    const running = app;
+    const first = await submitReport(running, { title: 'short-lived', rows: 2 }, { 'idempotency-key': 'k' });
+    const firstId: string = first.json().job_id;
+    expect((await waitForJob(running, firstId)).status).toBe('succeeded');
+    const finishedAt = readRows(tmp.dbPath).jobs[0]?.finished_at;
+    expect(finishedAt).toBeTypeOf('number');
+
+    expect(await running.sweeper.sweepNow(finishedAt! + JOB_RETENTION_MS)).toEqual({ keys: 0, jobs: 1 });
+    expect(readRows(tmp.dbPath).keys).toHaveLength(1);
+
+    const second = await submitReport(running, { title: 'short-lived', rows: 2 }, { 'idempotency-key': 'k' });
+    expect(second.statusCode).toBe(202);
+    expect(second.headers['idempotent-replayed']).toBeUndefined();
+    expect(second.json().job_id).not.toBe(firstId);
+    expect(readRows(tmp.dbPath).keys.map((key) => key.job_id)).toEqual([second.json().job_id]);
+  });
+});

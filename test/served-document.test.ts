@@ -1,0 +1,118 @@
+import { readFileSync } from 'node:fs';
+import { Validator } from '@seriousme/openapi-schema-validator';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse as parseYaml } from 'yaml';
+import { JOB_STATES } from '../src/store/job-states.js';
+import { startDemo } from './helpers.js';
+
+interface Operation {
+  operationId?: string;
+  parameters?: Array<{ $ref?: string; name?: string }>;
+  responses: Record<string, { $ref?: string; headers?: Record<string, unknown>; content?: Record<string, { schema?: { $ref?: string } }> }>;
+}
+interface ServedDocument {
+  openapi: string;
+  paths: Record<string, Record<string, Operation>>;
+  components: {
+    parameters: Record<string, { name: string; in: string; required?: boolean }>;
+    schemas: Record<string, { properties?: Record<string, { $ref?: string }>; enum?: string[] }>;
+    responses: Record<string, unknown>;
+  };
+}
+
+describe('the served OpenAPI document', () => {
+  let demo: Awaited<ReturnType<typeof startDemo>>;
+  let served: ServedDocument;
+  beforeAll(async () => {
+    demo = await startDemo();
+    const response = await demo.app.server.inject({ method: 'GET', url: '/openapi.json' });
+    expect(response.statusCode).toBe(200);
+    expect(response.headers['content-type']).toMatch(/^application\/json/);
+    served = response.json();
+  });
+  afterAll(() => demo.close());
+
+  it('adds GET and DELETE /jobs/{id} (getJob, cancelJob)', () => {
+    const jobs = served.paths['/jobs/{id}'];
+    expect(jobs?.get?.operationId).toBe('getJob');
+    expect(jobs?.delete?.operationId).toBe('cancelJob');
+    expect(Object.keys(jobs?.get?.responses ?? {})).toEqual(expect.arrayContaining(['200', '401', '404', '503']));
+    expect(Object.keys(jobs?.delete?.responses ?? {})).toEqual(expect.arrayContaining(['200', '202', '404', '409']));
+    expect(jobs?.get?.responses['200']?.content?.['application/json']?.schema?.$ref).toBe('#/components/schemas/Job');
+  });
+
+  it('gives createReport the Idempotency-Key header parameter by reference', () => {
+    const createReport = served.paths['/reports']?.post;
+    expect(createReport?.operationId).toBe('createReport');
+    expect(createReport?.parameters).toContainEqual({ $ref: '#/components/parameters/IdempotencyKey' });
+    expect(served.components.parameters.IdempotencyKey).toMatchObject({ name: 'Idempotency-Key', in: 'header', required: true });
+  });
+
+  it('describes the 202 with Location, X-Job-ID, Retry-After and Idempotent-Replayed headers and the JobAccepted body', () => {
+    const accepted = served.paths['/reports']?.post?.responses['202'];
+    expect(Object.keys(accepted?.headers ?? {}).sort()).toEqual(['Idempotent-Replayed', 'Location', 'Retry-After', 'X-Job-ID']);
+    expect(accepted?.content?.['application/json']?.schema?.$ref).toBe('#/components/schemas/JobAccepted');
+  });
+
+  it('lists 400, 401, 422 and 503 (and 413, 415) among createReport’s responses, each resolving to a component', () => {
+    const responses = served.paths['/reports']?.post?.responses ?? {};
+    for (const status of ['400', '401', '413', '415', '422', '503']) {
+      const ref = responses[status]?.$ref;
+      expect(ref, `response ${status}`).toMatch(/^#\/components\/responses\//);
+      const name = (ref as string).slice('#/components/responses/'.length);
+      expect(served.components.responses[name], `component for ${status}`).toBeDefined();
+    }
+    // The synchronous operation does not promise what only asynchronous ones do.
+    const estimate = served.paths['/reports/estimate']?.get?.responses ?? {};
+    expect(estimate['422']).toBeUndefined();
+    expect(estimate['202']).toBeUndefined();
+  });
+
+  it('defines the Job schema whose status enum is exactly JOB_STATES', () => {
+    const statusRef = served.components.schemas.Job?.properties?.status?.$ref;
+    expect(statusRef).toBe('#/components/schemas/JobStatus');
+    expect(served.components.schemas.JobStatus?.enum).toEqual([...JOB_STATES]);
+  });
+
+  it('is a valid OpenAPI document', async () => {
+    const validator = new Validator();
+    const result = await validator.validate(structuredClone(served) as unknown as Record<string, unknown>);
+    expect(result.errors).toBeUndefined();
+    expect(result.valid).toBe(true);
+    expect(served.openapi).toBe('3.1.0');
+  });
+
+  it('serves the same document as YAML at /openapi.yaml', async () => {
+    const response = await demo.app.server.inject({ method: 'GET', url: '/openapi.yaml' });
+    expect(response.statusCode).toBe(200);
+    expect(response.headers['content-type']).toMatch(/^application\/yaml/);
+    expect(parseYaml(response.body)).toEqual(served);
+  });
+
+  it('serves what app.servedDocument holds', () => {
+    expect(served).toEqual(demo.app.servedDocument);
+  });
+
+  it('matches generated/openapi.json (generated/ is not stale)', () => {
+    const generated: unknown = JSON.parse(readFileSync(new URL('../generated/openapi.json', import.meta.url), 'utf8'));
+    expect(generated).toEqual(demo.app.servedDocument);
+  });
+
+  it('serves Swagger UI at /docs', async () => {
+    let url = '/docs';
+    let response = await demo.app.server.inject({ method: 'GET', url });
+    for (let hops = 0; hops < 3 && response.statusCode >= 300 && response.statusCode < 400; hops++) {
+      url = new URL(String(response.headers.location), `http://localhost${url}`).pathname;
+      response = await demo.app.server.inject({ method: 'GET', url });
+    }
+    expect(response.statusCode).toBe(200);
+    expect(response.headers['content-type']).toMatch(/^text\/html/);
+    expect(response.body).toMatch(/swagger/i);
+  });
+
+  it('answers /healthz with 200', async () => {
+    const response = await demo.app.server.inject({ method: 'GET', url: '/healthz' });
+    expect(response.statusCode).toBe(200);
+    expect(response.json()).toEqual({ status: 'ok' });
+  });
+});
