@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { JOB_ID_PATTERN } from '../ids.js';
 import type { Store } from '../store/store.js';
 import { jobBody, jobHeaders } from './job-view.js';
-import { ProblemError } from './problems.js';
+import { ProblemError, problem } from './problems.js';
 import type { Authenticate } from './security.js';
 
 /** GET /jobs/{id} and DELETE /jobs/{id}: a principal sees and cancels its own jobs only. */
@@ -27,7 +27,7 @@ export function registerJobRoutes(
   server.delete<{ Params: { id: string } }>('/jobs/:id', { onRequest }, async (request, reply) => {
     const { id } = request.params;
     if (!JOB_ID_PATTERN.test(id)) throw notFound(id);
-    const outcome = await deps.store.cancelJob(request.principal, id, Date.now());
+    const outcome = await deps.store.cancelJob(request.principal, id, Date.now(), problem('jobCanceled', 'DELETE /jobs/{id} canceled the job before it ran.'));
     switch (outcome.kind) {
       case 'not-found':
         throw notFound(id);

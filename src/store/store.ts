@@ -17,8 +17,8 @@ export interface Store {
   acceptJob(request: AcceptRequest): Promise<AcceptOutcome>;
   /** One job of one principal; undefined for an unknown id or another principal's job. */
   getJob(principal: string, id: string): Promise<JobRecord | undefined>;
-  /** Cancels a queued job, or flags a running one so its handler is aborted. */
-  cancelJob(principal: string, id: string, now: number): Promise<CancelOutcome>;
+  /** Cancels a queued job (storing `canceledError` as its error), or flags a running one so its handler is aborted. */
+  cancelJob(principal: string, id: string, now: number, canceledError: ProblemDetails): Promise<CancelOutcome>;
   /** Claims up to `limit` runnable jobs (queued and due, or running with an expired lease). */
   claimJobs(claim: ClaimRequest): Promise<ClaimedJob[]>;
   /** Extends a lease the worker still holds; tells whether it is held and whether cancel was asked. */

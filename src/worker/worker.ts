@@ -32,6 +32,7 @@ interface RunningJob {
   cancelRequested: boolean;
   leaseLost: boolean;
   released: boolean;
+  heartbeat?: NodeJS.Timeout;
   done: Promise<void>;
 }
 
@@ -97,6 +98,7 @@ export class Worker {
     const left = [...this.running.values()];
     for (const entry of left) {
       entry.released = true;
+      clearInterval(entry.heartbeat);
       entry.controller.abort(new Error('the server is shutting down'));
     }
     const now = Date.now();
@@ -141,7 +143,7 @@ export class Worker {
   private async execute(entry: RunningJob): Promise<void> {
     const { job } = entry;
     const { store, log } = this.options;
-    const heartbeat = setInterval(() => void this.renew(entry), Math.max(50, Math.min(this.options.leaseMs / 3, 5000)));
+    entry.heartbeat = setInterval(() => void this.renew(entry), Math.max(50, Math.min(this.options.leaseMs / 3, 5000)));
     let outcome: { ok: true; value: unknown } | { ok: false; error: unknown };
     try {
       const operation = this.options.operations.get(job.operation);
@@ -157,7 +159,7 @@ export class Worker {
     } catch (error) {
       outcome = { ok: false, error };
     } finally {
-      clearInterval(heartbeat);
+      clearInterval(entry.heartbeat);
     }
     if (entry.released || entry.leaseLost) return;
 

@@ -97,9 +97,9 @@ export class SqliteStore implements Store {
     return row && toJobRecord(row);
   }
 
-  cancelJob(principal: string, id: string, now: number): Promise<CancelOutcome> {
+  cancelJob(principal: string, id: string, now: number, canceledError: ProblemDetails): Promise<CancelOutcome> {
     return this.write(() => {
-      if (this.sql.cancelQueuedJob.run(now, now, id, principal).changes === 1) {
+      if (this.sql.cancelQueuedJob.run(JSON.stringify(canceledError), now, now, id, principal).changes === 1) {
         return { kind: 'canceled', job: this.mustGetJob(principal, id) };
       }
       if (this.sql.requestCancel.run(now, id, principal).changes === 1) {

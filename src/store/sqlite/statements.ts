@@ -54,8 +54,8 @@ export function prepareStatements(db: BetterSqlite3.Database) {
 
     // --- reading and canceling ----------------------------------------------------------
     getJob: db.prepare<[string, string], JobRow>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ? AND principal = ?`),
-    cancelQueuedJob: db.prepare<[number, number, string, string]>(
-      `UPDATE jobs SET status = 'canceled', updated_at = ?, finished_at = ? WHERE id = ? AND principal = ? AND status = 'queued'`,
+    cancelQueuedJob: db.prepare<[string, number, number, string, string]>(
+      `UPDATE jobs SET status = 'canceled', error = ?, updated_at = ?, finished_at = ? WHERE id = ? AND principal = ? AND status = 'queued'`,
     ),
     requestCancel: db.prepare<[number, string, string]>(
       `UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ? AND principal = ? AND status = 'running'`,

@@ -1,0 +1,173 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import { type AsyncFirstApp, createAsyncFirst, type OperationOptions } from '../src/app.js';
+import type { AsyncFirstConfig } from '../src/config.js';
+import { demoSecurity, parseApiKeys, reportHandlers } from '../src/demo/service.js';
+import type { AnyHandler } from '../src/handlers.js';
+import { API_KEYS } from './helpers.js';
+
+/*
+ * Support for the worker, lease, cancel, shutdown and crash tests: an app on the demo contract
+ * with a job handler of the test's choosing, the stored job row, and the demo as a child process.
+ */
+
+export const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
+export const CONTRACT_PATH = fileURLToPath(new URL('../openapi.yaml', import.meta.url));
+
+/** The row of the `jobs` table, as stored. */
+export interface StoredJobRow {
+  id: string;
+  principal: string;
+  operation: string;
+  status: string;
+  attempts: number;
+  max_attempts: number;
+  run_at: number;
+  lease_owner: string | null;
+  lease_expires_at: number | null;
+  fence: number;
+  cancel_requested: number;
+  result: string | null;
+  error: string | null;
+  finished_at: number | null;
+  updated_at: number;
+}
+
+/** Reads one job row with a separate read-only connection. */
+export function readJobRow(dbPath: string, id: string): StoredJobRow | undefined {
+  const db = new Database(dbPath, { readonly: true });
+  try {
+    return db.prepare<[string], StoredJobRow>('SELECT * FROM jobs WHERE id = ?').get(id);
+  } finally {
+    db.close();
+  }
+}
+
+/** Reads every job row with a separate read-only connection. */
+export function readAllJobRows(dbPath: string): StoredJobRow[] {
+  const db = new Database(dbPath, { readonly: true });
+  try {
+    return db.prepare<[], StoredJobRow>('SELECT * FROM jobs ORDER BY seq').all();
+  } finally {
+    db.close();
+  }
+}
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Polls `probe` until it returns a value other than undefined; throws with `what` after the deadline. */
+export async function waitFor<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 10_000, everyMs = 10): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}
+
+/** A promise with its resolve function: a gate a test opens when it chooses. */
+export function gate(): { promise: Promise<void>; open: () => void } {
+  let open = () => {};
+  const promise = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { promise, open };
+}
+
+/**
+ * The demo contract served by an app whose createReport job handler is the test's own.
+ * Not started: call startBackground() (or nothing, for workerConcurrency 0).
+ */
+export function customApp(options: {
+  dbPath: string;
+  createReport: AnyHandler;
+  config?: Partial<AsyncFirstConfig>;
+  createReportOptions?: OperationOptions;
+}): Promise<AsyncFirstApp> {
+  return createAsyncFirst({
+    contract: CONTRACT_PATH,
+    handlers: { createReport: options.createReport, estimateReport: reportHandlers.estimateReport },
+    security: demoSecurity(parseApiKeys(API_KEYS)),
+    operations: options.createReportOptions ? { createReport: options.createReportOptions } : {},
+    config: {
+      databaseUrl: options.dbPath,
+      logLevel: 'silent',
+      pollIntervalMs: 20,
+      retryBaseMs: 20,
+      retryMaxMs: 200,
+      ...options.config,
+    },
+  });
+}
+
+/** The demo (`src/demo/main.ts`) running as a child process. */
+export interface DemoProcess {
+  child: ChildProcess;
+  /** http://host:port for `serve`; undefined for `worker`. */
+  address: string | undefined;
+  /** Resolves when the process has exited. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Everything the process wrote to stderr so far (for failure messages). */
+  stderr(): string;
+}
+
+/**
+ * Spawns `node --import tsx src/demo/main.ts <mode>` on PORT 0 and resolves once it logged that
+ * it is listening (serve) or that its worker started (worker).
+ */
+export function startDemoProcess(mode: 'serve' | 'worker', env: Record<string, string>, startTimeoutMs = 20_000): Promise<DemoProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/demo/main.ts', mode], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', API_KEYS, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr?.setEncoding('utf8');
+  child.stderr?.on('data', (chunk: string) => {
+    stderr += chunk;
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+  const readyMessage = mode === 'serve' ? 'asyncfirst demo listening' : 'worker started';
+  return new Promise<DemoProcess>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`the demo ${mode} process did not start within ${startTimeoutMs} ms; stderr:\n${stderr}`));
+    }, startTimeoutMs);
+    let buffered = '';
+    child.stdout?.setEncoding('utf8');
+    child.stdout?.on('data', (chunk: string) => {
+      buffered += chunk;
+      let newline = buffered.indexOf('\n');
+      while (newline >= 0) {
+        const line = buffered.slice(0, newline);
+        buffered = buffered.slice(newline + 1);
+        newline = buffered.indexOf('\n');
+        let entry: { msg?: unknown; address?: unknown };
+        try {
+          entry = JSON.parse(line) as { msg?: unknown; address?: unknown };
+        } catch {
+          continue;
+        }
+        if (entry.msg === readyMessage) {
+          clearTimeout(timer);
+          resolve({ child, address: typeof entry.address === 'string' ? entry.address : undefined, exited, stderr: () => stderr });
+        }
+      }
+    });
+    void exited.then(({ code, signal }) => {
+      clearTimeout(timer);
+      reject(new Error(`the demo ${mode} process exited before it was ready (code ${code}, signal ${signal}); stderr:\n${stderr}`));
+    });
+  });
+}
+
+/** SIGKILLs a child this test started, if it still runs, and waits for it to be gone. */
+export async function killDemoProcess(demo: DemoProcess | undefined): Promise<void> {
+  if (!demo || demo.child.exitCode !== null || demo.child.signalCode !== null) return;
+  demo.child.kill('SIGKILL');
+  await demo.exited;
+}
