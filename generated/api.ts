@@ -46,12 +46,56 @@ export interface paths {
             };
             cookie?: never;
         };
-        /** A job: its status, and its result or error once finished */
+        /**
+         * A job: its status, progress and deliveries, and its result or error once finished
+         * @description With `Prefer: wait=N` the answer waits until the job finishes or N seconds pass (capped by the server).
+         */
         get: operations["getJob"];
         put?: never;
         post?: never;
         /** Cancel a job: a queued job is canceled at once, a running one is signalled */
         delete: operations["cancelJob"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/jobs/{id}/result": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: components["parameters"]["JobId"];
+            };
+            cookie?: never;
+        };
+        /** A job's result: 200 when succeeded, 202 while unfinished, the stored problem when failed or canceled */
+        get: operations["getJobResult"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/jobs/{id}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: components["parameters"]["JobId"];
+            };
+            cookie?: never;
+        };
+        /**
+         * A job's changes as Server-Sent Events, until it finishes
+         * @description Events job.queued, job.running, job.progress, job.succeeded, job.failed and job.canceled, each with an increasing `id:` and the job as JSON `data:`. Reconnect with Last-Event-ID to get what was missed. The stream ends after the terminal event; comment lines keep idle streams alive.
+         */
+        get: operations["streamJobEvents"];
+        put?: never;
+        post?: never;
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -109,17 +153,51 @@ export interface components {
              * @description When a queued job becomes eligible to run.
              */
             nextAttemptAt?: string;
+            progress?: components["schemas"]["JobProgress"];
             /** @description Present when succeeded: the operation's 200/201 response body. */
             result?: unknown;
+            /** @description Present when the handler answered with a resource location: GET /jobs/{id}/result redirects there (303). */
+            resultLocation?: string;
             error?: components["schemas"]["Problem"];
+            /** @description Present when the submission sent Callback-URL. */
+            deliveries?: components["schemas"]["WebhookDelivery"][];
         };
         JobAccepted: {
             /** @enum {string} */
             status: "accepted";
             /** @description The job id (a ULID: sortable by creation time, 80 random bits). */
             job_id: string;
+            /** @description The operationId that accepted the job. */
+            operation: string;
             /** @description Where to poll the job: /jobs/{job_id}. */
             location?: string;
+        };
+        JobProgress: {
+            percent: number;
+            message?: string;
+        };
+        WebhookDelivery: {
+            /** @description The webhook-id header of every attempt. */
+            id: string;
+            event: string;
+            /** @enum {string} */
+            status: "pending" | "succeeded" | "failed";
+            attempts: number;
+            maxAttempts: number;
+            /** @description The receiver's last HTTP status. */
+            lastStatus?: number;
+            lastError?: string;
+            /** Format: date-time */
+            nextAttemptAt?: string;
+            /** Format: date-time */
+            updatedAt: string;
+        };
+        WebhookEvent: {
+            /** @enum {string} */
+            type: "job.succeeded" | "job.failed" | "job.canceled";
+            /** Format: date-time */
+            timestamp: string;
+            data: components["schemas"]["Job"];
         };
         /** @description Problem details (RFC 9457). */
         Problem: {
@@ -218,6 +296,16 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
+        /** @description This principal has too many open event streams. */
+        TooManyStreams: {
+            headers: {
+                "Retry-After": components["headers"]["RetryAfter"];
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
         /** @description The job store is busy or unavailable, or the server is shutting down; retry after Retry-After. */
         ServiceUnavailable: {
             headers: {
@@ -230,12 +318,18 @@ export interface components {
         };
     };
     parameters: {
+        /** @description RFC 7240. `wait=N`: hold the answer until the job finishes or N seconds pass (the server caps N). On a submission, a job finished in time is answered with its result (200/201). `respond-async`: answer 202 at once. */
+        Prefer: string;
+        /** @description Where to POST the job's terminal event (a signed Standard Webhooks delivery). Non-public addresses are refused unless allowed by the server. */
+        CallbackUrl: string;
         /** @description Makes the submission safe to retry: 1 to 255 printable ASCII characters (the quoted Structured Field form is the same key). Scoped by principal and operation; a repeat with the same request answers the same job, a repeat with another request answers 422. */
         IdempotencyKey: string;
         JobId: string;
     };
     requestBodies: never;
     headers: {
+        /** @description The preference honoured, e.g. wait=10. */
+        PreferenceApplied: string;
         /** @description Seconds to wait before asking again. */
         RetryAfter: number;
         /** @description Present (true) when this answer replays an earlier submission with the same Idempotency-Key. */
@@ -255,6 +349,10 @@ export interface operations {
             header: {
                 /** @description Makes the submission safe to retry: 1 to 255 printable ASCII characters (the quoted Structured Field form is the same key). Scoped by principal and operation; a repeat with the same request answers the same job, a repeat with another request answers 422. */
                 "Idempotency-Key": components["parameters"]["IdempotencyKey"];
+                /** @description RFC 7240. `wait=N`: hold the answer until the job finishes or N seconds pass (the server caps N). On a submission, a job finished in time is answered with its result (200/201). `respond-async`: answer 202 at once. */
+                Prefer?: components["parameters"]["Prefer"];
+                /** @description Where to POST the job's terminal event (a signed Standard Webhooks delivery). Non-public addresses are refused unless allowed by the server. */
+                "Callback-URL"?: components["parameters"]["CallbackUrl"];
             };
             path?: never;
             cookie?: never;
@@ -268,6 +366,8 @@ export interface operations {
             /** @description The finished report (what the job's `result` holds). */
             200: {
                 headers: {
+                    "Preference-Applied": components["headers"]["PreferenceApplied"];
+                    "X-Job-ID": components["headers"]["JobId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -284,7 +384,10 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["JobAccepted"];
+                    "application/json": components["schemas"]["JobAccepted"] & {
+                        /** @enum {string} */
+                        operation: "createReport";
+                    };
                 };
             };
             400: components["responses"]["BadRequest"];
@@ -323,7 +426,10 @@ export interface operations {
     getJob: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description RFC 7240. `wait=N`: hold the answer until the job finishes or N seconds pass (the server caps N). On a submission, a job finished in time is answered with its result (200/201). `respond-async`: answer 202 at once. */
+                Prefer?: components["parameters"]["Prefer"];
+            };
             path: {
                 id: components["parameters"]["JobId"];
             };
@@ -335,6 +441,7 @@ export interface operations {
             200: {
                 headers: {
                     "Retry-After": components["headers"]["RetryAfter"];
+                    "Preference-Applied": components["headers"]["PreferenceApplied"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -379,6 +486,100 @@ export interface operations {
             404: components["responses"]["NotFound"];
             409: components["responses"]["Conflict"];
             503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    getJobResult: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description RFC 7240. `wait=N`: hold the answer until the job finishes or N seconds pass (the server caps N). On a submission, a job finished in time is answered with its result (200/201). `respond-async`: answer 202 at once. */
+                Prefer?: components["parameters"]["Prefer"];
+            };
+            path: {
+                id: components["parameters"]["JobId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The result (the operation's 200/201 response body). */
+            200: {
+                headers: {
+                    "Retry-After": components["headers"]["RetryAfter"];
+                    "Preference-Applied": components["headers"]["PreferenceApplied"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": unknown;
+                };
+            };
+            /** @description Not finished yet. */
+            202: {
+                headers: {
+                    "Retry-After": components["headers"]["RetryAfter"];
+                    "Preference-Applied": components["headers"]["PreferenceApplied"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"];
+                };
+            };
+            /** @description The result is a resource elsewhere: see Location. */
+            303: {
+                headers: {
+                    Location?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            /** @description The job was canceled: its problem details. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The job failed: its problem details. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    streamJobEvents: {
+        parameters: {
+            query?: never;
+            header?: {
+                "Last-Event-ID"?: string;
+            };
+            path: {
+                id: components["parameters"]["JobId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The event stream. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyStreams"];
         };
     };
 }

@@ -1,8 +1,13 @@
 import type { FastifyInstance } from 'fastify';
-import { type AsyncFirstConfig, loadConfig } from './config.js';
+import { type AsyncFirstConfig, ConfigError, loadConfig } from './config.js';
 import { ContractError, loadContract, type OpenApiDocument, readContractFile } from './contract/load.js';
 import { describeOperations } from './contract/operations.js';
 import { buildServedDocument, FRAMEWORK_OPERATION_IDS } from './contract/served-document.js';
+import { CallbackPolicy } from './delivery/callback-url.js';
+import { JobEventStreams } from './delivery/event-stream.js';
+import { JobWatch } from './delivery/job-watch.js';
+import { WebhookDispatcher } from './delivery/webhook-dispatcher.js';
+import { decodeWebhookSecret } from './delivery/webhook-signature.js';
 import type { AnyHandler } from './handlers.js';
 import type { SecurityHandler } from './http/security.js';
 import { buildServer } from './http/server.js';
@@ -39,6 +44,8 @@ export interface AsyncFirstApp {
   readonly store: Store;
   readonly worker: Worker | undefined;
   readonly sweeper: Sweeper;
+  /** Sends webhooks; present when WEBHOOK_SECRET is set. */
+  readonly dispatcher: WebhookDispatcher | undefined;
   /** The contract with the framework's endpoints merged in, as served at /openapi.json. */
   readonly servedDocument: OpenApiDocument;
   /** Starts the worker and the sweeper, then listens on config.host:config.port; resolves with the address. */
@@ -67,7 +74,14 @@ export async function createAsyncFirst<HandlerMap extends object>(options: Async
   const validators = new ContractValidators(document.openapi);
   const maxAttempts = (operationId: string) =>
     (options.operations as Record<string, OperationOptions> | undefined)?.[operationId]?.maxAttempts ?? config.maxAttempts;
-  const store = options.store ?? new SqliteStore(resolveDatabasePath(config.databaseUrl), { busyTimeoutMs: config.busyTimeoutMs });
+  const webhookSecrets = parseWebhookSecrets(config.webhookSecret);
+  const callbackPolicy = CallbackPolicy.fromList(config.webhookAllowedHosts);
+  const store =
+    options.store ??
+    new SqliteStore(resolveDatabasePath(config.databaseUrl), { busyTimeoutMs: config.busyTimeoutMs, webhookMaxAttempts: config.webhookMaxAttempts });
+  const watch = new JobWatch((cursor) => store.jobsChangedSince(cursor), config.changeCheckMs);
+  store.onJobsChanged((jobIds) => watch.changed(jobIds));
+  const streams = new JobEventStreams({ store, watch, maxStreamsPerPrincipal: config.sseMaxStreamsPerPrincipal, heartbeatMs: config.sseHeartbeatMs });
 
   let server: FastifyInstance | undefined;
   let worker: Worker | undefined;
@@ -88,6 +102,10 @@ export async function createAsyncFirst<HandlerMap extends object>(options: Async
       logger,
       isClosing: () => closing,
       cancelRunningJob: (jobId) => worker?.cancel(jobId),
+      watch,
+      streams,
+      longPollMaxSeconds: config.longPollMaxSeconds,
+      ...(webhookSecrets.length > 0 ? { webhooks: { policy: callbackPolicy } } : {}),
     });
   } catch (error) {
     await store.close();
@@ -118,6 +136,22 @@ export async function createAsyncFirst<HandlerMap extends object>(options: Async
     const localWorker = worker;
     store.onJobsQueued(() => localWorker.notify());
   }
+  let dispatcher: WebhookDispatcher | undefined;
+  if (webhookSecrets.length > 0) {
+    dispatcher = new WebhookDispatcher({
+      store,
+      secrets: webhookSecrets,
+      policy: callbackPolicy,
+      timeoutMs: config.webhookTimeoutMs,
+      retryBaseMs: config.webhookRetryBaseMs,
+      retryMaxMs: config.webhookRetryMaxMs,
+      pollIntervalMs: config.pollIntervalMs,
+      concurrency: 8,
+      log: log.child({ component: 'webhooks' }),
+    });
+    const localDispatcher = dispatcher;
+    store.onDeliveriesQueued(() => localDispatcher.notify());
+  }
   const sweeper = new Sweeper(store, { intervalMs: config.sweepIntervalMs, jobRetentionMs: config.jobRetentionMs, log: log.child({ component: 'sweeper' }) });
 
   let background = false;
@@ -125,6 +159,7 @@ export async function createAsyncFirst<HandlerMap extends object>(options: Async
     if (background) return;
     background = true;
     worker?.start();
+    dispatcher?.start();
     sweeper.start();
   };
   let closed: Promise<void> | undefined;
@@ -135,6 +170,7 @@ export async function createAsyncFirst<HandlerMap extends object>(options: Async
     store,
     worker,
     sweeper,
+    dispatcher,
     servedDocument,
     startBackground,
     async listen() {
@@ -145,12 +181,31 @@ export async function createAsyncFirst<HandlerMap extends object>(options: Async
       closed ??= (async () => {
         closing = true;
         sweeper.stop();
-        await Promise.all([readyServer.close(), worker?.stop(config.shutdownGraceMs)]);
+        // Long-polls answer with what they have and event streams end, so no request holds the close.
+        watch.close();
+        streams.closeAll();
+        await Promise.all([readyServer.close(), worker?.stop(config.shutdownGraceMs), dispatcher?.stop()]);
         await store.close();
       })();
       return closed;
     },
   };
+}
+
+/** WEBHOOK_SECRET: comma-separated whsec_ secrets (several during a rotation). */
+function parseWebhookSecrets(value: string): string[] {
+  const secrets = value
+    .split(',')
+    .map((secret) => secret.trim())
+    .filter(Boolean);
+  for (const secret of secrets) {
+    try {
+      decodeWebhookSecret(secret);
+    } catch (error) {
+      throw new ConfigError(`WEBHOOK_SECRET: ${(error as Error).message}`);
+    }
+  }
+  return secrets;
 }
 
 function checkHandlers(operationIds: string[], handlers: Map<string, AnyHandler>, source: string): void {

@@ -32,6 +32,26 @@ export interface AsyncFirstConfig {
   shutdownGraceMs: number;
   /** DB_BUSY_TIMEOUT_MS: how long a write waits for the database lock before answering 503. */
   busyTimeoutMs: number;
+  /** LONG_POLL_MAX_SECONDS: the cap on Prefer: wait=N. */
+  longPollMaxSeconds: number;
+  /** CHANGE_CHECK_MS: while requests wait on jobs, how often other processes' changes are looked for. */
+  changeCheckMs: number;
+  /** SSE_MAX_STREAMS_PER_PRINCIPAL: open event streams per principal (per process) before 429. */
+  sseMaxStreamsPerPrincipal: number;
+  /** SSE_HEARTBEAT_MS: how often an idle event stream gets a comment line. */
+  sseHeartbeatMs: number;
+  /** WEBHOOK_SECRET: comma-separated whsec_… secrets; every delivery is signed with each (rotation). */
+  webhookSecret: string;
+  /** WEBHOOK_ALLOWED_HOSTS: comma-separated host names or CIDRs that callbacks may reach although not public. */
+  webhookAllowedHosts: string;
+  /** WEBHOOK_TIMEOUT_MS: how long one delivery attempt may take. */
+  webhookTimeoutMs: number;
+  /** WEBHOOK_MAX_ATTEMPTS: attempts per delivery before it is marked failed. */
+  webhookMaxAttempts: number;
+  /** WEBHOOK_RETRY_BASE_MS: the first delivery retry's delay ceiling; it doubles per attempt. */
+  webhookRetryBaseMs: number;
+  /** WEBHOOK_RETRY_MAX_MS: the largest delivery retry delay. */
+  webhookRetryMaxMs: number;
 }
 
 export const DEFAULT_CONFIG: AsyncFirstConfig = {
@@ -51,6 +71,16 @@ export const DEFAULT_CONFIG: AsyncFirstConfig = {
   retryMaxMs: 5 * 60_000,
   shutdownGraceMs: 10_000,
   busyTimeoutMs: 5000,
+  longPollMaxSeconds: 30,
+  changeCheckMs: 250,
+  sseMaxStreamsPerPrincipal: 10,
+  sseHeartbeatMs: 15_000,
+  webhookSecret: '',
+  webhookAllowedHosts: '',
+  webhookTimeoutMs: 10_000,
+  webhookMaxAttempts: 8,
+  webhookRetryBaseMs: 1000,
+  webhookRetryMaxMs: 60 * 60_000,
 };
 
 const ENV_NAMES: Record<keyof AsyncFirstConfig, string> = {
@@ -70,6 +100,16 @@ const ENV_NAMES: Record<keyof AsyncFirstConfig, string> = {
   retryMaxMs: 'RETRY_MAX_MS',
   shutdownGraceMs: 'SHUTDOWN_GRACE_MS',
   busyTimeoutMs: 'DB_BUSY_TIMEOUT_MS',
+  longPollMaxSeconds: 'LONG_POLL_MAX_SECONDS',
+  changeCheckMs: 'CHANGE_CHECK_MS',
+  sseMaxStreamsPerPrincipal: 'SSE_MAX_STREAMS_PER_PRINCIPAL',
+  sseHeartbeatMs: 'SSE_HEARTBEAT_MS',
+  webhookSecret: 'WEBHOOK_SECRET',
+  webhookAllowedHosts: 'WEBHOOK_ALLOWED_HOSTS',
+  webhookTimeoutMs: 'WEBHOOK_TIMEOUT_MS',
+  webhookMaxAttempts: 'WEBHOOK_MAX_ATTEMPTS',
+  webhookRetryBaseMs: 'WEBHOOK_RETRY_BASE_MS',
+  webhookRetryMaxMs: 'WEBHOOK_RETRY_MAX_MS',
 };
 
 const MINIMUM: Partial<Record<keyof AsyncFirstConfig, number>> = {

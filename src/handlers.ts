@@ -49,10 +49,28 @@ export interface HandlerContext {
   log: FastifyBaseLogger;
   /** Present for asynchronous operations: the job being run. */
   job?: { id: string; attempt: number; maxAttempts: number };
+  /**
+   * Asynchronous operations: reports progress (0–100 and a short message). It is stored on the
+   * job, shown by GET /jobs/{id} and streamed as job.progress; a no-op for synchronous operations.
+   */
+  progress: (percent: number, message?: string) => Promise<void>;
+}
+
+/** A job result that is a resource elsewhere: GET /jobs/{id}/result answers 303 See Other to it. */
+export class ResourceLocation {
+  constructor(readonly location: string) {}
+}
+
+/** Ends a job with a pointer to the resource it made (303 See Other) instead of a result body. */
+export function seeOther(location: string): ResourceLocation {
+  return new ResourceLocation(location);
 }
 
 /** One operation's handler. */
-export type OperationHandler<Op> = (input: OperationInput<Op>, context: HandlerContext) => OperationResult<Op> | Promise<OperationResult<Op>>;
+export type OperationHandler<Op> = (
+  input: OperationInput<Op>,
+  context: HandlerContext,
+) => OperationResult<Op> | ResourceLocation | Promise<OperationResult<Op> | ResourceLocation>;
 
 /** The handler map: one handler per operationId of the contract (the framework's own endpoints excepted). */
 export type Handlers<Operations> = {

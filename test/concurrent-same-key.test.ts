@@ -79,7 +79,7 @@ describe('concurrent submissions with one Idempotency-Key', () => {
     expect(jobIds.size).toBe(1);
     const [jobId] = [...jobIds] as [string];
     for (const answer of answers) {
-      expect(JSON.parse(answer.body)).toEqual({ status: 'accepted', job_id: jobId, location: `/jobs/${jobId}` });
+      expect(JSON.parse(answer.body)).toEqual({ status: 'accepted', job_id: jobId, operation: 'createReport', location: `/jobs/${jobId}` });
       expect(answer.location).toBe(`/jobs/${jobId}`);
       expect(answer.jobIdHeader).toBe(jobId);
     }

@@ -62,8 +62,9 @@ describe('idempotent acceptance of an asynchronous operation', () => {
     const response = await submitReport(app, { title: 'Q3', rows: 5 }, { 'idempotency-key': 'first-1' });
 
     expect(response.statusCode).toBe(202);
-    const body = response.json<{ status: string; job_id: string; location: string }>();
-    expect(Object.keys(body).sort()).toEqual(['job_id', 'location', 'status']);
+    const body = response.json<{ status: string; job_id: string; operation: string; location: string }>();
+    expect(Object.keys(body).sort()).toEqual(['job_id', 'location', 'operation', 'status']);
+    expect(body.operation).toBe('createReport');
     expect(body.status).toBe('accepted');
     expect(body.job_id).toMatch(ULID);
     expect(body.location).toBe(`/jobs/${body.job_id}`);

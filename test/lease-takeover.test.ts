@@ -14,8 +14,6 @@ interface JobView {
   result?: { rowCount: number };
 }
 
-const abandonedError = problem('jobLeaseExpired', 'abandoned by the test');
-
 describe('a dead worker’s job is taken over when its lease expires', () => {
   const apps: AsyncFirstApp[] = [];
   const cleanups: Array<() => void> = [];
@@ -49,7 +47,7 @@ describe('a dead worker’s job is taken over when its lease expires', () => {
     const id = accepted.json<{ job_id: string }>().job_id;
     const rescuer = options.rescuer ? await demoOn(tmp.dbPath, options.rescuer) : undefined;
     const claimedAt = Date.now();
-    const claimed = await acceptor.store.claimJobs({ owner: 'dead', limit: 1, now: claimedAt, leaseMs, abandonedError });
+    const claimed = await acceptor.store.claimJobs({ owner: 'dead', limit: 1, now: claimedAt, leaseMs });
     expect(claimed).toHaveLength(1);
     expect(claimed[0]).toMatchObject({ id, attempts: 1, fence: 1 });
     expect(readJobRow(tmp.dbPath, id)).toMatchObject({ status: 'running', lease_owner: 'dead', lease_expires_at: claimedAt + leaseMs, fence: 1 });
@@ -99,7 +97,7 @@ describe('a dead worker’s job is taken over when its lease expires', () => {
     const { dbPath, id, acceptor, fence } = await jobHeldByDeadWorker(50);
     await sleep(80);
     // A second claimant (plain store call) takes the job over after the lease expired.
-    const [takenOver] = await acceptor.store.claimJobs({ owner: 'alive', limit: 1, now: Date.now(), leaseMs: 60_000, abandonedError });
+    const [takenOver] = await acceptor.store.claimJobs({ owner: 'alive', limit: 1, now: Date.now(), leaseMs: 60_000 });
     expect(takenOver).toMatchObject({ id, fence: fence + 1, attempts: 2 });
     const before = readJobRow(dbPath, id);
     expect(before).toMatchObject({ status: 'running', lease_owner: 'alive' });

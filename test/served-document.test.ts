@@ -8,7 +8,14 @@ import { startDemo } from './helpers.js';
 interface Operation {
   operationId?: string;
   parameters?: Array<{ $ref?: string; name?: string }>;
-  responses: Record<string, { $ref?: string; headers?: Record<string, unknown>; content?: Record<string, { schema?: { $ref?: string } }> }>;
+  responses: Record<
+    string,
+    {
+      $ref?: string;
+      headers?: Record<string, unknown>;
+      content?: Record<string, { schema?: { $ref?: string; allOf?: Array<{ $ref?: string; properties?: unknown }> } }>;
+    }
+  >;
 }
 interface ServedDocument {
   openapi: string;
@@ -51,7 +58,10 @@ describe('the served OpenAPI document', () => {
   it('describes the 202 with Location, X-Job-ID, Retry-After and Idempotent-Replayed headers and the JobAccepted body', () => {
     const accepted = served.paths['/reports']?.post?.responses['202'];
     expect(Object.keys(accepted?.headers ?? {}).sort()).toEqual(['Idempotent-Replayed', 'Location', 'Retry-After', 'X-Job-ID']);
-    expect(accepted?.content?.['application/json']?.schema?.$ref).toBe('#/components/schemas/JobAccepted');
+    const schema = accepted?.content?.['application/json']?.schema;
+    expect(schema?.allOf?.[0]?.$ref).toBe('#/components/schemas/JobAccepted');
+    // The operation's id as an enum, so a generated client can type the job's result.
+    expect(schema?.allOf?.[1]?.properties).toEqual({ operation: { type: 'string', enum: ['createReport'] } });
   });
 
   it('lists 400, 401, 422 and 503 (and 413, 415) among createReport’s responses, each resolving to a component', () => {

@@ -34,10 +34,11 @@ export const ProblemSchema = {
 
 export const JobAcceptedSchema = {
   type: 'object',
-  required: ['status', 'job_id'],
+  required: ['status', 'job_id', 'operation'],
   properties: {
     status: { type: 'string', enum: ['accepted'] },
     job_id: { type: 'string', description: 'The job id (a ULID: sortable by creation time, 80 random bits).' },
+    operation: { type: 'string', description: 'The operationId that accepted the job.' },
     location: { type: 'string', description: 'Where to poll the job: /jobs/{job_id}.' },
   },
 } as const;
@@ -56,8 +57,43 @@ export const JobSchema = {
     updatedAt: { type: 'string', format: 'date-time' },
     finishedAt: { type: 'string', format: 'date-time' },
     nextAttemptAt: { type: 'string', format: 'date-time', description: 'When a queued job becomes eligible to run.' },
+    progress: { $ref: '#/components/schemas/JobProgress' },
     result: { description: "Present when succeeded: the operation's 200/201 response body." },
+    resultLocation: { type: 'string', description: 'Present when the handler answered with a resource location: GET /jobs/{id}/result redirects there (303).' },
     error: { $ref: '#/components/schemas/Problem' },
+    deliveries: { type: 'array', items: { $ref: '#/components/schemas/WebhookDelivery' }, description: 'Present when the submission sent Callback-URL.' },
+  },
+} as const;
+
+export const JobProgressSchema = {
+  type: 'object',
+  required: ['percent'],
+  properties: { percent: { type: 'number', minimum: 0, maximum: 100 }, message: { type: 'string', maxLength: 200 } },
+} as const;
+
+export const WebhookDeliverySchema = {
+  type: 'object',
+  required: ['id', 'event', 'status', 'attempts', 'maxAttempts', 'updatedAt'],
+  properties: {
+    id: { type: 'string', description: 'The webhook-id header of every attempt.' },
+    event: { type: 'string' },
+    status: { type: 'string', enum: ['pending', 'succeeded', 'failed'] },
+    attempts: { type: 'integer' },
+    maxAttempts: { type: 'integer' },
+    lastStatus: { type: 'integer', description: "The receiver's last HTTP status." },
+    lastError: { type: 'string' },
+    nextAttemptAt: { type: 'string', format: 'date-time' },
+    updatedAt: { type: 'string', format: 'date-time' },
+  },
+} as const;
+
+export const WebhookEventSchema = {
+  type: 'object',
+  required: ['type', 'timestamp', 'data'],
+  properties: {
+    type: { type: 'string', enum: ['job.succeeded', 'job.failed', 'job.canceled'] },
+    timestamp: { type: 'string', format: 'date-time' },
+    data: { $ref: '#/components/schemas/Job' },
   },
 } as const;
 
@@ -66,6 +102,9 @@ export const FRAMEWORK_SCHEMAS = {
   JobStatus: JobStatusSchema,
   Job: JobSchema,
   JobAccepted: JobAcceptedSchema,
+  JobProgress: JobProgressSchema,
+  WebhookDelivery: WebhookDeliverySchema,
+  WebhookEvent: WebhookEventSchema,
   Problem: ProblemSchema,
   ProblemViolation: ViolationSchema,
 } as const;

@@ -1,9 +1,10 @@
 import { FRAMEWORK_SCHEMAS } from './framework-schemas.js';
+import { jobsPaths } from './jobs-paths.js';
 import { ContractError, type OpenApiDocument } from './load.js';
 import type { OperationSpec } from './operations.js';
 
 /** The operationIds of the endpoints asyncfirst adds to every contract. */
-export const FRAMEWORK_OPERATION_IDS = ['getJob', 'cancelJob'] as const;
+export const FRAMEWORK_OPERATION_IDS = ['getJob', 'cancelJob', 'getJobResult', 'streamJobEvents'] as const;
 export type FrameworkOperationId = (typeof FRAMEWORK_OPERATION_IDS)[number];
 
 const problemContent = { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } };
@@ -11,6 +12,23 @@ const retryAfter = { $ref: '#/components/headers/RetryAfter' };
 
 const FRAMEWORK_COMPONENTS = {
   parameters: {
+    Prefer: {
+      name: 'Prefer',
+      in: 'header',
+      required: false,
+      description:
+        'RFC 7240. `wait=N`: hold the answer until the job finishes or N seconds pass (the server caps N). On a submission, a job finished in time is ' +
+        'answered with its result (200/201). `respond-async`: answer 202 at once.',
+      schema: { type: 'string' },
+    },
+    CallbackUrl: {
+      name: 'Callback-URL',
+      in: 'header',
+      required: false,
+      description:
+        "Where to POST the job's terminal event (a signed Standard Webhooks delivery). Non-public addresses are refused unless allowed by the server.",
+      schema: { type: 'string', format: 'uri' },
+    },
     IdempotencyKey: {
       name: 'Idempotency-Key',
       in: 'header',
@@ -23,6 +41,7 @@ const FRAMEWORK_COMPONENTS = {
     JobId: { name: 'id', in: 'path', required: true, schema: { type: 'string' } },
   },
   headers: {
+    PreferenceApplied: { description: 'The preference honoured, e.g. wait=10.', schema: { type: 'string' } },
     RetryAfter: { description: 'Seconds to wait before asking again.', schema: { type: 'integer', minimum: 0 } },
     IdempotentReplayed: {
       description: 'Present (true) when this answer replays an earlier submission with the same Idempotency-Key.',
@@ -52,6 +71,7 @@ const FRAMEWORK_COMPONENTS = {
     PayloadTooLarge: { description: 'The request body is larger than the configured limit.', content: problemContent },
     UnsupportedMediaType: { description: 'The request body has a content type the operation does not declare.', content: problemContent },
     IdempotencyKeyReused: { description: 'The Idempotency-Key was used before with a different request.', content: problemContent },
+    TooManyStreams: { description: 'This principal has too many open event streams.', headers: { 'Retry-After': retryAfter }, content: problemContent },
     ServiceUnavailable: {
       description: 'The job store is busy or unavailable, or the server is shutting down; retry after Retry-After.',
       headers: { 'Retry-After': retryAfter },
@@ -59,6 +79,14 @@ const FRAMEWORK_COMPONENTS = {
     },
   },
 } as const;
+
+/** What the server POSTs to a submission's Callback-URL when the job finishes. */
+const WEBHOOK_CALLBACK = {
+  summary: 'The job finished',
+  parameters: ['webhook-id', 'webhook-timestamp', 'webhook-signature'].map((name) => ({ name, in: 'header', required: true, schema: { type: 'string' } })),
+  requestBody: { required: true, content: { 'application/json': { schema: { $ref: '#/components/schemas/WebhookEvent' } } } },
+  responses: { '200': { description: 'Any 2xx acknowledges the delivery; 410 stops retries; 429 and 5xx are retried.' } },
+};
 
 /**
  * The document as served at /openapi.json and as typed into generated/: the contract with the
@@ -82,12 +110,41 @@ export function buildServedDocument(document: OpenApiDocument, operations: Opera
     const secured = operation.security.length > 0;
     const hasInput = operation.body !== undefined || Object.values(operation.parameters).some((list) => list.length > 0);
     if (operation.async) {
-      target.parameters = [...((target.parameters as unknown[]) ?? []), { $ref: '#/components/parameters/IdempotencyKey' }];
+      target.parameters = [
+        ...((target.parameters as unknown[]) ?? []),
+        { $ref: '#/components/parameters/IdempotencyKey' },
+        { $ref: '#/components/parameters/Prefer' },
+        { $ref: '#/components/parameters/CallbackUrl' },
+      ];
       const declared = responses['202'] as { description?: string } | undefined;
       responses['202'] = {
         ...structuredClone(FRAMEWORK_COMPONENTS.responses.JobAccepted),
         ...(declared?.description ? { description: declared.description } : {}),
+        // The operation's own id as an enum, so a generated client can type the job's result.
+        content: {
+          'application/json': {
+            schema: {
+              allOf: [
+                { $ref: '#/components/schemas/JobAccepted' },
+                { type: 'object', required: ['operation'], properties: { operation: { type: 'string', enum: [operation.operationId] } } },
+              ],
+            },
+          },
+        },
       };
+      if (operation.result) {
+        const ok = responses[String(operation.result.status)] as { headers?: Record<string, unknown>; description?: string };
+        ok.headers = {
+          ...ok.headers,
+          'Preference-Applied': { $ref: '#/components/headers/PreferenceApplied' },
+          'X-Job-ID': { $ref: '#/components/headers/JobId' },
+        };
+      }
+      const callbacks = ((target.callbacks as Record<string, unknown> | undefined) ?? {}) as Record<string, unknown>;
+      callbacks[callbacks.jobFinished ? 'asyncfirstJobFinished' : 'jobFinished'] = {
+        '{$request.header.Callback-URL}': { post: structuredClone(WEBHOOK_CALLBACK) },
+      };
+      target.callbacks = callbacks;
       responses['400'] ??= { $ref: '#/components/responses/BadRequest' };
       responses['422'] ??= { $ref: '#/components/responses/IdempotencyKeyReused' };
       responses['503'] ??= { $ref: '#/components/responses/ServiceUnavailable' };
@@ -101,44 +158,11 @@ export function buildServedDocument(document: OpenApiDocument, operations: Opera
     }
   }
 
-  if (paths['/jobs/{id}']) throw new ContractError('paths["/jobs/{id}"] is served by asyncfirst; remove it from the contract');
-  const jobSecurity = jobsSecurity(operations);
-  const jobsCommon = { tags: ['jobs'], ...(jobSecurity ? { security: jobSecurity } : {}) };
-  const unauthorized = jobSecurity ? { '401': { $ref: '#/components/responses/Unauthorized' } } : {};
-  paths['/jobs/{id}'] = {
-    parameters: [{ $ref: '#/components/parameters/JobId' }],
-    get: {
-      ...jobsCommon,
-      operationId: 'getJob',
-      summary: 'A job: its status, and its result or error once finished',
-      responses: {
-        '200': {
-          description: 'The job.',
-          headers: { 'Retry-After': retryAfter },
-          content: { 'application/json': { schema: { $ref: '#/components/schemas/Job' } } },
-        },
-        ...unauthorized,
-        '404': { $ref: '#/components/responses/NotFound' },
-        '503': { $ref: '#/components/responses/ServiceUnavailable' },
-      },
-    },
-    delete: {
-      ...jobsCommon,
-      operationId: 'cancelJob',
-      summary: 'Cancel a job: a queued job is canceled at once, a running one is signalled',
-      responses: {
-        '200': { description: 'The job was queued and is now canceled.', content: { 'application/json': { schema: { $ref: '#/components/schemas/Job' } } } },
-        '202': {
-          description: "The job is running; its handler's AbortSignal has fired and the job ends as canceled.",
-          content: { 'application/json': { schema: { $ref: '#/components/schemas/Job' } } },
-        },
-        ...unauthorized,
-        '404': { $ref: '#/components/responses/NotFound' },
-        '409': { $ref: '#/components/responses/Conflict' },
-        '503': { $ref: '#/components/responses/ServiceUnavailable' },
-      },
-    },
-  };
+  const jobs = jobsPaths(jobsSecurity(operations));
+  for (const [path, item] of Object.entries(jobs)) {
+    if (paths[path]) throw new ContractError(`paths["${path}"] is served by asyncfirst; remove it from the contract`);
+    paths[path] = item;
+  }
   return served;
 }
 

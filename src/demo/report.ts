@@ -17,7 +17,11 @@ function reportRow(title: string, index: number, format: ReportFormat): string {
  * Builds the demo report deterministically from its input, streaming it through SHA-256 in
  * slices so a million rows neither hold memory nor block the event loop, and stops when aborted.
  */
-export async function buildReport(input: { title: string; rows: number; format?: ReportFormat }, signal: AbortSignal) {
+export async function buildReport(
+  input: { title: string; rows: number; format?: ReportFormat },
+  signal: AbortSignal,
+  progress: (percent: number, message?: string) => Promise<void> = async () => {},
+) {
   const format = input.format ?? 'csv';
   const hash = createHash('sha256');
   let bytes = 0;
@@ -32,6 +36,9 @@ export async function buildReport(input: { title: string; rows: number; format?:
     const end = Math.min(input.rows, start + ROWS_PER_SLICE - 1);
     for (let index = start; index <= end; index++) slice += reportRow(input.title, index, format);
     write(slice);
+    // Report at each tenth of the way, not at every slice.
+    const tenth = Math.floor((end * 10) / input.rows);
+    if (tenth > Math.floor(((start - 1) * 10) / input.rows) && end < input.rows) await progress(tenth * 10, `${end} of ${input.rows} rows`);
     await yieldToEventLoop();
   }
   if (format === 'json') write(']');

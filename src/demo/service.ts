@@ -11,8 +11,8 @@ export const DEVELOPMENT_PRINCIPAL = 'developer';
 
 /** The demo's handlers, typed from generated/: a missing or mistyped handler is a compile error. */
 export const reportHandlers: Handlers<operations> = {
-  async createReport({ body }, { signal }) {
-    return buildReport(body, signal);
+  async createReport({ body }, { signal, progress }) {
+    return buildReport(body, signal, progress);
   },
   estimateReport({ query }) {
     const format = query.format ?? 'csv';

@@ -1,33 +1,85 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { awaitJob } from '../delivery/await-job.js';
+import type { JobEventStreams } from '../delivery/event-stream.js';
+import type { JobWatch } from '../delivery/job-watch.js';
 import { JOB_ID_PATTERN } from '../ids.js';
-import type { Store } from '../store/store.js';
-import { jobBody, jobHeaders } from './job-view.js';
-import { ProblemError, problem } from './problems.js';
+import { jobBody, jobHeaders } from '../store/job-view.js';
+import type { JobRecord, Store } from '../store/store.js';
+import { parsePrefer } from './prefer.js';
+import { ProblemError } from './problems.js';
 import type { Authenticate } from './security.js';
 
-/** GET /jobs/{id} and DELETE /jobs/{id}: a principal sees and cancels its own jobs only. */
-export function registerJobRoutes(
-  server: FastifyInstance,
-  deps: { store: Store; authenticate: Authenticate; cancelRunningJob: (jobId: string) => void },
-): void {
+export interface JobRouteDeps {
+  store: Store;
+  authenticate: Authenticate;
+  cancelRunningJob: (jobId: string) => void;
+  watch: JobWatch;
+  streams: JobEventStreams;
+  longPollMaxSeconds: number;
+}
+
+type JobRequest = FastifyRequest<{ Params: { id: string } }>;
+
+/** The jobs API: a principal sees, waits for, streams and cancels its own jobs only. */
+export function registerJobRoutes(server: FastifyInstance, deps: JobRouteDeps): void {
   const notFound = (id: string) => new ProblemError('jobNotFound', `There is no job ${id} for this principal.`);
   const onRequest = async (request: FastifyRequest) => {
     request.principal = await deps.authenticate(request);
   };
-  const send = (reply: FastifyReply, status: number, job: Parameters<typeof jobBody>[0]) =>
+  const send = (reply: FastifyReply, status: number, job: JobRecord) =>
     reply.code(status).headers(jobHeaders(job)).type('application/json; charset=utf-8').send(jobBody(job));
 
-  server.get<{ Params: { id: string } }>('/jobs/:id', { onRequest }, async (request, reply) => {
+  /** The job, after waiting for it to finish when the request says Prefer: wait=N. */
+  const readJob = async (request: JobRequest, reply: FastifyReply): Promise<JobRecord> => {
     const { id } = request.params;
-    const job = JOB_ID_PATTERN.test(id) ? await deps.store.getJob(request.principal, id) : undefined;
-    if (!job) throw notFound(id);
-    return send(reply, 200, job);
+    if (!JOB_ID_PATTERN.test(id)) throw notFound(id);
+    const { wait } = parsePrefer(request.headers.prefer, deps.longPollMaxSeconds);
+    reply.header('vary', 'Prefer');
+    const aborted = new AbortController();
+    const onClose = () => aborted.abort();
+    request.raw.once('close', onClose);
+    try {
+      const job = wait ? await awaitJob(deps.store, deps.watch, request.principal, id, wait, aborted.signal) : await deps.store.getJob(request.principal, id);
+      if (!job) throw notFound(id);
+      if (wait !== undefined) reply.header('preference-applied', `wait=${wait}`);
+      return job;
+    } finally {
+      request.raw.off('close', onClose);
+    }
+  };
+
+  server.get<{ Params: { id: string } }>('/jobs/:id', { onRequest }, async (request, reply) => send(reply, 200, await readJob(request, reply)));
+
+  server.get<{ Params: { id: string } }>('/jobs/:id/result', { onRequest }, async (request, reply) => {
+    const job = await readJob(request, reply);
+    switch (job.status) {
+      case 'succeeded':
+        if (job.resultLocation !== undefined) return reply.code(303).header('location', job.resultLocation).send();
+        return reply
+          .code(200)
+          .type('application/json; charset=utf-8')
+          .send(job.result ?? 'null');
+      case 'failed':
+      case 'canceled':
+        if (!job.error) throw new ProblemError('internal', `Job ${job.id} ended ${job.status} without a stored error.`);
+        return reply
+          .code(job.error.status)
+          .type('application/problem+json; charset=utf-8')
+          .send(JSON.stringify({ ...job.error, instance: `/jobs/${job.id}` }));
+      default:
+        return send(reply, 202, job);
+    }
+  });
+
+  server.get<{ Params: { id: string } }>('/jobs/:id/events', { onRequest }, async (request, reply) => {
+    if (!JOB_ID_PATTERN.test(request.params.id)) throw notFound(request.params.id);
+    await deps.streams.handle(request, reply, notFound);
   });
 
   server.delete<{ Params: { id: string } }>('/jobs/:id', { onRequest }, async (request, reply) => {
     const { id } = request.params;
     if (!JOB_ID_PATTERN.test(id)) throw notFound(id);
-    const outcome = await deps.store.cancelJob(request.principal, id, Date.now(), problem('jobCanceled', 'DELETE /jobs/{id} canceled the job before it ran.'));
+    const outcome = await deps.store.cancelJob(request.principal, id, Date.now());
     switch (outcome.kind) {
       case 'not-found':
         throw notFound(id);

@@ -1,11 +1,15 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
 import { inlineFrameworkRefs, JobAcceptedSchema } from '../contract/framework-schemas.js';
 import type { OperationSpec, ParameterSpec } from '../contract/operations.js';
-import type { AnyHandler } from '../handlers.js';
+import { awaitJob } from '../delivery/await-job.js';
+import type { CallbackPolicy } from '../delivery/callback-url.js';
+import type { JobWatch } from '../delivery/job-watch.js';
+import { type AnyHandler, ResourceLocation } from '../handlers.js';
 import { fingerprintRequest } from '../idempotency/fingerprint.js';
 import { parseIdempotencyKey } from '../idempotency/key.js';
+import { POLL_AFTER_SECONDS } from '../store/job-view.js';
 import type { Store } from '../store/store.js';
-import { POLL_AFTER_SECONDS } from './job-view.js';
+import { parsePrefer } from './prefer.js';
 import { ProblemError } from './problems.js';
 import type { Authenticate } from './security.js';
 
@@ -18,6 +22,10 @@ declare module 'fastify' {
 
 export interface OperationRouteDeps {
   store: Store;
+  watch: JobWatch;
+  longPollMaxSeconds: number;
+  /** Present when webhooks are configured (WEBHOOK_SECRET). */
+  webhooks?: { policy: CallbackPolicy };
   handler: AnyHandler;
   authenticate: Authenticate;
   maxAttempts: number;
@@ -33,7 +41,7 @@ export function registerOperationRoute(server: FastifyInstance, operation: Opera
     url: operation.routeUrl,
     schema: routeSchema(operation),
     onRequest: requestGate(operation, deps.authenticate),
-    handler: operation.async ? acceptHandler(operation, deps) : inlineHandler(deps.handler),
+    handler: operation.async ? acceptHandler(operation, deps) : inlineHandler(deps.handler, operation.result?.status ?? 200),
   };
   server.route(route);
 }
@@ -72,7 +80,7 @@ function requestGate(operation: OperationSpec, authenticate: Authenticate) {
 }
 
 /** A synchronous operation: the handler runs now and its result is the 200/201 body. */
-function inlineHandler(handler: AnyHandler) {
+function inlineHandler(handler: AnyHandler, successStatus: number) {
   return async (request: FastifyRequest, reply: FastifyReply) => {
     const controller = new AbortController();
     const abortOnClose = () => controller.abort(new Error('the client closed the connection'));
@@ -80,9 +88,10 @@ function inlineHandler(handler: AnyHandler) {
     try {
       const result = await handler(
         { params: request.params ?? {}, query: request.query ?? {}, body: request.body },
-        { principal: request.principal, signal: controller.signal, log: request.log },
+        { principal: request.principal, signal: controller.signal, log: request.log, progress: async () => {} },
       );
-      return reply.code(reply.statusCode === 200 ? 200 : reply.statusCode).send(result);
+      if (result instanceof ResourceLocation) return reply.code(303).header('location', result.location).send();
+      return reply.code(successStatus).send(result);
     } finally {
       request.raw.off('close', abortOnClose);
     }
@@ -93,10 +102,12 @@ function inlineHandler(handler: AnyHandler) {
 function acceptHandler(operation: OperationSpec, deps: OperationRouteDeps) {
   return async (request: FastifyRequest, reply: FastifyReply) => {
     const key = parseIdempotencyKey(headerLines(request.raw.rawHeaders, 'idempotency-key'));
+    const callbackUrl = readCallbackUrl(request, deps);
     const { fingerprint, canonicalInput } = fingerprintRequest(operation.operationId, {
       params: (request.params as Record<string, unknown>) ?? {},
       query: (request.query as Record<string, unknown>) ?? {},
       body: request.body,
+      ...(callbackUrl === undefined ? {} : { callback: callbackUrl }),
     });
     const now = Date.now();
     const outcome = await deps.store.acceptJob({
@@ -106,6 +117,7 @@ function acceptHandler(operation: OperationSpec, deps: OperationRouteDeps) {
       fingerprint,
       input: canonicalInput,
       maxAttempts: deps.maxAttempts,
+      ...(callbackUrl === undefined ? {} : { callbackUrl }),
       now,
       keyExpiresAt: now + deps.idempotencyRetentionMs,
     });
@@ -116,10 +128,43 @@ function acceptHandler(operation: OperationSpec, deps: OperationRouteDeps) {
       );
     }
     const location = `/jobs/${outcome.jobId}`;
-    reply.code(202).headers({ location, 'x-job-id': outcome.jobId, 'retry-after': String(POLL_AFTER_SECONDS) });
+    reply.header('vary', 'Prefer');
     if (outcome.kind === 'replayed') reply.header('idempotent-replayed', 'true');
-    return { status: 'accepted', job_id: outcome.jobId, location };
+
+    // Prefer: wait=N — answer with the result itself if the job finishes in time.
+    const { wait, respondAsync } = parsePrefer(request.headers.prefer, deps.longPollMaxSeconds);
+    if (wait !== undefined && !respondAsync && operation.result) {
+      const closed = new AbortController();
+      const onClose = () => closed.abort();
+      request.raw.once('close', onClose);
+      const job = await awaitJob(deps.store, deps.watch, request.principal, outcome.jobId, wait, closed.signal).finally(() =>
+        request.raw.off('close', onClose),
+      );
+      reply.header('preference-applied', `wait=${wait}`);
+      if (job?.status === 'succeeded') {
+        reply.headers({ 'content-location': location, 'x-job-id': outcome.jobId });
+        if (job.resultLocation !== undefined) return reply.code(303).header('location', job.resultLocation).send();
+        return reply
+          .code(operation.result.status)
+          .type('application/json; charset=utf-8')
+          .send(job.result ?? 'null');
+      }
+    }
+    reply.code(202).headers({ location, 'x-job-id': outcome.jobId, 'retry-after': String(POLL_AFTER_SECONDS) });
+    return { status: 'accepted', job_id: outcome.jobId, operation: operation.operationId, location };
   };
+}
+
+/** The submission's Callback-URL, checked against the SSRF policy (400 when plainly refused). */
+function readCallbackUrl(request: FastifyRequest, deps: OperationRouteDeps): string | undefined {
+  const header = request.headers['callback-url'];
+  if (header === undefined) return undefined;
+  const url = Array.isArray(header) ? undefined : header.trim();
+  if (!url) throw new ProblemError('callbackUrlRefused', 'Send one Callback-URL header with an absolute http(s) URL.');
+  if (!deps.webhooks) throw new ProblemError('callbackUrlRefused', 'This server sends no webhooks (WEBHOOK_SECRET is not set); poll GET /jobs/{id} instead.');
+  const refusal = deps.webhooks.policy.refusal(url);
+  if (refusal) throw new ProblemError('callbackUrlRefused', `Callback-URL ${refusal}.`);
+  return url;
 }
 
 /** Every line of one header as sent (Node joins repeated unknown headers with ", ", which would hide a repeat). */

@@ -2,6 +2,9 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastif
 import type { OpenApiDocument } from '../contract/load.js';
 import type { OperationSpec } from '../contract/operations.js';
 import { jobsSecurity } from '../contract/served-document.js';
+import type { CallbackPolicy } from '../delivery/callback-url.js';
+import type { JobEventStreams } from '../delivery/event-stream.js';
+import type { JobWatch } from '../delivery/job-watch.js';
 import type { AnyHandler } from '../handlers.js';
 import type { Store } from '../store/store.js';
 import { registerDocumentRoutes } from './document-routes.js';
@@ -23,6 +26,11 @@ export interface ServerDeps {
   store: Store;
   /** Aborts a job's handler if it runs in this process (DELETE /jobs/{id}). */
   cancelRunningJob: (jobId: string) => void;
+  watch: JobWatch;
+  streams: JobEventStreams;
+  longPollMaxSeconds: number;
+  /** Present when webhooks are configured. */
+  webhooks?: { policy: CallbackPolicy };
   bodyLimit: number;
   idempotencyRetentionMs: number;
   logger: FastifyServerOptions['logger'];
@@ -75,6 +83,9 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
       authenticate: security.authenticator(operation.security, operation.anonymousAllowed),
       maxAttempts: deps.maxAttempts(operation.operationId),
       idempotencyRetentionMs: deps.idempotencyRetentionMs,
+      watch: deps.watch,
+      longPollMaxSeconds: deps.longPollMaxSeconds,
+      ...(deps.webhooks ? { webhooks: deps.webhooks } : {}),
     });
     const methods = methodsByPath.get(operation.routeUrl) ?? new Set<string>();
     methods.add(operation.method);
@@ -87,8 +98,17 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     (jobRequirements ?? []).map((requirement) => Object.keys(requirement)).filter((names) => names.length > 0),
     jobRequirements === undefined || jobRequirements.some((requirement) => Object.keys(requirement).length === 0),
   );
-  registerJobRoutes(server, { store: deps.store, authenticate: jobsAuthenticate, cancelRunningJob: deps.cancelRunningJob });
+  registerJobRoutes(server, {
+    store: deps.store,
+    authenticate: jobsAuthenticate,
+    cancelRunningJob: deps.cancelRunningJob,
+    watch: deps.watch,
+    streams: deps.streams,
+    longPollMaxSeconds: deps.longPollMaxSeconds,
+  });
   methodsByPath.set('/jobs/:id', new Set(['GET', 'HEAD', 'DELETE']));
+  methodsByPath.set('/jobs/:id/result', new Set(['GET', 'HEAD']));
+  methodsByPath.set('/jobs/:id/events', new Set(['GET', 'HEAD']));
 
   // Known path, other method: 405 with Allow, not 404.
   for (const [url, methods] of methodsByPath) {

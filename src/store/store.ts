@@ -17,10 +17,15 @@ export interface Store {
   acceptJob(request: AcceptRequest): Promise<AcceptOutcome>;
   /** One job of one principal; undefined for an unknown id or another principal's job. */
   getJob(principal: string, id: string): Promise<JobRecord | undefined>;
-  /** Cancels a queued job (storing `canceledError` as its error), or flags a running one so its handler is aborted. */
-  cancelJob(principal: string, id: string, now: number, canceledError: ProblemDetails): Promise<CancelOutcome>;
-  /** Claims up to `limit` runnable jobs (queued and due, or running with an expired lease). */
+  /** Cancels a queued job, or flags a running one so its handler is aborted. */
+  cancelJob(principal: string, id: string, now: number): Promise<CancelOutcome>;
+  /**
+   * Claims up to `limit` runnable jobs (queued and due, or running with an expired lease). Abandoned
+   * jobs with no attempts left fail (job-lease-expired); abandoned ones whose cancel was asked end canceled.
+   */
   claimJobs(claim: ClaimRequest): Promise<ClaimedJob[]>;
+  /** Stores a running job's progress (and a job.progress event); false when the fence is stale. */
+  reportProgress(id: string, fence: number, progress: JobProgress, now: number): Promise<boolean>;
   /** Extends a lease the worker still holds; tells whether it is held and whether cancel was asked. */
   renewLease(id: string, fence: number, leaseExpiresAt: number, now: number): Promise<LeaseState>;
   /** Records the end of a claimed job; false when the fence is stale (the write is refused). */
@@ -29,10 +34,22 @@ export interface Store {
   retryJob(id: string, fence: number, error: ProblemDetails, runAt: number, now: number): Promise<boolean>;
   /** Gives a claimed job back without counting the attempt (graceful shutdown). */
   releaseJob(id: string, fence: number, now: number): Promise<boolean>;
-  /** Deletes expired idempotency records and jobs finished before `jobsFinishedBefore`. */
+  /** The events of one principal's job after event id `afterId`, oldest first (undefined: no such job). */
+  getJobEvents(principal: string, id: string, afterId: number): Promise<{ job: JobRecord; events: JobEvent[] } | undefined>;
+  /** Ids of jobs with events after `cursor` (any process), and the newest event id; for cross-process wake-ups. */
+  jobsChangedSince(cursor: number | undefined): Promise<{ jobIds: string[]; cursor: number }>;
+  /** Claims due webhook deliveries with a lease; each claim counts as an attempt. */
+  claimDeliveries(claim: { owner: string; limit: number; now: number; leaseMs: number }): Promise<WebhookDelivery[]>;
+  /** Records how a claimed delivery attempt ended; `nextAttemptAt` applies when it stays pending. */
+  recordDelivery(delivery: WebhookDelivery, owner: string, outcome: DeliveryOutcome, now: number): Promise<boolean>;
+  /** Deletes expired idempotency records and jobs finished before `jobsFinishedBefore` (with their events and deliveries). */
   sweep(now: number, jobsFinishedBefore: number): Promise<{ keys: number; jobs: number }>;
   /** Called after each commit that made new jobs runnable (wakes the in-process worker). */
   onJobsQueued(listener: () => void): void;
+  /** Called after each commit with the ids of the jobs it changed (wakes long-polls and streams). */
+  onJobsChanged(listener: (jobIds: Set<string>) => void): void;
+  /** Called after each commit that queued webhook deliveries (wakes the in-process dispatcher). */
+  onDeliveriesQueued(listener: () => void): void;
   /** Flushes pending writes and closes the store. */
   close(): Promise<void>;
 }
@@ -45,6 +62,8 @@ export interface AcceptRequest {
   /** The canonical JSON of the job's input ({body, params, query}). */
   input: string;
   maxAttempts: number;
+  /** Where to POST the job's terminal event (the submission's Callback-URL). */
+  callbackUrl?: string;
   now: number;
   keyExpiresAt: number;
 }
@@ -63,14 +82,59 @@ export interface JobRecord {
   attempts: number;
   maxAttempts: number;
   cancelRequested: boolean;
+  progress?: JobProgress;
+  callbackUrl?: string;
   /** JSON text of the handler's result, when succeeded. */
   result?: string;
+  /** When succeeded with a resource location instead of a body (GET /jobs/{id}/result answers 303). */
+  resultLocation?: string;
   error?: ProblemDetails;
+  /** Webhook deliveries, when the submission asked for a callback. */
+  deliveries?: WebhookDelivery[];
   runAt: number;
   createdAt: number;
   updatedAt: number;
   finishedAt?: number;
 }
+
+/** A running job's progress, as its handler last reported it. */
+export interface JobProgress {
+  percent: number;
+  message?: string;
+}
+
+/** One change of a job, as event streams send it. */
+export interface JobEvent {
+  /** Monotonic across the database: commit order. */
+  id: number;
+  type: string;
+  /** The job as JSON, as it was after the change. */
+  data: string;
+}
+
+export type DeliveryStatus = 'pending' | 'succeeded' | 'failed';
+
+export interface WebhookDelivery {
+  /** The webhook-id: stable across retries. */
+  id: string;
+  jobId: string;
+  url: string;
+  eventType: string;
+  /** The exact body that is signed and sent. */
+  payload: string;
+  status: DeliveryStatus;
+  attempts: number;
+  maxAttempts: number;
+  nextAttemptAt: number;
+  lastStatus?: number;
+  lastError?: string;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export type DeliveryOutcome =
+  | { status: 'succeeded'; httpStatus: number }
+  | { status: 'pending' | 'failed'; httpStatus?: number; error: string; nextAttemptAt: number };
 
 export type CancelOutcome =
   | { kind: 'canceled'; job: JobRecord }
@@ -83,8 +147,6 @@ export interface ClaimRequest {
   limit: number;
   now: number;
   leaseMs: number;
-  /** The error stored on an abandoned job that has no attempts left. */
-  abandonedError: ProblemDetails;
 }
 
 export interface ClaimedJob {
@@ -103,7 +165,9 @@ export interface LeaseState {
   cancelRequested: boolean;
 }
 
-export type JobOutcome = { status: 'succeeded'; result: string } | { status: 'failed'; error: ProblemDetails } | { status: 'canceled'; error: ProblemDetails };
+export type JobOutcome =
+  /** `location`: the handler answered with a resource location instead of a body. */
+  { status: 'succeeded'; result: string; location?: string } | { status: 'failed'; error: ProblemDetails } | { status: 'canceled'; error: ProblemDetails };
 
 /** Thrown by a store that cannot serve a request right now (busy past its timeout, closed, I/O error). */
 export class StoreUnavailableError extends Error {

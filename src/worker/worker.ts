@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
-import { type AnyHandler, PermanentJobError } from '../handlers.js';
+import { type AnyHandler, PermanentJobError, ResourceLocation } from '../handlers.js';
 import { type ProblemDetails, problem } from '../http/problems.js';
 import type { ClaimedJob, Store } from '../store/store.js';
 import { retryDelayMs } from './backoff.js';
@@ -118,7 +118,6 @@ export class Worker {
           limit: free,
           now: Date.now(),
           leaseMs: this.options.leaseMs,
-          abandonedError: problem('jobLeaseExpired', 'The job was running when its worker stopped renewing the lease, and it has no attempts left.'),
         });
         for (const job of jobs) this.run(job);
         if (jobs.length === free) this.fillAgain = true;
@@ -148,12 +147,14 @@ export class Worker {
     try {
       const operation = this.options.operations.get(job.operation);
       if (!operation) throw new PermanentJobError(`no handler is registered for operation "${job.operation}"`);
-      const input = JSON.parse(job.input) as { params: unknown; query: unknown; body: unknown };
+      const { params, query, body } = JSON.parse(job.input) as { params: unknown; query: unknown; body: unknown };
+      const input = { params, query, body };
       const context = {
         principal: job.principal,
         signal: entry.controller.signal,
         log: log.child({ jobId: job.id }),
         job: { id: job.id, attempt: job.attempts, maxAttempts: job.maxAttempts },
+        progress: (percent: number, message?: string) => this.reportProgress(entry, percent, message),
       };
       outcome = { ok: true, value: await operation.handler(input, context) };
     } catch (error) {
@@ -183,7 +184,18 @@ export class Worker {
     }
   }
 
+  private async reportProgress(entry: RunningJob, percent: number, message?: string): Promise<void> {
+    if (!Number.isFinite(percent)) throw new TypeError('progress percent must be a number from 0 to 100');
+    if (entry.released || entry.leaseLost) return;
+    const progress = { percent: Math.min(100, Math.max(0, percent)), ...(message === undefined ? {} : { message: String(message).slice(0, 200) }) };
+    await this.options.store.reportProgress(entry.job.id, entry.job.fence, progress, Date.now());
+  }
+
   private async succeed(job: ClaimedJob, value: unknown, now: number): Promise<void> {
+    if (value instanceof ResourceLocation) {
+      await this.options.store.finishJob(job.id, job.fence, { status: 'succeeded', result: 'null', location: value.location }, now);
+      return;
+    }
     const violations = this.options.operations.get(job.operation)?.checkResult(value);
     if (violations !== undefined) {
       this.options.log.error({ jobId: job.id, violations }, 'job handler returned a result that does not match the contract');

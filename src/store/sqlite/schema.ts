@@ -23,7 +23,10 @@ const MIGRATIONS: string[] = [
     lease_expires_at INTEGER,
     fence            INTEGER NOT NULL DEFAULT 0,   -- bumped by every claim
     cancel_requested INTEGER NOT NULL DEFAULT 0,
+    progress         TEXT,                         -- JSON {percent, message}, as last reported
+    callback_url     TEXT,                         -- Callback-URL of the submission: webhooks go here
     result           TEXT,
+    result_location  TEXT,                         -- set when the handler answered with a resource location (303)
     error            TEXT,
     created_at       INTEGER NOT NULL,
     updated_at       INTEGER NOT NULL,
@@ -44,6 +47,38 @@ const MIGRATIONS: string[] = [
     PRIMARY KEY (principal, operation, key)
   ) WITHOUT ROWID;
   CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);
+
+  -- One row per change of a job after its acceptance (its first job.queued is the job row itself):
+  -- the history that event streams replay, written in the transaction that made the change.
+  CREATE TABLE job_events (
+    id         INTEGER PRIMARY KEY,                -- monotonic: commit order is id order
+    job_id     TEXT    NOT NULL,
+    type       TEXT    NOT NULL,                   -- job.running, job.progress, job.queued (retry), job.succeeded, …
+    data       TEXT    NOT NULL,                   -- the job as GET /jobs/{id} showed it then
+    created_at INTEGER NOT NULL
+  );
+  CREATE INDEX job_events_job ON job_events (job_id, id);
+
+  -- Webhook deliveries, written in the transaction that finished the job, so none is lost.
+  CREATE TABLE webhook_deliveries (
+    id               TEXT    PRIMARY KEY,          -- the webhook-id header: stable across retries
+    job_id           TEXT    NOT NULL,
+    url              TEXT    NOT NULL,
+    event_type       TEXT    NOT NULL,
+    payload          TEXT    NOT NULL,             -- the exact body that is signed and sent
+    status           TEXT    NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    max_attempts     INTEGER NOT NULL,
+    next_attempt_at  INTEGER NOT NULL,
+    lease_owner      TEXT,
+    lease_expires_at INTEGER,
+    last_status      INTEGER,                      -- the receiver's last HTTP status, if it answered
+    last_error       TEXT,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL
+  );
+  CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+  CREATE INDEX webhook_deliveries_job ON webhook_deliveries (job_id);
   `,
 ];
 

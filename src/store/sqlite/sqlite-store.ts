@@ -3,31 +3,44 @@ import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type BetterSqlite3 from 'better-sqlite3';
 import Database from 'better-sqlite3';
-import type { ProblemDetails } from '../../http/problems.js';
+import { type ProblemDetails, problem } from '../../http/problems.js';
 import { newJobId } from '../../ids.js';
-import type { JobState } from '../job-states.js';
+import { isFinished, type JobState } from '../job-states.js';
+import { jobBody } from '../job-view.js';
 import {
   type AcceptOutcome,
   type AcceptRequest,
   type CancelOutcome,
   type ClaimedJob,
   type ClaimRequest,
+  type DeliveryOutcome,
+  type DeliveryStatus,
+  type JobEvent,
   type JobOutcome,
+  type JobProgress,
   type JobRecord,
   type LeaseState,
   type Store,
   StoreUnavailableError,
+  type WebhookDelivery,
 } from '../store.js';
 import { GroupCommit } from './group-commit.js';
 import { migrate } from './schema.js';
-import { type ClaimedRow, type JobRow, prepareStatements, type Statements } from './statements.js';
+import { type ClaimedRow, type DeliveryRow, type JobRow, prepareStatements, type Statements } from './statements.js';
 
 export interface SqliteStoreOptions {
   /** How long a statement waits for another connection's write lock before the store is "busy". */
   busyTimeoutMs?: number;
   /** Rows deleted per sweep statement, so a sweep never holds the write lock for long. */
   sweepBatchSize?: number;
+  /** Attempts per webhook delivery before it is marked failed. */
+  webhookMaxAttempts?: number;
 }
+
+// The problems the store itself records on jobs (from the one catalogue).
+const CANCELED_BEFORE_RUNNING = JSON.stringify(problem('jobCanceled', 'DELETE /jobs/{id} canceled the job before it ran.'));
+const CANCELED_WHILE_RUNNING = JSON.stringify(problem('jobCanceled', 'DELETE /jobs/{id} canceled the job while it was running.'));
+const ABANDONED = JSON.stringify(problem('jobLeaseExpired', 'The job was running when its worker stopped renewing the lease, and it has no attempts left.'));
 
 /** SQLite error codes that mean "try again later" rather than "this request is wrong". */
 const UNAVAILABLE_CODES = /^SQLITE_(BUSY|LOCKED|IOERR|FULL|CANTOPEN|READONLY|PROTOCOL|NOMEM|CORRUPT|NOTADB)/;
@@ -53,8 +66,15 @@ export class SqliteStore implements Store {
   private readonly sql: Statements;
   private readonly writes: GroupCommit;
   private readonly queuedListeners: Array<() => void> = [];
+  private readonly changedListeners: Array<(jobIds: Set<string>) => void> = [];
+  private readonly deliveryListeners: Array<() => void> = [];
+  // What the transaction being built has done, announced after it commits (after a failed
+  // commit the flags carry over: a spurious wake-up is harmless, a missed one is not).
   private jobsQueuedInGroup = false;
+  private deliveriesQueuedInGroup = false;
+  private changedInGroup = new Set<string>();
   private readonly sweepBatchSize: number;
+  private readonly webhookMaxAttempts: number;
   private closed = false;
 
   constructor(path: string, options: SqliteStoreOptions = {}) {
@@ -65,15 +85,54 @@ export class SqliteStore implements Store {
     migrate(this.db);
     this.sql = prepareStatements(this.db);
     this.sweepBatchSize = options.sweepBatchSize ?? 1000;
-    this.writes = new GroupCommit(this.db, () => {
-      if (!this.jobsQueuedInGroup) return;
-      this.jobsQueuedInGroup = false;
-      for (const listener of this.queuedListeners) listener();
-    });
+    this.webhookMaxAttempts = options.webhookMaxAttempts ?? 8;
+    this.writes = new GroupCommit(this.db, () => this.announceCommit());
   }
 
   onJobsQueued(listener: () => void): void {
     this.queuedListeners.push(listener);
+  }
+
+  onJobsChanged(listener: (jobIds: Set<string>) => void): void {
+    this.changedListeners.push(listener);
+  }
+
+  onDeliveriesQueued(listener: () => void): void {
+    this.deliveryListeners.push(listener);
+  }
+
+  private announceCommit(): void {
+    if (this.changedInGroup.size > 0) {
+      const changed = this.changedInGroup;
+      this.changedInGroup = new Set();
+      for (const listener of this.changedListeners) listener(changed);
+    }
+    if (this.jobsQueuedInGroup) {
+      this.jobsQueuedInGroup = false;
+      for (const listener of this.queuedListeners) listener();
+    }
+    if (this.deliveriesQueuedInGroup) {
+      this.deliveriesQueuedInGroup = false;
+      for (const listener of this.deliveryListeners) listener();
+    }
+  }
+
+  /**
+   * Appends the job's current state to its event log; for a terminal state with a callback URL,
+   * also queues the webhook delivery. Runs inside the transaction that made the change.
+   */
+  private recordChange(jobId: string, type: string, now: number): void {
+    const row = this.sql.getJobById.get(jobId);
+    if (!row) return;
+    const job = toJobRecord(row);
+    const data = jobBody(job);
+    this.sql.insertEvent.run(jobId, type, data, now);
+    this.changedInGroup.add(jobId);
+    if (job.callbackUrl && isFinished(job.status)) {
+      const payload = `{"type":${JSON.stringify(type)},"timestamp":${JSON.stringify(new Date(now).toISOString())},"data":${data}}`;
+      this.sql.insertDelivery.run(`msg_${newJobId(now)}`, jobId, job.callbackUrl, type, payload, this.webhookMaxAttempts, now, now, now);
+      this.deliveriesQueuedInGroup = true;
+    }
   }
 
   acceptJob(request: AcceptRequest): Promise<AcceptOutcome> {
@@ -85,21 +144,47 @@ export class SqliteStore implements Store {
         return existing.fingerprint === request.fingerprint ? { kind: 'replayed', jobId: existing.job_id } : { kind: 'mismatch', jobId: existing.job_id };
       }
       const jobId = newJobId(now);
-      this.sql.insertJob.run(jobId, principal, operation, request.input, request.maxAttempts, now, now, now);
+      this.sql.insertJob.run(jobId, principal, operation, request.input, request.maxAttempts, request.callbackUrl ?? null, now, now, now);
       this.sql.upsertIdempotencyKey.run(principal, operation, key, request.fingerprint, jobId, now, request.keyExpiresAt);
       this.jobsQueuedInGroup = true;
+      this.changedInGroup.add(jobId);
       return { kind: 'created', jobId };
     });
   }
 
   async getJob(principal: string, id: string): Promise<JobRecord | undefined> {
-    const row = this.read(() => this.sql.getJob.get(id, principal));
-    return row && toJobRecord(row);
+    return this.read(() => {
+      const row = this.sql.getJob.get(id, principal);
+      if (!row) return undefined;
+      const job = toJobRecord(row);
+      if (job.callbackUrl) job.deliveries = this.sql.deliveriesOfJob.all(id).map(toDelivery);
+      return job;
+    });
   }
 
-  cancelJob(principal: string, id: string, now: number, canceledError: ProblemDetails): Promise<CancelOutcome> {
+  async getJobEvents(principal: string, id: string, afterId: number): Promise<{ job: JobRecord; events: JobEvent[] } | undefined> {
+    return this.read(() =>
+      this.db.transaction(() => {
+        const row = this.sql.getJob.get(id, principal);
+        if (!row) return undefined;
+        const events = this.sql.eventsAfter.all(id, afterId).map((event) => ({ id: event.id, type: event.type, data: event.data }));
+        return { job: toJobRecord(row), events };
+      })(),
+    );
+  }
+
+  async jobsChangedSince(cursor: number | undefined): Promise<{ jobIds: string[]; cursor: number }> {
+    return this.read(() => {
+      if (cursor === undefined) return { jobIds: [], cursor: this.sql.latestEventId.get()?.id ?? 0 };
+      const rows = this.sql.jobsChangedAfter.all(cursor);
+      return { jobIds: [...new Set(rows.map((row) => row.job_id))], cursor: rows.length ? (rows[rows.length - 1] as { id: number }).id : cursor };
+    });
+  }
+
+  cancelJob(principal: string, id: string, now: number): Promise<CancelOutcome> {
     return this.write(() => {
-      if (this.sql.cancelQueuedJob.run(JSON.stringify(canceledError), now, now, id, principal).changes === 1) {
+      if (this.sql.cancelQueuedJob.run(CANCELED_BEFORE_RUNNING, now, now, id, principal).changes === 1) {
+        this.recordChange(id, 'job.canceled', now);
         return { kind: 'canceled', job: this.mustGetJob(principal, id) };
       }
       if (this.sql.requestCancel.run(now, id, principal).changes === 1) {
@@ -110,21 +195,26 @@ export class SqliteStore implements Store {
     });
   }
 
-  async claimJobs(claim: ClaimRequest): Promise<ClaimedJob[]> {
+  claimJobs(claim: ClaimRequest): Promise<ClaimedJob[]> {
     const { owner, limit, now, leaseMs } = claim;
     const leaseExpiresAt = now + leaseMs;
-    const rows = this.read(() =>
-      this.db
-        .transaction(() => {
-          this.sql.cancelAbandoned.run(JSON.stringify(claim.abandonedError), now, now, now);
-          this.sql.failAbandoned.run(JSON.stringify(claim.abandonedError), now, now, now);
-          const taken = this.sql.takeOverAbandoned.all(owner, leaseExpiresAt, now, now, limit);
-          const claimed = taken.length < limit ? this.sql.claimQueued.all(owner, leaseExpiresAt, now, now, limit - taken.length) : [];
-          return [...taken, ...claimed];
-        })
-        .immediate(),
-    );
-    return rows.map(toClaimedJob);
+    return this.write(() => {
+      for (const { id } of this.sql.cancelAbandoned.all(CANCELED_WHILE_RUNNING, now, now, now)) this.recordChange(id, 'job.canceled', now);
+      for (const { id } of this.sql.failAbandoned.all(ABANDONED, now, now, now)) this.recordChange(id, 'job.failed', now);
+      const taken = this.sql.takeOverAbandoned.all(owner, leaseExpiresAt, now, now, limit);
+      const claimed = taken.length < limit ? this.sql.claimQueued.all(owner, leaseExpiresAt, now, now, limit - taken.length) : [];
+      const jobs = [...taken, ...claimed].map(toClaimedJob);
+      for (const job of jobs) this.recordChange(job.id, 'job.running', now);
+      return jobs;
+    });
+  }
+
+  reportProgress(id: string, fence: number, progress: JobProgress, now: number): Promise<boolean> {
+    return this.write(() => {
+      if (this.sql.reportProgress.run(JSON.stringify(progress), now, id, fence).changes !== 1) return false;
+      this.recordChange(id, 'job.progress', now);
+      return true;
+    });
   }
 
   renewLease(id: string, fence: number, leaseExpiresAt: number, now: number): Promise<LeaseState> {
@@ -136,33 +226,75 @@ export class SqliteStore implements Store {
 
   finishJob(id: string, fence: number, outcome: JobOutcome, now: number): Promise<boolean> {
     const result = outcome.status === 'succeeded' ? outcome.result : null;
+    const location = outcome.status === 'succeeded' ? (outcome.location ?? null) : null;
     const error = outcome.status === 'succeeded' ? null : JSON.stringify(outcome.error);
-    return this.write(() => this.sql.finishJob.run(outcome.status, result, error, now, now, id, fence).changes === 1);
+    return this.write(() => {
+      if (this.sql.finishJob.run(outcome.status, result, location, error, now, now, id, fence).changes !== 1) return false;
+      this.recordChange(id, `job.${outcome.status}`, now);
+      return true;
+    });
   }
 
   retryJob(id: string, fence: number, error: ProblemDetails, runAt: number, now: number): Promise<boolean> {
     return this.write(() => {
-      const retried = this.sql.retryJob.run(JSON.stringify(error), runAt, now, id, fence).changes === 1;
-      if (retried) this.jobsQueuedInGroup = true;
-      return retried;
+      if (this.sql.retryJob.run(JSON.stringify(error), runAt, now, id, fence).changes !== 1) return false;
+      this.jobsQueuedInGroup = true;
+      this.recordChange(id, 'job.queued', now);
+      return true;
     });
   }
 
   releaseJob(id: string, fence: number, now: number): Promise<boolean> {
-    return this.write(() => this.sql.releaseJob.run(now, now, id, fence).changes === 1);
+    return this.write(() => {
+      if (this.sql.releaseJob.run(now, now, id, fence).changes !== 1) return false;
+      this.recordChange(id, 'job.queued', now);
+      return true;
+    });
+  }
+
+  claimDeliveries(claim: { owner: string; limit: number; now: number; leaseMs: number }): Promise<WebhookDelivery[]> {
+    const { owner, limit, now, leaseMs } = claim;
+    return this.write(() => {
+      this.sql.failAbandonedDeliveries.run(now, now);
+      return this.sql.claimDeliveries.all(owner, now + leaseMs, now, now, now, limit).map(toDelivery);
+    });
+  }
+
+  recordDelivery(delivery: WebhookDelivery, owner: string, outcome: DeliveryOutcome, now: number): Promise<boolean> {
+    const nextAttemptAt = outcome.status === 'succeeded' ? now : outcome.nextAttemptAt;
+    const error = outcome.status === 'succeeded' ? null : outcome.error;
+    return this.write(() => {
+      const recorded =
+        this.sql.recordDelivery.run(outcome.status, outcome.httpStatus ?? null, error, nextAttemptAt, now, delivery.id, delivery.attempts, owner).changes === 1;
+      if (recorded) this.changedInGroup.add(delivery.jobId);
+      return recorded;
+    });
   }
 
   async sweep(now: number, jobsFinishedBefore: number): Promise<{ keys: number; jobs: number }> {
-    const deleteAll = (statement: BetterSqlite3.Statement<[number, number]>, before: number) => {
-      let total = 0;
-      for (;;) {
-        const { changes } = this.read(() => statement.run(before, this.sweepBatchSize));
-        total += changes;
-        if (changes < this.sweepBatchSize) return total;
+    let keys = 0;
+    for (;;) {
+      const { changes } = this.read(() => this.sql.deleteExpiredKeys.run(now, this.sweepBatchSize));
+      keys += changes;
+      if (changes < this.sweepBatchSize) break;
+    }
+    const deleteJobs = this.db.transaction((ids: { id: string }[]) => {
+      for (const { id } of ids) {
+        this.sql.deleteJobEvents.run(id);
+        this.sql.deleteJobDeliveries.run(id);
+        this.sql.deleteJob.run(id);
       }
-    };
-    const keys = deleteAll(this.sql.deleteExpiredKeys, now);
-    const jobs = deleteAll(this.sql.deleteFinishedJobs, jobsFinishedBefore);
+    });
+    let jobs = 0;
+    for (;;) {
+      const batch = this.read(() => {
+        const ids = this.sql.finishedJobsBefore.all(jobsFinishedBefore, this.sweepBatchSize);
+        deleteJobs.immediate(ids);
+        return ids.length;
+      });
+      jobs += batch;
+      if (batch < this.sweepBatchSize) break;
+    }
     return { keys, jobs };
   }
 
@@ -215,7 +347,10 @@ function toJobRecord(row: JobRow): JobRecord {
     attempts: row.attempts,
     maxAttempts: row.max_attempts,
     cancelRequested: row.cancel_requested === 1,
+    ...(row.progress === null ? {} : { progress: JSON.parse(row.progress) as JobProgress }),
+    ...(row.callback_url === null ? {} : { callbackUrl: row.callback_url }),
     ...(row.result === null ? {} : { result: row.result }),
+    ...(row.result_location === null ? {} : { resultLocation: row.result_location }),
     ...(row.error === null ? {} : { error: JSON.parse(row.error) as ProblemDetails }),
     runAt: row.run_at,
     createdAt: row.created_at,
@@ -233,5 +368,23 @@ function toClaimedJob(row: ClaimedRow): ClaimedJob {
     attempts: row.attempts,
     maxAttempts: row.max_attempts,
     fence: row.fence,
+  };
+}
+
+function toDelivery(row: DeliveryRow): WebhookDelivery {
+  return {
+    id: row.id,
+    jobId: row.job_id,
+    url: row.url,
+    eventType: row.event_type,
+    payload: row.payload,
+    status: row.status as DeliveryStatus,
+    attempts: row.attempts,
+    maxAttempts: row.max_attempts,
+    nextAttemptAt: row.next_attempt_at,
+    ...(row.last_status === null ? {} : { lastStatus: row.last_status }),
+    ...(row.last_error === null ? {} : { lastError: row.last_error }),
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
   };
 }

@@ -1,7 +1,8 @@
 import type BetterSqlite3 from 'better-sqlite3';
 
 /** The columns a job is read with (GET /jobs/{id}). */
-const JOB_COLUMNS = `id, principal, operation, status, attempts, max_attempts, cancel_requested, result, error, run_at, created_at, updated_at, finished_at`;
+const JOB_COLUMNS = `id, principal, operation, status, attempts, max_attempts, cancel_requested, progress, callback_url, result, result_location, error, run_at, created_at, updated_at, finished_at`;
+const DELIVERY_COLUMNS = `id, job_id, url, event_type, payload, status, attempts, max_attempts, next_attempt_at, last_status, last_error, created_at, updated_at`;
 const CLAIMED_COLUMNS = `id, principal, operation, input, attempts, max_attempts, fence`;
 
 export interface JobRow {
@@ -12,7 +13,10 @@ export interface JobRow {
   attempts: number;
   max_attempts: number;
   cancel_requested: number;
+  progress: string | null;
+  callback_url: string | null;
   result: string | null;
+  result_location: string | null;
   error: string | null;
   run_at: number;
   created_at: number;
@@ -28,6 +32,29 @@ export interface ClaimedRow {
   attempts: number;
   max_attempts: number;
   fence: number;
+}
+
+export interface EventRow {
+  id: number;
+  job_id: string;
+  type: string;
+  data: string;
+}
+
+export interface DeliveryRow {
+  id: string;
+  job_id: string;
+  url: string;
+  event_type: string;
+  payload: string;
+  status: string;
+  attempts: number;
+  max_attempts: number;
+  next_attempt_at: number;
+  last_status: number | null;
+  last_error: string | null;
+  created_at: number;
+  updated_at: number;
 }
 
 /**
@@ -47,13 +74,14 @@ export function prepareStatements(db: BetterSqlite3.Database) {
        ON CONFLICT (principal, operation, key) DO UPDATE SET
          fingerprint = excluded.fingerprint, job_id = excluded.job_id, created_at = excluded.created_at, expires_at = excluded.expires_at`,
     ),
-    insertJob: db.prepare<[string, string, string, string, number, number, number, number]>(
-      `INSERT INTO jobs (id, principal, operation, input, status, max_attempts, run_at, created_at, updated_at)
-       VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)`,
+    insertJob: db.prepare<[string, string, string, string, number, string | null, number, number, number]>(
+      `INSERT INTO jobs (id, principal, operation, input, status, max_attempts, callback_url, run_at, created_at, updated_at)
+       VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)`,
     ),
 
     // --- reading and canceling ----------------------------------------------------------
     getJob: db.prepare<[string, string], JobRow>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ? AND principal = ?`),
+    getJobById: db.prepare<[string], JobRow>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ?`),
     cancelQueuedJob: db.prepare<[string, number, number, string, string]>(
       `UPDATE jobs SET status = 'canceled', error = ?, updated_at = ?, finished_at = ? WHERE id = ? AND principal = ? AND status = 'queued'`,
     ),
@@ -63,14 +91,16 @@ export function prepareStatements(db: BetterSqlite3.Database) {
 
     // --- claiming and leasing -----------------------------------------------------------
     /** Abandoned (lease expired) jobs whose cancellation was asked end as canceled. */
-    cancelAbandoned: db.prepare<[string, number, number, number]>(
+    cancelAbandoned: db.prepare<[string, number, number, number], { id: string }>(
       `UPDATE jobs SET status = 'canceled', error = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
-       WHERE status = 'running' AND lease_expires_at <= ? AND cancel_requested = 1`,
+       WHERE status = 'running' AND lease_expires_at <= ? AND cancel_requested = 1
+       RETURNING id`,
     ),
     /** Abandoned jobs with no attempts left end as failed rather than crash a worker forever. */
-    failAbandoned: db.prepare<[string, number, number, number]>(
+    failAbandoned: db.prepare<[string, number, number, number], { id: string }>(
       `UPDATE jobs SET status = 'failed', error = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
-       WHERE status = 'running' AND lease_expires_at <= ? AND attempts >= max_attempts`,
+       WHERE status = 'running' AND lease_expires_at <= ? AND attempts >= max_attempts
+       RETURNING id`,
     ),
     takeOverAbandoned: db.prepare<[string, number, number, number, number], ClaimedRow>(
       `UPDATE jobs SET attempts = attempts + 1, fence = fence + 1, lease_owner = ?, lease_expires_at = ?, updated_at = ?
@@ -87,9 +117,13 @@ export function prepareStatements(db: BetterSqlite3.Database) {
        RETURNING cancel_requested`,
     ),
 
+    reportProgress: db.prepare<[string, number, string, number]>(
+      `UPDATE jobs SET progress = ?, updated_at = ? WHERE id = ? AND fence = ? AND status = 'running'`,
+    ),
+
     // --- finishing (every write presents the fence it claimed with) ---------------------
-    finishJob: db.prepare<[string, string | null, string | null, number, number, string, number]>(
-      `UPDATE jobs SET status = ?, result = ?, error = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
+    finishJob: db.prepare<[string, string | null, string | null, string | null, number, number, string, number]>(
+      `UPDATE jobs SET status = ?, result = ?, result_location = ?, error = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
        WHERE id = ? AND fence = ? AND status = 'running'`,
     ),
     retryJob: db.prepare<[string, number, number, string, number]>(
@@ -101,12 +135,43 @@ export function prepareStatements(db: BetterSqlite3.Database) {
        WHERE id = ? AND fence = ? AND status = 'running'`,
     ),
 
+    // --- the event log ------------------------------------------------------------------
+    insertEvent: db.prepare<[string, string, string, number]>(`INSERT INTO job_events (job_id, type, data, created_at) VALUES (?, ?, ?, ?)`),
+    eventsAfter: db.prepare<[string, number], EventRow>(`SELECT id, job_id, type, data FROM job_events WHERE job_id = ? AND id > ? ORDER BY id`),
+    latestEventId: db.prepare<[], { id: number | null }>(`SELECT max(id) AS id FROM job_events`),
+    jobsChangedAfter: db.prepare<[number], { job_id: string; id: number }>(`SELECT job_id, id FROM job_events WHERE id > ? ORDER BY id LIMIT 10000`),
+
+    // --- webhook deliveries -------------------------------------------------------------
+    insertDelivery: db.prepare<[string, string, string, string, string, number, number, number, number]>(
+      `INSERT INTO webhook_deliveries (id, job_id, url, event_type, payload, status, max_attempts, next_attempt_at, created_at, updated_at)
+       VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)`,
+    ),
+    claimDeliveries: db.prepare<[string, number, number, number, number, number], DeliveryRow>(
+      `UPDATE webhook_deliveries SET attempts = attempts + 1, lease_owner = ?, lease_expires_at = ?, updated_at = ?
+       WHERE id IN (SELECT id FROM webhook_deliveries
+                    WHERE status = 'pending' AND next_attempt_at <= ? AND (lease_expires_at IS NULL OR lease_expires_at <= ?) AND attempts < max_attempts
+                    ORDER BY next_attempt_at LIMIT ?)
+       RETURNING ${DELIVERY_COLUMNS}`,
+    ),
+    failAbandonedDeliveries: db.prepare<[number, number]>(
+      `UPDATE webhook_deliveries SET status = 'failed', last_error = 'the sender stopped during the last attempt', lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
+       WHERE status = 'pending' AND attempts >= max_attempts AND lease_expires_at <= ?`,
+    ),
+    recordDelivery: db.prepare<[string, number | null, string | null, number, number, string, number, string]>(
+      `UPDATE webhook_deliveries SET status = ?, last_status = ?, last_error = ?, next_attempt_at = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
+       WHERE id = ? AND attempts = ? AND lease_owner = ?`,
+    ),
+    deliveriesOfJob: db.prepare<[string], DeliveryRow>(`SELECT ${DELIVERY_COLUMNS} FROM webhook_deliveries WHERE job_id = ? ORDER BY created_at, id`),
+
     // --- retention ----------------------------------------------------------------------
     deleteExpiredKeys: db.prepare<[number, number]>(
       `DELETE FROM idempotency_keys WHERE (principal, operation, key) IN
          (SELECT principal, operation, key FROM idempotency_keys WHERE expires_at <= ? LIMIT ?)`,
     ),
-    deleteFinishedJobs: db.prepare<[number, number]>(`DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE finished_at <= ? LIMIT ?)`),
+    finishedJobsBefore: db.prepare<[number, number], { id: string }>(`SELECT id FROM jobs WHERE finished_at <= ? LIMIT ?`),
+    deleteJobEvents: db.prepare<[string]>(`DELETE FROM job_events WHERE job_id = ?`),
+    deleteJobDeliveries: db.prepare<[string]>(`DELETE FROM webhook_deliveries WHERE job_id = ?`),
+    deleteJob: db.prepare<[string]>(`DELETE FROM jobs WHERE id = ?`),
   };
 }
 

@@ -1,0 +1,86 @@
+/** The jobs API as the served document describes it: /jobs/{id}, its result and its event stream. */
+
+const json = (ref: string) => ({ 'application/json': { schema: { $ref: `#/components/schemas/${ref}` } } });
+const response = (name: string) => ({ $ref: `#/components/responses/${name}` });
+const header = (name: string) => ({ $ref: `#/components/headers/${name}` });
+
+/** The /jobs paths, with the security that any job-creating credential satisfies (undefined: none). */
+export function jobsPaths(security: Record<string, string[]>[] | undefined): Record<string, Record<string, unknown>> {
+  const common = { tags: ['jobs'], ...(security ? { security } : {}) };
+  const unauthorized = security ? { '401': response('Unauthorized') } : {};
+  const waited = { 'Retry-After': header('RetryAfter'), 'Preference-Applied': header('PreferenceApplied') };
+  return {
+    '/jobs/{id}': {
+      parameters: [{ $ref: '#/components/parameters/JobId' }],
+      get: {
+        ...common,
+        operationId: 'getJob',
+        summary: 'A job: its status, progress and deliveries, and its result or error once finished',
+        description: 'With `Prefer: wait=N` the answer waits until the job finishes or N seconds pass (capped by the server).',
+        parameters: [{ $ref: '#/components/parameters/Prefer' }],
+        responses: {
+          '200': { description: 'The job.', headers: waited, content: json('Job') },
+          ...unauthorized,
+          '404': response('NotFound'),
+          '503': response('ServiceUnavailable'),
+        },
+      },
+      delete: {
+        ...common,
+        operationId: 'cancelJob',
+        summary: 'Cancel a job: a queued job is canceled at once, a running one is signalled',
+        responses: {
+          '200': { description: 'The job was queued and is now canceled.', content: json('Job') },
+          '202': { description: "The job is running; its handler's AbortSignal has fired and the job ends as canceled.", content: json('Job') },
+          ...unauthorized,
+          '404': response('NotFound'),
+          '409': response('Conflict'),
+          '503': response('ServiceUnavailable'),
+        },
+      },
+    },
+    '/jobs/{id}/result': {
+      parameters: [{ $ref: '#/components/parameters/JobId' }],
+      get: {
+        ...common,
+        operationId: 'getJobResult',
+        summary: "A job's result: 200 when succeeded, 202 while unfinished, the stored problem when failed or canceled",
+        parameters: [{ $ref: '#/components/parameters/Prefer' }],
+        responses: {
+          '200': { description: "The result (the operation's 200/201 response body).", headers: waited, content: { 'application/json': { schema: {} } } },
+          '202': { description: 'Not finished yet.', headers: waited, content: json('Job') },
+          '303': { description: 'The result is a resource elsewhere: see Location.', headers: { Location: { schema: { type: 'string' } } } },
+          ...unauthorized,
+          '404': response('NotFound'),
+          '409': {
+            description: 'The job was canceled: its problem details.',
+            content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } },
+          },
+          '500': {
+            description: 'The job failed: its problem details.',
+            content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } },
+          },
+          '503': response('ServiceUnavailable'),
+        },
+      },
+    },
+    '/jobs/{id}/events': {
+      parameters: [{ $ref: '#/components/parameters/JobId' }],
+      get: {
+        ...common,
+        operationId: 'streamJobEvents',
+        summary: "A job's changes as Server-Sent Events, until it finishes",
+        description:
+          'Events job.queued, job.running, job.progress, job.succeeded, job.failed and job.canceled, each with an increasing `id:` and the job as JSON `data:`. ' +
+          'Reconnect with Last-Event-ID to get what was missed. The stream ends after the terminal event; comment lines keep idle streams alive.',
+        parameters: [{ name: 'Last-Event-ID', in: 'header', required: false, schema: { type: 'string' } }],
+        responses: {
+          '200': { description: 'The event stream.', content: { 'text/event-stream': { schema: { type: 'string' } } } },
+          ...unauthorized,
+          '404': response('NotFound'),
+          '429': response('TooManyStreams'),
+        },
+      },
+    },
+  };
+}

@@ -1,0 +1,140 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { ProblemError } from '../http/problems.js';
+import { isFinished } from '../store/job-states.js';
+import { jobBody } from '../store/job-view.js';
+import type { JobRecord, Store } from '../store/store.js';
+import type { JobWatch } from './job-watch.js';
+
+export interface EventStreamDeps {
+  store: Store;
+  watch: JobWatch;
+  maxStreamsPerPrincipal: number;
+  heartbeatMs: number;
+}
+
+/**
+ * GET /jobs/{id}/events: Server-Sent Events, one per change of the job (job.queued, job.running,
+ * job.progress, job.succeeded, job.failed, job.canceled), each with the job as JSON and the id
+ * of its row in the event log (commit order, so increasing). A reconnect with Last-Event-ID gets
+ * what it missed; the stream ends after the terminal event; comment lines keep it alive.
+ * Changes made by a worker in another process arrive through the event log.
+ */
+export class JobEventStreams {
+  private readonly openByPrincipal = new Map<string, number>();
+  private readonly closers = new Set<() => void>();
+
+  constructor(private readonly deps: EventStreamDeps) {}
+
+  /** Shutdown: ends every open stream. */
+  closeAll(): void {
+    for (const close of [...this.closers]) close();
+  }
+
+  /** Open streams in this process. */
+  get open(): number {
+    let total = 0;
+    for (const count of this.openByPrincipal.values()) total += count;
+    return total;
+  }
+
+  async handle(request: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply, notFound: (id: string) => ProblemError): Promise<void> {
+    const { id } = request.params;
+    const principal = request.principal;
+    const open = this.openByPrincipal.get(principal) ?? 0;
+    if (open >= this.deps.maxStreamsPerPrincipal) {
+      throw new ProblemError('tooManyStreams', `This principal already has ${open} open event streams; close one or poll GET /jobs/{id}.`, {
+        headers: { 'retry-after': '5' },
+      });
+    }
+    const header = request.headers['last-event-id'];
+    const resumeFrom = typeof header === 'string' && /^\d+$/.test(header.trim()) ? Number(header.trim()) : undefined;
+
+    let woken = false;
+    let wake: (() => void) | undefined;
+    const unwatch = this.deps.watch.watch(id, () => {
+      woken = true;
+      wake?.();
+    });
+    const first = await this.deps.store.getJobEvents(principal, id, resumeFrom ?? 0).catch((error: unknown) => {
+      unwatch();
+      throw error;
+    });
+    if (!first) {
+      unwatch();
+      throw notFound(id);
+    }
+
+    this.openByPrincipal.set(principal, open + 1);
+    reply.hijack();
+    const out = reply.raw;
+    out.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
+    });
+    let closed = false;
+    const heartbeat = setInterval(() => out.write(': heartbeat\n\n'), this.deps.heartbeatMs);
+    const close = () => {
+      if (closed) return;
+      closed = true;
+      this.closers.delete(close);
+      clearInterval(heartbeat);
+      unwatch();
+      wake?.();
+      const remaining = (this.openByPrincipal.get(principal) ?? 1) - 1;
+      if (remaining > 0) this.openByPrincipal.set(principal, remaining);
+      else this.openByPrincipal.delete(principal);
+    };
+    this.closers.add(close);
+    request.raw.on('close', close);
+    out.on('close', close);
+
+    try {
+      let lastId = resumeFrom ?? 0;
+      if (resumeFrom === undefined) out.write(formatEvent(0, 'job.queued', acceptedView(first.job)));
+      let batch: { job: JobRecord; events: { id: number; type: string; data: string }[] } | undefined = first;
+      while (!closed && batch) {
+        for (const event of batch.events) {
+          out.write(formatEvent(event.id, event.type, event.data));
+          lastId = event.id;
+        }
+        if (isFinished(batch.job.status)) break;
+        if (!woken) {
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+          });
+          wake = undefined;
+        }
+        woken = false;
+        if (closed) break;
+        batch = await this.deps.store.getJobEvents(principal, id, lastId);
+      }
+    } catch (error) {
+      request.log.warn({ err: error, jobId: id }, 'event stream ended by an error');
+    } finally {
+      close();
+      out.end();
+    }
+  }
+}
+
+function formatEvent(id: number, type: string, data: string): string {
+  return `id: ${id}\nevent: ${type}\ndata: ${data}\n\n`;
+}
+
+/** The job as it was when accepted: the first event of every stream (the job row is its record). */
+function acceptedView(job: JobRecord): string {
+  return jobBody({
+    id: job.id,
+    principal: job.principal,
+    operation: job.operation,
+    status: 'queued',
+    attempts: 0,
+    maxAttempts: job.maxAttempts,
+    cancelRequested: false,
+    runAt: job.createdAt,
+    createdAt: job.createdAt,
+    updatedAt: job.createdAt,
+  });
+}

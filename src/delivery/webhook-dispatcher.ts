@@ -1,0 +1,125 @@
+import { randomBytes } from 'node:crypto';
+import type { FastifyBaseLogger } from 'fastify';
+import type { Store, WebhookDelivery } from '../store/store.js';
+import { retryDelayMs } from '../worker/backoff.js';
+import type { CallbackPolicy } from './callback-url.js';
+import { sendWebhook } from './webhook-sender.js';
+import { signWebhook } from './webhook-signature.js';
+
+export interface DispatcherOptions {
+  store: Store;
+  secrets: string[];
+  policy: CallbackPolicy;
+  timeoutMs: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+  pollIntervalMs: number;
+  /** Deliveries sent at once. */
+  concurrency: number;
+  log: FastifyBaseLogger;
+}
+
+/**
+ * Sends the webhook deliveries stored with finished jobs: claims due ones with a lease (so
+ * several processes can share the work), signs and POSTs each, and records success, a retry
+ * with backoff (at least the receiver's Retry-After), or failure after the last attempt.
+ */
+export class WebhookDispatcher {
+  readonly owner = `webhooks-${process.pid}-${randomBytes(4).toString('hex')}`;
+  private inFlight = 0;
+  private filling = false;
+  private fillAgain = false;
+  private stopping = false;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly sending = new Set<Promise<void>>();
+
+  constructor(private readonly options: DispatcherOptions) {}
+
+  start(): void {
+    this.timer = setInterval(() => this.notify(), this.options.pollIntervalMs);
+    this.notify();
+  }
+
+  /** Deliveries may be due: send what the free capacity allows. */
+  notify(): void {
+    if (this.stopping) return;
+    if (this.filling) {
+      this.fillAgain = true;
+      return;
+    }
+    void this.fill();
+  }
+
+  /** Stops claiming and waits for the attempts under way (each is bounded by the timeout). */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    clearInterval(this.timer);
+    await Promise.all(this.sending);
+  }
+
+  private async fill(): Promise<void> {
+    this.filling = true;
+    try {
+      do {
+        this.fillAgain = false;
+        const free = this.options.concurrency - this.inFlight;
+        if (free <= 0 || this.stopping) break;
+        const deliveries = await this.options.store.claimDeliveries({
+          owner: this.owner,
+          limit: free,
+          now: Date.now(),
+          leaseMs: this.options.timeoutMs * 2 + 1000,
+        });
+        for (const delivery of deliveries) this.track(this.deliver(delivery));
+        if (deliveries.length === free) this.fillAgain = true;
+      } while (this.fillAgain);
+    } catch (error) {
+      this.options.log.warn({ err: error }, 'claiming webhook deliveries failed; will try again');
+    } finally {
+      this.filling = false;
+    }
+  }
+
+  private track(sending: Promise<void>): void {
+    this.inFlight++;
+    this.sending.add(sending);
+    void sending.finally(() => {
+      this.inFlight--;
+      this.sending.delete(sending);
+      this.notify();
+    });
+  }
+
+  private async deliver(delivery: WebhookDelivery): Promise<void> {
+    const { store, log } = this.options;
+    const timestamp = Math.floor(Date.now() / 1000);
+    const headers = signWebhook(this.options.secrets, delivery.id, timestamp, delivery.payload);
+    const outcome = await sendWebhook(delivery.url, headers, delivery.payload, { policy: this.options.policy, timeoutMs: this.options.timeoutMs });
+    const now = Date.now();
+    try {
+      if (outcome.kind === 'delivered') {
+        await store.recordDelivery(delivery, this.owner, { status: 'succeeded', httpStatus: outcome.status }, now);
+        return;
+      }
+      const last = outcome.kind === 'give-up' || delivery.attempts >= delivery.maxAttempts;
+      const delay = Math.max(
+        retryDelayMs(delivery.attempts, this.options.retryBaseMs, this.options.retryMaxMs),
+        outcome.kind === 'retry' ? (outcome.retryAfterMs ?? 0) : 0,
+      );
+      await store.recordDelivery(
+        delivery,
+        this.owner,
+        { status: last ? 'failed' : 'pending', httpStatus: outcome.status, error: outcome.error, nextAttemptAt: now + delay },
+        now,
+      );
+      log[last ? 'warn' : 'info'](
+        { deliveryId: delivery.id, jobId: delivery.jobId, attempt: delivery.attempts, error: outcome.error },
+        last ? 'webhook delivery failed' : 'webhook delivery will be retried',
+      );
+      if (!last) setTimeout(() => this.notify(), delay).unref();
+    } catch (error) {
+      // The lease lapses and another claim sends it again; receivers dedupe by webhook-id.
+      log.error({ err: error, deliveryId: delivery.id }, 'recording a webhook delivery failed');
+    }
+  }
+}
