@@ -4,6 +4,8 @@ export { type AsyncFirstConfig, ConfigError, DEFAULT_CONFIG, loadConfig } from '
 export { ContractError, type OpenApiDocument } from './contract/load.js';
 export { servedDocumentOf } from './contract/served.js';
 export { FRAMEWORK_OPERATION_IDS, type FrameworkOperationId } from './contract/served-document.js';
+export { CallbackPolicy } from './delivery/callback-url.js';
+export { signWebhook, type VerifyOptions, verifyWebhook, WebhookVerificationError } from './delivery/webhook-signature.js';
 export type {
   HandlerContext,
   Handlers,
@@ -14,7 +16,7 @@ export type {
   OperationQuery,
   OperationResult,
 } from './handlers.js';
-export { PermanentJobError } from './handlers.js';
+export { PermanentJobError, ResourceLocation, seeOther } from './handlers.js';
 export { PROBLEM_TYPE_BASE, PROBLEMS, type ProblemDetails, type ProblemKind } from './http/problems.js';
 export { ANONYMOUS_PRINCIPAL, type SecurityHandler } from './http/security.js';
 export { FINISHED_STATES, JOB_STATES, type JobState } from './store/job-states.js';
