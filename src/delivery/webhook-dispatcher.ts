@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Store, WebhookDelivery } from '../store/store.js';
 import { retryDelayMs } from '../worker/backoff.js';
+import { ClaimLoop } from '../worker/claim-loop.js';
 import type { CallbackPolicy } from './callback-url.js';
 import { sendWebhook } from './webhook-sender.js';
 import { signWebhook } from './webhook-signature.js';
@@ -26,65 +27,38 @@ export interface DispatcherOptions {
  */
 export class WebhookDispatcher {
   readonly owner = `webhooks-${process.pid}-${randomBytes(4).toString('hex')}`;
-  private inFlight = 0;
-  private filling = false;
-  private fillAgain = false;
-  private stopping = false;
-  private timer: NodeJS.Timeout | undefined;
   private readonly sending = new Set<Promise<void>>();
+  private readonly loop: ClaimLoop<WebhookDelivery>;
 
-  constructor(private readonly options: DispatcherOptions) {}
+  constructor(private readonly options: DispatcherOptions) {
+    this.loop = new ClaimLoop({
+      free: () => options.concurrency - this.sending.size,
+      // The lease outlasts one attempt, so a live sender is never doubled; a dead one's is taken over.
+      claim: (limit) => options.store.claimDeliveries({ owner: this.owner, limit, now: Date.now(), leaseMs: options.timeoutMs * 2 + 1000 }),
+      start: (delivery) => this.track(this.deliver(delivery)),
+      pollIntervalMs: options.pollIntervalMs,
+      onError: (error) => options.log.warn({ err: error }, 'claiming webhook deliveries failed; will try again'),
+    });
+  }
 
   start(): void {
-    this.timer = setInterval(() => this.notify(), this.options.pollIntervalMs);
-    this.notify();
+    this.loop.start();
   }
 
   /** Deliveries may be due: send what the free capacity allows. */
   notify(): void {
-    if (this.stopping) return;
-    if (this.filling) {
-      this.fillAgain = true;
-      return;
-    }
-    void this.fill();
+    this.loop.notify();
   }
 
   /** Stops claiming and waits for the attempts under way (each is bounded by the timeout). */
   async stop(): Promise<void> {
-    this.stopping = true;
-    clearInterval(this.timer);
+    this.loop.stop();
     await Promise.all(this.sending);
   }
 
-  private async fill(): Promise<void> {
-    this.filling = true;
-    try {
-      do {
-        this.fillAgain = false;
-        const free = this.options.concurrency - this.inFlight;
-        if (free <= 0 || this.stopping) break;
-        const deliveries = await this.options.store.claimDeliveries({
-          owner: this.owner,
-          limit: free,
-          now: Date.now(),
-          leaseMs: this.options.timeoutMs * 2 + 1000,
-        });
-        for (const delivery of deliveries) this.track(this.deliver(delivery));
-        if (deliveries.length === free) this.fillAgain = true;
-      } while (this.fillAgain);
-    } catch (error) {
-      this.options.log.warn({ err: error }, 'claiming webhook deliveries failed; will try again');
-    } finally {
-      this.filling = false;
-    }
-  }
-
   private track(sending: Promise<void>): void {
-    this.inFlight++;
     this.sending.add(sending);
     void sending.finally(() => {
-      this.inFlight--;
       this.sending.delete(sending);
       this.notify();
     });

@@ -4,6 +4,7 @@ import { type AnyHandler, PermanentJobError, ResourceLocation } from '../handler
 import { type ProblemDetails, problem } from '../http/problems.js';
 import type { ClaimedJob, Store } from '../store/store.js';
 import { retryDelayMs } from './backoff.js';
+import { ClaimLoop } from './claim-loop.js';
 
 /** What the worker knows about one asynchronous operation. */
 export interface JobOperation {
@@ -43,27 +44,26 @@ interface RunningJob {
 export class Worker {
   readonly owner = `worker-${process.pid}-${randomBytes(4).toString('hex')}`;
   private readonly running = new Map<string, RunningJob>();
-  private filling = false;
-  private fillAgain = false;
-  private stopping = false;
-  private pollTimer: NodeJS.Timeout | undefined;
+  private readonly loop: ClaimLoop<ClaimedJob>;
 
-  constructor(private readonly options: WorkerOptions) {}
+  constructor(private readonly options: WorkerOptions) {
+    this.loop = new ClaimLoop({
+      free: () => options.concurrency - this.running.size,
+      claim: (limit) => options.store.claimJobs({ owner: this.owner, limit, now: Date.now(), leaseMs: options.leaseMs }),
+      start: (job) => this.run(job),
+      pollIntervalMs: options.pollIntervalMs,
+      onError: (error) => options.log.error({ err: error }, 'claiming jobs failed; will try again at the next poll'),
+    });
+  }
 
   /** Starts polling, and claims what is due now. */
   start(): void {
-    this.pollTimer = setInterval(() => this.notify(), this.options.pollIntervalMs);
-    this.notify();
+    this.loop.start();
   }
 
   /** Jobs may be due: claim up to the free capacity now (called after an acceptance commits). */
   notify(): void {
-    if (this.stopping) return;
-    if (this.filling) {
-      this.fillAgain = true;
-      return;
-    }
-    void this.fill();
+    this.loop.notify();
   }
 
   /** Number of handlers running now. */
@@ -85,8 +85,7 @@ export class Worker {
    * gives their jobs back to the queue (the interrupted attempt is not counted).
    */
   async stop(graceMs: number): Promise<void> {
-    this.stopping = true;
-    clearInterval(this.pollTimer);
+    this.loop.stop();
     const settled = Promise.all([...this.running.values()].map((entry) => entry.done));
     let timer: NodeJS.Timeout | undefined;
     const graceOver = new Promise<'timeout'>((resolve) => {
@@ -104,29 +103,6 @@ export class Worker {
     const now = Date.now();
     await Promise.all(left.map((entry) => this.options.store.releaseJob(entry.job.id, entry.job.fence, now).catch(() => false)));
     this.options.log.warn({ jobs: left.map((entry) => entry.job.id) }, 'shutdown grace period over: released running jobs back to the queue');
-  }
-
-  private async fill(): Promise<void> {
-    this.filling = true;
-    try {
-      do {
-        this.fillAgain = false;
-        const free = this.options.concurrency - this.running.size;
-        if (free <= 0 || this.stopping) break;
-        const jobs = await this.options.store.claimJobs({
-          owner: this.owner,
-          limit: free,
-          now: Date.now(),
-          leaseMs: this.options.leaseMs,
-        });
-        for (const job of jobs) this.run(job);
-        if (jobs.length === free) this.fillAgain = true;
-      } while (this.fillAgain);
-    } catch (error) {
-      this.options.log.error({ err: error }, 'claiming jobs failed; will try again at the next poll');
-    } finally {
-      this.filling = false;
-    }
   }
 
   private run(job: ClaimedJob): void {

@@ -1,0 +1,64 @@
+/**
+ * The loop shared by the job worker and the webhook dispatcher: whenever woken (a commit in this
+ * process, a timer, a finished task, the poll interval), claim up to the free capacity, start
+ * what was claimed, and claim again while full batches keep coming. Never two claims at once.
+ */
+export class ClaimLoop<Item> {
+  private filling = false;
+  private fillAgain = false;
+  private stopped = false;
+  private pollTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly options: {
+      /** How many more items may start now. */
+      free: () => number;
+      /** Claims up to `limit` items. */
+      claim: (limit: number) => Promise<Item[]>;
+      /** Starts one claimed item (without waiting for it). */
+      start: (item: Item) => void;
+      pollIntervalMs: number;
+      onError: (error: unknown) => void;
+    },
+  ) {}
+
+  /** Starts polling, and claims what is due now. */
+  start(): void {
+    this.pollTimer = setInterval(() => this.notify(), this.options.pollIntervalMs);
+    this.notify();
+  }
+
+  /** Something may be due: claim up to the free capacity now. */
+  notify(): void {
+    if (this.stopped) return;
+    if (this.filling) {
+      this.fillAgain = true;
+      return;
+    }
+    void this.fill();
+  }
+
+  /** Stops claiming for good. */
+  stop(): void {
+    this.stopped = true;
+    clearInterval(this.pollTimer);
+  }
+
+  private async fill(): Promise<void> {
+    this.filling = true;
+    try {
+      do {
+        this.fillAgain = false;
+        const free = this.options.free();
+        if (free <= 0 || this.stopped) break;
+        const items = await this.options.claim(free);
+        for (const item of items) this.options.start(item);
+        if (items.length === free) this.fillAgain = true;
+      } while (this.fillAgain);
+    } catch (error) {
+      this.options.onError(error);
+    } finally {
+      this.filling = false;
+    }
+  }
+}
