@@ -11,7 +11,7 @@ export { type RetryOptions, retryingFetch } from './retrying-fetch.js';
  *
  *   const api = createClient<paths>({ baseUrl, headers: { 'X-API-Key': key } });
  *   const { data } = await api.POST('/reports', { body: { title: 'Q3', rows: 10 } });
- *   const report = await api.waitFor(data);   // typed as the operation's 200 response
+ *   const report = await api.waitFor(data!);  // typed as the operation's 200 response
  */
 
 /** The generated paths, with the Idempotency-Key header made optional (the client supplies one). */
@@ -33,7 +33,9 @@ type AsyncOperations<Paths> = {
     [Method in keyof Paths[Path]]: Paths[Path][Method] extends {
       responses: { 202: { content: { 'application/json': { operation: infer Id extends string } } } };
     }
-      ? { id: Id; op: Paths[Path][Method] }
+      ? string extends Id
+        ? never // a 202 that is not a submission (DELETE /jobs/{id}, GET /jobs/{id}/result): its operation is any string
+        : { id: Id; op: Paths[Path][Method] }
       : never;
   }[keyof Paths[Path]];
 }[keyof Paths];
@@ -43,6 +45,26 @@ export type JobResult<Paths, OperationId> = OperationResult<Extract<AsyncOperati
 
 /** What waitFor accepts: a 202 body, a job, or anything with the job's id and operation. */
 export type JobReference = { job_id: string; operation: string } | { id: string; operation: string };
+
+/** The result of any asynchronous operation of Paths: what a submission with Prefer: wait may answer. */
+type AnyResult<Paths> = JobResult<Paths, AsyncOperations<Paths>['id']>;
+
+/** What waitFor resolves with for `Data`: the operation's result for a job reference, the data itself for a result. */
+export type WaitResult<Paths, Data> = Data extends { operation: infer OperationId } & ({ job_id: string } | { id: string })
+  ? JobResult<Paths, OperationId>
+  : Data;
+
+const JOB_STATUSES = new Set(['queued', 'running', 'succeeded', 'failed', 'canceled']);
+
+/** A 202 body or a job (rather than an operation's result, which a submission with Prefer: wait may answer). */
+function jobIdOf(data: unknown): string | undefined {
+  if (data === null || typeof data !== 'object') return undefined;
+  const candidate = data as { job_id?: unknown; id?: unknown; operation?: unknown; status?: unknown };
+  if (typeof candidate.operation !== 'string') return undefined;
+  if (typeof candidate.job_id === 'string' && candidate.status === 'accepted') return candidate.job_id;
+  if (typeof candidate.id === 'string' && typeof candidate.status === 'string' && JOB_STATUSES.has(candidate.status)) return candidate.id;
+  return undefined;
+}
 
 /** The job failed or was canceled; `problem` is its stored problem details. */
 export class JobFailedError extends Error {
@@ -82,9 +104,15 @@ export function createClient<Paths extends {}>(options: AsyncFirstClientOptions 
     ) => Promise<{ data?: unknown; error?: unknown; response: Response }>;
   };
 
-  /** Resolves with the job's typed result once it succeeds; rejects with JobFailedError when it fails or is canceled. */
-  async function waitFor<Job extends JobReference>(job: Job, waitOptions: WaitOptions = {}): Promise<JobResult<Paths, Job['operation']>> {
-    const id = 'job_id' in job ? job.job_id : job.id;
+  /**
+   * Resolves with the job's typed result once it succeeds; rejects with JobFailedError when it fails
+   * or is canceled. Given what a submission answered — a 202 body, or (with Prefer: wait) already the
+   * result — it waits for the former and returns the latter as it is.
+   */
+  async function waitFor<Data extends JobReference | AnyResult<Paths>>(data: Data, waitOptions: WaitOptions = {}): Promise<WaitResult<Paths, Data>> {
+    type Result = WaitResult<Paths, Data>;
+    const id = jobIdOf(data);
+    if (id === undefined) return data as Result;
     const signals = [waitOptions.signal, waitOptions.timeout === undefined ? undefined : AbortSignal.timeout(waitOptions.timeout)].filter(
       (signal): signal is AbortSignal => signal !== undefined,
     );
@@ -95,7 +123,7 @@ export function createClient<Paths extends {}>(options: AsyncFirstClientOptions 
       const { data, error, response } = await raw.GET('/jobs/{id}', { params: { path: { id } }, headers: { prefer: `wait=${pollSeconds}` }, signal });
       if (error !== undefined || !response.ok) throw new JobFailedError('failed', error as ProblemDetails, undefined);
       const current = data as { status: string; result?: unknown; error?: ProblemDetails };
-      if (current.status === 'succeeded') return current.result as JobResult<Paths, Job['operation']>;
+      if (current.status === 'succeeded') return current.result as Result;
       if (current.status === 'failed' || current.status === 'canceled') throw new JobFailedError(current.status, current.error, current);
     }
   }

@@ -72,6 +72,8 @@ export class CallbackPolicy {
   };
 }
 
+/** The host without IPv6 brackets or the trailing dot of a fully qualified name (localhost. is localhost). */
 function bareHost(hostname: string): string {
-  return hostname.startsWith('[') && hostname.endsWith(']') ? hostname.slice(1, -1) : hostname;
+  const host = hostname.startsWith('[') && hostname.endsWith(']') ? hostname.slice(1, -1) : hostname;
+  return host.endsWith('.') ? host.slice(0, -1) : host;
 }
