@@ -184,7 +184,10 @@ export async function createAsyncFirst<HandlerMap extends object>(options: Async
         // Long-polls answer with what they have and event streams end, so no request holds the close.
         watch.close();
         streams.closeAll();
-        await Promise.all([readyServer.close(), worker?.stop(config.shutdownGraceMs), dispatcher?.stop()]);
+        // In-flight requests finish within the grace period; a connection still open after it (a client
+        // that keeps an unused keep-alive connection) is closed rather than allowed to hold the exit.
+        const forceClose = setTimeout(() => readyServer.server.closeAllConnections(), config.shutdownGraceMs);
+        await Promise.all([readyServer.close(), worker?.stop(config.shutdownGraceMs), dispatcher?.stop()]).finally(() => clearTimeout(forceClose));
         await store.close();
       })();
       return closed;
