@@ -6,6 +6,7 @@
 export class ClaimLoop<Item> {
   private filling = false;
   private fillAgain = false;
+  private scheduled = false;
   private stopped = false;
   private pollTimer: NodeJS.Timeout | undefined;
 
@@ -28,14 +29,23 @@ export class ClaimLoop<Item> {
     this.notify();
   }
 
-  /** Something may be due: claim up to the free capacity now. */
+  /**
+   * Something may be due: claim up to the free capacity at the end of this event-loop turn, so
+   * the wake-ups of one turn (a group of jobs finishing together) make one claim, not one each.
+   */
   notify(): void {
     if (this.stopped) return;
     if (this.filling) {
       this.fillAgain = true;
       return;
     }
-    void this.fill();
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      if (this.filling) this.fillAgain = true;
+      else void this.fill();
+    });
   }
 
   /** Stops claiming for good. */

@@ -33,7 +33,6 @@ interface RunningJob {
   cancelRequested: boolean;
   leaseLost: boolean;
   released: boolean;
-  heartbeat?: NodeJS.Timeout;
   done: Promise<void>;
 }
 
@@ -45,6 +44,8 @@ export class Worker {
   readonly owner = `worker-${process.pid}-${randomBytes(4).toString('hex')}`;
   private readonly running = new Map<string, RunningJob>();
   private readonly loop: ClaimLoop<ClaimedJob>;
+  /** One timer renews the leases of every running job (the renewals share a commit). */
+  private renewTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: WorkerOptions) {
     this.loop = new ClaimLoop({
@@ -59,6 +60,12 @@ export class Worker {
   /** Starts polling, and claims what is due now. */
   start(): void {
     this.loop.start();
+    this.renewTimer = setInterval(
+      () => {
+        for (const entry of this.running.values()) if (!entry.released && !entry.leaseLost) void this.renew(entry);
+      },
+      Math.max(50, Math.min(this.options.leaseMs / 3, 5000)),
+    );
   }
 
   /** Jobs may be due: claim up to the free capacity now (called after an acceptance commits). */
@@ -93,11 +100,12 @@ export class Worker {
     });
     const outcome = await Promise.race([settled, graceOver]);
     clearTimeout(timer);
+    // Leases were renewed through the grace period; from here every job has ended or is released.
+    clearInterval(this.renewTimer);
     if (outcome !== 'timeout') return;
     const left = [...this.running.values()];
     for (const entry of left) {
       entry.released = true;
-      clearInterval(entry.heartbeat);
       entry.controller.abort(new Error('the server is shutting down'));
     }
     const now = Date.now();
@@ -118,7 +126,6 @@ export class Worker {
   private async execute(entry: RunningJob): Promise<void> {
     const { job } = entry;
     const { store, log } = this.options;
-    entry.heartbeat = setInterval(() => void this.renew(entry), Math.max(50, Math.min(this.options.leaseMs / 3, 5000)));
     let outcome: { ok: true; value: unknown } | { ok: false; error: unknown };
     try {
       const operation = this.options.operations.get(job.operation);
@@ -135,8 +142,6 @@ export class Worker {
       outcome = { ok: true, value: await operation.handler(input, context) };
     } catch (error) {
       outcome = { ok: false, error };
-    } finally {
-      clearInterval(entry.heartbeat);
     }
     if (entry.released || entry.leaseLost) return;
 

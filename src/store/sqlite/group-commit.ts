@@ -9,20 +9,26 @@ interface PendingWrite {
 /**
  * Group commit: writes asked for in the same event-loop turn run in one transaction, and each
  * promise settles only after that transaction has committed (with synchronous=FULL, after the
- * fsync). Each write runs in its own savepoint, so one write's error rolls back that write
- * alone; a failed COMMIT rejects every write of the group and nothing of it is kept.
+ * fsync). One write's error rolls back that write alone: the group first runs plainly, and only
+ * if a write throws is it run again with a savepoint around each write (savepoints cost two
+ * statements a write, which the common case does not pay). A failed COMMIT, or a database that
+ * is busy or broken, rejects every write of the group and nothing of it is kept.
  */
 export class GroupCommit {
   private pending: PendingWrite[] = [];
   private scheduled = false;
   private readonly runGroup: BetterSqlite3.Transaction<(group: PendingWrite[]) => unknown[]>;
+  private readonly runGroupIsolated: BetterSqlite3.Transaction<(group: PendingWrite[]) => unknown[]>;
 
   constructor(
     db: BetterSqlite3.Database,
     private readonly afterCommit: () => void,
+    /** True for errors of the database itself (busy, I/O), which no write-by-write retry can help. */
+    private readonly isDatabaseError: (error: unknown) => boolean,
   ) {
+    this.runGroup = db.transaction((group: PendingWrite[]) => group.map((item) => ({ ok: true, value: item.write() })));
     const runOne = db.transaction((write: () => unknown) => write());
-    this.runGroup = db.transaction((group: PendingWrite[]) =>
+    this.runGroupIsolated = db.transaction((group: PendingWrite[]) =>
       group.map((item) => {
         try {
           return { ok: true, value: runOne(item.write) };
@@ -52,7 +58,12 @@ export class GroupCommit {
     this.pending = [];
     let outcomes: unknown[];
     try {
-      outcomes = this.runGroup.immediate(group);
+      try {
+        outcomes = this.runGroup.immediate(group);
+      } catch (error) {
+        if (this.isDatabaseError(error)) throw error;
+        outcomes = this.runGroupIsolated.immediate(group);
+      }
     } catch (error) {
       for (const item of group) item.reject(error);
       return;

@@ -86,7 +86,11 @@ export class SqliteStore implements Store {
     this.sql = prepareStatements(this.db);
     this.sweepBatchSize = options.sweepBatchSize ?? 1000;
     this.webhookMaxAttempts = options.webhookMaxAttempts ?? 8;
-    this.writes = new GroupCommit(this.db, () => this.announceCommit());
+    this.writes = new GroupCommit(
+      this.db,
+      () => this.announceCommit(),
+      (error) => asUnavailable(error) instanceof StoreUnavailableError,
+    );
   }
 
   onJobsQueued(listener: () => void): void {
@@ -118,13 +122,13 @@ export class SqliteStore implements Store {
   }
 
   /**
-   * Appends the job's current state to its event log; for a terminal state with a callback URL,
-   * also queues the webhook delivery. Runs inside the transaction that made the change.
+   * Appends the job's new state (the row its UPDATE returned) to its event log; for a terminal
+   * state with a callback URL, also queues the webhook delivery. Runs inside the transaction
+   * that made the change. Returns the job.
    */
-  private recordChange(jobId: string, type: string, now: number): void {
-    const row = this.sql.getJobById.get(jobId);
-    if (!row) return;
+  private recordChange(row: JobRow, type: string, now: number): JobRecord {
     const job = toJobRecord(row);
+    const jobId = job.id;
     const data = jobBody(job);
     this.sql.insertEvent.run(jobId, type, data, now);
     this.changedInGroup.add(jobId);
@@ -133,6 +137,7 @@ export class SqliteStore implements Store {
       this.sql.insertDelivery.run(`msg_${newJobId(now)}`, jobId, job.callbackUrl, type, payload, this.webhookMaxAttempts, now, now, now);
       this.deliveriesQueuedInGroup = true;
     }
+    return job;
   }
 
   acceptJob(request: AcceptRequest): Promise<AcceptOutcome> {
@@ -183,10 +188,8 @@ export class SqliteStore implements Store {
 
   cancelJob(principal: string, id: string, now: number): Promise<CancelOutcome> {
     return this.write(() => {
-      if (this.sql.cancelQueuedJob.run(CANCELED_BEFORE_RUNNING, now, now, id, principal).changes === 1) {
-        this.recordChange(id, 'job.canceled', now);
-        return { kind: 'canceled', job: this.mustGetJob(principal, id) };
-      }
+      const canceled = this.sql.cancelQueuedJob.get(CANCELED_BEFORE_RUNNING, now, now, id, principal);
+      if (canceled) return { kind: 'canceled', job: this.recordChange(canceled, 'job.canceled', now) };
       if (this.sql.requestCancel.run(now, id, principal).changes === 1) {
         return { kind: 'signalled', job: this.mustGetJob(principal, id) };
       }
@@ -199,21 +202,21 @@ export class SqliteStore implements Store {
     const { owner, limit, now, leaseMs } = claim;
     const leaseExpiresAt = now + leaseMs;
     return this.write(() => {
-      for (const { id } of this.sql.cancelAbandoned.all(CANCELED_WHILE_RUNNING, now, now, now)) this.recordChange(id, 'job.canceled', now);
-      for (const { id } of this.sql.failAbandoned.all(ABANDONED, now, now, now)) this.recordChange(id, 'job.failed', now);
+      for (const row of this.sql.cancelAbandoned.all(CANCELED_WHILE_RUNNING, now, now, now)) this.recordChange(row, 'job.canceled', now);
+      for (const row of this.sql.failAbandoned.all(ABANDONED, now, now, now)) this.recordChange(row, 'job.failed', now);
       const taken = this.sql.takeOverAbandoned.all(owner, leaseExpiresAt, now, now, limit);
       const claimed = taken.length < limit ? this.sql.claimQueued.all(owner, leaseExpiresAt, now, now, limit - taken.length) : [];
-      const jobs = [...taken, ...claimed].map(toClaimedJob);
-      for (const job of jobs) this.recordChange(job.id, 'job.running', now);
-      return jobs;
+      const rows = [...taken, ...claimed];
+      for (const row of rows) this.recordChange(row, 'job.running', now);
+      return rows.map(toClaimedJob);
     });
   }
 
   reportProgress(id: string, fence: number, progress: JobProgress, now: number): Promise<boolean> {
     return this.write(() => {
-      if (this.sql.reportProgress.run(JSON.stringify(progress), now, id, fence).changes !== 1) return false;
-      this.recordChange(id, 'job.progress', now);
-      return true;
+      const row = this.sql.reportProgress.get(JSON.stringify(progress), now, id, fence);
+      if (row) this.recordChange(row, 'job.progress', now);
+      return row !== undefined;
     });
   }
 
@@ -229,26 +232,27 @@ export class SqliteStore implements Store {
     const location = outcome.status === 'succeeded' ? (outcome.location ?? null) : null;
     const error = outcome.status === 'succeeded' ? null : JSON.stringify(outcome.error);
     return this.write(() => {
-      if (this.sql.finishJob.run(outcome.status, result, location, error, now, now, id, fence).changes !== 1) return false;
-      this.recordChange(id, `job.${outcome.status}`, now);
-      return true;
+      const row = this.sql.finishJob.get(outcome.status, result, location, error, now, now, id, fence);
+      if (row) this.recordChange(row, `job.${outcome.status}`, now);
+      return row !== undefined;
     });
   }
 
   retryJob(id: string, fence: number, error: ProblemDetails, runAt: number, now: number): Promise<boolean> {
     return this.write(() => {
-      if (this.sql.retryJob.run(JSON.stringify(error), runAt, now, id, fence).changes !== 1) return false;
+      const row = this.sql.retryJob.get(JSON.stringify(error), runAt, now, id, fence);
+      if (!row) return false;
       this.jobsQueuedInGroup = true;
-      this.recordChange(id, 'job.queued', now);
+      this.recordChange(row, 'job.queued', now);
       return true;
     });
   }
 
   releaseJob(id: string, fence: number, now: number): Promise<boolean> {
     return this.write(() => {
-      if (this.sql.releaseJob.run(now, now, id, fence).changes !== 1) return false;
-      this.recordChange(id, 'job.queued', now);
-      return true;
+      const row = this.sql.releaseJob.get(now, now, id, fence);
+      if (row) this.recordChange(row, 'job.queued', now);
+      return row !== undefined;
     });
   }
 

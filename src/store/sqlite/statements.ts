@@ -3,7 +3,7 @@ import type BetterSqlite3 from 'better-sqlite3';
 /** The columns a job is read with (GET /jobs/{id}). */
 const JOB_COLUMNS = `id, principal, operation, status, attempts, max_attempts, cancel_requested, progress, callback_url, result, result_location, error, run_at, created_at, updated_at, finished_at`;
 const DELIVERY_COLUMNS = `id, job_id, url, event_type, payload, status, attempts, max_attempts, next_attempt_at, last_status, last_error, created_at, updated_at`;
-const CLAIMED_COLUMNS = `id, principal, operation, input, attempts, max_attempts, fence`;
+const CLAIMED_COLUMNS = `${JOB_COLUMNS}, input, fence`;
 
 export interface JobRow {
   id: string;
@@ -24,13 +24,8 @@ export interface JobRow {
   finished_at: number | null;
 }
 
-export interface ClaimedRow {
-  id: string;
-  principal: string;
-  operation: string;
+export interface ClaimedRow extends JobRow {
   input: string;
-  attempts: number;
-  max_attempts: number;
   fence: number;
 }
 
@@ -81,9 +76,9 @@ export function prepareStatements(db: BetterSqlite3.Database) {
 
     // --- reading and canceling ----------------------------------------------------------
     getJob: db.prepare<[string, string], JobRow>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ? AND principal = ?`),
-    getJobById: db.prepare<[string], JobRow>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ?`),
-    cancelQueuedJob: db.prepare<[string, number, number, string, string]>(
-      `UPDATE jobs SET status = 'canceled', error = ?, updated_at = ?, finished_at = ? WHERE id = ? AND principal = ? AND status = 'queued'`,
+    cancelQueuedJob: db.prepare<[string, number, number, string, string], JobRow>(
+      `UPDATE jobs SET status = 'canceled', error = ?, updated_at = ?, finished_at = ? WHERE id = ? AND principal = ? AND status = 'queued'
+       RETURNING ${JOB_COLUMNS}`,
     ),
     requestCancel: db.prepare<[number, string, string]>(
       `UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ? AND principal = ? AND status = 'running'`,
@@ -91,16 +86,16 @@ export function prepareStatements(db: BetterSqlite3.Database) {
 
     // --- claiming and leasing -----------------------------------------------------------
     /** Abandoned (lease expired) jobs whose cancellation was asked end as canceled. */
-    cancelAbandoned: db.prepare<[string, number, number, number], { id: string }>(
+    cancelAbandoned: db.prepare<[string, number, number, number], JobRow>(
       `UPDATE jobs SET status = 'canceled', error = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
        WHERE status = 'running' AND lease_expires_at <= ? AND cancel_requested = 1
-       RETURNING id`,
+       RETURNING ${JOB_COLUMNS}`,
     ),
     /** Abandoned jobs with no attempts left end as failed rather than crash a worker forever. */
-    failAbandoned: db.prepare<[string, number, number, number], { id: string }>(
+    failAbandoned: db.prepare<[string, number, number, number], JobRow>(
       `UPDATE jobs SET status = 'failed', error = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
        WHERE status = 'running' AND lease_expires_at <= ? AND attempts >= max_attempts
-       RETURNING id`,
+       RETURNING ${JOB_COLUMNS}`,
     ),
     takeOverAbandoned: db.prepare<[string, number, number, number, number], ClaimedRow>(
       `UPDATE jobs SET attempts = attempts + 1, fence = fence + 1, lease_owner = ?, lease_expires_at = ?, updated_at = ?
@@ -117,22 +112,26 @@ export function prepareStatements(db: BetterSqlite3.Database) {
        RETURNING cancel_requested`,
     ),
 
-    reportProgress: db.prepare<[string, number, string, number]>(
-      `UPDATE jobs SET progress = ?, updated_at = ? WHERE id = ? AND fence = ? AND status = 'running'`,
+    reportProgress: db.prepare<[string, number, string, number], JobRow>(
+      `UPDATE jobs SET progress = ?, updated_at = ? WHERE id = ? AND fence = ? AND status = 'running'
+       RETURNING ${JOB_COLUMNS}`,
     ),
 
     // --- finishing (every write presents the fence it claimed with) ---------------------
-    finishJob: db.prepare<[string, string | null, string | null, string | null, number, number, string, number]>(
+    finishJob: db.prepare<[string, string | null, string | null, string | null, number, number, string, number], JobRow>(
       `UPDATE jobs SET status = ?, result = ?, result_location = ?, error = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
-       WHERE id = ? AND fence = ? AND status = 'running'`,
+       WHERE id = ? AND fence = ? AND status = 'running'
+       RETURNING ${JOB_COLUMNS}`,
     ),
-    retryJob: db.prepare<[string, number, number, string, number]>(
+    retryJob: db.prepare<[string, number, number, string, number], JobRow>(
       `UPDATE jobs SET status = 'queued', error = ?, run_at = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
-       WHERE id = ? AND fence = ? AND status = 'running'`,
+       WHERE id = ? AND fence = ? AND status = 'running'
+       RETURNING ${JOB_COLUMNS}`,
     ),
-    releaseJob: db.prepare<[number, number, string, number]>(
+    releaseJob: db.prepare<[number, number, string, number], JobRow>(
       `UPDATE jobs SET status = 'queued', attempts = attempts - 1, run_at = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
-       WHERE id = ? AND fence = ? AND status = 'running'`,
+       WHERE id = ? AND fence = ? AND status = 'running'
+       RETURNING ${JOB_COLUMNS}`,
     ),
 
     // --- the event log ------------------------------------------------------------------
