@@ -7,6 +7,7 @@ export class ClaimLoop<Item> {
   private filling = false;
   private fillAgain = false;
   private scheduled = false;
+  private started = false;
   private stopped = false;
   private pollTimer: NodeJS.Timeout | undefined;
 
@@ -25,6 +26,7 @@ export class ClaimLoop<Item> {
 
   /** Starts polling, and claims what is due now. */
   start(): void {
+    this.started = true;
     this.pollTimer = setInterval(() => this.notify(), this.options.pollIntervalMs);
     this.notify();
   }
@@ -34,7 +36,7 @@ export class ClaimLoop<Item> {
    * the wake-ups of one turn (a group of jobs finishing together) make one claim, not one each.
    */
   notify(): void {
-    if (this.stopped) return;
+    if (!this.started || this.stopped) return;
     if (this.filling) {
       this.fillAgain = true;
       return;

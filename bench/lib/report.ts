@@ -1,0 +1,539 @@
+import { relative } from 'node:path';
+import type { DrainPart } from '../parts/drain.js';
+import { HTTP_LABELS, type HttpPart, type HttpRow } from '../parts/http.js';
+import type { LatencyPart } from '../parts/latency.js';
+import type { ProfilePart } from '../parts/profile.js';
+import type { RssPart } from '../parts/rss.js';
+import type { ScalePart } from '../parts/scale.js';
+import { type Bar, type Panel, renderChart } from './chart.js';
+import { formatFixed, formatInt } from './context.js';
+import type { MachineInfo } from './machine.js';
+import { REPO_ROOT } from './shared.js';
+
+export const PART_NAMES = ['acceptance', 'replay', 'drain', 'latency', 'scale', 'rss', 'profile'] as const;
+export type PartName = (typeof PART_NAMES)[number];
+
+export interface BenchResults {
+  mode: 'quick' | 'full';
+  parts: PartName[];
+  startedAt: string;
+  seconds: number;
+  machine: MachineInfo;
+  services: { redis: string; postgres: string };
+  note?: string;
+  http?: HttpPart;
+  drain?: DrainPart;
+  latency?: LatencyPart;
+  scale?: ScalePart;
+  rss?: RssPart;
+  profile?: ProfilePart;
+  failures: Array<{ part: PartName; message: string }>;
+}
+
+export interface Goal {
+  goal: string;
+  measured: string;
+  status: 'met' | 'missed' | 'inconclusive' | 'not measured';
+  /** For a miss: by how much. */
+  by?: string;
+}
+
+const MiB = 2 ** 20;
+const x = (value: number) => (Number.isFinite(value) ? `${formatFixed(value, 2)}x` : '–');
+const ms = (value: number, digits = 0) => `${formatFixed(value, digits)} ms`;
+
+function httpRow(results: BenchResults, target: HttpRow['target']): HttpRow | undefined {
+  const row = results.http?.rows.find((candidate) => candidate.target === target);
+  return row && !row.skipped && row.runs.length > 0 ? row : undefined;
+}
+
+/** The issue's goals, judged on this run's numbers. */
+export function judgeGoals(results: BenchResults): Goal[] {
+  const goals: Goal[] = [];
+  const accept = httpRow(results, 'asyncfirst');
+  if (accept) {
+    const errors = accept.errors + accept.non2xx;
+    const misses: string[] = [];
+    if (!(accept.ratio >= 0.8)) misses.push(`req/s at ${x(accept.ratio)}, ${x(0.8 - accept.ratio)} short of 0.8x`);
+    if (!(accept.p99Ratio <= 2)) misses.push(`p99 at ${x(accept.p99Ratio)}, ${x(accept.p99Ratio - 2)} over 2x`);
+    if (errors > 0) misses.push(`${errors} errors`);
+    goals.push({
+      goal: 'Acceptance ≥ 0.8x bare Fastify req/s, p99 ≤ 2x bare, no errors',
+      measured: `${x(accept.ratio)} req/s, p99 ${x(accept.p99Ratio)} (${ms(accept.p99)} vs ${ms(accept.p99 / accept.p99Ratio)}), ${errors} errors`,
+      status: misses.length ? 'missed' : 'met',
+      ...(misses.length ? { by: misses.join('; ') } : {}),
+    });
+  } else goals.push({ goal: 'Acceptance ≥ 0.8x bare Fastify req/s, p99 ≤ 2x bare, no errors', measured: '–', status: 'not measured' });
+
+  const replay = httpRow(results, 'replay');
+  if (replay) {
+    const errors = replay.errors + replay.non2xx;
+    const met = replay.ratio >= 0.9 && errors === 0;
+    const fresh = httpRow(results, 'bare');
+    goals.push({
+      goal: 'Replay ≥ 0.9x bare Fastify req/s (both sent one fixed request)',
+      measured: `${x(replay.ratio)} (${formatInt(replay.rps)} req/s)${fresh ? `; ${x(replay.rps / fresh.rps)} of bare Fastify with new keys` : ''}, ${errors} errors`,
+      status: met ? 'met' : 'missed',
+      ...(met ? {} : { by: replay.ratio < 0.9 ? `${x(0.9 - replay.ratio)} short` : `${errors} errors` }),
+    });
+  } else goals.push({ goal: 'Replay ≥ 0.9x bare Fastify req/s', measured: '–', status: 'not measured' });
+
+  const ours = results.drain?.rows.find((row) => row.system === 'asyncfirst')?.best;
+  const bull = results.drain?.rows.find((row) => row.system === 'bullmq')?.best;
+  if (ours && bull) {
+    const ratio = ours.jobsPerSec / bull.jobsPerSec;
+    goals.push({
+      goal: 'Drain ≥ 3x BullMQ jobs/s',
+      measured: `${x(ratio)} (${formatInt(ours.jobsPerSec)} vs ${formatInt(bull.jobsPerSec)} jobs/s, best of each)`,
+      status: ratio >= 3 ? 'met' : 'missed',
+      ...(ratio >= 3 ? {} : { by: `${x(3 - ratio)} short (needs ${formatInt(3 * bull.jobsPerSec)} jobs/s)` }),
+    });
+  } else
+    goals.push({
+      goal: 'Drain ≥ 3x BullMQ jobs/s',
+      measured: ours ? `${formatInt(ours.jobsPerSec)} jobs/s; BullMQ not measured` : '–',
+      status: 'not measured',
+    });
+
+  const latency = results.latency;
+  if (latency && latency.fromResponse.count > 0) {
+    const p50 = latency.fromResponse.p50;
+    goals.push({
+      goal: '202 → handler start p50 ≤ 5 ms',
+      measured: `p50 ${ms(p50, 2)}, p99 ${ms(latency.fromResponse.p99, 2)} at ${latency.rate} req/s`,
+      status: p50 <= 5 ? 'met' : 'missed',
+      ...(p50 <= 5 ? {} : { by: `${ms(p50 - 5, 2)} over` }),
+    });
+  } else goals.push({ goal: '202 → handler start p50 ≤ 5 ms', measured: '–', status: 'not measured' });
+
+  const million = results.scale?.levels.find((level) => level.prefilled === 1_000_000);
+  const empty = results.scale?.levels.find((level) => level.prefilled === 0);
+  if (million && empty && Number.isFinite(million.ratio)) {
+    // Interference from other processes only ever slows a turn down, so the best of the rounds
+    // is judged as well as the median: when the two disagree, the run cannot decide.
+    const bestRatio = Math.max(...million.acceptRuns) / Math.max(...empty.acceptRuns);
+    const medianMet = million.ratio >= 0.9;
+    const bestMet = bestRatio >= 0.9;
+    const worst = Math.min(million.ratio, bestRatio);
+    goals.push({
+      goal: 'Acceptance at 1,000,000 jobs within 10% of an empty file',
+      measured: `${x(million.ratio)} of the empty file's req/s on medians (${formatInt(million.accept.rps)} vs ${formatInt(million.accept.rps / million.ratio)}), ${x(bestRatio)} on the best of ${million.acceptRuns.length} rounds`,
+      status: medianMet && bestMet ? 'met' : medianMet !== bestMet ? 'inconclusive' : 'missed',
+      ...(medianMet && bestMet ? {} : { by: `${formatFixed(100 * (0.9 - worst), 1)} points below 90% (${medianMet ? 'best of rounds' : 'medians'})` }),
+    });
+  } else goals.push({ goal: 'Acceptance at 1,000,000 jobs within 10% of an empty file', measured: '–', status: 'not measured' });
+
+  const rss = results.rss;
+  if (rss && Number.isFinite(rss.growthPercent)) {
+    const met = rss.growthPercent <= 10;
+    goals.push({
+      goal: 'RSS flat after warm-up (end ≤ 1.1x the after-warm-up RSS)',
+      measured: `${formatFixed(rss.afterWarmup / MiB, 1)} → ${formatFixed(rss.end / MiB, 1)} MiB (${formatFixed(rss.growthPercent, 1)}%, slope ${formatFixed(rss.slopeMiBPerMin, 2)} MiB/min) over ${rss.durationS} s`,
+      status: met ? 'met' : 'missed',
+      ...(met ? {} : { by: `${formatFixed(rss.growthPercent - 10, 1)} points over 10%` }),
+    });
+  } else goals.push({ goal: 'RSS flat after warm-up', measured: '–', status: 'not measured' });
+  return goals;
+}
+
+/** The one table printed at the end of a run. */
+export function consoleTable(results: BenchResults): string {
+  const header = ['Part', 'Target', 'Throughput', 'p50', 'p99', 'Errors', 'Ratio', 'Note'];
+  const rows: string[][] = [];
+  for (const row of results.http?.rows ?? []) {
+    const part = row.target === 'replay' || row.target === 'bare-same' ? 'replay' : 'acceptance';
+    if (row.skipped) rows.push([part, row.label, '–', '–', '–', '–', '–', `skipped: ${row.skipped}`]);
+    else
+      rows.push([
+        part,
+        row.label,
+        `${formatInt(row.rps)} req/s`,
+        ms(row.p50),
+        ms(row.p99),
+        String(row.errors + row.non2xx),
+        row.target === row.baseline ? '1.00x' : `${x(row.ratio)} ${HTTP_LABELS[row.baseline]}`,
+        `median of ${row.runs.length}`,
+      ]);
+  }
+  const bull = results.drain?.rows.find((row) => row.system === 'bullmq')?.best;
+  for (const row of results.drain?.rows ?? []) {
+    if (row.skipped || row.failed || !row.best) {
+      rows.push(['drain', row.label, '–', '', '', '', '', row.skipped ? `skipped: ${row.skipped}` : `failed: ${row.failed ?? 'no complete run'}`]);
+      continue;
+    }
+    rows.push([
+      'drain',
+      row.label,
+      `${formatInt(row.best.jobsPerSec)} jobs/s`,
+      '',
+      '',
+      '',
+      bull ? `${x(row.best.jobsPerSec / bull.jobsPerSec)} BullMQ` : '',
+      `best: ${row.best.config}; ${results.drain?.jobs} jobs`,
+    ]);
+  }
+  const latency = results.latency;
+  if (latency)
+    rows.push([
+      'latency',
+      '202 → handler start',
+      `${latency.rate} req/s offered`,
+      ms(latency.fromResponse.p50, 2),
+      ms(latency.fromResponse.p99, 2),
+      String(latency.load.errors + latency.load.non2xx),
+      '',
+      `${latency.fromResponse.count} jobs; arrival → start p50 ${ms(latency.fromArrival.p50, 2)}`,
+    ]);
+  for (const level of results.scale?.levels ?? []) {
+    rows.push([
+      'scale',
+      `${formatInt(level.prefilled)} jobs: POST`,
+      `${formatInt(level.accept.rps)} req/s`,
+      ms(level.accept.p50),
+      ms(level.accept.p99),
+      String(level.accept.errors + level.accept.non2xx),
+      `${x(level.ratio)} empty`,
+      `${formatInt(level.bytesPerJob)} bytes/job on disk`,
+    ]);
+    rows.push([
+      'scale',
+      `${formatInt(level.prefilled)} jobs: GET`,
+      `${formatInt(level.get.rps)} req/s`,
+      ms(level.get.p50),
+      ms(level.get.p99),
+      String(level.get.errors + level.get.non2xx),
+      '',
+      'GET /jobs/{id}',
+    ]);
+  }
+  const rss = results.rss;
+  if (rss)
+    rows.push([
+      'rss',
+      'asyncfirst RSS',
+      `${formatInt(rss.load.rps)} req/s`,
+      '',
+      '',
+      String(rss.load.errors + rss.load.non2xx),
+      '',
+      `start ${formatFixed(rss.start / MiB, 1)} / warm ${formatFixed(rss.afterWarmup / MiB, 1)} / end ${formatFixed(rss.end / MiB, 1)} MiB, ${formatFixed(rss.slopeMiBPerMin, 2)} MiB/min`,
+    ]);
+  const profile = results.profile;
+  if (profile) {
+    const top = profile.summary.functions[0];
+    rows.push([
+      'profile',
+      'asyncfirst accept',
+      `${formatInt(profile.load.rps)} req/s`,
+      '',
+      '',
+      '',
+      '',
+      top ? `top: ${formatFixed(top.percent, 1)}% ${top.name}` : '',
+    ]);
+  }
+  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)));
+  const line = (cells: string[]) => cells.map((cell, column) => cell.padEnd(widths[column] ?? 0)).join('  ');
+  return [line(header), widths.map((width) => '-'.repeat(width)).join('  '), ...rows.map(line)].join('\n');
+}
+
+/** The acceptance and drain comparisons as an SVG. */
+export function chartSvg(results: BenchResults): string {
+  const panels: Panel[] = [];
+  if (results.http) {
+    const bars: Bar[] = results.http.rows.map((row) => ({
+      label: row.label,
+      value: row.skipped ? undefined : row.rps,
+      ...(row.skipped ? { note: `skipped: ${row.skipped.slice(0, 70)}` } : {}),
+      highlight: row.target === 'asyncfirst' || row.target === 'replay',
+      ...(row.target !== row.baseline && !row.skipped
+        ? { detail: `${x(row.ratio)} ${HTTP_LABELS[row.baseline]} · p99 ${ms(row.p99)}` }
+        : { detail: `p99 ${ms(row.p99)}` }),
+    }));
+    panels.push({ title: `Acceptance: POST /reports, ${results.http.connections} connections (median of ${results.http.rounds})`, unit: 'req/s', bars });
+  }
+  if (results.drain) {
+    const bull = results.drain.rows.find((row) => row.system === 'bullmq')?.best;
+    const bars: Bar[] = results.drain.rows.map((row) => ({
+      label: row.label,
+      value: row.best?.jobsPerSec,
+      ...(row.best ? {} : { note: row.skipped ? `skipped: ${row.skipped.slice(0, 70)}` : `failed: ${(row.failed ?? '').slice(0, 70)}` }),
+      highlight: row.system === 'asyncfirst',
+      ...(row.best ? { detail: `${row.best.config}${bull && row.system !== 'bullmq' ? ` · ${x(row.best.jobsPerSec / bull.jobsPerSec)} BullMQ` : ''}` } : {}),
+    }));
+    panels.push({ title: `Drain: ${formatInt(results.drain.jobs)} stored jobs, no-op handler (best setting)`, unit: 'jobs/s', bars });
+  }
+  const machine = results.machine;
+  const caption = `${machine.cores} × ${machine.cpuModel}, Node ${machine.node}, ${formatInt(machine.fsync.fdatasyncPerSec)} fdatasync/s · ${results.startedAt.slice(0, 10)} · npm run bench`;
+  return renderChart(panels, caption);
+}
+
+function table(header: string[], rows: string[][]): string {
+  const escapeCell = (cell: string) => cell.replace(/\|/g, '\\|');
+  return [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...rows.map((row) => `| ${row.map(escapeCell).join(' | ')} |`)].join('\n');
+}
+
+/** RESULTS.md. */
+export function markdown(results: BenchResults, chartFile: string | undefined): string {
+  const out: string[] = [];
+  const machine = results.machine;
+  out.push('# asyncfirst benchmark results', '');
+  out.push(
+    `Written by \`npm run bench${results.mode === 'quick' ? ' -- --quick' : ''}\` on ${results.startedAt} (${Math.round(results.seconds)} s). Every number below comes from this one run; each server under test ran in its own child process, autocannon in the parent.`,
+    '',
+  );
+  if (results.note) out.push(`> ${results.note}`, '');
+  out.push('## Machine', '');
+  out.push(
+    table(
+      ['', ''],
+      [
+        ['CPU', `${machine.cores} × ${machine.cpuModel} (available parallelism ${machine.availableParallelism})`],
+        ['Memory', `${machine.memoryGiB} GiB`],
+        ['Node.js', machine.node],
+        ['OS', machine.os],
+        [
+          'fsync rate',
+          `${formatInt(machine.fsync.fdatasyncPerSec)}/s with fdatasync, ${formatInt(machine.fsync.fsyncPerSec)}/s with fsync (4 KiB appended per sync, in the databases' folder)`,
+        ],
+        ['Redis (BullMQ)', results.services.redis],
+        ['PostgreSQL (pg-boss)', results.services.postgres],
+      ],
+    ),
+    '',
+  );
+  out.push(
+    'asyncfirst commits with `synchronous=FULL` (the WAL is fsynced before a 202 is sent); pg-boss is as durable as PostgreSQL above; BullMQ acknowledges once Redis holds the job in memory, so with the Redis settings above an acknowledged BullMQ job does not survive a Redis restart.',
+    '',
+  );
+
+  out.push('## Goals', '');
+  out.push(
+    table(
+      ['Goal', 'Measured', 'Status'],
+      judgeGoals(results).map((goal) => [
+        goal.goal,
+        goal.measured,
+        goal.status === 'missed'
+          ? `**missed** by ${goal.by ?? '?'}`
+          : goal.status === 'inconclusive'
+            ? `inconclusive: missed by ${goal.by ?? '?'}`
+            : goal.status,
+      ]),
+    ),
+    '',
+  );
+
+  if (results.http) {
+    const http = results.http;
+    out.push('## Acceptance and replay', '');
+    if (chartFile) out.push(`![Acceptance and drain comparison](${chartFile})`, '');
+    out.push(
+      `POST /reports with \`${JSON.stringify({ title: 'Quarterly report', rows: 1000, format: 'csv' })}\`, headers X-API-Key and a new Idempotency-Key per request; ${http.connections} connections; ${http.rounds} round(s) in which the targets take turns, each turn a fresh server child (fresh database file, emptied queue), a ${http.warmupS} s warm-up that is discarded, then ${http.durationS} s measured. req/s counts 2xx answers; p50/p99 are autocannon's (1 ms resolution); the table shows the median over the rounds, errors are summed.`,
+      '',
+    );
+    out.push(
+      table(
+        ['Target', 'req/s', 'vs baseline', 'p50', 'p99', 'p99 vs baseline', 'Errors', 'Each round (req/s)'],
+        http.rows.map((row) =>
+          row.skipped
+            ? [row.label, '–', '–', '–', '–', '–', '–', `skipped: ${row.skipped}`]
+            : [
+                row.label,
+                formatInt(row.rps),
+                row.target === row.baseline ? 'baseline' : `${x(row.ratio)} (${HTTP_LABELS[row.baseline]})`,
+                ms(row.p50),
+                ms(row.p99),
+                x(row.p99Ratio),
+                `${row.errors + row.non2xx}${row.non2xx ? ` (status ${Object.keys(row.statusCodes).join(', ')})` : ''}`,
+                row.runs.map((run) => formatInt(run.rps)).join(', '),
+              ],
+        ),
+      ),
+      '',
+    );
+    out.push(
+      '- **bare Fastify**: the same route, JSON schema, API-key check and 202 answer, storing nothing. **asyncfirst**: the demo service (`createDemo`), worker off (`WORKER_CONCURRENCY=0`). **asyncfirst replay**: one Idempotency-Key sent again and again (every answer is the stored 202 with `Idempotent-Replayed: true`). **bare Fastify, one key**: bare Fastify sent that same fixed request, the baseline for replay: a new key per request costs autocannon a `setupRequest()` and a rebuilt request each time (about a quarter more of the load generator’s CPU on this machine), so the fixed request is cheaper to send and the comparison must use it on both sides. **Fastify + BullMQ**: the bare route plus `queue.add()`. **Fastify + pg-boss**: the bare route plus `boss.send()`.',
+      '',
+    );
+  }
+
+  if (results.drain) {
+    const drain = results.drain;
+    out.push('## Drain', '');
+    out.push(
+      `${formatInt(drain.jobs)} createReport jobs stored first, then the worker started with a no-op handler that returns a valid Report; the time until every job is recorded as done (asyncfirst: \`succeeded\` rows; BullMQ: \`completed\` events; pg-boss: \`completed\` rows), in one process per run. Each system was tried at several settings, taking turns; the best is compared.`,
+      '',
+    );
+    out.push(
+      table(
+        ['System', 'Best jobs/s', 'Best setting', 'All settings (jobs/s)', 'Enqueue rate (jobs/s)'],
+        drain.rows.map((row) =>
+          row.best
+            ? [
+                row.label,
+                formatInt(row.best.jobsPerSec),
+                row.best.config,
+                row.runs.map((run) => `${run.config}: ${formatInt(run.jobsPerSec)}${run.drained < run.jobs ? ` (only ${run.drained} done)` : ''}`).join('; '),
+                formatInt(row.best.fillJobsPerSec),
+              ]
+            : [row.label, '–', '–', row.skipped ? `skipped: ${row.skipped}` : `failed: ${row.failed ?? 'no run drained every job'}`, '–'],
+        ),
+      ),
+      '',
+    );
+    out.push(
+      '- asyncfirst: jobs filled with `store.acceptJob` in group-committed batches of 1,000 (through a store of their own), then `createAsyncFirst(...).startBackground()`. BullMQ: `Queue.addBulk` in batches of 1,000, then one `Worker` with that concurrency. pg-boss 10: `boss.insert` in batches of 1,000, then `boss.work()` registered several times with `batchSize` (v10 has no `teamSize`; each registration fetches a batch, and waits out its 0.5 s polling interval, the minimum, between fetches).',
+      '',
+    );
+  }
+
+  if (results.latency) {
+    const latency = results.latency;
+    const summaryRow = (label: string, summary: LatencyPart['fromResponse']) => [
+      label,
+      String(summary.count),
+      ms(summary.min, 2),
+      ms(summary.p50, 2),
+      ms(summary.p90, 2),
+      ms(summary.p99, 2),
+      ms(summary.max, 2),
+    ];
+    out.push('## From 202 to handler start', '');
+    out.push(
+      `An asyncfirst child with the worker on (concurrency ${latency.workerConcurrency}, the default) and a no-op handler, under an evenly paced ${latency.rate} req/s for ${latency.durationS} s after a short warm-up (an open-loop client in the parent: one request every ${formatFixed(1000 / latency.rate, 1)} ms; ${formatInt(latency.load.rps)} req/s answered, ${latency.load.errors + latency.load.non2xx} errors, client-side latency p50 ${ms(latency.load.latency.p50, 1)} / p99 ${ms(latency.load.latency.p99, 1)}). autocannon's overallRate is not used here because it sends each second's quota as one burst. Inside the child, per job: when its 202 was sent (Fastify onResponse hook), when its request arrived (onRequest) and when its handler started (performance.now()).`,
+      '',
+    );
+    out.push(
+      table(
+        ['Interval', 'Jobs', 'min', 'p50', 'p90', 'p99', 'max'],
+        [summaryRow('202 sent → handler start', latency.fromResponse), summaryRow('request arrived → handler start', latency.fromArrival)],
+      ),
+      '',
+    );
+    out.push(
+      `p50 over the first third of the jobs: ${ms(latency.p50FirstThird, 2)}; over the last third: ${ms(latency.p50LastThird, 2)} (a worker that cannot keep up shows as a last third far slower than the first: a growing backlog rather than a per-job delay).`,
+      '',
+    );
+    if (latency.handlerBeforeResponse > 0)
+      out.push(
+        `${latency.handlerBeforeResponse} of ${latency.fromResponse.count} handlers started before their 202 had been sent (negative intervals): the commit wakes the worker in the same turn that resolves the request.`,
+        '',
+      );
+  }
+
+  if (results.scale) {
+    const scale = results.scale;
+    out.push('## Scale', '');
+    out.push(
+      `The acceptance run (${scale.connections} connections, ${scale.durationS} s after a warm-up), then GET /jobs/{id} for random stored jobs, against files prefilled with finished jobs and their idempotency records (one transaction of INSERTs, synchronous=OFF for the prefill only, then flushed to disk). Each turn starts a server on a fresh copy of the prefilled file; the sizes take turns for ${scale.rounds} round(s), each round starting at the next size, and the median is shown. Bytes per job = (file + WAL) / jobs after a turn.`,
+      '',
+    );
+    out.push(
+      table(
+        [
+          'Jobs in the file',
+          'POST req/s',
+          'vs empty',
+          'Each round',
+          'POST p50',
+          'POST p99',
+          'GET req/s',
+          'GET p50',
+          'GET p99',
+          'Errors',
+          'Bytes/job (after a turn)',
+          'Bytes/job (prefill)',
+          'Prefill',
+        ],
+        scale.levels.map((level) => [
+          formatInt(level.prefilled),
+          formatInt(level.accept.rps),
+          x(level.ratio),
+          `${level.acceptRuns.map((rps) => formatInt(rps)).join(', ')} (best ${x(Math.max(...level.acceptRuns) / Math.max(...(scale.levels.find((candidate) => candidate.prefilled === 0)?.acceptRuns ?? [Number.NaN])))} of the empty file's best)`,
+          ms(level.accept.p50),
+          ms(level.accept.p99),
+          formatInt(level.get.rps),
+          ms(level.get.p50),
+          ms(level.get.p99),
+          String(level.accept.errors + level.accept.non2xx + level.get.errors + level.get.non2xx),
+          formatInt(level.bytesPerJob),
+          formatInt(level.bytesPerJobPrefilled),
+          `${formatFixed(level.prefillSeconds, 1)} s`,
+        ]),
+      ),
+      '',
+    );
+  }
+
+  if (results.rss) {
+    const rss = results.rss;
+    const mib = (value: number) => `${formatFixed(value / MiB, 1)} MiB`;
+    out.push('## Memory', '');
+    out.push(
+      `The demo server (worker on, concurrency ${rss.workerConcurrency}) under the acceptance load for ${rss.durationS} s (${formatInt(rss.load.rps)} req/s, ${rss.load.errors + rss.load.non2xx} errors); RSS read from /proc every ${rss.durationS > 10 ? '1 s' : '0.25 s'}; warm-up = the first ${rss.warmupS} s.`,
+      '',
+    );
+    out.push(
+      table(
+        ['Idle', 'Start of load', 'After warm-up', 'End', 'Max', 'Slope after warm-up', 'Growth after warm-up'],
+        [
+          [
+            mib(rss.idle),
+            mib(rss.start),
+            mib(rss.afterWarmup),
+            mib(rss.end),
+            mib(rss.max),
+            `${formatFixed(rss.slopeMiBPerMin, 2)} MiB/min`,
+            `${formatFixed(rss.growthPercent, 1)}%`,
+          ],
+        ],
+      ),
+      '',
+    );
+  }
+
+  if (results.profile) {
+    const profile = results.profile;
+    out.push('## Where asyncfirst spends its acceptance time', '');
+    out.push(
+      `A V8 CPU profile of the asyncfirst child (worker off) during ${profile.durationS} s of the acceptance load, after a warm-up (${formatInt(profile.load.rps)} req/s while profiled). The sampler is the one behind \`node --cpu-prof\` (1 ms interval), driven through node:inspector so that start-up is left out. Self time unless said otherwise; "(idle)" is time the main thread waited for I/O; "(native)" frames are C++ called from JavaScript (better-sqlite3's \`run\` includes the COMMIT and its fsync).${profile.file ? ` The profile is kept in \`${relative(REPO_ROOT, profile.file)}\` (git-ignored; open it in Chrome DevTools or speedscope).` : ''}`,
+      '',
+    );
+    out.push(
+      table(
+        ['Where', 'Self time'],
+        profile.summary.modules.slice(0, 12).map((entry) => [entry.name, `${formatFixed(entry.percent, 1)}%`]),
+      ),
+      '',
+    );
+    out.push(
+      table(
+        ['Function', 'Self time'],
+        profile.summary.functions.slice(0, 20).map((entry) => [entry.name, `${formatFixed(entry.percent, 1)}%`]),
+      ),
+      '',
+    );
+    out.push(
+      table(
+        ['Busiest frames, by caller', 'Self time'],
+        profile.summary.busiestWithCallers.map((entry) => [entry.name, `${formatFixed(entry.percent, 1)}%`]),
+      ),
+      '',
+    );
+    out.push(
+      table(
+        ["asyncfirst's functions (src/), inclusive of what they call", 'Total time'],
+        profile.summary.srcInclusive.slice(0, 15).map((entry) => [entry.name, `${formatFixed(entry.percent, 1)}%`]),
+      ),
+      '',
+    );
+  }
+
+  if (results.failures.length) {
+    out.push('## Failures', '');
+    for (const failure of results.failures) out.push(`- ${failure.part}: ${failure.message}`);
+    out.push('');
+  }
+  return `${out.join('\n').trimEnd()}\n`;
+}

@@ -1,0 +1,122 @@
+// asyncfirst as a server child.
+//   BENCH_MODE=demo     the demo service (createDemo), worker concurrency BENCH_WORKER_CONCURRENCY (default 0: no worker)
+//   BENCH_MODE=latency  the demo contract with a no-op createReport that records when each job's handler starts,
+//                       and an onResponse hook that records when each 202 was sent; the "latency" command reports
+//                       the distribution of (handler start - 202 sent) and (handler start - request arrival).
+// BENCH_DB is the SQLite file (the parent creates and removes its folder).
+import { writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
+import type { FastifyRequest } from 'fastify';
+import type { operations } from '../../generated/api.js';
+import { type AsyncFirstApp, createAsyncFirst } from '../../src/app.js';
+import { createDemo, demoSecurity, parseApiKeys } from '../../src/demo/service.js';
+import type { Handlers } from '../../src/handlers.js';
+import { announce, rss, serveParent } from '../lib/child-side.js';
+import { BENCH_API_KEYS, CONTRACT_PATH, noopReport } from '../lib/shared.js';
+import { summarize } from '../lib/stats.js';
+
+const mode = process.env.BENCH_MODE ?? 'demo';
+const databaseUrl = process.env.BENCH_DB;
+if (!databaseUrl) throw new Error('BENCH_DB must name the SQLite file');
+const config = {
+  databaseUrl,
+  workerConcurrency: Number(process.env.BENCH_WORKER_CONCURRENCY ?? 0),
+  logLevel: 'silent',
+  port: 0,
+  host: '127.0.0.1',
+};
+
+const handlerStarted = new Map<string, number>();
+const responseSent = new Map<string, number>();
+const requestArrived = new Map<string, number>();
+const arrival = new WeakMap<FastifyRequest, number>();
+
+let app: AsyncFirstApp;
+if (mode === 'demo') {
+  app = await createDemo({ apiKeys: BENCH_API_KEYS, config });
+} else if (mode === 'latency') {
+  const handlers: Handlers<operations> = {
+    createReport({ body }, { job }) {
+      if (job) handlerStarted.set(job.id, performance.now());
+      return noopReport(body);
+    },
+    estimateReport({ query }) {
+      return { rows: query.rows, format: query.format ?? 'csv', estimatedBytes: 0 };
+    },
+  };
+  app = await createAsyncFirst({ contract: CONTRACT_PATH, handlers, security: demoSecurity(parseApiKeys(BENCH_API_KEYS)), config });
+  // Hooks can still be added: app.server is built but not ready until listen().
+  app.server.addHook('onRequest', async (request) => {
+    arrival.set(request, performance.now());
+  });
+  app.server.addHook('onResponse', async (request, reply) => {
+    if (reply.statusCode !== 202) return;
+    const id = reply.getHeader('x-job-id');
+    if (typeof id !== 'string') return;
+    responseSent.set(id, performance.now());
+    const arrived = arrival.get(request);
+    if (arrived !== undefined) requestArrived.set(id, arrived);
+  });
+} else {
+  throw new Error(`unknown BENCH_MODE ${mode}`);
+}
+
+function latency() {
+  const fromResponse: number[] = [];
+  const fromArrival: number[] = [];
+  for (const [id, sent] of responseSent) {
+    const started = handlerStarted.get(id);
+    if (started === undefined) continue;
+    fromResponse.push(started - sent);
+    const arrived = requestArrived.get(id);
+    if (arrived !== undefined) fromArrival.push(started - arrived);
+  }
+  // Map keeps insertion order, i.e. the order the 202s were sent: a backlog that grows shows as
+  // a last third much slower than the first.
+  const third = Math.floor(fromResponse.length / 3);
+  return {
+    accepted: responseSent.size,
+    started: handlerStarted.size,
+    fromResponse: summarize(fromResponse),
+    fromArrival: summarize(fromArrival),
+    handlerBeforeResponse: fromResponse.filter((delta) => delta < 0).length,
+    p50FirstThird: summarize(fromResponse.slice(0, third)).p50,
+    p50LastThird: summarize(fromResponse.slice(fromResponse.length - third)).p50,
+  };
+}
+
+// CPU profile of a chosen window (the parent starts it after warm-up): like --cpu-prof, without the start-up.
+let session: Session | undefined;
+function post(method: string, params?: object): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    session?.post(method, params ?? {}, (error: Error | null, result?: unknown) => (error ? reject(error) : resolve(result)));
+  });
+}
+async function startProfile() {
+  session = new Session();
+  session.connect();
+  await post('Profiler.enable');
+  await post('Profiler.setSamplingInterval', { interval: 1000 }); // µs, as node --cpu-prof
+  await post('Profiler.start');
+  return true;
+}
+async function stopProfile() {
+  const file = process.env.BENCH_PROFILE_FILE;
+  if (!session || !file) throw new Error('no profile is running, or BENCH_PROFILE_FILE is unset');
+  const { profile } = (await post('Profiler.stop')) as { profile: unknown };
+  session.disconnect();
+  session = undefined;
+  writeFileSync(file, JSON.stringify(profile));
+  return file;
+}
+
+const url = await app.listen();
+function reset() {
+  handlerStarted.clear();
+  responseSent.clear();
+  requestArrived.clear();
+  return true;
+}
+
+serveParent({ rss, latency, reset, 'profile-start': startProfile, 'profile-stop': stopProfile }, () => app.close());
+announce({ url, pid: process.pid });
