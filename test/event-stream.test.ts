@@ -7,7 +7,7 @@ import { reportHandlers } from '../src/demo/service.js';
 import { type AnyHandler, PermanentJobError } from '../src/handlers.js';
 import { PROBLEM_TYPE_BASE } from '../src/http/problems.js';
 import { ALICE, BOB, tempDir } from './helpers.js';
-import { customApp, type DemoProcess, gate, killDemoProcess, startDemoProcess, waitFor } from './worker-test-support.js';
+import { customApp, type DemoProcess, gates, killDemoProcess, startDemoProcess, waitFor } from './worker-test-support.js';
 
 /*
  * GET /jobs/{id}/events over a real socket: the job's changes as Server-Sent Events, in order,
@@ -162,16 +162,7 @@ describe('GET /jobs/{id}/events streams the job’s changes over a real socket',
    * title's gate (or the job is aborted); "steps-…" reports 10% and 20%, waits for its gate,
    * reports 70% and succeeds; "fail" fails permanently; anything else builds the demo report.
    */
-  const gates = new Map<string, ReturnType<typeof gate>>();
-  const gateFor = (title: string) => {
-    let entry = gates.get(title);
-    if (!entry) {
-      entry = gate();
-      gates.set(title, entry);
-    }
-    return entry;
-  };
-  const release = (title: string) => gateFor(title).open();
+  const { gateFor, release, openAll } = gates();
   const held = (title: string, signal: AbortSignal) =>
     new Promise<void>((resolve, reject) => {
       void gateFor(title).promise.then(resolve);
@@ -203,7 +194,7 @@ describe('GET /jobs/{id}/events streams the job’s changes over a real socket',
     shared = await listen({ workerConcurrency: 8, sseHeartbeatMs: 150 });
   });
   afterEach(async () => {
-    for (const entry of gates.values()) entry.open();
+    openAll();
     for (const request of requests.splice(0)) request.destroy();
     for (const app of apps.splice(0)) await app.close();
     for (const demo of processes.splice(0)) await killDemoProcess(demo);

@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import type { AsyncFirstApp } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
 import { createDemo } from '../src/demo/service.js';
@@ -52,5 +53,16 @@ export async function waitForJob(app: AsyncFirstApp, id: string, headers: Record
     const job = response.json();
     if (['succeeded', 'failed', 'canceled'].includes(job.status) || Date.now() > deadline) return job;
     await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** How many jobs and idempotency records the database file holds (read through its own connection). */
+export function countRows(dbPath: string): { jobs: number; keys: number } {
+  const db = new Database(dbPath, { readonly: true });
+  try {
+    const count = (table: string) => db.prepare<[], { n: number }>(`SELECT count(*) AS n FROM ${table}`).get()?.n ?? -1;
+    return { jobs: count('jobs'), keys: count('idempotency_keys') };
+  } finally {
+    db.close();
   }
 }

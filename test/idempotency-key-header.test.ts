@@ -4,21 +4,11 @@ import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ProblemError } from '../src/http/problems.js';
 import { MAX_KEY_LENGTH, parseIdempotencyKey } from '../src/idempotency/key.js';
-import { ALICE, startDemo, submitReport } from './helpers.js';
+import { ALICE, countRows, startDemo, submitReport } from './helpers.js';
 
 const MISSING = 'urn:asyncfirst:problem:idempotency-key-missing';
 const INVALID = 'urn:asyncfirst:problem:idempotency-key-invalid';
 const BODY = { title: 'Q3', rows: 5 };
-
-function countRows(dbPath: string): { jobs: number; keys: number } {
-  const db = new Database(dbPath, { readonly: true });
-  try {
-    const count = (table: string) => db.prepare<[], { n: number }>(`SELECT count(*) AS n FROM ${table}`).get()?.n ?? -1;
-    return { jobs: count('jobs'), keys: count('idempotency_keys') };
-  } finally {
-    db.close();
-  }
-}
 
 /** The problem type parseIdempotencyKey throws for these header lines, or the key it returns. */
 function parse(lines: string[] | undefined): { key: string } | { type: string; status: number } {

@@ -7,7 +7,7 @@ import { reportHandlers } from '../src/demo/service.js';
 import { type AnyHandler, PermanentJobError, seeOther } from '../src/handlers.js';
 import { PROBLEM_TYPE_BASE } from '../src/http/problems.js';
 import { ALICE, BOB, tempDir } from './helpers.js';
-import { customApp, gate, readAllJobRows, readJobRow, sleep, waitFor } from './worker-test-support.js';
+import { customApp, gates, readAllJobRows, readJobRow, sleep, waitFor } from './worker-test-support.js';
 
 /*
  * Prefer: wait=N over a real socket: GET /jobs/{id} and GET /jobs/{id}/result hold the request
@@ -65,16 +65,7 @@ describe('Prefer: wait=N over a real socket', () => {
    * the job is aborted), "fail" fails permanently, "see-other" ends with seeOther(), anything else
    * builds the demo report.
    */
-  const gates = new Map<string, ReturnType<typeof gate>>();
-  const gateFor = (title: string) => {
-    let entry = gates.get(title);
-    if (!entry) {
-      entry = gate();
-      gates.set(title, entry);
-    }
-    return entry;
-  };
-  const release = (title: string) => gateFor(title).open();
+  const { gateFor, release, openAll } = gates();
   const started: string[] = [];
   const handler: AnyHandler = async (input, context) => {
     const body = input.body as { title: string; rows: number; format?: 'csv' | 'json' };
@@ -100,7 +91,7 @@ describe('Prefer: wait=N over a real socket', () => {
   });
   afterEach(async () => {
     // Let every held handler finish, so no test leaves a job occupying the shared worker.
-    for (const entry of gates.values()) entry.open();
+    openAll();
     for (const app of apps.splice(0)) await app.close();
   });
   afterAll(async () => {

@@ -1,19 +1,9 @@
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ALICE, startDemo, submitReport } from './helpers.js';
+import { ALICE, countRows, startDemo, submitReport } from './helpers.js';
 
 const UNAVAILABLE = 'urn:asyncfirst:problem:store-unavailable';
 const BODY = { title: 'Q3', rows: 5 };
-
-function countRows(dbPath: string): { jobs: number; keys: number } {
-  const db = new Database(dbPath, { readonly: true });
-  try {
-    const count = (table: string) => db.prepare<[], { n: number }>(`SELECT count(*) AS n FROM ${table}`).get()?.n ?? -1;
-    return { jobs: count('jobs'), keys: count('idempotency_keys') };
-  } finally {
-    db.close();
-  }
-}
 
 function expectUnavailable(response: { statusCode: number; headers: Record<string, unknown>; json: <T>() => T }) {
   expect(response.statusCode).toBe(503);

@@ -76,6 +76,26 @@ export function gate(): { promise: Promise<void>; open: () => void } {
   return { promise, open };
 }
 
+/** Gates by name, made on first use: a test's handler waits on one, the test opens it. */
+export function gates(): { gateFor: (name: string) => ReturnType<typeof gate>; release: (name: string) => void; openAll: () => void } {
+  const byName = new Map<string, ReturnType<typeof gate>>();
+  const gateFor = (name: string) => {
+    let entry = byName.get(name);
+    if (!entry) {
+      entry = gate();
+      byName.set(name, entry);
+    }
+    return entry;
+  };
+  return {
+    gateFor,
+    release: (name) => gateFor(name).open(),
+    openAll: () => {
+      for (const entry of byName.values()) entry.open();
+    },
+  };
+}
+
 /**
  * The demo contract served by an app whose createReport job handler is the test's own.
  * Not started: call startBackground() (or nothing, for workerConcurrency 0).
