@@ -55,16 +55,24 @@ export class JobEventStreams {
       woken = true;
       wake?.();
     });
+    // Counted before the first await, so concurrent opens cannot all pass the limit.
+    this.openByPrincipal.set(principal, open + 1);
+    const release = () => {
+      const remaining = (this.openByPrincipal.get(principal) ?? 1) - 1;
+      if (remaining > 0) this.openByPrincipal.set(principal, remaining);
+      else this.openByPrincipal.delete(principal);
+    };
     const first = await this.deps.store.getJobEvents(principal, id, resumeFrom ?? 0).catch((error: unknown) => {
       unwatch();
+      release();
       throw error;
     });
     if (!first) {
       unwatch();
+      release();
       throw notFound(id);
     }
 
-    this.openByPrincipal.set(principal, open + 1);
     reply.hijack();
     const out = reply.raw;
     out.writeHead(200, {
@@ -82,9 +90,7 @@ export class JobEventStreams {
       clearInterval(heartbeat);
       unwatch();
       wake?.();
-      const remaining = (this.openByPrincipal.get(principal) ?? 1) - 1;
-      if (remaining > 0) this.openByPrincipal.set(principal, remaining);
-      else this.openByPrincipal.delete(principal);
+      release();
     };
     this.closers.add(close);
     request.raw.on('close', close);

@@ -52,7 +52,7 @@ export class WebhookDispatcher {
 
   /** Stops claiming and waits for the attempts under way (each is bounded by the timeout). */
   async stop(): Promise<void> {
-    this.loop.stop();
+    await this.loop.stop();
     await Promise.all(this.sending);
   }
 

@@ -8,6 +8,8 @@ export class ClaimLoop<Item> {
   private fillAgain = false;
   private scheduled = false;
   private started = false;
+  /** The fill under way (resolved when none is). */
+  private filled: Promise<void> = Promise.resolve();
   private stopped = false;
   private pollTimer: NodeJS.Timeout | undefined;
 
@@ -45,15 +47,20 @@ export class ClaimLoop<Item> {
     this.scheduled = true;
     setImmediate(() => {
       this.scheduled = false;
+      if (this.stopped) return;
       if (this.filling) this.fillAgain = true;
-      else void this.fill();
+      else this.filled = this.fill();
     });
   }
 
-  /** Stops claiming for good. */
-  stop(): void {
+  /**
+   * Stops claiming for good; resolves once a claim that was under way has returned and its items
+   * have been started, so the caller's view of what runs is complete.
+   */
+  async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.pollTimer);
+    await this.filled;
   }
 
   private async fill(): Promise<void> {

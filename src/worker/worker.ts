@@ -92,7 +92,7 @@ export class Worker {
    * gives their jobs back to the queue (the interrupted attempt is not counted).
    */
   async stop(graceMs: number): Promise<void> {
-    this.loop.stop();
+    await this.loop.stop();
     const settled = Promise.all([...this.running.values()].map((entry) => entry.done));
     let timer: NodeJS.Timeout | undefined;
     const graceOver = new Promise<'timeout'>((resolve) => {

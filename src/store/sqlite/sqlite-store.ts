@@ -241,7 +241,7 @@ export class SqliteStore implements Store {
   retryJob(id: string, fence: number, error: ProblemDetails, runAt: number, now: number): Promise<boolean> {
     return this.write(() => {
       const row = this.sql.retryJob.get(JSON.stringify(error), runAt, now, id, fence);
-      if (!row) return false;
+      if (!row) return this.cancelIfRequested(id, fence, now);
       this.jobsQueuedInGroup = true;
       this.recordChange(row, 'job.queued', now);
       return true;
@@ -251,9 +251,20 @@ export class SqliteStore implements Store {
   releaseJob(id: string, fence: number, now: number): Promise<boolean> {
     return this.write(() => {
       const row = this.sql.releaseJob.get(now, now, id, fence);
-      if (row) this.recordChange(row, 'job.queued', now);
-      return row !== undefined;
+      if (!row) return this.cancelIfRequested(id, fence, now);
+      this.recordChange(row, 'job.queued', now);
+      return true;
     });
+  }
+
+  /**
+   * A job whose cancel was asked (possibly from another process, not yet seen by its worker) is
+   * not put back in the queue: it ends canceled. False when the fence is stale.
+   */
+  private cancelIfRequested(id: string, fence: number, now: number): boolean {
+    const row = this.sql.finishCanceledRequest.get(CANCELED_WHILE_RUNNING, now, now, id, fence);
+    if (row) this.recordChange(row, 'job.canceled', now);
+    return row !== undefined;
   }
 
   claimDeliveries(claim: { owner: string; limit: number; now: number; leaseMs: number }): Promise<WebhookDelivery[]> {

@@ -125,12 +125,17 @@ export function prepareStatements(db: BetterSqlite3.Database) {
     ),
     retryJob: db.prepare<[string, number, number, string, number], JobRow>(
       `UPDATE jobs SET status = 'queued', error = ?, run_at = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
-       WHERE id = ? AND fence = ? AND status = 'running'
+       WHERE id = ? AND fence = ? AND status = 'running' AND cancel_requested = 0
+       RETURNING ${JOB_COLUMNS}`,
+    ),
+    finishCanceledRequest: db.prepare<[string, number, number, string, number], JobRow>(
+      `UPDATE jobs SET status = 'canceled', error = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
+       WHERE id = ? AND fence = ? AND status = 'running' AND cancel_requested = 1
        RETURNING ${JOB_COLUMNS}`,
     ),
     releaseJob: db.prepare<[number, number, string, number], JobRow>(
       `UPDATE jobs SET status = 'queued', attempts = attempts - 1, run_at = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
-       WHERE id = ? AND fence = ? AND status = 'running'
+       WHERE id = ? AND fence = ? AND status = 'running' AND cancel_requested = 0
        RETURNING ${JOB_COLUMNS}`,
     ),
 
