@@ -1,6 +1,7 @@
 import createFetchClient, { type ClientOptions } from 'openapi-fetch';
 import type { OperationResult } from '../handlers.js';
 import type { ProblemDetails } from '../http/problems.js';
+import { JOB_STATES } from '../store/job-states.js';
 import { type RetryOptions, retryingFetch } from './retrying-fetch.js';
 
 export { type RetryOptions, retryingFetch } from './retrying-fetch.js';
@@ -54,7 +55,7 @@ export type WaitResult<Paths, Data> = Data extends { operation: infer OperationI
   ? JobResult<Paths, OperationId>
   : Data;
 
-const JOB_STATUSES = new Set(['queued', 'running', 'succeeded', 'failed', 'canceled']);
+const JOB_STATUSES = new Set<string>(JOB_STATES);
 
 /** A 202 body or a job (rather than an operation's result, which a submission with Prefer: wait may answer). */
 function jobIdOf(data: unknown): string | undefined {

@@ -16,5 +16,5 @@ export const FINISHED_STATES: readonly JobState[] = ['succeeded', 'failed', 'can
 
 /** True when the job has reached a state it never leaves. */
 export function isFinished(state: JobState): boolean {
-  return state === 'succeeded' || state === 'failed' || state === 'canceled';
+  return FINISHED_STATES.includes(state);
 }

@@ -132,10 +132,15 @@ export class Worker {
       if (!operation) throw new PermanentJobError(`no handler is registered for operation "${job.operation}"`);
       const { params, query, body } = JSON.parse(job.input) as { params: unknown; query: unknown; body: unknown };
       const input = { params, query, body };
+      let childLog: FastifyBaseLogger | undefined;
       const context = {
         principal: job.principal,
         signal: entry.controller.signal,
-        log: log.child({ jobId: job.id }),
+        // The child logger is made only for handlers that log: creating one per job costs in the drain loop.
+        get log() {
+          childLog ??= log.child({ jobId: job.id });
+          return childLog;
+        },
         job: { id: job.id, attempt: job.attempts, maxAttempts: job.maxAttempts },
         progress: (percent: number, message?: string) => this.reportProgress(entry, percent, message),
       };
