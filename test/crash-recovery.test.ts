@@ -96,7 +96,8 @@ describe('crash recovery', () => {
           if (killed) return; // answered after the kill was sent: treat as not acknowledged
           expect(response.headers.get('x-job-id')).toBe(body.job_id);
           acknowledged.set(submission.key, { submission, jobId: body.job_id as string });
-          if (acknowledged.size >= KILL_AFTER_ACKS && !killed) {
+          // Kill mid-work: enough acknowledged, and the worker's claim of some job committed (so a lease is left behind).
+          if (acknowledged.size >= KILL_AFTER_ACKS && !killed && readAllJobRows(tmp.dbPath).some((row) => row.status === 'running')) {
             killed = true;
             first.child.kill('SIGKILL');
           }
