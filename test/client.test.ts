@@ -21,7 +21,8 @@ import { customApp, gate, REPO_ROOT, sleep, waitFor } from './worker-test-suppor
 type Report = components['schemas']['Report'];
 type Accepted = components['schemas']['JobAccepted'];
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+// RFC 9562 UUID version 7: a 48-bit millisecond timestamp, then version 7, the variant and random bits.
+const UUID_V7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const KEY_A = { 'X-API-Key': 'key-a' };
 
 const reportFor = (input: unknown): Report => {
@@ -138,7 +139,7 @@ describe('the typed client against a real server', () => {
     return { api, sent };
   }
 
-  it('POST without an Idempotency-Key sends a generated UUID key, the one the server stored', async () => {
+  it('POST without an Idempotency-Key sends a generated time-ordered UUIDv7 key, the one the server stored', async () => {
     const { address, dbPath } = await serve({ config: { workerConcurrency: 0 } });
     const { api, sent } = recordingClient(address);
 
@@ -148,10 +149,12 @@ describe('the typed client against a real server', () => {
     expect(second.response.status).toBe(202);
     const keys = sent.map((request) => request.headers.get('idempotency-key'));
     expect(keys).toHaveLength(2);
-    expect(keys[0]).toMatch(UUID);
-    expect(keys[1]).toMatch(UUID);
+    expect(keys[0]).toMatch(UUID_V7);
+    expect(keys[1]).toMatch(UUID_V7);
     // One key per logical call: two calls are two jobs.
     expect(keys[1]).not.toBe(keys[0]);
+    // Time-ordered: a later call's key sorts after an earlier one's (the server's key index grows at its end).
+    expect((keys[0] as string) < (keys[1] as string)).toBe(true);
     expect(accepted(second.data).job_id).not.toBe(accepted(first.data).job_id);
 
     const rows = storedRows(dbPath);
@@ -281,7 +284,7 @@ describe('the typed client against a real server', () => {
 
     // Both tries reached the server with the same generated key.
     expect(proxy.keys).toHaveLength(2);
-    expect(proxy.keys[0]).toMatch(UUID);
+    expect(proxy.keys[0]).toMatch(UUID_V7);
     expect(proxy.keys[1]).toBe(proxy.keys[0]);
     const rows = storedRows(dbPath);
     expect(rows.jobs).toEqual([{ id: job.job_id }]);
@@ -355,7 +358,7 @@ describe('the client’s retry rules (stub fetch)', () => {
     expect(response.status).toBe(202);
     expect(accepted(data).job_id).toBe('01J0000000000000000000TEST');
     expect(calls).toHaveLength(2);
-    expect(calls[0]?.key).toMatch(UUID);
+    expect(calls[0]?.key).toMatch(UUID_V7);
     expect(calls[1]?.key).toBe(calls[0]?.key);
     // Backoff alone would have waited at most 5 ms.
     expect((calls[1]?.at ?? 0) - (calls[0]?.at ?? 0)).toBeGreaterThanOrEqual(950);

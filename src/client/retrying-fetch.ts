@@ -1,5 +1,5 @@
-import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { v7 as uuidv7 } from 'uuid';
 import { parseRetryAfterMs } from '../retry-after.js';
 
 export interface RetryOptions {
@@ -17,7 +17,8 @@ const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
 
 /**
  * Wraps fetch so that a submission is safe to retry: a POST or PATCH without an Idempotency-Key
- * gets a new UUID key, once per logical call, and every retry of the call reuses it. Requests
+ * gets a new UUIDv7 key, once per logical call (time-ordered, so the server's key index grows at
+ * its end instead of at a random leaf; 74 random bits keep keys unguessable), and every retry of the call reuses it. Requests
  * with a key (or of an idempotent method) are retried on network errors and on 409, 429, 502,
  * 503 and 504, with exponential backoff and jitter, honouring Retry-After, until maxRetries or
  * the request's AbortSignal.
@@ -30,7 +31,7 @@ export function retryingFetch(fetchImpl: (request: Request) => Promise<Response>
     let request = original;
     if ((request.method === 'POST' || request.method === 'PATCH') && !request.headers.has('idempotency-key')) {
       const headers = new Headers(request.headers);
-      headers.set('idempotency-key', randomUUID());
+      headers.set('idempotency-key', uuidv7());
       request = new Request(request, { headers });
     }
     const retriable = request.headers.has('idempotency-key') || SAFE_METHODS.has(request.method);
