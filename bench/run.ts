@@ -132,7 +132,7 @@ async function attempt(part: PartName, run: () => Promise<void>): Promise<void> 
 
 if (parts.includes('acceptance') || parts.includes('replay')) {
   const targets: HttpTarget[] = [];
-  if (parts.includes('acceptance')) targets.push('bare', 'asyncfirst', 'bullmq', 'pgboss');
+  if (parts.includes('acceptance')) targets.push('bare', 'asyncfirst', 'asyncfirst-v7', 'bullmq', 'pgboss');
   if (parts.includes('replay')) targets.push('replay');
   await attempt(parts.includes('acceptance') ? 'acceptance' : 'replay', async () => {
     results.http = await runHttp(context, targets);
@@ -192,7 +192,8 @@ function problems(): string[] {
   }
   if (parts.includes('scale') && results.scale) {
     for (const level of results.scale.levels) {
-      if (!isMeasured(level.accept.rps, true) || !isMeasured(level.get.rps, true)) found.push(`scale ${level.prefilled}: req/s missing`);
+      if (!isMeasured(level.accept.rps, true) || !isMeasured(level.acceptV7.rps, true) || !isMeasured(level.get.rps, true))
+        found.push(`scale ${level.prefilled}: req/s missing`);
       if (!isMeasured(level.accept.p99) || !isMeasured(level.get.p99)) found.push(`scale ${level.prefilled}: latency is not a number`);
       if (!isMeasured(level.bytesPerJob, true)) found.push(`scale ${level.prefilled}: bytes per job missing`);
     }

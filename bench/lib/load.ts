@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import autocannon from 'autocannon';
+import { v7 as uuidv7 } from 'uuid';
 import { BENCH_API_KEY, REPORT_BODY_JSON } from './shared.js';
 
 /** One autocannon run, reduced to what the report needs. */
@@ -54,15 +55,19 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
 
 const JSON_HEADERS = { 'content-type': 'application/json', 'x-api-key': BENCH_API_KEY };
 
-/** POST /reports with a new Idempotency-Key on every request. */
-export function freshKeyRequests(): autocannon.Request[] {
+/**
+ * POST /reports with a new Idempotency-Key on every request: a random UUIDv4 by default, or a
+ * time-ordered UUIDv7 (what asyncfirst's client sends).
+ */
+export function freshKeyRequests(keys: 'uuidv4' | 'uuidv7' = 'uuidv4'): autocannon.Request[] {
+  const newKey = keys === 'uuidv7' ? uuidv7 : randomUUID;
   return [
     {
       method: 'POST',
       path: '/reports',
       headers: JSON_HEADERS,
       body: REPORT_BODY_JSON,
-      setupRequest: (request) => ({ ...request, headers: { ...JSON_HEADERS, 'idempotency-key': randomUUID() } }),
+      setupRequest: (request) => ({ ...request, headers: { ...JSON_HEADERS, 'idempotency-key': newKey() } }),
     },
   ];
 }

@@ -57,9 +57,10 @@ export function judgeGoals(results: BenchResults): Goal[] {
     if (!(accept.ratio >= 0.8)) misses.push(`req/s at ${x(accept.ratio)}, ${x(0.8 - accept.ratio)} short of 0.8x`);
     if (!(accept.p99Ratio <= 2)) misses.push(`p99 at ${x(accept.p99Ratio)}, ${x(accept.p99Ratio - 2)} over 2x`);
     if (errors > 0) misses.push(`${errors} errors`);
+    const v7 = httpRow(results, 'asyncfirst-v7');
     goals.push({
       goal: 'Acceptance ≥ 0.8x bare Fastify req/s, p99 ≤ 2x bare, no errors',
-      measured: `${x(accept.ratio)} req/s, p99 ${x(accept.p99Ratio)} (${ms(accept.p99)} vs ${ms(accept.p99 / accept.p99Ratio)}), ${errors} errors`,
+      measured: `${x(accept.ratio)} req/s, p99 ${x(accept.p99Ratio)} (${ms(accept.p99)} vs ${ms(accept.p99 / accept.p99Ratio)}), ${errors} errors (random UUIDv4 keys)${v7 ? `; with UUIDv7 keys ${x(v7.ratio)} req/s, p99 ${x(v7.p99Ratio)}, ${v7.errors + v7.non2xx} errors` : ''}`,
       status: misses.length ? 'missed' : 'met',
       ...(misses.length ? { by: misses.join('; ') } : {}),
     });
@@ -117,7 +118,7 @@ export function judgeGoals(results: BenchResults): Goal[] {
     const worst = Math.min(million.ratio, bestRatio);
     goals.push({
       goal: 'Acceptance at 1,000,000 jobs within 10% of an empty file',
-      measured: `${x(million.ratio)} of the empty file's req/s on medians (${formatInt(million.accept.rps)} vs ${formatInt(million.accept.rps / million.ratio)}), ${x(bestRatio)} on the best of ${million.acceptRuns.length} rounds`,
+      measured: `${x(million.ratio)} of the empty file's req/s on medians (${formatInt(million.accept.rps)} vs ${formatInt(million.accept.rps / million.ratio)}), ${x(bestRatio)} on the best of ${million.acceptRuns.length} rounds (random UUIDv4 keys); with UUIDv7 keys ${x(million.ratioV7)} on medians (${formatInt(million.acceptV7.rps)} vs ${formatInt(million.acceptV7.rps / million.ratioV7)})`,
       status: medianMet && bestMet ? 'met' : medianMet !== bestMet ? 'inconclusive' : 'missed',
       ...(medianMet && bestMet ? {} : { by: `${formatFixed(100 * (0.9 - worst), 1)} points below 90% (${medianMet ? 'best of rounds' : 'medians'})` }),
     });
@@ -245,7 +246,7 @@ export function chartSvg(results: BenchResults): string {
       label: row.label,
       value: row.skipped ? undefined : row.rps,
       ...(row.skipped ? { note: `skipped: ${row.skipped.slice(0, 70)}` } : {}),
-      highlight: row.target === 'asyncfirst' || row.target === 'replay',
+      highlight: row.target === 'asyncfirst' || row.target === 'asyncfirst-v7' || row.target === 'replay',
       ...(row.target !== row.baseline && !row.skipped
         ? { detail: `${x(row.ratio)} ${HTTP_LABELS[row.baseline]} · p99 ${ms(row.p99)}` }
         : { detail: `p99 ${ms(row.p99)}` }),
@@ -353,7 +354,7 @@ export function markdown(results: BenchResults, chartFile: string | undefined): 
       '',
     );
     out.push(
-      '- **bare Fastify**: the same route, JSON schema, API-key check and 202 answer, storing nothing. **asyncfirst**: the demo service (`createDemo`), worker off (`WORKER_CONCURRENCY=0`). **asyncfirst replay**: one Idempotency-Key sent again and again (every answer is the stored 202 with `Idempotent-Replayed: true`). **bare Fastify, one key**: bare Fastify sent that same fixed request, the baseline for replay: a new key per request costs autocannon a `setupRequest()` and a rebuilt request each time (about a quarter more of the load generator’s CPU on this machine), so the fixed request is cheaper to send and the comparison must use it on both sides. **Fastify + BullMQ**: the bare route plus `queue.add()`. **Fastify + pg-boss**: the bare route plus `boss.send()`.',
+      '- **bare Fastify**: the same route, JSON schema, API-key check and 202 answer, storing nothing. **asyncfirst**: the demo service (`createDemo`), worker off (`WORKER_CONCURRENCY=0`), sent a random UUIDv4 key per request. **asyncfirst, UUIDv7 keys**: the same, sent a time-ordered UUIDv7 key per request, as asyncfirst’s client does: the key index then grows at its end instead of dirtying a random leaf page per request. **asyncfirst replay**: one Idempotency-Key sent again and again (every answer is the stored 202 with `Idempotent-Replayed: true`). **bare Fastify, one key**: bare Fastify sent that same fixed request, the baseline for replay: a new key per request costs autocannon a `setupRequest()` and a rebuilt request each time (about a quarter more of the load generator’s CPU on this machine), so the fixed request is cheaper to send and the comparison must use it on both sides. **Fastify + BullMQ**: the bare route plus `queue.add()`. **Fastify + pg-boss**: the bare route plus `boss.send()`.',
       '',
     );
   }
@@ -426,16 +427,18 @@ export function markdown(results: BenchResults, chartFile: string | undefined): 
     const scale = results.scale;
     out.push('## Scale', '');
     out.push(
-      `The acceptance run (${scale.connections} connections, ${scale.durationS} s after a warm-up), then GET /jobs/{id} for random stored jobs, against files prefilled with finished jobs and their idempotency records (one transaction of INSERTs, synchronous=OFF for the prefill only, then flushed to disk). Each turn starts a server on a fresh copy of the prefilled file; the sizes take turns for ${scale.rounds} round(s), each round starting at the next size, and the median is shown. Bytes per job = (file + WAL) / jobs after a turn.`,
+      `The acceptance run (${scale.connections} connections, ${scale.durationS} s after a warm-up), then GET /jobs/{id} for random stored jobs, against files prefilled with finished jobs and their idempotency records (one transaction of INSERTs, synchronous=OFF for the prefill only, then flushed to disk). Each turn starts a server on a fresh copy of the prefilled file; the sizes take turns for ${scale.rounds} round(s), each round starting at the next size, and the median is shown. Bytes per job = (file + WAL) / jobs after a turn. Each turn runs the acceptance load with random UUIDv4 keys, then again with time-ordered UUIDv7 keys (what asyncfirst's client sends); the prefilled records have v4 keys.`,
       '',
     );
     out.push(
       table(
         [
           'Jobs in the file',
-          'POST req/s',
+          'POST req/s (v4 keys)',
           'vs empty',
           'Each round',
+          'POST req/s (v7 keys)',
+          'vs empty (v7)',
           'POST p50',
           'POST p99',
           'GET req/s',
@@ -451,6 +454,8 @@ export function markdown(results: BenchResults, chartFile: string | undefined): 
           formatInt(level.accept.rps),
           x(level.ratio),
           `${level.acceptRuns.map((rps) => formatInt(rps)).join(', ')} (best ${x(Math.max(...level.acceptRuns) / Math.max(...(scale.levels.find((candidate) => candidate.prefilled === 0)?.acceptRuns ?? [Number.NaN])))} of the empty file's best)`,
+          formatInt(level.acceptV7.rps),
+          x(level.ratioV7),
           ms(level.accept.p50),
           ms(level.accept.p99),
           formatInt(level.get.rps),

@@ -16,12 +16,13 @@ import { median } from '../lib/stats.js';
  * quarter more of its CPU here), so the two request patterns are not equally cheap to send.
  */
 
-export type HttpTarget = 'bare' | 'bare-same' | 'asyncfirst' | 'replay' | 'bullmq' | 'pgboss';
+export type HttpTarget = 'bare' | 'bare-same' | 'asyncfirst' | 'asyncfirst-v7' | 'replay' | 'bullmq' | 'pgboss';
 
 export const HTTP_LABELS: Record<HttpTarget, string> = {
   bare: 'bare Fastify',
   'bare-same': 'bare Fastify, one key',
   asyncfirst: 'asyncfirst',
+  'asyncfirst-v7': 'asyncfirst, UUIDv7 keys',
   replay: 'asyncfirst replay',
   bullmq: 'Fastify + BullMQ',
   pgboss: 'Fastify + pg-boss',
@@ -55,10 +56,10 @@ export interface HttpPart {
   rows: HttpRow[];
 }
 
-const ORDER: HttpTarget[] = ['bare', 'asyncfirst', 'bare-same', 'replay', 'bullmq', 'pgboss'];
+const ORDER: HttpTarget[] = ['bare', 'asyncfirst', 'asyncfirst-v7', 'bare-same', 'replay', 'bullmq', 'pgboss'];
 
 async function startTarget(context: BenchContext, target: HttpTarget): Promise<{ child: BenchChild; url: string; cleanup(): void }> {
-  if (target === 'asyncfirst' || target === 'replay') {
+  if (target === 'asyncfirst' || target === 'asyncfirst-v7' || target === 'replay') {
     const database = freshDatabase(context, target);
     try {
       const { child, url } = await startServer('bench/servers/asyncfirst.ts', {
@@ -100,7 +101,7 @@ export async function runHttp(context: BenchContext, wanted: HttpTarget[]): Prom
         throw error;
       }
       try {
-        let requests = freshKeyRequests();
+        let requests = freshKeyRequests(target === 'asyncfirst-v7' ? 'uuidv7' : 'uuidv4');
         if (target === 'replay' || target === 'bare-same') {
           const key = `replay-${randomUUID()}`;
           const status = await postReport(started.url, key);

@@ -13,7 +13,8 @@ import { median } from '../lib/stats.js';
  * Each size is prefilled once; every turn copies it afresh (and flushes the copy to disk, so
  * write-back of the copy does not compete with the measured fsyncs), and the sizes take turns
  * for several rounds like the acceptance targets, each round starting at the next size. Bytes on disk per job = (file + WAL) / jobs
- * after a turn.
+ * after a turn. Each turn runs the acceptance load twice, with random UUIDv4 keys and then with
+ * time-ordered UUIDv7 keys (what asyncfirst's client sends); the prefilled records have v4 keys.
  */
 
 export interface ScaleLevel {
@@ -24,11 +25,15 @@ export interface ScaleLevel {
   accept: LoadResult;
   get: LoadResult;
   acceptRuns: number[];
+  /** The same with UUIDv7 keys. */
+  acceptV7: LoadResult;
+  acceptV7Runs: number[];
   jobsAfter: number;
   bytesAfter: number;
   bytesPerJob: number;
-  /** Acceptance req/s over the empty file's. */
+  /** Acceptance req/s over the empty file's (medians), for v4 and for v7 keys. */
   ratio: number;
+  ratioV7: number;
 }
 
 export interface ScalePart {
@@ -77,6 +82,7 @@ export async function runScale(context: BenchContext): Promise<ScalePart> {
       if (size > 0) context.log(`[scale] ${formatInt(size)} jobs prefilled in ${prefillSeconds.toFixed(1)} s (${formatInt(bytes / size)} bytes/job)`);
     }
     const accepts = new Map<number, LoadResult[]>(sizes.map((size) => [size, []]));
+    const acceptsV7 = new Map<number, LoadResult[]>(sizes.map((size) => [size, []]));
     const gets = new Map<number, LoadResult[]>(sizes.map((size) => [size, []]));
     const after = new Map<number, { jobs: number; bytes: number }>();
     for (let round = 1; round <= rounds; round++) {
@@ -91,17 +97,20 @@ export async function runScale(context: BenchContext): Promise<ScalePart> {
           });
           try {
             await runLoad({ url, requests: freshKeyRequests(), durationS: warmupS, connections });
-            const accept = await runLoad({ url, requests: freshKeyRequests(), durationS, connections });
+            const accept = await runLoad({ url, requests: freshKeyRequests('uuidv4'), durationS, connections });
+            await runLoad({ url, requests: freshKeyRequests('uuidv7'), durationS: warmupS, connections });
+            const acceptV7 = await runLoad({ url, requests: freshKeyRequests('uuidv7'), durationS, connections });
             const ids = sampleJobIds(work.dbPath, 2000);
             if (ids.length === 0) throw new Error('no job to GET');
             await runLoad({ url, requests: getJobRequests(ids), durationS: warmupS, connections });
             const get = await runLoad({ url, requests: getJobRequests(ids), durationS: getDurationS, connections });
             accepts.get(level.size)?.push(accept);
+            acceptsV7.get(level.size)?.push(acceptV7);
             gets.get(level.size)?.push(get);
             const stats = fileStats(work.dbPath);
             after.set(level.size, stats);
             context.log(
-              `[scale] round ${round}/${rounds} ${formatInt(level.size).padStart(9)} jobs: POST ${formatInt(accept.rps)} req/s p99 ${formatFixed(accept.p99, 0)} ms, GET ${formatInt(get.rps)} req/s p50 ${formatFixed(get.p50, 0)} ms p99 ${formatFixed(get.p99, 0)} ms, ${formatInt(stats.bytes / Math.max(1, stats.jobs))} bytes/job`,
+              `[scale] round ${round}/${rounds} ${formatInt(level.size).padStart(9)} jobs: POST ${formatInt(accept.rps)} req/s p99 ${formatFixed(accept.p99, 0)} ms (UUIDv7 keys ${formatInt(acceptV7.rps)} req/s), GET ${formatInt(get.rps)} req/s p50 ${formatFixed(get.p50, 0)} ms p99 ${formatFixed(get.p99, 0)} ms, ${formatInt(stats.bytes / Math.max(1, stats.jobs))} bytes/job`,
             );
           } finally {
             await child.stop();
@@ -113,6 +122,7 @@ export async function runScale(context: BenchContext): Promise<ScalePart> {
     }
     const levels: ScaleLevel[] = prepared.map((level) => {
       const acceptRuns = accepts.get(level.size) ?? [];
+      const acceptV7Runs = acceptsV7.get(level.size) ?? [];
       const stats = after.get(level.size) ?? { jobs: 0, bytes: 0 };
       return {
         prefilled: level.size,
@@ -121,15 +131,22 @@ export async function runScale(context: BenchContext): Promise<ScalePart> {
         accept: medianRun(acceptRuns),
         get: medianRun(gets.get(level.size) ?? []),
         acceptRuns: acceptRuns.map((run) => run.rps),
+        acceptV7: medianRun(acceptV7Runs),
+        acceptV7Runs: acceptV7Runs.map((run) => run.rps),
         jobsAfter: stats.jobs,
         bytesAfter: stats.bytes,
         bytesPerJob: stats.bytes / Math.max(1, stats.jobs),
         ratio: Number.NaN,
+        ratioV7: Number.NaN,
       };
     });
     const empty = levels.find((level) => level.prefilled === 0);
     const emptyRps = empty ? median(empty.acceptRuns) : Number.NaN;
-    for (const level of levels) level.ratio = median(level.acceptRuns) / emptyRps;
+    const emptyV7Rps = empty ? median(empty.acceptV7Runs) : Number.NaN;
+    for (const level of levels) {
+      level.ratio = median(level.acceptRuns) / emptyRps;
+      level.ratioV7 = median(level.acceptV7Runs) / emptyV7Rps;
+    }
     return { rounds, durationS, connections, levels };
   } finally {
     pristine.cleanup();
