@@ -201,7 +201,10 @@ function problems(): string[] {
   if (parts.includes('rss') && results.rss) {
     if (results.rss.samples.length < 2 || !isMeasured(results.rss.end, true)) found.push('rss: fewer than two samples');
   }
-  if (parts.includes('profile') && results.profile && results.profile.summary.functions.length === 0) found.push('profile: no samples');
+  if (parts.includes('profile') && results.profile) {
+    for (const run of results.profile.runs) if (run.summary.functions.length === 0) found.push(`profile ${run.name}: no samples`);
+    if (results.profile.runs.length < 3) found.push(`profile: ${results.profile.runs.length} of 3 profiles`);
+  }
   return found;
 }
 

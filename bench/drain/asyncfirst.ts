@@ -10,7 +10,7 @@ import { demoSecurity, parseApiKeys } from '../../src/demo/service.js';
 import type { Handlers } from '../../src/handlers.js';
 import { fingerprintRequest } from '../../src/idempotency/fingerprint.js';
 import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js';
-import { announce, argNumber, argValue, exitWithParent } from '../lib/child-side.js';
+import { announce, argNumber, argValue, cpuProfiler, exitWithParent } from '../lib/child-side.js';
 import { BENCH_API_KEYS, BENCH_PRINCIPAL, CONTRACT_PATH, noopReport, REPORT_BODY } from '../lib/shared.js';
 
 exitWithParent();
@@ -19,6 +19,9 @@ const concurrency = argNumber('concurrency', 8);
 const timeoutMs = argNumber('timeout', 120) * 1000;
 const dir = mkdtempSync(join(argValue('dir', tmpdir()), 'asyncfirst-bench-drain-'));
 const dbPath = join(dir, 'drain.db');
+// --profile=<file>: a CPU profile of the drain alone (not the fill), written to that file.
+const profileFile = argValue('profile', '');
+const profiler = cpuProfiler();
 
 try {
   // Fill through a store of its own: an app's store wakes the app's worker on every commit.
@@ -72,6 +75,7 @@ try {
   const succeeded = reader.prepare<[], { n: number }>(`SELECT count(*) AS n FROM jobs WHERE status = 'succeeded'`);
   const countSucceeded = () => succeeded.get()?.n ?? 0;
 
+  if (profileFile) await profiler.start();
   const start = performance.now();
   const deadline = Date.now() + timeoutMs;
   app.startBackground();
@@ -83,6 +87,7 @@ try {
     drained = countSucceeded();
   }
   const seconds = (performance.now() - start) / 1000;
+  if (profileFile) await profiler.stop(profileFile);
   reader.close();
   await app.close();
   announce({

@@ -1,3 +1,5 @@
+import { writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
 import { createInterface } from 'node:readline';
 
 /*
@@ -84,4 +86,34 @@ export function argNumber(name: string, fallback: number): number {
 /** The resident set size of this process, in bytes. */
 export function rss(): number {
   return process.memoryUsage.rss();
+}
+
+/**
+ * A CPU profile of a chosen window of this process, through node:inspector: the same sampler
+ * (1 ms interval) as `node --cpu-prof`, without the start-up.
+ */
+export function cpuProfiler(): { start(): Promise<true>; stop(file: string): Promise<string> } {
+  let session: Session | undefined;
+  const post = (method: string, params?: object): Promise<unknown> =>
+    new Promise((resolve, reject) => {
+      session?.post(method, params ?? {}, (error: Error | null, result?: unknown) => (error ? reject(error) : resolve(result)));
+    });
+  return {
+    async start() {
+      session = new Session();
+      session.connect();
+      await post('Profiler.enable');
+      await post('Profiler.setSamplingInterval', { interval: 1000 }); // µs, as node --cpu-prof
+      await post('Profiler.start');
+      return true;
+    },
+    async stop(file) {
+      if (!session) throw new Error('no profile is running');
+      const { profile } = (await post('Profiler.stop')) as { profile: unknown };
+      session.disconnect();
+      session = undefined;
+      writeFileSync(file, JSON.stringify(profile));
+      return file;
+    },
+  };
 }

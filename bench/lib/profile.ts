@@ -25,7 +25,15 @@ export interface ProfileSummary {
   busiestWithCallers: ProfileEntry[];
   /** Inclusive time (self + callees) of asyncfirst's own functions (src/). */
   srcInclusive: ProfileEntry[];
+  /**
+   * Self time of better-sqlite3's native statement calls (run, get, all, …), by the nearest
+   * named JavaScript caller: `sqliteTransaction` is the BEGIN and COMMIT (with its WAL writes,
+   * fsync and checkpoints) of a group; the store's named write closures are its statements.
+   */
+  sqliteByCaller: ProfileEntry[];
 }
+
+const STATEMENT_METHODS = new Set(['run', 'get', 'all', 'iterate', 'exec', 'pragma']);
 
 function place(url: string): string {
   if (url === '') return '(native, GC, idle)';
@@ -132,6 +140,21 @@ export function summarizeProfile(file: string, top = 25): ProfileSummary {
       }
     }
   }
+  const sqlite = new Map<string, number>();
+  for (const [id, us] of self) {
+    const node = byId.get(id);
+    if (node?.callFrame.url !== '' || !STATEMENT_METHODS.has(node.callFrame.functionName)) continue;
+    let caller = '(no named caller)';
+    for (let current = parent.get(id); current !== undefined; current = parent.get(current)) {
+      const frame = byId.get(current)?.callFrame;
+      if (frame?.functionName) {
+        caller = frame.functionName === 'sqliteTransaction' ? 'BEGIN/COMMIT of a group (sqliteTransaction)' : frameLabel(frame);
+        break;
+      }
+    }
+    const label = `${node.callFrame.functionName} ← ${caller}`;
+    sqlite.set(label, (sqlite.get(label) ?? 0) + us);
+  }
   const ranked = (map: Map<string, number>, count = top) =>
     [...map.entries()]
       .sort((a, b) => b[1] - a[1])
@@ -143,5 +166,6 @@ export function summarizeProfile(file: string, top = 25): ProfileSummary {
     modules: ranked(modules),
     busiestWithCallers: ranked(withCallers, 12),
     srcInclusive: ranked(inclusive),
+    sqliteByCaller: ranked(sqlite, 12),
   };
 }

@@ -2,12 +2,13 @@ import { relative } from 'node:path';
 import type { DrainPart } from '../parts/drain.js';
 import { HTTP_LABELS, type HttpPart, type HttpRow } from '../parts/http.js';
 import type { LatencyPart } from '../parts/latency.js';
-import type { ProfilePart } from '../parts/profile.js';
+import type { ProfilePart, ProfileRun } from '../parts/profile.js';
 import type { RssPart } from '../parts/rss.js';
 import type { ScalePart } from '../parts/scale.js';
 import { type Bar, type Panel, renderChart } from './chart.js';
 import { formatFixed, formatInt } from './context.js';
 import type { MachineInfo } from './machine.js';
+import type { ProfileSummary } from './profile.js';
 import { REPO_ROOT } from './shared.js';
 
 export const PART_NAMES = ['acceptance', 'replay', 'drain', 'latency', 'scale', 'rss', 'profile'] as const;
@@ -219,19 +220,9 @@ export function consoleTable(results: BenchResults): string {
       '',
       `start ${formatFixed(rss.start / MiB, 1)} / warm ${formatFixed(rss.afterWarmup / MiB, 1)} / end ${formatFixed(rss.end / MiB, 1)} MiB, ${formatFixed(rss.slopeMiBPerMin, 2)} MiB/min`,
     ]);
-  const profile = results.profile;
-  if (profile) {
-    const top = profile.summary.functions[0];
-    rows.push([
-      'profile',
-      'asyncfirst accept',
-      `${formatInt(profile.load.rps)} req/s`,
-      '',
-      '',
-      '',
-      '',
-      top ? `top: ${formatFixed(top.percent, 1)}% ${top.name}` : '',
-    ]);
+  for (const run of results.profile?.runs ?? []) {
+    const top = run.summary.functions[0];
+    rows.push(['profile', `asyncfirst ${run.name}`, run.throughput, '', '', '', '', top ? `top: ${formatFixed(top.percent, 1)}% ${top.name}` : '']);
   }
   const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)));
   const line = (cells: string[]) => cells.map((cell, column) => cell.padEnd(widths[column] ?? 0)).join('  ');
@@ -499,40 +490,8 @@ export function markdown(results: BenchResults, chartFile: string | undefined): 
   }
 
   if (results.profile) {
-    const profile = results.profile;
-    out.push('## Where asyncfirst spends its acceptance time', '');
-    out.push(
-      `A V8 CPU profile of the asyncfirst child (worker off) during ${profile.durationS} s of the acceptance load, after a warm-up (${formatInt(profile.load.rps)} req/s while profiled). The sampler is the one behind \`node --cpu-prof\` (1 ms interval), driven through node:inspector so that start-up is left out. Self time unless said otherwise; "(idle)" is time the main thread waited for I/O; "(native)" frames are C++ called from JavaScript (better-sqlite3's \`run\` includes the COMMIT and its fsync).${profile.file ? ` The profile is kept in \`${relative(REPO_ROOT, profile.file)}\` (git-ignored; open it in Chrome DevTools or speedscope).` : ''}`,
-      '',
-    );
-    out.push(
-      table(
-        ['Where', 'Self time'],
-        profile.summary.modules.slice(0, 12).map((entry) => [entry.name, `${formatFixed(entry.percent, 1)}%`]),
-      ),
-      '',
-    );
-    out.push(
-      table(
-        ['Function', 'Self time'],
-        profile.summary.functions.slice(0, 20).map((entry) => [entry.name, `${formatFixed(entry.percent, 1)}%`]),
-      ),
-      '',
-    );
-    out.push(
-      table(
-        ['Busiest frames, by caller', 'Self time'],
-        profile.summary.busiestWithCallers.map((entry) => [entry.name, `${formatFixed(entry.percent, 1)}%`]),
-      ),
-      '',
-    );
-    out.push(
-      table(
-        ["asyncfirst's functions (src/), inclusive of what they call", 'Total time'],
-        profile.summary.srcInclusive.slice(0, 15).map((entry) => [entry.name, `${formatFixed(entry.percent, 1)}%`]),
-      ),
-      '',
-    );
+    out.push(...boundsSection(results), '');
+    for (const run of results.profile.runs) out.push(...profileSection(run), '');
   }
 
   if (results.failures.length) {
@@ -541,4 +500,68 @@ export function markdown(results: BenchResults, chartFile: string | undefined): 
     out.push('');
   }
   return `${out.join('\n').trimEnd()}\n`;
+}
+
+function profileTitle(run: ProfileRun): string {
+  if (run.name === 'drain') return 'Where asyncfirst spends its drain time';
+  return run.prefilled
+    ? `Where asyncfirst spends its acceptance time with ${formatInt(run.prefilled)} jobs in the file`
+    : 'Where asyncfirst spends its acceptance time';
+}
+
+/** Share of the profile (0..100) in better-sqlite3 calls whose caller label matches. */
+function sqliteShare(run: ProfileRun | undefined, commit: boolean): number {
+  if (!run) return Number.NaN;
+  return run.summary.sqliteByCaller.filter((entry) => entry.name.includes('BEGIN/COMMIT') === commit).reduce((sum, entry) => sum + entry.percent, 0);
+}
+
+function functionShare(run: ProfileRun | undefined, name: string): number {
+  return run?.summary.functions.find((entry) => entry.name === name)?.percent ?? 0;
+}
+
+/** What bounds each goal this run missed, in the profiles' numbers. */
+function boundsSection(results: BenchResults): string[] {
+  const runs = results.profile?.runs ?? [];
+  const find = (name: ProfileRun['name']) => runs.find((run) => run.name === name);
+  const pct = (value: number) => `${formatFixed(value, 1)}%`;
+  const out = ['## What bounds the missed goals', ''];
+  const accept = find('acceptance');
+  const million = find('acceptance-1m');
+  const drain = find('drain');
+  const v7 = httpRow(results, 'asyncfirst-v7');
+  const v4 = httpRow(results, 'asyncfirst');
+  if (accept) {
+    out.push(
+      `- **Acceptance.** Profiled at ${accept.throughput}, the main thread spent ${pct(sqliteShare(accept, true))} in the BEGIN/COMMIT of the groups (better-sqlite3's \`run\` from \`sqliteTransaction\`: writing the group's pages to the WAL, the fsync, and every ~1,000 pages a checkpoint that copies them into the database file) and ${pct(sqliteShare(accept, false))} in the statements themselves; ${pct(functionShare(accept, '(idle)'))} was idle. The bare route does none of this work, and the load generator shares the machine's cores. Each request adds an idempotency record whose key is random, so every insert dirties a different leaf page of the key index, and the COMMIT writes (and the checkpoint later rewrites) one 4 KiB page per request instead of a shared tail page.${v7 && v4 ? ` Sent time-ordered UUIDv7 keys, the same server answered ${formatInt(v7.rps)} req/s (${x(v7.ratio)} of bare Fastify) against ${formatInt(v4.rps)} (${x(v4.ratio)}) with random keys.` : ''} (Tried outside this run and not kept, see the README: moving the fsync off the main thread — synchronous=NORMAL, then fdatasync of the WAL on the thread pool before answering — did not raise req/s, because smaller groups then wrote more pages per request.)`,
+    );
+  }
+  if (million && accept) {
+    out.push(
+      `- **Acceptance at ${formatInt(million.prefilled)} jobs.** Profiled at ${million.throughput} (empty file: ${accept.throughput}), BEGIN/COMMIT took ${pct(sqliteShare(million, true))} of the main thread (empty file: ${pct(sqliteShare(accept, true))}) and the statements ${pct(sqliteShare(million, false))} (${pct(sqliteShare(accept, false))}). With ${formatInt(million.prefilled)} random keys the key index has about ${formatInt((million.prefilled ?? 0) / 21)} leaves (about 21 keys per 4 KiB leaf page in the prefilled file, by SQLite's dbstat): almost every insert reads a leaf that is not in SQLite's page cache, and the checkpoints write those scattered pages back into a file of several hundred MiB. (Tried outside this run and not kept: a 256 MiB page cache was slower, because SQLite scans its page cache at the end of each write transaction.) With time-ordered keys the index grows at its end, which the scale table's UUIDv7 column shows.`,
+    );
+  }
+  if (drain) {
+    out.push(
+      `- **Drain.** Profiled at ${drain.throughput}: better-sqlite3 statements ${pct(sqliteShare(drain, false))}, BEGIN/COMMIT ${pct(sqliteShare(drain, true))}, garbage collection ${pct(functionShare(drain, '(garbage collector)'))}, idle ${pct(functionShare(drain, '(idle)'))}; the rest is the worker's JavaScript (promises, the result check, JSON). Each job costs a claim UPDATE and a finish UPDATE on the jobs table (with their partial indexes) and two event-log INSERTs carrying the job's snapshot, durably committed; BullMQ moves a job with a Lua script in Redis's memory, without fsync.`,
+    );
+  }
+  return out;
+}
+
+function profileSection(run: ProfileRun): string[] {
+  const rowsOf = (entries: ProfileSummary['functions'], count: number) =>
+    entries.slice(0, count).map((entry) => [entry.name, `${formatFixed(entry.percent, 1)}%`]);
+  return [
+    `## ${profileTitle(run)}`,
+    '',
+    `A V8 CPU profile of ${run.what} (${run.throughput} while profiled). The sampler is the one behind \`node --cpu-prof\` (1 ms interval), driven through node:inspector so that start-up is left out. Self time unless said otherwise; "(idle)" is time the main thread waited for I/O; "(native)" frames are C++ called from JavaScript (better-sqlite3's \`run\` includes the COMMIT and its fsync).${run.file ? ` The profile is kept in \`${relative(REPO_ROOT, run.file)}\` (git-ignored; open it in Chrome DevTools or speedscope).` : ''}`,
+    '',
+    table(['Where', 'Self time'], rowsOf(run.summary.modules, 10)),
+    '',
+    table(['Function', 'Self time'], rowsOf(run.summary.functions, 15)),
+    '',
+    table(['better-sqlite3 calls, by their nearest named caller', 'Self time'], rowsOf(run.summary.sqliteByCaller, 10)),
+    '',
+    table(["asyncfirst's functions (src/), inclusive of what they call", 'Total time'], rowsOf(run.summary.srcInclusive, 12)),
+  ];
 }

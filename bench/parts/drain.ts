@@ -42,7 +42,7 @@ interface Plan {
 }
 
 function plans(quick: boolean): Plan[][] {
-  const concurrency = quick ? [8] : [8, 32, 64];
+  const concurrency = quick ? [8] : [16, 64, 256];
   const pgboss = quick
     ? [{ workers: 4, batch: 100 }]
     : [

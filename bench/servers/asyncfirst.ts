@@ -1,17 +1,9 @@
-// asyncfirst as a server child.
-//   BENCH_MODE=demo     the demo service (createDemo), worker concurrency BENCH_WORKER_CONCURRENCY (default 0: no worker)
-//   BENCH_MODE=latency  the demo contract with a no-op createReport that records when each job's handler starts,
-//                       and an onResponse hook that records when each 202 was sent; the "latency" command reports
-//                       the distribution of (handler start - 202 sent) and (handler start - request arrival).
-// BENCH_DB is the SQLite file (the parent creates and removes its folder).
-import { writeFileSync } from 'node:fs';
-import { Session } from 'node:inspector';
 import type { FastifyRequest } from 'fastify';
 import type { operations } from '../../generated/api.js';
 import { type AsyncFirstApp, createAsyncFirst } from '../../src/app.js';
 import { createDemo, demoSecurity, parseApiKeys } from '../../src/demo/service.js';
 import type { Handlers } from '../../src/handlers.js';
-import { announce, rss, serveParent } from '../lib/child-side.js';
+import { announce, cpuProfiler, rss, serveParent } from '../lib/child-side.js';
 import { BENCH_API_KEYS, CONTRACT_PATH, noopReport } from '../lib/shared.js';
 import { summarize } from '../lib/stats.js';
 
@@ -86,28 +78,11 @@ function latency() {
 }
 
 // CPU profile of a chosen window (the parent starts it after warm-up): like --cpu-prof, without the start-up.
-let session: Session | undefined;
-function post(method: string, params?: object): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    session?.post(method, params ?? {}, (error: Error | null, result?: unknown) => (error ? reject(error) : resolve(result)));
-  });
-}
-async function startProfile() {
-  session = new Session();
-  session.connect();
-  await post('Profiler.enable');
-  await post('Profiler.setSamplingInterval', { interval: 1000 }); // µs, as node --cpu-prof
-  await post('Profiler.start');
-  return true;
-}
-async function stopProfile() {
+const profiler = cpuProfiler();
+function stopProfile() {
   const file = process.env.BENCH_PROFILE_FILE;
-  if (!session || !file) throw new Error('no profile is running, or BENCH_PROFILE_FILE is unset');
-  const { profile } = (await post('Profiler.stop')) as { profile: unknown };
-  session.disconnect();
-  session = undefined;
-  writeFileSync(file, JSON.stringify(profile));
-  return file;
+  if (!file) throw new Error('BENCH_PROFILE_FILE is unset');
+  return profiler.stop(file);
 }
 
 const url = await app.listen();
@@ -118,5 +93,5 @@ function reset() {
   return true;
 }
 
-serveParent({ rss, latency, reset, 'profile-start': startProfile, 'profile-stop': stopProfile }, () => app.close());
+serveParent({ rss, latency, reset, 'profile-start': () => profiler.start(), 'profile-stop': stopProfile }, () => app.close());
 announce({ url, pid: process.pid });

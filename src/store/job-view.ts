@@ -1,6 +1,21 @@
 import { isFinished } from './job-states.js';
 import type { JobRecord, WebhookDelivery } from './store.js';
 
+/**
+ * ISO 8601 text of a millisecond timestamp. The jobs of one commit share their times, so recent
+ * conversions are kept (toISOString was over half the time of building a snapshot).
+ */
+const isoTexts = new Map<number, string>();
+function isoTime(ms: number): string {
+  let text = isoTexts.get(ms);
+  if (text === undefined) {
+    if (isoTexts.size >= 256) isoTexts.clear();
+    text = new Date(ms).toISOString();
+    isoTexts.set(ms, text);
+  }
+  return text;
+}
+
 /** Seconds a client should wait before polling an unfinished job again. */
 export const POLL_AFTER_SECONDS = 1;
 
@@ -15,12 +30,12 @@ export function jobBody(job: JobRecord): string {
     status: job.status,
     attempts: job.attempts,
     maxAttempts: job.maxAttempts,
-    createdAt: new Date(job.createdAt).toISOString(),
-    updatedAt: new Date(job.updatedAt).toISOString(),
+    createdAt: isoTime(job.createdAt),
+    updatedAt: isoTime(job.updatedAt),
   };
   if (job.cancelRequested && !isFinished(job.status)) view.cancelRequested = true;
-  if (job.status === 'queued') view.nextAttemptAt = new Date(job.runAt).toISOString();
-  if (job.finishedAt !== undefined) view.finishedAt = new Date(job.finishedAt).toISOString();
+  if (job.status === 'queued') view.nextAttemptAt = isoTime(job.runAt);
+  if (job.finishedAt !== undefined) view.finishedAt = isoTime(job.finishedAt);
   if (job.progress) view.progress = job.progress;
   if (job.error && job.status !== 'succeeded') view.error = job.error;
   if (job.resultLocation !== undefined) view.resultLocation = job.resultLocation;
@@ -39,8 +54,8 @@ function deliveryView(delivery: WebhookDelivery): Record<string, unknown> {
     maxAttempts: delivery.maxAttempts,
     ...(delivery.lastStatus === undefined ? {} : { lastStatus: delivery.lastStatus }),
     ...(delivery.lastError === undefined ? {} : { lastError: delivery.lastError }),
-    ...(delivery.status === 'pending' ? { nextAttemptAt: new Date(delivery.nextAttemptAt).toISOString() } : {}),
-    updatedAt: new Date(delivery.updatedAt).toISOString(),
+    ...(delivery.status === 'pending' ? { nextAttemptAt: isoTime(delivery.nextAttemptAt) } : {}),
+    updatedAt: isoTime(delivery.updatedAt),
   };
 }
 
