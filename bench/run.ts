@@ -203,7 +203,7 @@ function problems(): string[] {
   }
   if (parts.includes('profile') && results.profile) {
     for (const run of results.profile.runs) if (run.summary.functions.length === 0) found.push(`profile ${run.name}: no samples`);
-    if (results.profile.runs.length < 3) found.push(`profile: ${results.profile.runs.length} of 3 profiles`);
+    if (results.profile.runs.length < 4) found.push(`profile: ${results.profile.runs.length} of 4 profiles`);
   }
   return found;
 }

@@ -504,6 +504,7 @@ export function markdown(results: BenchResults, chartFile: string | undefined): 
 
 function profileTitle(run: ProfileRun): string {
   if (run.name === 'drain') return 'Where asyncfirst spends its drain time';
+  if (run.name === 'replay') return 'Where asyncfirst spends its replay time';
   return run.prefilled
     ? `Where asyncfirst spends its acceptance time with ${formatInt(run.prefilled)} jobs in the file`
     : 'Where asyncfirst spends its acceptance time';
@@ -538,6 +539,15 @@ function boundsSection(results: BenchResults): string[] {
   if (million && accept) {
     out.push(
       `- **Acceptance at ${formatInt(million.prefilled)} jobs.** Profiled at ${million.throughput} (empty file: ${accept.throughput}), BEGIN/COMMIT took ${pct(sqliteShare(million, true))} of the main thread (empty file: ${pct(sqliteShare(accept, true))}) and the statements ${pct(sqliteShare(million, false))} (${pct(sqliteShare(accept, false))}). With ${formatInt(million.prefilled)} random keys the key index has about ${formatInt((million.prefilled ?? 0) / 21)} leaves (about 21 keys per 4 KiB leaf page in the prefilled file, by SQLite's dbstat): almost every insert reads a leaf that is not in SQLite's page cache, and the checkpoints write those scattered pages back into a file of several hundred MiB. (Tried outside this run and not kept: a 256 MiB page cache was slower, because SQLite scans its page cache at the end of each write transaction.) With time-ordered keys the index grows at its end, which the scale table's UUIDv7 column shows.`,
+    );
+  }
+  const replay = find('replay');
+  const replayRow = httpRow(results, 'replay');
+  if (replay && replayRow && replayRow.ratio < 0.9) {
+    const bareSame = httpRow(results, 'bare-same');
+    const extraUs = bareSame ? 1e6 / replayRow.rps - 1e6 / bareSame.rps : Number.NaN;
+    out.push(
+      `- **Replay.** At ${formatInt(replayRow.rps)} against ${formatInt(bareSame?.rps)} req/s, a replay costs the server about ${formatFixed(extraUs, 1)} µs more than the bare route. Profiled at ${replay.throughput}: the fingerprint (canonical JSON and SHA-256 of the request, which a replay must compute to tell a repeat from a reused key) took ${pct(replay.summary.srcInclusive.find((entry) => entry.name.startsWith('fingerprintRequest'))?.percent ?? 0)} of the main thread, better-sqlite3 ${pct(sqliteShare(replay, false) + sqliteShare(replay, true))} (the key lookup and job check inside the group's transaction, and its BEGIN/COMMIT, which writes nothing), writing the answers to the sockets ${pct(functionShare(replay, 'writev (native)'))}, and the thread was idle ${pct(functionShare(replay, '(idle)'))}: it waits for requests as much as it works, so at these rates the load generator, on the same two cores, is much of the limit, and every microsecond the server adds is taken from it. (Tried outside this run and not kept: answering replays from a lookup outside the group's transaction was about 2.6 times slower — 11.5k vs 29.7k req/s in one alternating run — for reasons not yet understood: in a micro-benchmark a standalone lookup costs 2.8 µs against 0.9 µs inside a transaction, which accounts for only part of it.)`,
     );
   }
   if (drain) {

@@ -2,7 +2,7 @@ import { copyFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { runOnce, startServer } from '../lib/children.js';
 import { type BenchContext, formatFixed, formatInt, freshDatabase } from '../lib/context.js';
-import { freshKeyRequests, runLoad } from '../lib/load.js';
+import { freshKeyRequests, postReport, runLoad, sameKeyRequests } from '../lib/load.js';
 import { prefill } from '../lib/prefill.js';
 import { type ProfileSummary, summarizeProfile } from '../lib/profile.js';
 import { BENCH_API_KEYS } from '../lib/shared.js';
@@ -12,10 +12,11 @@ import { BENCH_API_KEYS } from '../lib/shared.js';
  * `node --cpu-prof`, 1 ms interval) for the measured window only:
  *   acceptance   the demo child (worker off) under the acceptance load on an empty file;
  *   acceptance-1m the same on a file already holding 1,000,000 jobs (quick mode: 10,000);
+ *   replay       the same child sent one Idempotency-Key again and again;
  *   drain        the drain child, from the worker's start until every job is done (not the fill).
  */
 
-export type ProfileName = 'acceptance' | 'acceptance-1m' | 'drain';
+export type ProfileName = 'acceptance' | 'acceptance-1m' | 'replay' | 'drain';
 
 export interface ProfileRun {
   name: ProfileName;
@@ -46,14 +47,24 @@ async function profileAcceptance(context: BenchContext, name: ProfileName, prefi
       env: { BENCH_MODE: 'demo', BENCH_DB: database.dbPath, BENCH_WORKER_CONCURRENCY: '0', API_KEYS: BENCH_API_KEYS, BENCH_PROFILE_FILE: profileFile },
     });
     try {
-      await runLoad({ url, requests: freshKeyRequests(), durationS: context.quick ? 0.5 : 2, connections: 50 });
+      let requests = freshKeyRequests();
+      if (name === 'replay') {
+        const key = 'profile-replay';
+        const status = await postReport(url, key);
+        if (status !== 202) throw new Error(`the first request of the replay profile answered ${status}, not 202`);
+        requests = sameKeyRequests(key);
+      }
+      await runLoad({ url, requests, durationS: context.quick ? 0.5 : 2, connections: 50 });
       await child.command('profile-start');
-      const load = await runLoad({ url, requests: freshKeyRequests(), durationS, connections: 50 });
+      const load = await runLoad({ url, requests, durationS, connections: 50 });
       await child.command('profile-stop', 60_000);
       return {
         name,
         prefilled,
-        what: `the asyncfirst child (worker off) during ${durationS} s of the acceptance load (random UUIDv4 keys, 50 connections) after a warm-up, on ${prefilled ? `a file already holding ${formatInt(prefilled)} jobs` : 'an empty file'}`,
+        what:
+          name === 'replay'
+            ? `the asyncfirst child (worker off) during ${durationS} s of replays (one Idempotency-Key sent again and again, 50 connections) after a warm-up`
+            : `the asyncfirst child (worker off) during ${durationS} s of the acceptance load (random UUIDv4 keys, 50 connections) after a warm-up, on ${prefilled ? `a file already holding ${formatInt(prefilled)} jobs` : 'an empty file'}`,
         throughput: `${formatInt(load.rps)} req/s`,
       };
     } finally {
@@ -87,6 +98,7 @@ export async function runProfile(context: BenchContext, keepIn: string | undefin
     const plans: Array<[ProfileName, (file: string) => Promise<Omit<ProfileRun, 'summary'>>]> = [
       ['acceptance', (file) => profileAcceptance(context, 'acceptance', 0, file)],
       ['acceptance-1m', (file) => profileAcceptance(context, 'acceptance-1m', context.quick ? 10_000 : 1_000_000, file)],
+      ['replay', (file) => profileAcceptance(context, 'replay', 0, file)],
       ['drain', (file) => profileDrain(context, file)],
     ];
     for (const [name, profileOne] of plans) {
