@@ -194,7 +194,8 @@ function problems(): string[] {
     for (const level of results.scale.levels) {
       if (!isMeasured(level.accept.rps, true) || !isMeasured(level.acceptV7.rps, true) || !isMeasured(level.get.rps, true))
         found.push(`scale ${level.prefilled}: req/s missing`);
-      if (!isMeasured(level.accept.p99) || !isMeasured(level.get.p99)) found.push(`scale ${level.prefilled}: latency is not a number`);
+      if (!isMeasured(level.accept.p99) || !isMeasured(level.acceptV7.p99) || !isMeasured(level.get.p99))
+        found.push(`scale ${level.prefilled}: latency is not a number`);
       if (!isMeasured(level.bytesPerJob, true)) found.push(`scale ${level.prefilled}: bytes per job missing`);
     }
   }
@@ -202,7 +203,12 @@ function problems(): string[] {
     if (results.rss.samples.length < 2 || !isMeasured(results.rss.end, true)) found.push('rss: fewer than two samples');
   }
   if (parts.includes('profile') && results.profile) {
-    for (const run of results.profile.runs) if (run.summary.functions.length === 0) found.push(`profile ${run.name}: no samples`);
+    for (const run of results.profile.runs) {
+      if (run.summary.functions.length === 0) found.push(`profile ${run.name}: no samples`);
+      if (!isMeasured(run.rate, true)) found.push(`profile ${run.name}: throughput is ${run.rate}`);
+      if (run.name !== 'replay' && !run.summary.sqliteByCaller.some((entry) => entry.name.includes('BEGIN/COMMIT')))
+        found.push(`profile ${run.name}: no BEGIN/COMMIT among the SQLite calls`);
+    }
     if (results.profile.runs.length < 4) found.push(`profile: ${results.profile.runs.length} of 4 profiles`);
   }
   return found;

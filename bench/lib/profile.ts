@@ -35,6 +35,10 @@ export interface ProfileSummary {
 
 const STATEMENT_METHODS = new Set(['run', 'get', 'all', 'iterate', 'exec', 'pragma']);
 
+function isStoreCode(url: string): boolean {
+  return url.includes('/node_modules/better-sqlite3/') || (url.includes('/src/store/') && !url.includes('/node_modules/'));
+}
+
 function place(url: string): string {
   if (url === '') return '(native, GC, idle)';
   if (url.startsWith('node:')) return 'node internals';
@@ -144,14 +148,19 @@ export function summarizeProfile(file: string, top = 25): ProfileSummary {
   for (const [id, us] of self) {
     const node = byId.get(id);
     if (node?.callFrame.url !== '' || !STATEMENT_METHODS.has(node.callFrame.functionName)) continue;
+    // Only better-sqlite3's methods: called from better-sqlite3 itself or from the store (not, say, node:crypto's `run`).
+    const direct = byId.get(parent.get(id) ?? -1)?.callFrame;
+    if (!direct || !isStoreCode(direct.url)) continue;
     let caller = '(no named caller)';
-    for (let current = parent.get(id); current !== undefined; current = parent.get(current)) {
-      const frame = byId.get(current)?.callFrame;
-      if (frame?.functionName) {
-        caller = frame.functionName === 'sqliteTransaction' ? 'BEGIN/COMMIT of a group (sqliteTransaction)' : frameLabel(frame);
-        break;
+    if (direct.functionName === 'sqliteTransaction') caller = 'BEGIN/COMMIT of a group (sqliteTransaction)';
+    else
+      for (let current = parent.get(id); current !== undefined; current = parent.get(current)) {
+        const frame = byId.get(current)?.callFrame;
+        if (frame?.functionName) {
+          caller = frameLabel(frame);
+          break;
+        }
       }
-    }
     const label = `${node.callFrame.functionName} ← ${caller}`;
     sqlite.set(label, (sqlite.get(label) ?? 0) + us);
   }

@@ -1,11 +1,22 @@
 import { copyFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { runOnce, startServer } from '../lib/children.js';
 import { type BenchContext, formatFixed, formatInt, freshDatabase } from '../lib/context.js';
 import { freshKeyRequests, postReport, runLoad, sameKeyRequests } from '../lib/load.js';
 import { prefill } from '../lib/prefill.js';
 import { type ProfileSummary, summarizeProfile } from '../lib/profile.js';
 import { BENCH_API_KEYS } from '../lib/shared.js';
+
+function keyIndexLeaves(dbPath: string): number {
+  const db = new Database(dbPath, { readonly: true });
+  try {
+    const row = db.prepare<[], { pages: number }>(`SELECT count(*) AS pages FROM dbstat WHERE name = 'idempotency_keys' AND pagetype = 'leaf'`).get();
+    return row?.pages ?? 0;
+  } finally {
+    db.close();
+  }
+}
 
 /*
  * Where asyncfirst's time goes where a goal is missed, each profiled by V8 (the same sampler as
@@ -24,8 +35,11 @@ export interface ProfileRun {
   what: string;
   /** Jobs in the file before an acceptance profile. */
   prefilled?: number;
-  /** Throughput while profiled, e.g. "8,607 req/s". */
+  /** Throughput while profiled, e.g. "8,607 req/s", and its number. */
   throughput: string;
+  rate: number;
+  /** Leaf pages of the idempotency-key index in the prefilled file (SQLite's dbstat). */
+  keyIndexLeaves?: number;
   summary: ProfileSummary;
   /** Where the .cpuprofile was kept (open it in Chrome DevTools or speedscope). */
   file?: string;
@@ -39,9 +53,11 @@ async function profileAcceptance(context: BenchContext, name: ProfileName, prefi
   const durationS = context.quick ? 1 : 10;
   const database = freshDatabase(context, `profile-${name}`);
   try {
+    let leaves: number | undefined;
     if (prefilled > 0) {
       const seconds = await prefill(database.dbPath, prefilled);
-      context.log(`[profile] ${formatInt(prefilled)} jobs prefilled in ${seconds.toFixed(1)} s`);
+      leaves = keyIndexLeaves(database.dbPath);
+      context.log(`[profile] ${formatInt(prefilled)} jobs prefilled in ${seconds.toFixed(1)} s; ${formatInt(leaves)} leaf pages in the key index`);
     }
     const { child, url } = await startServer('bench/servers/asyncfirst.ts', {
       env: { BENCH_MODE: 'demo', BENCH_DB: database.dbPath, BENCH_WORKER_CONCURRENCY: '0', API_KEYS: BENCH_API_KEYS, BENCH_PROFILE_FILE: profileFile },
@@ -61,6 +77,8 @@ async function profileAcceptance(context: BenchContext, name: ProfileName, prefi
       return {
         name,
         prefilled,
+        ...(leaves === undefined ? {} : { keyIndexLeaves: leaves }),
+        rate: load.rps,
         what:
           name === 'replay'
             ? `the asyncfirst child (worker off) during ${durationS} s of replays (one Idempotency-Key sent again and again, 50 connections) after a warm-up`
@@ -88,6 +106,7 @@ async function profileDrain(context: BenchContext, profileFile: string): Promise
     name: 'drain',
     what: `the drain child from the worker's start until all ${formatInt(jobs)} stored no-op jobs were done (concurrency ${concurrency}; the fill is not profiled)`,
     throughput: `${formatInt(message.jobsPerSec)} jobs/s`,
+    rate: message.jobsPerSec ?? 0,
   };
 }
 

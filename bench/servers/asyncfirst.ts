@@ -1,3 +1,10 @@
+// asyncfirst as a server child.
+//   BENCH_MODE=demo     the demo service (createDemo), worker concurrency BENCH_WORKER_CONCURRENCY (default 0: no worker)
+//   BENCH_MODE=latency  the demo contract with a no-op createReport that records when each job's handler starts,
+//                       and an onResponse hook that records when each 202 was sent; the "latency" command reports
+//                       the distribution of (handler start - 202 sent) and (handler start - request arrival).
+// BENCH_DB is the SQLite file (the parent creates and removes its folder).
+// BENCH_PROFILE_FILE is where the profile-stop command writes the CPU profile started by profile-start.
 import type { FastifyRequest } from 'fastify';
 import type { operations } from '../../generated/api.js';
 import { type AsyncFirstApp, createAsyncFirst } from '../../src/app.js';

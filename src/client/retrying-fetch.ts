@@ -18,7 +18,7 @@ const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
 /**
  * Wraps fetch so that a submission is safe to retry: a POST or PATCH without an Idempotency-Key
  * gets a new UUIDv7 key, once per logical call (time-ordered, so the server's key index grows at
- * its end instead of at a random leaf; 74 random bits keep keys unguessable), and every retry of the call reuses it. Requests
+ * its end instead of at a random leaf; the rest of the key is random, so keys stay unguessable), and every retry of the call reuses it. Requests
  * with a key (or of an idempotent method) are retried on network errors and on 409, 429, 502,
  * 503 and 504, with exponential backoff and jitter, honouring Retry-After, until maxRetries or
  * the request's AbortSignal.
