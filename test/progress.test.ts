@@ -4,7 +4,7 @@ import type { AsyncFirstApp } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
 import type { AnyHandler, HandlerContext } from '../src/handlers.js';
 import { ALICE, tempDir } from './helpers.js';
-import { customApp, gate, readJobRow, waitFor } from './worker-test-support.js';
+import { customApp, fetchJob, gate, readJobRow, waitFor } from './worker-test-support.js';
 
 /*
  * context.progress(percent, message): stored on the running job, shown by GET /jobs/{id}, logged
@@ -74,11 +74,7 @@ describe('context.progress() on a running job', () => {
     return ((await response.json()) as { job_id: string }).job_id;
   }
 
-  async function getJob(address: string, id: string): Promise<JobView> {
-    const response = await fetch(`${address}/jobs/${id}`, { headers: ALICE });
-    expect(response.status).toBe(200);
-    return (await response.json()) as JobView;
-  }
+  const getJob = (address: string, id: string) => fetchJob<JobView>(address, id);
 
   it('shows {percent: 40, message: "step 2"} in GET /jobs/{id} while running, and stores a job.progress event', async () => {
     const finish = held();

@@ -10,8 +10,9 @@ import { sendWebhook } from '../src/delivery/webhook-sender.js';
 import { signWebhook, verifyWebhook, WebhookVerificationError } from '../src/delivery/webhook-signature.js';
 import type { AnyHandler } from '../src/handlers.js';
 import { PROBLEM_TYPE_BASE } from '../src/http/problems.js';
+import type { DeliveryRow } from '../src/store/sqlite/statements.js';
 import { ALICE, tempDir } from './helpers.js';
-import { customApp, sleep, waitFor } from './worker-test-support.js';
+import { customApp, fetchJob, sleep, waitFor } from './worker-test-support.js';
 
 /*
  * Signed, durable webhooks over real sockets: an app listening on port 0 sends to a node:http
@@ -90,19 +91,6 @@ interface WebhookEvent {
   type: string;
   timestamp: string;
   data: JobView;
-}
-
-interface DeliveryRow {
-  id: string;
-  job_id: string;
-  url: string;
-  event_type: string;
-  payload: string;
-  status: string;
-  attempts: number;
-  max_attempts: number;
-  last_status: number | null;
-  last_error: string | null;
 }
 
 function readDeliveryRows(dbPath: string, jobId: string): DeliveryRow[] {
@@ -188,11 +176,7 @@ describe('webhooks: signed, retried, durable deliveries of a job’s terminal ev
     return ((await response.json()) as { job_id: string }).job_id;
   }
 
-  async function getJob(address: string, id: string): Promise<JobView> {
-    const response = await fetch(`${address}/jobs/${id}`, { headers: ALICE });
-    expect(response.status).toBe(200);
-    return (await response.json()) as JobView;
-  }
+  const getJob = (address: string, id: string) => fetchJob<JobView>(address, id);
 
   /** Polls GET /jobs/{id} until its (only) delivery is no longer pending. */
   function settledDelivery(address: string, id: string, timeoutMs = 10_000): Promise<{ job: JobView; delivery: Delivery }> {

@@ -1,11 +1,12 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
+import { expect } from 'vitest';
 import { type AsyncFirstApp, createAsyncFirst, type OperationOptions } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
 import { demoSecurity, parseApiKeys, reportHandlers } from '../src/demo/service.js';
 import type { AnyHandler } from '../src/handlers.js';
-import { API_KEYS } from './helpers.js';
+import { ALICE, API_KEYS } from './helpers.js';
 
 /*
  * Support for the worker, lease, cancel, shutdown and crash tests: an app on the demo contract
@@ -190,4 +191,11 @@ export async function killDemoProcess(demo: DemoProcess | undefined): Promise<vo
   if (!demo || demo.child.exitCode !== null || demo.child.signalCode !== null) return;
   demo.child.kill('SIGKILL');
   await demo.exited;
+}
+
+/** GET /jobs/{id} over the socket as Alice; the test fails unless it answers 200. */
+export async function fetchJob<View>(address: string, id: string): Promise<View> {
+  const response = await fetch(`${address}/jobs/${id}`, { headers: ALICE });
+  expect(response.status).toBe(200);
+  return (await response.json()) as View;
 }

@@ -10,7 +10,7 @@ import { demoSecurity, parseApiKeys } from '../../src/demo/service.js';
 import type { Handlers } from '../../src/handlers.js';
 import { fingerprintRequest } from '../../src/idempotency/fingerprint.js';
 import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js';
-import { announce, argNumber, argValue, cpuProfiler, exitWithParent } from '../lib/child-side.js';
+import { announceDrain, announceError, argNumber, argValue, cpuProfiler, exitWithParent } from '../lib/child-side.js';
 import { BENCH_API_KEYS, BENCH_PRINCIPAL, CONTRACT_PATH, noopReport, REPORT_BODY } from '../lib/shared.js';
 
 exitWithParent();
@@ -96,18 +96,17 @@ try {
   const seconds = (performance.now() - start - profileStopMs) / 1000;
   reader.close();
   await app.close();
-  announce({
+  announceDrain({
     system: 'asyncfirst',
     config: `concurrency ${concurrency}`,
     concurrency,
     jobs,
     drained,
     seconds,
-    jobsPerSec: drained / seconds,
-    fillJobsPerSec: jobs / fillSeconds,
+    fillSeconds,
   });
 } catch (error) {
-  announce({ error: error instanceof Error ? (error.stack ?? error.message) : String(error) });
+  announceError(error);
 } finally {
   rmSync(dir, { recursive: true, force: true });
   process.exit(0);

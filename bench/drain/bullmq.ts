@@ -1,6 +1,6 @@
 // Drain: N jobs already in a BullMQ queue (Queue.addBulk), a no-op processor, one Worker; one process.
 import { Queue, Worker } from 'bullmq';
-import { announce, argNumber, exitWithParent } from '../lib/child-side.js';
+import { announceDrain, announceError, argNumber, exitWithParent } from '../lib/child-side.js';
 import { redisConnection } from '../lib/redis.js';
 import { BULLMQ_QUEUE, REPORT_BODY } from '../lib/shared.js';
 
@@ -43,18 +43,17 @@ try {
   await queueConnection.quit();
   await workerConnection.quit().catch(() => {});
   const drained = Math.min(completed, counts.completed ?? 0);
-  announce({
+  announceDrain({
     system: 'bullmq',
     config: `concurrency ${concurrency}`,
     concurrency,
     jobs,
     drained,
     seconds,
-    jobsPerSec: drained / seconds,
-    fillJobsPerSec: jobs / fillSeconds,
+    fillSeconds,
   });
 } catch (error) {
-  announce({ error: error instanceof Error ? (error.stack ?? error.message) : String(error) });
+  announceError(error);
 } finally {
   process.exit(0);
 }

@@ -1,6 +1,6 @@
 // Drain: N jobs already in a pg-boss 10 queue (boss.insert), no-op handlers, `workers` boss.work()
 // registrations fetching `batch` jobs each (v10 has no teamSize: concurrency is workers x batchSize); one process.
-import { announce, argNumber, exitWithParent } from '../lib/child-side.js';
+import { announceDrain, announceError, argNumber, exitWithParent } from '../lib/child-side.js';
 import { countJobs, dropQueue, freshQueue, startBoss } from '../lib/pgboss.js';
 import { PGBOSS_QUEUE, REPORT_BODY } from '../lib/shared.js';
 
@@ -46,18 +46,17 @@ try {
   await new Promise((resolve) => setTimeout(resolve, 100));
   await dropQueue(boss, name).catch(() => {});
   await boss.stop({ graceful: false, wait: true });
-  announce({
+  announceDrain({
     system: 'pgboss',
     config: `${workers} workers x batchSize ${batchSize}`,
     concurrency: workers * batchSize,
     jobs,
     drained,
     seconds,
-    jobsPerSec: drained / seconds,
-    fillJobsPerSec: jobs / fillSeconds,
+    fillSeconds,
   });
 } catch (error) {
-  announce({ error: error instanceof Error ? (error.stack ?? error.message) : String(error) });
+  announceError(error);
 } finally {
   process.exit(0);
 }

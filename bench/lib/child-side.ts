@@ -17,6 +17,25 @@ export function announce(message: Record<string, unknown>): void {
   process.stdout.write(`${JSON.stringify(message)}\n`);
 }
 
+/** A drain child's result: what it did, and the rates the parent compares (see DrainRun). */
+export function announceDrain(run: {
+  system: string;
+  config: string;
+  concurrency: number;
+  jobs: number;
+  drained: number;
+  seconds: number;
+  fillSeconds: number;
+}): void {
+  const { fillSeconds, ...rest } = run;
+  announce({ ...rest, jobsPerSec: run.drained / run.seconds, fillJobsPerSec: run.jobs / fillSeconds });
+}
+
+/** A child's failure, as the parent reads it. */
+export function announceError(error: unknown): void {
+  announce({ error: error instanceof Error ? (error.stack ?? error.message) : String(error) });
+}
+
 let stopping = false;
 
 /**
