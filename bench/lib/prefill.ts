@@ -43,9 +43,7 @@ export async function prefill(dbPath: string, count: number): Promise<number> {
     db.transaction(() => {
       for (let i = 0; i < count; i++) {
         const createdAt = Math.floor(now - (count - i) * spacingMs);
-        // The id's time is the start of the job's second: within one second newJobId only
-        // increments (ulid draws 16 random characters, one crypto call each, per new millisecond).
-        const id = newJobId(createdAt - (createdAt % 1000));
+        const id = newJobId(createdAt);
         insertJob.run(id, canonicalInput, createdAt, result, createdAt, createdAt + 5, createdAt + 5);
         insertKey.run(randomUUID(), fingerprint, id, createdAt, createdAt + 86_400_000);
       }
