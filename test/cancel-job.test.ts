@@ -1,8 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AsyncFirstApp } from '../src/app.js';
+import type { AsyncFirstConfig } from '../src/config.js';
 import type { AnyHandler } from '../src/handlers.js';
 import { ALICE, BOB, submitReport, tempDir, waitForJob } from './helpers.js';
-import { customApp, readJobRow, waitFor } from './worker-test-support.js';
+import { customApp, gate, readJobRow, sleep, waitFor } from './worker-test-support.js';
 
 const REPORT = { title: 'ok', format: 'csv', rowCount: 1, bytes: 1, sha256: 'd'.repeat(64) };
 
@@ -31,14 +32,14 @@ describe('DELETE /jobs/{id} cancels a job', () => {
     for (const cleanup of cleanups.splice(0)) cleanup();
   });
 
-  async function appWith(createReport: AnyHandler, workerConcurrency: number, dbPath?: string) {
+  async function appWith(createReport: AnyHandler, workerConcurrency: number, dbPath?: string, config: Partial<AsyncFirstConfig> = {}) {
     let path = dbPath;
     if (path === undefined) {
       const tmp = tempDir();
       cleanups.push(tmp.cleanup);
       path = tmp.dbPath;
     }
-    const app = await customApp({ dbPath: path, createReport, config: { workerConcurrency } });
+    const app = await customApp({ dbPath: path, createReport, config: { workerConcurrency, ...config } });
     apps.push(app);
     app.startBackground();
     return { app, dbPath: path };
@@ -165,6 +166,49 @@ describe('DELETE /jobs/{id} cancels a job', () => {
     const job = (await waitForJob(app, id)) as JobView;
     expect(job.status).toBe('canceled');
     expect(readJobRow(dbPath, id)).toMatchObject({ status: 'canceled', result: null });
+  });
+
+  it('a 202 cancel wins over a handler in another process that returns after the flag was stored, before its worker saw it', async () => {
+    const release = gate();
+    let started = false;
+    const stubborn: AnyHandler = async () => {
+      started = true;
+      await release.promise; // ignores its signal
+      return REPORT;
+    };
+    // The worker renews (and so sees the flag) only every JOB_LEASE_MS/3 = 10 s: the handler returns long before.
+    const { app: worker, dbPath } = await appWith(stubborn, 1, undefined, { leaseMs: 30_000 });
+    const { app: front } = await appWith(stubborn, 0, dbPath);
+    const id = await submit(front, 'cancel-races-finish');
+    await waitFor('the handler to start', () => (started ? true : undefined));
+    const asked = await cancel(front, id);
+    expect(asked.statusCode).toBe(202);
+    release.open();
+    const job = await waitForJob(worker, id);
+    expect(job.status).toBe('canceled');
+    expect(job.result).toBeUndefined();
+    expect(job.error.type).toBe('urn:asyncfirst:problem:job-canceled');
+    const row = readJobRow(dbPath, id);
+    expect(row?.status).toBe('canceled');
+    expect(row?.result).toBeNull();
+  });
+
+  it('never answers 202 to a cancel whose job then succeeds: every 202 ends canceled, every 409 had finished', async () => {
+    const quick: AnyHandler = async () => {
+      await sleep(Math.random() * 4);
+      return REPORT;
+    };
+    const { app } = await appWith(quick, 8);
+    const ids = await Promise.all(Array.from({ length: 60 }, (_, i) => submit(app, `race-${i}`)));
+    const answers = await Promise.all(ids.map(async (id) => ({ id, status: (await cancel(app, id)).statusCode })));
+    const seen = new Map<number, number>();
+    for (const { id, status } of answers) {
+      seen.set(status, (seen.get(status) ?? 0) + 1);
+      const job = await waitForJob(app, id);
+      if (status === 202 || status === 200) expect({ id, status, ended: job.status }).toEqual({ id, status, ended: 'canceled' });
+      else expect({ id, status, ended: job.status }).toEqual({ id, status: 409, ended: 'succeeded' });
+    }
+    expect([...seen.keys()].every((status) => [200, 202, 409].includes(status))).toBe(true);
   });
 
   it('answers 409 problem+json for a finished job and leaves it unchanged', async () => {

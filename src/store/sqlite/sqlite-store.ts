@@ -241,8 +241,9 @@ export class SqliteStore implements Store {
     const result = outcome.status === 'succeeded' ? outcome.result : null;
     const location = outcome.status === 'succeeded' ? (outcome.location ?? null) : null;
     const error = outcome.status === 'succeeded' ? null : JSON.stringify(outcome.error);
-    const row = this.sql.finishJob.get(outcome.status, result, location, error, now, now, id, fence);
-    if (row) this.recordChange(row, `job.${outcome.status}`, now);
+    const row = this.sql.finishJob.get(outcome.status, result, location, CANCELED_WHILE_RUNNING, error, now, now, id, fence);
+    // The row says how the job ended: a cancel asked meanwhile (from any process) wins over the outcome.
+    if (row) this.recordChange(row, `job.${row.status}`, now);
     return row !== undefined;
   }
 

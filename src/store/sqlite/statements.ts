@@ -118,8 +118,17 @@ export function prepareStatements(db: BetterSqlite3.Database) {
     ),
 
     // --- finishing (every write presents the fence it claimed with) ---------------------
-    finishJob: db.prepare<[string, string | null, string | null, string | null, number, number, string, number], JobRow>(
-      `UPDATE jobs SET status = ?, result = ?, result_location = ?, error = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
+    /**
+     * Cancel wins: once DELETE /jobs/{id} has asked (cancel_requested), the attempt's outcome is
+     * discarded and the job ends canceled with the given problem, whatever the handler did.
+     */
+    finishJob: db.prepare<[string, string | null, string | null, string, string | null, number, number, string, number], JobRow>(
+      `UPDATE jobs SET
+         status = CASE WHEN cancel_requested = 1 THEN 'canceled' ELSE ? END,
+         result = CASE WHEN cancel_requested = 1 THEN NULL ELSE ? END,
+         result_location = CASE WHEN cancel_requested = 1 THEN NULL ELSE ? END,
+         error = CASE WHEN cancel_requested = 1 THEN ? ELSE ? END,
+         lease_owner = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
        WHERE id = ? AND fence = ? AND status = 'running'
        RETURNING ${JOB_COLUMNS}`,
     ),
