@@ -3,6 +3,7 @@ import type { AsyncFirstApp } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
 import { createDemo } from '../src/demo/service.js';
 import { problem } from '../src/http/problems.js';
+import { machineLeaseClock } from '../src/store/sqlite/lease-clock.js';
 import { API_KEYS, submitReport, tempDir, waitForJob } from './helpers.js';
 import { customApp, readJobRow, sleep, waitFor } from './worker-test-support.js';
 
@@ -47,10 +48,15 @@ describe('a dead worker’s job is taken over when its lease expires', () => {
     const id = accepted.json<{ job_id: string }>().job_id;
     const rescuer = options.rescuer ? await demoOn(tmp.dbPath, options.rescuer) : undefined;
     const claimedAt = Date.now();
+    const leaseClockAtClaim = machineLeaseClock().now();
     const claimed = await acceptor.store.claimJobs({ owner: 'dead', limit: 1, now: claimedAt, leaseMs });
     expect(claimed).toHaveLength(1);
     expect(claimed[0]).toMatchObject({ id, attempts: 1, fence: 1 });
-    expect(readJobRow(tmp.dbPath, id)).toMatchObject({ status: 'running', lease_owner: 'dead', lease_expires_at: claimedAt + leaseMs, fence: 1 });
+    const row = readJobRow(tmp.dbPath, id);
+    expect(row).toMatchObject({ status: 'running', lease_owner: 'dead', lease_epoch: machineLeaseClock().epoch, fence: 1 });
+    // The lease is measured on the machine's monotonic clock, not the wall clock.
+    expect(row?.lease_expires_at).toBeGreaterThanOrEqual(leaseClockAtClaim + leaseMs);
+    expect(row?.lease_expires_at).toBeLessThanOrEqual(machineLeaseClock().now() + leaseMs);
     return { dbPath: tmp.dbPath, id, acceptor, rescuer, fence: claimed[0]?.fence ?? 0, leaseExpiresAt: claimedAt + leaseMs };
   }
 
@@ -72,7 +78,7 @@ describe('a dead worker’s job is taken over when its lease expires', () => {
     expect(job.status).toBe('succeeded');
     expect(job.attempts).toBe(2);
     expect(job.result?.rowCount).toBe(20);
-    expect(readJobRow(dbPath, id)).toMatchObject({ status: 'succeeded', attempts: 2, fence: 2, lease_owner: null, lease_expires_at: null });
+    expect(readJobRow(dbPath, id)).toMatchObject({ status: 'succeeded', attempts: 2, fence: 2, lease_owner: null, lease_epoch: null, lease_expires_at: null });
   });
 
   it("refuses the dead worker's late write with its old fence and leaves the row unchanged", async () => {
@@ -87,7 +93,7 @@ describe('a dead worker’s job is taken over when its lease expires', () => {
     const lateSuccess = await acceptor.store.finishJob(id, fence, { status: 'succeeded', result: '{"late":true}' }, Date.now());
     const lateRetry = await acceptor.store.retryJob(id, fence, problem('jobHandlerFailed', 'late'), Date.now(), Date.now());
     const lateRelease = await acceptor.store.releaseJob(id, fence, Date.now());
-    const lateRenewal = await acceptor.store.renewLease(id, fence, Date.now() + 60_000, Date.now());
+    const lateRenewal = await acceptor.store.renewLease(id, fence, 60_000, Date.now());
     expect([lateFailure, lateSuccess, lateRetry, lateRelease]).toEqual([false, false, false, false]);
     expect(lateRenewal.held).toBe(false);
     expect(readJobRow(dbPath, id)).toEqual(before);

@@ -4,7 +4,7 @@ import type { AsyncFirstApp } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
 import type { AnyHandler, HandlerContext } from '../src/handlers.js';
 import { ALICE, tempDir } from './helpers.js';
-import { customApp, fetchJob, gate, readJobRow, waitFor } from './worker-test-support.js';
+import { customApp, fetchJob, gate, readJobRow, storeWithLeaseClockAhead, waitFor } from './worker-test-support.js';
 
 /*
  * context.progress(percent, message): stored on the running job, shown by GET /jobs/{id}, logged
@@ -149,7 +149,9 @@ describe('context.progress() on a running job', () => {
     await reported.promise;
 
     // A second claimant takes the job over as if the lease had expired (the worker has not noticed yet).
-    const [taken] = await app.store.claimJobs({ owner: 'thief', limit: 1, now: Date.now() + 120_000, leaseMs: 60_000 });
+    const thief = storeWithLeaseClockAhead(dbPath, 120_000);
+    const [taken] = await thief.claimJobs({ owner: 'thief', limit: 1, now: Date.now(), leaseMs: 60_000 });
+    await thief.close();
     expect(taken).toMatchObject({ id, fence: 2 });
     const before = readProgressState(dbPath, id);
     expect(before.events.map((row) => row.type)).toEqual(['job.running', 'job.progress', 'job.running']);
@@ -202,7 +204,9 @@ describe('context.progress() on a running job', () => {
     const id = await accept(address, 'progress-lost');
     await reported.promise;
 
-    await app.store.claimJobs({ owner: 'thief', limit: 1, now: Date.now() + 120_000, leaseMs: 60_000 });
+    const thief = storeWithLeaseClockAhead(dbPath, 120_000);
+    await thief.claimJobs({ owner: 'thief', limit: 1, now: Date.now(), leaseMs: 60_000 });
+    await thief.close();
     const before = readProgressState(dbPath, id);
     expect(before.events.map((row) => row.type)).toEqual(['job.running', 'job.progress', 'job.running']);
 

@@ -6,6 +6,8 @@ import { type AsyncFirstApp, createAsyncFirst, type OperationOptions } from '../
 import type { AsyncFirstConfig } from '../src/config.js';
 import { demoSecurity, parseApiKeys, reportHandlers } from '../src/demo/service.js';
 import type { AnyHandler } from '../src/handlers.js';
+import { machineLeaseClock } from '../src/store/sqlite/lease-clock.js';
+import { SqliteStore } from '../src/store/sqlite/sqlite-store.js';
 import { ALICE, API_KEYS } from './helpers.js';
 
 /*
@@ -26,6 +28,7 @@ export interface StoredJobRow {
   max_attempts: number;
   run_at: number;
   lease_owner: string | null;
+  lease_epoch: string | null;
   lease_expires_at: number | null;
   fence: number;
   cancel_requested: number;
@@ -53,6 +56,15 @@ export function readAllJobRows(dbPath: string): StoredJobRow[] {
   } finally {
     db.close();
   }
+}
+
+/**
+ * A second store on the same file whose lease clock runs `aheadMs` ahead of the machine's: to it,
+ * every lease taken less than `aheadMs` ago has expired (a claim through it is a takeover).
+ */
+export function storeWithLeaseClockAhead(dbPath: string, aheadMs: number): SqliteStore {
+  const clock = machineLeaseClock();
+  return new SqliteStore(dbPath, { leaseClock: { epoch: clock.epoch, now: () => clock.now() + aheadMs } });
 }
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));

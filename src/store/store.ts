@@ -26,8 +26,8 @@ export interface Store {
   claimJobs(claim: ClaimRequest): Promise<ClaimedJob[]>;
   /** Stores a running job's progress (and a job.progress event); false when the fence is stale. */
   reportProgress(id: string, fence: number, progress: JobProgress, now: number): Promise<boolean>;
-  /** Extends a lease the worker still holds; tells whether it is held and whether cancel was asked. */
-  renewLease(id: string, fence: number, leaseExpiresAt: number, now: number): Promise<LeaseState>;
+  /** Extends a lease the worker still holds by `leaseMs` from now (on the store's lease clock); tells whether it is held and whether cancel was asked. */
+  renewLease(id: string, fence: number, leaseMs: number, now: number): Promise<LeaseState>;
   /** Records the end of a claimed job; false when the fence is stale (the write is refused). */
   finishJob(id: string, fence: number, outcome: JobOutcome, now: number): Promise<boolean>;
   /** Puts a claimed job back in the queue to run again at `runAt`, keeping the last error. */
@@ -50,6 +50,10 @@ export interface Store {
   onJobsChanged(listener: (jobIds: Set<string>) => void): void;
   /** Called after each commit that queued webhook deliveries (wakes the in-process dispatcher). */
   onDeliveriesQueued(listener: () => void): void;
+  /** Called once per fault (the database file lost, writes failing for a cause other than a busy lock), for logging. */
+  onFault(listener: (fault: StoreFault) => void): void;
+  /** Resolves when the store can serve requests now (a round trip); rejects with StoreUnavailableError otherwise. */
+  checkReady(): Promise<void>;
   /** Flushes pending writes and closes the store. */
   close(): Promise<void>;
 }
@@ -145,6 +149,7 @@ export type CancelOutcome =
 export interface ClaimRequest {
   owner: string;
   limit: number;
+  /** Wall-clock now: which jobs are due. Leases are measured on the store's own lease clock. */
   now: number;
   leaseMs: number;
 }
@@ -158,6 +163,8 @@ export interface ClaimedJob {
   attempts: number;
   maxAttempts: number;
   fence: number;
+  /** Set when this claim took the job over from a worker whose lease expired: that worker's owner id. */
+  takenOverFrom?: string;
 }
 
 export interface LeaseState {
@@ -168,6 +175,12 @@ export interface LeaseState {
 export type JobOutcome =
   /** `location`: the handler answered with a resource location instead of a body. */
   { status: 'succeeded'; result: string; location?: string } | { status: 'failed'; error: ProblemDetails } | { status: 'canceled'; error: ProblemDetails };
+
+/** A fault of the store worth an operator's attention (each is reported once, not per request). */
+export interface StoreFault {
+  kind: 'file-lost' | 'write-failed';
+  error: StoreUnavailableError;
+}
 
 /** Thrown by a store that cannot serve a request right now (busy past its timeout, closed, I/O error). */
 export class StoreUnavailableError extends Error {

@@ -33,8 +33,17 @@ interface RunningJob {
   cancelRequested: boolean;
   leaseLost: boolean;
   released: boolean;
+  /** performance.now() when the lease was last known to be extended (the claim, then each renewal asked). */
+  leaseRenewedAt: number;
   done: Promise<void>;
 }
+
+/**
+ * A worker that could not renew a lease for this share of JOB_LEASE_MS gives the attempt up
+ * itself (aborts the handler, writes nothing), before any other worker may take the job over:
+ * two handlers never run one job at once, even when renewals stall.
+ */
+const SELF_FENCE_SHARE = 0.8;
 
 /**
  * The embedded worker: claims due jobs with a lease and a fence, runs their handlers, renews
@@ -115,7 +124,13 @@ export class Worker {
 
   private run(job: ClaimedJob): void {
     const controller = new AbortController();
-    const entry = { job, controller, cancelRequested: false, leaseLost: false, released: false } as RunningJob;
+    const entry = { job, controller, cancelRequested: false, leaseLost: false, released: false, leaseRenewedAt: performance.now() } as RunningJob;
+    if (job.takenOverFrom !== undefined) {
+      this.options.log.warn(
+        { jobId: job.id, attempt: job.attempts, previousOwner: job.takenOverFrom },
+        'took over a job whose worker stopped renewing its lease (it crashed, hung, or lost the database)',
+      );
+    }
     this.running.set(job.id, entry);
     entry.done = this.execute(entry).finally(() => {
       this.running.delete(job.id);
@@ -219,8 +234,19 @@ export class Worker {
 
   private async renew(entry: RunningJob): Promise<void> {
     const now = Date.now();
+    const askedAt = performance.now();
+    if (askedAt - entry.leaseRenewedAt > this.options.leaseMs * SELF_FENCE_SHARE) {
+      entry.leaseLost = true;
+      entry.controller.abort(new Error('the lease on this job could not be renewed in time; the attempt was given up'));
+      this.options.log.warn(
+        { jobId: entry.job.id, sinceRenewalMs: Math.round(askedAt - entry.leaseRenewedAt), leaseMs: this.options.leaseMs },
+        'could not renew a lease in time; gave the attempt up so that no two workers run the job at once',
+      );
+      return;
+    }
     try {
-      const lease = await this.options.store.renewLease(entry.job.id, entry.job.fence, now + this.options.leaseMs, now);
+      const lease = await this.options.store.renewLease(entry.job.id, entry.job.fence, this.options.leaseMs, now);
+      if (lease.held) entry.leaseRenewedAt = askedAt;
       if (!lease.held && !entry.released) {
         entry.leaseLost = true;
         entry.controller.abort(new Error('the lease on this job was lost to another worker'));

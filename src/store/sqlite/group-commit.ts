@@ -4,7 +4,29 @@ interface PendingWrite {
   write: () => unknown;
   resolve: (value: unknown) => void;
   reject: (error: unknown) => void;
+  /** performance.now() when the write was asked for: how long it has waited for the lock. */
+  queuedAt: number;
 }
+
+export interface GroupCommitOptions {
+  /** Announces what the committed group changed (runs before any of its promises settle). */
+  afterCommit: () => void;
+  /** True for errors of the database itself (busy, I/O), which no write-by-write retry can help. */
+  isDatabaseError: (error: unknown) => boolean;
+  /** True when another connection holds the write lock: the group waits and tries again. */
+  isBusy: (error: unknown) => boolean;
+  /** How long a write may wait for the lock, in total, before it fails with the busy error. */
+  busyTimeoutMs: number;
+  /**
+   * Runs after each COMMIT and before any promise resolves; throws when the commit cannot be
+   * trusted to survive (the database file was removed or replaced): then every write of the
+   * group fails, so nothing is acknowledged that a restart would not find.
+   */
+  verifyDurable: () => void;
+}
+
+/** The longest pause between two tries for a lock held elsewhere. */
+const MAX_BUSY_PAUSE_MS = 50;
 
 /**
  * Group commit: writes asked for in the same event-loop turn run in one transaction, and each
@@ -12,19 +34,23 @@ interface PendingWrite {
  * fsync). One write's error rolls back that write alone: the group first runs plainly, and only
  * if a write throws is it run again with a savepoint around each write (savepoints cost two
  * statements a write, which the common case does not pay). A failed COMMIT, or a database that
- * is busy or broken, rejects every write of the group and nothing of it is kept.
+ * is broken, rejects every write of the group and nothing of it is kept.
+ *
+ * While another connection holds the write lock, the group is not waited for on the event loop
+ * (better-sqlite3 would block the whole process): it is tried again on a timer with a growing
+ * pause, and writes asked for meanwhile join it; a write that has waited `busyTimeoutMs` fails.
  */
 export class GroupCommit {
   private pending: PendingWrite[] = [];
   private scheduled = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private busyTries = 0;
   private readonly runGroup: BetterSqlite3.Transaction<(group: PendingWrite[]) => unknown[]>;
   private readonly runGroupIsolated: BetterSqlite3.Transaction<(group: PendingWrite[]) => unknown[]>;
 
   constructor(
     db: BetterSqlite3.Database,
-    private readonly afterCommit: () => void,
-    /** True for errors of the database itself (busy, I/O), which no write-by-write retry can help. */
-    private readonly isDatabaseError: (error: unknown) => boolean,
+    private readonly options: GroupCommitOptions,
   ) {
     this.runGroup = db.transaction((group: PendingWrite[]) => group.map((item) => ({ ok: true, value: item.write() })));
     const runOne = db.transaction((write: () => unknown) => write());
@@ -42,17 +68,25 @@ export class GroupCommit {
   /** Runs `write` inside the next group's transaction; resolves after the commit. */
   run<T>(write: () => T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.pending.push({ write, resolve: resolve as (value: unknown) => void, reject });
-      if (!this.scheduled) {
+      this.pending.push({ write, resolve: resolve as (value: unknown) => void, reject, queuedAt: performance.now() });
+      // While a group waits for the lock, its retry timer takes the newcomers along.
+      if (!this.scheduled && this.retryTimer === undefined) {
         this.scheduled = true;
         setImmediate(() => this.flush());
       }
     });
   }
 
-  /** Commits whatever is pending now. */
-  flush(): void {
+  /** True while writes wait for a lock another connection holds. */
+  get waitingForLock(): boolean {
+    return this.retryTimer !== undefined;
+  }
+
+  /** Commits whatever is pending now; `final`: a busy database fails the writes instead of waiting. */
+  flush(final = false): void {
     this.scheduled = false;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
     const group = this.pending;
     if (group.length === 0) return;
     this.pending = [];
@@ -61,18 +95,46 @@ export class GroupCommit {
       try {
         outcomes = this.runGroup.immediate(group);
       } catch (error) {
-        if (this.isDatabaseError(error)) throw error;
+        if (this.options.isDatabaseError(error)) throw error;
         outcomes = this.runGroupIsolated.immediate(group);
       }
+    } catch (error) {
+      if (!final && this.options.isBusy(error)) {
+        this.waitForLock(group, error);
+        return;
+      }
+      for (const item of group) item.reject(error);
+      return;
+    }
+    this.busyTries = 0;
+    try {
+      this.options.verifyDurable();
     } catch (error) {
       for (const item of group) item.reject(error);
       return;
     }
-    this.afterCommit();
+    this.options.afterCommit();
     group.forEach((item, index) => {
       const outcome = outcomes[index] as { ok: boolean; value: unknown };
       if (outcome.ok) item.resolve(outcome.value);
       else item.reject(outcome.value);
     });
+  }
+
+  private waitForLock(group: PendingWrite[], busy: unknown): void {
+    const now = performance.now();
+    const waiting: PendingWrite[] = [];
+    for (const item of group) {
+      if (now - item.queuedAt >= this.options.busyTimeoutMs) item.reject(busy);
+      else waiting.push(item);
+    }
+    this.pending = waiting.concat(this.pending);
+    if (this.pending.length === 0) {
+      this.busyTries = 0;
+      return;
+    }
+    this.busyTries++;
+    const pause = Math.min(MAX_BUSY_PAUSE_MS, 2 ** this.busyTries);
+    this.retryTimer = setTimeout(() => this.flush(), pause);
   }
 }

@@ -80,6 +80,16 @@ const MIGRATIONS: string[] = [
   CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
   CREATE INDEX webhook_deliveries_job ON webhook_deliveries (job_id);
   `,
+  `
+  -- Leases are measured on the machine's monotonic clock, tagged with the boot (lease-clock.ts):
+  -- lease_expires_at means nothing without its epoch, and a lease of another epoch has expired.
+  ALTER TABLE jobs ADD COLUMN lease_epoch TEXT;
+  -- The readiness probe's write.
+  CREATE TABLE store_probe (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    checked_at INTEGER NOT NULL
+  );
+  `,
 ];
 
 /** Brings the schema of an open database up to date, in one transaction. */

@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type BetterSqlite3 from 'better-sqlite3';
@@ -21,20 +21,41 @@ import {
   type JobRecord,
   type LeaseState,
   type Store,
+  type StoreFault,
   StoreUnavailableError,
   type WebhookDelivery,
 } from '../store.js';
 import { GroupCommit } from './group-commit.js';
+import { type LeaseClock, machineLeaseClock } from './lease-clock.js';
 import { migrate } from './schema.js';
 import { type ClaimedRow, type DeliveryRow, type JobRow, prepareStatements, type Statements } from './statements.js';
 
 export interface SqliteStoreOptions {
-  /** How long a statement waits for another connection's write lock before the store is "busy". */
+  /** How long a write waits (off the event loop) for another connection's write lock before the store is "busy". */
   busyTimeoutMs?: number;
-  /** Rows deleted per sweep statement, so a sweep never holds the write lock for long. */
+  /** Jobs deleted per sweep transaction, so a sweep never holds the lock or the event loop for long. */
   sweepBatchSize?: number;
   /** Attempts per webhook delivery before it is marked failed. */
   webhookMaxAttempts?: number;
+  /** The clock leases are taken on (tests give one that runs ahead to let leases expire). */
+  leaseClock?: LeaseClock;
+}
+
+/**
+ * How long one statement may block the event loop waiting for a lock (better-sqlite3 waits
+ * synchronously). Locks held by another asyncfirst process last well under this; a longer hold
+ * is waited out asynchronously by GroupCommit, so reads and health checks stay served.
+ */
+const SYNC_BUSY_WAIT_MS = 5;
+
+/** A file's identity: its device and inode (a removed-and-recreated file has another). */
+function fileIdentity(path: string): string | undefined {
+  try {
+    const stat = statSync(path, { bigint: true });
+    return `${stat.dev}:${stat.ino}`;
+  } catch {
+    return undefined;
+  }
 }
 
 // The problems the store itself records on jobs (from the one catalogue).
@@ -43,6 +64,7 @@ const CANCELED_WHILE_RUNNING = JSON.stringify(problem('jobCanceled', 'DELETE /jo
 const ABANDONED = JSON.stringify(problem('jobLeaseExpired', 'The job was running when its worker stopped renewing the lease, and it has no attempts left.'));
 
 /** SQLite error codes that mean "try again later" rather than "this request is wrong". */
+const BUSY_CODES = /^SQLITE_BUSY/;
 const UNAVAILABLE_CODES = /^SQLITE_(BUSY|LOCKED|IOERR|FULL|CANTOPEN|READONLY|PROTOCOL|NOMEM|CORRUPT|NOTADB)/;
 
 /** Resolves DATABASE_URL (a path or a file: URL) to a file path and creates its folder. */
@@ -73,24 +95,75 @@ export class SqliteStore implements Store {
   private jobsQueuedInGroup = false;
   private deliveriesQueuedInGroup = false;
   private changedInGroup = new Set<string>();
+  private readonly faultListeners: Array<(fault: StoreFault) => void> = [];
   private readonly sweepBatchSize: number;
   private readonly webhookMaxAttempts: number;
+  private readonly leaseClock: LeaseClock;
+  /** The identities of the database file and its WAL as opened; undefined for :memory:. */
+  private readonly files: { path: string; identity: string }[] = [];
+  /** Set for good once the file the store writes is no longer the file at its path. */
+  private lost: StoreUnavailableError | undefined;
+  /** The last write failure of the database itself, until a commit succeeds again. */
+  private writeFailure: StoreUnavailableError | undefined;
   private closed = false;
 
-  constructor(path: string, options: SqliteStoreOptions = {}) {
-    this.db = new Database(path, { timeout: options.busyTimeoutMs ?? 5000 });
+  constructor(
+    readonly path: string,
+    options: SqliteStoreOptions = {},
+  ) {
+    this.db = new Database(path, { timeout: SYNC_BUSY_WAIT_MS });
     this.db.pragma('journal_mode = WAL');
     // FULL: in WAL mode NORMAL may lose the last commits on power loss, and a 202 promises durability.
     this.db.pragma('synchronous = FULL');
     migrate(this.db);
     this.sql = prepareStatements(this.db);
-    this.sweepBatchSize = options.sweepBatchSize ?? 1000;
+    this.sweepBatchSize = options.sweepBatchSize ?? 500;
     this.webhookMaxAttempts = options.webhookMaxAttempts ?? 8;
-    this.writes = new GroupCommit(
-      this.db,
-      () => this.announceCommit(),
-      (error) => asUnavailable(error) instanceof StoreUnavailableError,
-    );
+    this.leaseClock = options.leaseClock ?? machineLeaseClock();
+    if (path !== ':memory:' && path !== '') {
+      for (const file of [path, `${path}-wal`]) {
+        const identity = fileIdentity(file);
+        if (identity === undefined) throw new Error(`the database file ${file} is missing right after opening it`);
+        this.files.push({ path: file, identity });
+      }
+    }
+    this.writes = new GroupCommit(this.db, {
+      afterCommit: () => this.announceCommit(),
+      isDatabaseError: (error) => asUnavailable(error) instanceof StoreUnavailableError,
+      isBusy: (error) => BUSY_CODES.test(String((error as { code?: unknown }).code ?? '')),
+      busyTimeoutMs: options.busyTimeoutMs ?? 5000,
+      verifyDurable: () => this.verifyFiles(),
+    });
+  }
+
+  /** Called once per fault of the store: the database file lost, or a write failing for a cause other than a busy lock. */
+  onFault(listener: (fault: StoreFault) => void): void {
+    this.faultListeners.push(listener);
+  }
+
+  /**
+   * Throws (for good) when the database file or its WAL is no longer the file this store opened:
+   * removed, or replaced. Writes would then go to an unlinked file that a restart never sees.
+   */
+  private verifyFiles(): void {
+    if (this.lost) throw this.lost;
+    for (const file of this.files) {
+      if (fileIdentity(file.path) === file.identity) continue;
+      this.lost = new StoreUnavailableError(
+        `the database file ${file.path} was removed or replaced while the store had it open; nothing written since is durable. Restore the file and restart.`,
+      );
+      for (const listener of this.faultListeners) listener({ kind: 'file-lost', error: this.lost });
+      throw this.lost;
+    }
+  }
+
+  /** Resolves when the store can serve: open, its file in place, a read round trip, and (after a failed write) a write round trip. */
+  async checkReady(): Promise<void> {
+    this.read(() => {
+      this.verifyFiles();
+      this.sql.readProbe.get();
+    });
+    if (this.writeFailure || this.writes.waitingForLock) await this.write(() => this.sql.writeProbe.run(Date.now()));
   }
 
   onJobsQueued(listener: () => void): void {
@@ -106,6 +179,7 @@ export class SqliteStore implements Store {
   }
 
   private announceCommit(): void {
+    this.writeFailure = undefined;
     if (this.changedInGroup.size > 0) {
       const changed = this.changedInGroup;
       this.changedInGroup = new Set();
@@ -208,14 +282,25 @@ export class SqliteStore implements Store {
 
   private claimWrite(claim: ClaimRequest): ClaimedJob[] {
     const { owner, limit, now, leaseMs } = claim;
-    const leaseExpiresAt = now + leaseMs;
-    for (const row of this.sql.cancelAbandoned.all(CANCELED_WHILE_RUNNING, now, now, now)) this.recordChange(row, 'job.canceled', now);
-    for (const row of this.sql.failAbandoned.all(ABANDONED, now, now, now)) this.recordChange(row, 'job.failed', now);
-    const taken = this.sql.takeOverAbandoned.all(owner, leaseExpiresAt, now, now, limit);
-    const claimed = taken.length < limit ? this.sql.claimQueued.all(owner, leaseExpiresAt, now, now, limit - taken.length) : [];
-    const rows = [...taken, ...claimed];
-    for (const row of rows) this.recordChange(row, 'job.running', now);
-    return rows.map(toClaimedJob);
+    const epoch = this.leaseClock.epoch;
+    const leaseNow = this.leaseClock.now();
+    const leaseExpiresAt = leaseNow + leaseMs;
+    for (const row of this.sql.cancelAbandoned.all(CANCELED_WHILE_RUNNING, now, now, epoch, leaseNow)) this.recordChange(row, 'job.canceled', now);
+    for (const row of this.sql.failAbandoned.all(ABANDONED, now, now, epoch, leaseNow)) this.recordChange(row, 'job.failed', now);
+    const claimed: ClaimedJob[] = [];
+    for (const abandoned of this.sql.abandonedJobs.all(epoch, leaseNow, limit)) {
+      const row = this.sql.takeOver.get(owner, epoch, leaseExpiresAt, now, abandoned.seq);
+      if (!row) continue;
+      this.recordChange(row, 'job.running', now);
+      claimed.push({ ...toClaimedJob(row), ...(abandoned.lease_owner === null ? {} : { takenOverFrom: abandoned.lease_owner }) });
+    }
+    if (claimed.length < limit) {
+      for (const row of this.sql.claimQueued.all(owner, epoch, leaseExpiresAt, now, now, limit - claimed.length)) {
+        this.recordChange(row, 'job.running', now);
+        claimed.push(toClaimedJob(row));
+      }
+    }
+    return claimed;
   }
 
   reportProgress(id: string, fence: number, progress: JobProgress, now: number): Promise<boolean> {
@@ -226,9 +311,9 @@ export class SqliteStore implements Store {
     });
   }
 
-  renewLease(id: string, fence: number, leaseExpiresAt: number, now: number): Promise<LeaseState> {
+  renewLease(id: string, fence: number, leaseMs: number, now: number): Promise<LeaseState> {
     return this.write(() => {
-      const row = this.sql.renewLease.get(leaseExpiresAt, now, id, fence);
+      const row = this.sql.renewLease.get(this.leaseClock.epoch, this.leaseClock.now() + leaseMs, now, id, fence);
       return { held: row !== undefined, cancelRequested: row?.cancel_requested === 1 };
     });
   }
@@ -295,36 +380,38 @@ export class SqliteStore implements Store {
     });
   }
 
+  /**
+   * Deletes in batches, each its own grouped write: between two batches the event loop serves
+   * requests and other writes commit, so a sweep of a million rows never stalls the server.
+   */
   async sweep(now: number, jobsFinishedBefore: number): Promise<{ keys: number; jobs: number }> {
+    const batchSize = this.sweepBatchSize;
     let keys = 0;
     for (;;) {
-      const { changes } = this.read(() => this.sql.deleteExpiredKeys.run(now, this.sweepBatchSize));
+      const { changes } = await this.write(() => this.sql.deleteExpiredKeys.run(now, batchSize));
       keys += changes;
-      if (changes < this.sweepBatchSize) break;
+      if (changes < batchSize) break;
     }
-    const deleteJobs = this.db.transaction((ids: { id: string }[]) => {
-      for (const { id } of ids) {
-        this.sql.deleteJobEvents.run(id);
-        this.sql.deleteJobDeliveries.run(id);
-        this.sql.deleteJob.run(id);
-      }
-    });
     let jobs = 0;
     for (;;) {
-      const batch = this.read(() => {
-        const ids = this.sql.finishedJobsBefore.all(jobsFinishedBefore, this.sweepBatchSize);
-        deleteJobs.immediate(ids);
+      const deleted = await this.write(() => {
+        const ids = this.sql.finishedJobsBefore.all(jobsFinishedBefore, batchSize);
+        for (const { id } of ids) {
+          this.sql.deleteJobEvents.run(id);
+          this.sql.deleteJobDeliveries.run(id);
+          this.sql.deleteJob.run(id);
+        }
         return ids.length;
       });
-      jobs += batch;
-      if (batch < this.sweepBatchSize) break;
+      jobs += deleted;
+      if (deleted < batchSize) break;
     }
     return { keys, jobs };
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
-    this.writes.flush();
+    this.writes.flush(true);
     this.closed = true;
     this.db.close();
   }
@@ -332,14 +419,22 @@ export class SqliteStore implements Store {
   /** A write grouped with the others of this event-loop turn; store errors become StoreUnavailableError. */
   private write<T>(write: () => T): Promise<T> {
     if (this.closed) return Promise.reject(new StoreUnavailableError('the store is closed'));
+    if (this.lost) return Promise.reject(this.lost);
     return this.writes.run(write).catch((error: unknown) => {
-      throw asUnavailable(error);
+      const unavailable = asUnavailable(error);
+      if (unavailable instanceof StoreUnavailableError && unavailable !== this.lost && !BUSY_CODES.test(String((error as { code?: unknown }).code))) {
+        // Reported once per run of failures (disk full, I/O error), not once per request.
+        if (!this.writeFailure) for (const listener of this.faultListeners) listener({ kind: 'write-failed', error: unavailable });
+        this.writeFailure = unavailable;
+      }
+      throw unavailable;
     });
   }
 
   /** A statement run now (reads, claims, sweeps); store errors become StoreUnavailableError. */
   private read<T>(run: () => T): T {
     if (this.closed) throw new StoreUnavailableError('the store is closed');
+    if (this.lost) throw this.lost;
     try {
       return run();
     } catch (error) {

@@ -85,30 +85,36 @@ export function prepareStatements(db: BetterSqlite3.Database) {
     ),
 
     // --- claiming and leasing -----------------------------------------------------------
+    // A lease has expired when it was taken on another clock (another boot: see lease-clock.ts)
+    // or its expiry on this clock has passed. Parameters: (lease clock epoch, lease clock now).
     /** Abandoned (lease expired) jobs whose cancellation was asked end as canceled. */
-    cancelAbandoned: db.prepare<[string, number, number, number], JobRow>(
-      `UPDATE jobs SET status = 'canceled', error = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
-       WHERE status = 'running' AND lease_expires_at <= ? AND cancel_requested = 1
+    cancelAbandoned: db.prepare<[string, number, number, string, number], JobRow>(
+      `UPDATE jobs SET status = 'canceled', error = ?, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
+       WHERE status = 'running' AND (lease_epoch IS NOT ? OR lease_expires_at <= ?) AND cancel_requested = 1
        RETURNING ${JOB_COLUMNS}`,
     ),
     /** Abandoned jobs with no attempts left end as failed rather than crash a worker forever. */
-    failAbandoned: db.prepare<[string, number, number, number], JobRow>(
-      `UPDATE jobs SET status = 'failed', error = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
-       WHERE status = 'running' AND lease_expires_at <= ? AND attempts >= max_attempts
+    failAbandoned: db.prepare<[string, number, number, string, number], JobRow>(
+      `UPDATE jobs SET status = 'failed', error = ?, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
+       WHERE status = 'running' AND (lease_epoch IS NOT ? OR lease_expires_at <= ?) AND attempts >= max_attempts
        RETURNING ${JOB_COLUMNS}`,
     ),
-    takeOverAbandoned: db.prepare<[string, number, number, number, number], ClaimedRow>(
-      `UPDATE jobs SET attempts = attempts + 1, fence = fence + 1, lease_owner = ?, lease_expires_at = ?, updated_at = ?
-       WHERE seq IN (SELECT seq FROM jobs WHERE status = 'running' AND lease_expires_at <= ? ORDER BY lease_expires_at LIMIT ?)
+    /** The other abandoned jobs, oldest lease first, with the owner that let go of each. */
+    abandonedJobs: db.prepare<[string, number, number], { seq: number; lease_owner: string | null }>(
+      `SELECT seq, lease_owner FROM jobs WHERE status = 'running' AND (lease_epoch IS NOT ? OR lease_expires_at <= ?) ORDER BY lease_expires_at LIMIT ?`,
+    ),
+    takeOver: db.prepare<[string, string, number, number, number], ClaimedRow>(
+      `UPDATE jobs SET attempts = attempts + 1, fence = fence + 1, lease_owner = ?, lease_epoch = ?, lease_expires_at = ?, updated_at = ?
+       WHERE seq = ? AND status = 'running'
        RETURNING ${CLAIMED_COLUMNS}`,
     ),
-    claimQueued: db.prepare<[string, number, number, number, number], ClaimedRow>(
-      `UPDATE jobs SET status = 'running', attempts = attempts + 1, fence = fence + 1, lease_owner = ?, lease_expires_at = ?, updated_at = ?
+    claimQueued: db.prepare<[string, string, number, number, number, number], ClaimedRow>(
+      `UPDATE jobs SET status = 'running', attempts = attempts + 1, fence = fence + 1, lease_owner = ?, lease_epoch = ?, lease_expires_at = ?, updated_at = ?
        WHERE seq IN (SELECT seq FROM jobs WHERE status = 'queued' AND run_at <= ? ORDER BY run_at, seq LIMIT ?)
        RETURNING ${CLAIMED_COLUMNS}`,
     ),
-    renewLease: db.prepare<[number, number, string, number], { cancel_requested: number }>(
-      `UPDATE jobs SET lease_expires_at = ?, updated_at = ? WHERE id = ? AND fence = ? AND status = 'running'
+    renewLease: db.prepare<[string, number, number, string, number], { cancel_requested: number }>(
+      `UPDATE jobs SET lease_epoch = ?, lease_expires_at = ?, updated_at = ? WHERE id = ? AND fence = ? AND status = 'running'
        RETURNING cancel_requested`,
     ),
 
@@ -128,22 +134,22 @@ export function prepareStatements(db: BetterSqlite3.Database) {
          result = CASE WHEN cancel_requested = 1 THEN NULL ELSE ? END,
          result_location = CASE WHEN cancel_requested = 1 THEN NULL ELSE ? END,
          error = CASE WHEN cancel_requested = 1 THEN ? ELSE ? END,
-         lease_owner = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
+         lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
        WHERE id = ? AND fence = ? AND status = 'running'
        RETURNING ${JOB_COLUMNS}`,
     ),
     retryJob: db.prepare<[string, number, number, string, number], JobRow>(
-      `UPDATE jobs SET status = 'queued', error = ?, run_at = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
+      `UPDATE jobs SET status = 'queued', error = ?, run_at = ?, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?
        WHERE id = ? AND fence = ? AND status = 'running' AND cancel_requested = 0
        RETURNING ${JOB_COLUMNS}`,
     ),
     finishCanceledRequest: db.prepare<[string, number, number, string, number], JobRow>(
-      `UPDATE jobs SET status = 'canceled', error = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
+      `UPDATE jobs SET status = 'canceled', error = ?, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
        WHERE id = ? AND fence = ? AND status = 'running' AND cancel_requested = 1
        RETURNING ${JOB_COLUMNS}`,
     ),
     releaseJob: db.prepare<[number, number, string, number], JobRow>(
-      `UPDATE jobs SET status = 'queued', attempts = attempts - 1, run_at = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
+      `UPDATE jobs SET status = 'queued', attempts = attempts - 1, run_at = ?, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?
        WHERE id = ? AND fence = ? AND status = 'running' AND cancel_requested = 0
        RETURNING ${JOB_COLUMNS}`,
     ),
@@ -175,6 +181,11 @@ export function prepareStatements(db: BetterSqlite3.Database) {
        WHERE id = ? AND attempts = ? AND lease_owner = ?`,
     ),
     deliveriesOfJob: db.prepare<[string], DeliveryRow>(`SELECT ${DELIVERY_COLUMNS} FROM webhook_deliveries WHERE job_id = ? ORDER BY created_at, id`),
+
+    // --- health -------------------------------------------------------------------------
+    /** The readiness probe's write: one row, rewritten. */
+    writeProbe: db.prepare<[number]>(`INSERT INTO store_probe (id, checked_at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at`),
+    readProbe: db.prepare<[], { version: number }>(`SELECT count(*) AS version FROM sqlite_master`),
 
     // --- retention ----------------------------------------------------------------------
     deleteExpiredKeys: db.prepare<[number, number]>(
