@@ -1,6 +1,6 @@
 import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
 import http, { type IncomingHttpHeaders } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AsyncFirstApp } from '../src/app.js';
@@ -67,6 +67,26 @@ async function startReceiver(reply: (index: number) => Reply = () => ({ status: 
   };
 }
 
+/** Writes one raw HTTP/1.1 request (`lines` is its head, line by line) and reads the whole answer. */
+function rawExchange(address: string, lines: string[], body: string): Promise<{ status: number; headers: Record<string, string>; body: string }> {
+  const { hostname, port } = new URL(address);
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(Number(port), hostname, () => socket.write(`${lines.join('\r\n')}\r\n\r\n${body}`));
+    const chunks: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.on('error', reject);
+    socket.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8');
+      const split = text.indexOf('\r\n\r\n');
+      const [statusLine = '', ...headerLines] = text.slice(0, split).split('\r\n');
+      const headers = Object.fromEntries(
+        headerLines.map((line) => [line.slice(0, line.indexOf(':')).toLowerCase(), line.slice(line.indexOf(':') + 1).trim()] as const),
+      );
+      resolve({ status: Number(statusLine.split(' ')[1]), headers, body: text.slice(split + 4) });
+    });
+  });
+}
+
 interface Delivery {
   id: string;
   event: string;
@@ -112,6 +132,61 @@ function countRows(dbPath: string): { jobs: number; keys: number } {
     db.close();
   }
 }
+
+/** Callback URLs whose host is a non-public IPv4 address in another spelling, each refused at submission. */
+const DISGUISED_NON_PUBLIC_URLS: [url: string, form: string][] = [
+  ['http://[::127.0.0.2]:9090/', 'IPv4-compatible IPv6 (::/96) of loopback'],
+  ['http://[::7f00:1]/', 'IPv4-compatible IPv6 of loopback, in hex'],
+  ['http://[::10.0.0.5]/', 'IPv4-compatible IPv6 of a private address'],
+  ['http://[::ffff:7f00:1]/', 'IPv4-mapped IPv6 (::ffff:0:0/96) of loopback, in hex'],
+  ['http://[0:0:0:0:0:ffff:169.254.169.254]/', 'IPv4-mapped IPv6 of link-local, uncompressed'],
+  ['http://[::ffff:0:127.0.0.1]/', 'IPv4-translated IPv6 (::ffff:0:0:0/96) of loopback'],
+  ['http://[64:ff9b::127.0.0.1]/', 'NAT64 (64:ff9b::/96) of loopback'],
+  ['http://[64:ff9b::a9fe:a9fe]/', 'NAT64 of link-local (cloud metadata)'],
+  ['http://[64:ff9b:1::808:808]/', 'local-use NAT64 (64:ff9b:1::/48): where the IPv4 address sits is not fixed'],
+  ['http://[2002:7f00:1::1]/', '6to4 (2002::/16) of loopback'],
+  ['http://[2002:c0a8:101::1]/', '6to4 of a private address'],
+  ['http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/', 'Teredo (2001::/32) with a loopback client'],
+  ['http://[2001:0:a00:5:8000:63bf:f7f7:f7f7]/', 'Teredo with a private server'],
+  ['http://[::]/', 'IPv6 unspecified'],
+  ['http://[4000::1]/', 'IPv6 outside 2000::/3, the global unicast space'],
+  ['http://2130706433/', 'IPv4 as one decimal number'],
+  ['http://0x7f.1/', 'IPv4 in hex, two parts'],
+  ['http://0x7f000001/', 'IPv4 as one hex number'],
+  ['http://0177.0.0.1/', 'IPv4 with an octal part'],
+  ['http://127.1/', 'IPv4, two parts'],
+  ['http://127.0.0.1./', 'IPv4 with a trailing dot'],
+  ['http://%31%32%37.0.0.1/', 'IPv4, percent-encoded'],
+  ['http://0/', 'IPv4 0, which is 0.0.0.0'],
+];
+
+/** Resolved addresses (as a DNS lookup returns them) that embed an IPv4 address, and whether a connection may go there. */
+const EMBEDDING_ADDRESSES: [address: string, allowed: boolean, form: string][] = [
+  ['::7f00:2', false, 'IPv4-compatible of 127.0.0.2'],
+  ['::127.0.0.2', false, 'IPv4-compatible of 127.0.0.2, dotted'],
+  ['::a00:5', false, 'IPv4-compatible of 10.0.0.5'],
+  ['::808:808', true, 'IPv4-compatible of 8.8.8.8'],
+  ['::ffff:7f00:1', false, 'IPv4-mapped of 127.0.0.1, in hex'],
+  ['::ffff:808:808', true, 'IPv4-mapped of 8.8.8.8, in hex'],
+  ['::ffff:0:7f00:1', false, 'IPv4-translated of 127.0.0.1'],
+  ['::ffff:0:a9fe:a9fe', false, 'IPv4-translated of 169.254.169.254'],
+  ['::ffff:0:808:808', true, 'IPv4-translated of 8.8.8.8'],
+  ['64:ff9b::7f00:1', false, 'NAT64 of 127.0.0.1'],
+  ['64:ff9b::c0a8:101', false, 'NAT64 of 192.168.1.1'],
+  ['64:ff9b::808:808', true, 'NAT64 of 8.8.8.8'],
+  ['64:ff9b:1::808:808', false, 'local-use NAT64, even of 8.8.8.8'],
+  ['64:ff9b:1:7f00:1::', false, 'local-use NAT64 (/64 layout) of 127.0.0.1'],
+  ['2002:7f00:1::1', false, '6to4 of 127.0.0.1'],
+  ['2002:a9fe:a9fe::1', false, '6to4 of 169.254.169.254'],
+  ['2002:808:808::1', true, '6to4 of 8.8.8.8'],
+  ['2001:0:4136:e378:8000:63bf:80ff:fffe', false, 'Teredo: public server 65.54.227.120, client 127.0.0.1'],
+  ['2001:0:4136:e378:8000:63bf:3fff:fdd2', false, 'Teredo: public server, client 192.0.2.45 (documentation)'],
+  ['2001:0:a00:5:8000:63bf:f7f7:f7f7', false, 'Teredo: server 10.0.0.5, public client 8.8.8.8'],
+  ['2001:0:4136:e378:8000:63bf:f7f7:f7f7', true, 'Teredo: public server and public client 8.8.8.8'],
+  ['::1', false, 'IPv6 loopback (IPv4-compatible of 0.0.0.1)'],
+  ['4000::1', false, 'outside 2000::/3'],
+  ['64:ff9b::1:0:0:1', false, 'in 64:ff9b::/32 but in neither NAT64 prefix (outside 2000::/3)'],
+];
 
 const REPORT_HANDLER: AnyHandler = async (input) => {
   const { title, rows } = input.body as { title: string; rows: number };
@@ -461,6 +536,52 @@ describe('webhooks: signed, retried, durable deliveries of a job’s terminal ev
     expect((await submit(address, 'nosecret-plain', undefined)).status).toBe(202);
     expect(countRows(dbPath)).toEqual({ jobs: 1, keys: 1 });
   });
+  it.each(DISGUISED_NON_PUBLIC_URLS)('refuses Callback-URL %s (%s) with 400 callback-url-refused and stores no job', async (url) => {
+    const { address, dbPath } = await listen({ config: { webhookAllowedHosts: '', workerConcurrency: 0 } });
+    const response = await submit(address, 'disguised', url);
+    expect(response.status).toBe(400);
+    expect(response.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    const problem = (await response.json()) as { type: string; status: number; detail?: string };
+    expect(problem).toMatchObject({ type: `${PROBLEM_TYPE_BASE}callback-url-refused`, status: 400 });
+    expect(problem.detail).toMatch(/^Callback-URL points at .+, which is not a public address\.$/);
+    expect(countRows(dbPath)).toEqual({ jobs: 0, keys: 0 });
+  });
+
+  it('accepts a Callback-URL whose IPv6 literal embeds a public IPv4 address (NAT64 of 8.8.8.8), storing it with the job', async () => {
+    const { address, dbPath } = await listen({ config: { webhookAllowedHosts: '', workerConcurrency: 0 } });
+    const response = await submit(address, 'nat64-public', 'http://[64:ff9b::8.8.8.8]/hook');
+    expect(response.status).toBe(202);
+    const { job_id } = (await response.json()) as { job_id: string };
+    expect(countRows(dbPath)).toEqual({ jobs: 1, keys: 1 });
+    const db = new Database(dbPath, { readonly: true });
+    try {
+      expect(db.prepare<[string], { callback_url: string | null }>('SELECT callback_url FROM jobs WHERE id = ?').get(job_id)).toEqual({
+        callback_url: 'http://[64:ff9b::8.8.8.8]/hook',
+      });
+    } finally {
+      db.close();
+    }
+  });
+
+  it('refuses two Callback-URL header lines with 400 callback-url-refused, although each alone is accepted, and stores no job', async () => {
+    const { address, dbPath } = await listen({ config: { webhookAllowedHosts: '', workerConcurrency: 0 } });
+    const body = JSON.stringify({ title: 'two lines', rows: 1 });
+    const head = ['POST /reports HTTP/1.1', `Host: ${new URL(address).host}`, 'Content-Type: application/json', `Content-Length: ${Buffer.byteLength(body)}`];
+    head.push('X-API-Key: key-a', 'Idempotency-Key: two-callback-lines', 'Connection: close');
+    const twice = await rawExchange(address, [...head, 'Callback-URL: https://a.example.com/hook', 'Callback-URL: https://b.example.com/hook'], body);
+    expect(twice.status).toBe(400);
+    expect(twice.headers['content-type']).toMatch(/^application\/problem\+json/);
+    expect(JSON.parse(twice.body)).toMatchObject({
+      type: `${PROBLEM_TYPE_BASE}callback-url-refused`,
+      status: 400,
+      detail: 'Send one Callback-URL header line; this request has 2.',
+    });
+    expect(countRows(dbPath)).toEqual({ jobs: 0, keys: 0 });
+
+    const once = await rawExchange(address, [...head, 'Callback-URL: https://a.example.com/hook'], body);
+    expect(once.status).toBe(202);
+    expect(countRows(dbPath)).toEqual({ jobs: 1, keys: 1 });
+  });
 });
 
 describe('CallbackPolicy: the SSRF guard', () => {
@@ -491,6 +612,24 @@ describe('CallbackPolicy: the SSRF guard', () => {
     ['not-an-address', 'not an address'],
   ])('refuses %s (%s)', (address) => {
     expect(policy.addressAllowed(address)).toBe(false);
+  });
+
+  it.each(EMBEDDING_ADDRESSES)('judges %s by the IPv4 address it embeds: allowed %s (%s)', (address, allowed) => {
+    expect(policy.addressAllowed(address)).toBe(allowed);
+  });
+
+  it('applies allowlist entries to the embedded IPv4 address, and IPv6 entries to the address as written', () => {
+    const loopback = CallbackPolicy.fromList('127.0.0.1');
+    expect(loopback.addressAllowed('::7f00:1')).toBe(true);
+    expect(loopback.addressAllowed('64:ff9b::7f00:1')).toBe(true);
+    expect(loopback.addressAllowed('64:ff9b::7f00:2')).toBe(false);
+    expect(loopback.addressAllowed('2001:0:4136:e378:8000:63bf:80ff:fffe')).toBe(true);
+    expect(loopback.addressAllowed('2001:0:7f00:1:8000:63bf:80ff:fffe')).toBe(true);
+    expect(loopback.addressAllowed('2001:0:7f00:2:8000:63bf:80ff:fffe')).toBe(false);
+    const localNat64 = CallbackPolicy.fromList('64:ff9b:1::/48');
+    expect(localNat64.addressAllowed('64:ff9b:1::a00:5')).toBe(true);
+    expect(localNat64.refusal('http://[64:ff9b:1::a00:5]/hook')).toBeUndefined();
+    expect(localNat64.addressAllowed('64:ff9b::a00:5')).toBe(false);
   });
 
   it.each(['93.184.216.34', '8.8.8.8', '1.1.1.1', '172.32.0.1', '100.128.0.1', '2606:4700:4700::1111', '2a00:1450:4001::200e', '::ffff:8.8.8.8'])(

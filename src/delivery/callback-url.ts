@@ -43,14 +43,27 @@ export class CallbackPolicy {
     return undefined;
   }
 
-  /** True when the connection may go to this resolved address for this host name. */
+  /**
+   * True when the connection may go to this resolved address for this host name. An IPv6 address
+   * that carries an IPv4 address (see embeddedIPv4) is judged as that IPv4 address.
+   */
   addressAllowed(address: string, hostname?: string): boolean {
     if (hostname && this.hosts.has(bareHost(hostname).toLowerCase())) return true;
     if (!ipaddr.isValid(address)) return false;
-    let parsed = ipaddr.parse(address);
-    if (parsed.kind() === 'ipv6' && (parsed as ipaddr.IPv6).isIPv4MappedAddress()) parsed = (parsed as ipaddr.IPv6).toIPv4Address();
-    if (this.ranges.some(([range, bits]) => range.kind() === parsed.kind() && parsed.match(range, bits))) return true;
-    return parsed.range() === 'unicast';
+    const parsed = ipaddr.parse(address);
+    if (this.inAllowedRange(parsed)) return true;
+    if (parsed.kind() === 'ipv4') return parsed.range() === 'unicast';
+    const ipv6 = parsed as ipaddr.IPv6;
+    const embedded = embeddedIPv4(ipv6);
+    if (embedded === 'unknown') return false;
+    if (embedded) return embedded.every((inner) => this.inAllowedRange(inner) || inner.range() === 'unicast');
+    // ipaddr.js calls everything it has no name for unicast; only 2000::/3 is allocated for global unicast.
+    return ipv6.range() === 'unicast' && ipv6.match(GLOBAL_UNICAST_IPV6, 3);
+  }
+
+  /** Whether a WEBHOOK_ALLOWED_HOSTS address or CIDR covers this address. */
+  private inAllowedRange(address: ipaddr.IPv4 | ipaddr.IPv6): boolean {
+    return this.ranges.some(([range, bits]) => range.kind() === address.kind() && address.match(range, bits));
   }
 
   /** A DNS lookup for http.request that only yields addresses this policy allows. */
@@ -70,6 +83,37 @@ export class CallbackPolicy {
       callback(null, first.address, first.family);
     });
   };
+}
+
+const GLOBAL_UNICAST_IPV6 = ipaddr.IPv6.parse('2000::');
+const IPV4_COMPATIBLE = ipaddr.IPv6.parse('::');
+const NAT64_WELL_KNOWN = ipaddr.IPv6.parse('64:ff9b::');
+
+/**
+ * The IPv4 addresses an IPv6 address stands for: the last 32 bits of an IPv4-compatible (::/96),
+ * IPv4-mapped (::ffff:0:0/96), IPv4-translated (::ffff:0:0:0/96) or NAT64 (64:ff9b::/96) address,
+ * bits 16–47 of a 6to4 address (2002::/16), and a Teredo address's server and client (2001::/32).
+ * 'unknown' for the local-use NAT64 prefix 64:ff9b:1::/48, where each network chooses where the
+ * IPv4 address sits; undefined when the address carries none.
+ */
+function embeddedIPv4(address: ipaddr.IPv6): ipaddr.IPv4[] | 'unknown' | undefined {
+  const [, second = 0, third = 0, fourth = 0, , , seventh = 0, eighth = 0] = address.parts;
+  const ipv4 = (high: number, low: number) => new ipaddr.IPv4([high >> 8, high & 0xff, low >> 8, low & 0xff]);
+  switch (address.range()) {
+    case 'ipv4Mapped':
+    case 'rfc6145':
+      return [ipv4(seventh, eighth)];
+    case 'rfc6052':
+      return address.match(NAT64_WELL_KNOWN, 96) ? [ipv4(seventh, eighth)] : 'unknown';
+    case '6to4':
+      return [ipv4(second, third)];
+    case 'teredo':
+      // The client's address is stored inverted (RFC 4380).
+      return [ipv4(third, fourth), ipv4(seventh ^ 0xffff, eighth ^ 0xffff)];
+    default:
+      // Also :: and ::1, which are refused either way (0.0.0.0/8).
+      return address.match(IPV4_COMPATIBLE, 96) ? [ipv4(seventh, eighth)] : undefined;
+  }
 }
 
 /** The host without IPv6 brackets or the trailing dot of a fully qualified name (localhost. is localhost). */

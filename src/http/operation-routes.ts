@@ -157,9 +157,11 @@ function acceptHandler(operation: OperationSpec, deps: OperationRouteDeps) {
 
 /** The submission's Callback-URL, checked against the SSRF policy (400 when plainly refused). */
 function readCallbackUrl(request: FastifyRequest, deps: OperationRouteDeps): string | undefined {
-  const header = request.headers['callback-url'];
-  if (header === undefined) return undefined;
-  const url = Array.isArray(header) ? undefined : header.trim();
+  // The raw lines: Node would join two Callback-URL lines into one "a, b" string.
+  const lines = headerLines(request.raw.rawHeaders, 'callback-url');
+  if (lines === undefined) return undefined;
+  if (lines.length > 1) throw new ProblemError('callbackUrlRefused', `Send one Callback-URL header line; this request has ${lines.length}.`);
+  const url = lines[0]?.trim();
   if (!url) throw new ProblemError('callbackUrlRefused', 'Send one Callback-URL header with an absolute http(s) URL.');
   if (!deps.webhooks) throw new ProblemError('callbackUrlRefused', 'This server sends no webhooks (WEBHOOK_SECRET is not set); poll GET /jobs/{id} instead.');
   const refusal = deps.webhooks.policy.refusal(url);
