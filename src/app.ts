@@ -9,6 +9,7 @@ import { JobWatch } from './delivery/job-watch.js';
 import { WebhookDispatcher } from './delivery/webhook-dispatcher.js';
 import { decodeWebhookSecret } from './delivery/webhook-signature.js';
 import type { AnyHandler } from './handlers.js';
+import { ProblemError } from './http/problems.js';
 import type { SecurityHandler } from './http/security.js';
 import { buildServer } from './http/server.js';
 import { ContractValidators } from './http/validation.js';
@@ -84,6 +85,7 @@ export async function createAsyncFirst<HandlerMap extends object>(options: Async
   const streams = new JobEventStreams({ store, watch, maxStreamsPerPrincipal: config.sseMaxStreamsPerPrincipal, heartbeatMs: config.sseHeartbeatMs });
 
   let server: FastifyInstance | undefined;
+  let background = false;
   let worker: Worker | undefined;
   const logger = { level: config.logLevel };
   let closing = false;
@@ -101,6 +103,11 @@ export async function createAsyncFirst<HandlerMap extends object>(options: Async
       idempotencyRetentionMs: config.idempotencyRetentionMs,
       logger,
       isClosing: () => closing,
+      readiness: async () => {
+        if (!background)
+          throw new ProblemError('notReady', 'The server is starting; its worker and sweeper are not running yet.', { headers: { 'retry-after': '1' } });
+        await store.checkReady();
+      },
       cancelRunningJob: (jobId) => worker?.cancel(jobId),
       watch,
       streams,
@@ -112,6 +119,14 @@ export async function createAsyncFirst<HandlerMap extends object>(options: Async
     throw error;
   }
   const log = server.log;
+  store.onFault((fault) =>
+    log.error(
+      { err: fault.error.cause ?? fault.error, fault: fault.kind },
+      fault.kind === 'file-lost'
+        ? 'the database file is gone: every write now answers 503 until it is restored and the server restarted'
+        : 'the database refuses writes; answering 503 until it accepts them again',
+    ),
+  );
 
   if (config.workerConcurrency > 0) {
     const jobOperations = new Map<string, JobOperation>();
@@ -154,7 +169,6 @@ export async function createAsyncFirst<HandlerMap extends object>(options: Async
   }
   const sweeper = new Sweeper(store, { intervalMs: config.sweepIntervalMs, jobRetentionMs: config.jobRetentionMs, log: log.child({ component: 'sweeper' }) });
 
-  let background = false;
   const startBackground = () => {
     if (background) return;
     background = true;

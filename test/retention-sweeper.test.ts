@@ -6,7 +6,7 @@ import { readContractFile } from '../src/contract/load.js';
 import { buildReport } from '../src/demo/report.js';
 import { demoSecurity, parseApiKeys, reportHandlers } from '../src/demo/service.js';
 import type { Handlers } from '../src/handlers.js';
-import { API_KEYS, submitReport, tempDir, waitForJob } from './helpers.js';
+import { API_KEYS, countRows, startDemo, submitReport, tempDir, waitForJob } from './helpers.js';
 
 const IDEMPOTENCY_RETENTION_MS = 10_000;
 const JOB_RETENTION_MS = 2_000;
@@ -178,5 +178,42 @@ describe('the retention sweeper', () => {
     expect(second.headers['idempotent-replayed']).toBeUndefined();
     expect(second.json().job_id).not.toBe(firstId);
     expect(readRows(tmp.dbPath).keys.map((key) => key.job_id)).toEqual([second.json().job_id]);
+  });
+});
+
+describe('a large sweep', () => {
+  it('deletes thousands of finished jobs in batches with the event loop free between them', async () => {
+    const demo = await startDemo({ workerConcurrency: 0, sweepIntervalMs: 3_600_000 });
+    try {
+      const total = 3000;
+      const db = new Database(demo.dbPath);
+      const insert = db.prepare(
+        `INSERT INTO jobs (id, principal, operation, input, status, attempts, max_attempts, run_at, created_at, updated_at, finished_at)
+         VALUES (?, 'alice', 'createReport', '{}', 'succeeded', 1, 5, 0, 0, 0, 1)`,
+      );
+      db.transaction(() => {
+        for (let i = 0; i < total; i++) insert.run(`old-${i}`);
+      })();
+      db.close();
+
+      // Count the event-loop turns that run while the sweep is under way.
+      let turns = 0;
+      let sweeping = true;
+      const spin = () => {
+        if (!sweeping) return;
+        turns++;
+        setImmediate(spin);
+      };
+      setImmediate(spin);
+      const deleted = await demo.app.sweeper.sweepNow(Date.now());
+      sweeping = false;
+
+      expect(deleted).toEqual({ keys: 0, jobs: total });
+      expect(countRows(demo.dbPath).jobs).toBe(0);
+      // 500 jobs a batch: at least one turn between each two of the 6 batches.
+      expect(turns).toBeGreaterThanOrEqual(total / 500 - 1);
+    } finally {
+      await demo.close();
+    }
   });
 });

@@ -144,14 +144,25 @@ export interface DemoProcess {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** Everything the process wrote to stderr so far (for failure messages). */
   stderr(): string;
+  /** The JSON log lines the process wrote to stdout so far. */
+  logs(): Array<{ level: number; msg: string; [field: string]: unknown }>;
+}
+
+export interface DemoProcessOptions {
+  /** The service module to run instead of the demo (relative to the repository). */
+  script?: string;
+  /** Node options before the module (e.g. another --import). */
+  nodeArgs?: string[];
+  startTimeoutMs?: number;
 }
 
 /**
  * Spawns `node --import tsx src/demo/main.ts <mode>` on PORT 0 and resolves once it logged that
  * it is listening (serve) or that its worker started (worker).
  */
-export function startDemoProcess(mode: 'serve' | 'worker', env: Record<string, string>, startTimeoutMs = 20_000): Promise<DemoProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/demo/main.ts', mode], {
+export function startDemoProcess(mode: 'serve' | 'worker', env: Record<string, string>, options: DemoProcessOptions = {}): Promise<DemoProcess> {
+  const startTimeoutMs = options.startTimeoutMs ?? 20_000;
+  const child = spawn(process.execPath, ['--import', 'tsx', ...(options.nodeArgs ?? []), options.script ?? 'src/demo/main.ts', mode], {
     cwd: REPO_ROOT,
     env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', API_KEYS, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -165,6 +176,7 @@ export function startDemoProcess(mode: 'serve' | 'worker', env: Record<string, s
     child.once('exit', (code, signal) => resolve({ code, signal }));
   });
   const readyMessage = mode === 'serve' ? 'asyncfirst demo listening' : 'worker started';
+  const logs: Array<{ level: number; msg: string }> = [];
   return new Promise<DemoProcess>((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
@@ -179,15 +191,16 @@ export function startDemoProcess(mode: 'serve' | 'worker', env: Record<string, s
         const line = buffered.slice(0, newline);
         buffered = buffered.slice(newline + 1);
         newline = buffered.indexOf('\n');
-        let entry: { msg?: unknown; address?: unknown };
+        let entry: { msg?: unknown; address?: unknown; level?: unknown };
         try {
           entry = JSON.parse(line) as { msg?: unknown; address?: unknown };
         } catch {
           continue;
         }
+        logs.push(entry as { level: number; msg: string });
         if (entry.msg === readyMessage) {
           clearTimeout(timer);
-          resolve({ child, address: typeof entry.address === 'string' ? entry.address : undefined, exited, stderr: () => stderr });
+          resolve({ child, address: typeof entry.address === 'string' ? entry.address : undefined, exited, stderr: () => stderr, logs: () => logs });
         }
       }
     });

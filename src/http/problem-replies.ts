@@ -6,6 +6,21 @@ import { requestPart, toViolations } from './validation.js';
 /** Seconds a client should wait before retrying a 503. */
 export const RETRY_AFTER_UNAVAILABLE_SECONDS = 2;
 
+let unavailableLoggedAt = 0;
+let unavailableSuppressed = 0;
+
+/** Logs 503s for an unavailable store at warn with their cause: at most one line a second, with how many were not logged. */
+function logUnavailable(request: FastifyRequest, error: StoreUnavailableError): void {
+  const now = Date.now();
+  if (now - unavailableLoggedAt < 1000) {
+    unavailableSuppressed++;
+    return;
+  }
+  request.log.warn({ cause: error.message, alsoAnswered503: unavailableSuppressed }, 'answered 503: the job store is unavailable');
+  unavailableLoggedAt = now;
+  unavailableSuppressed = 0;
+}
+
 /** Sends problem details as application/problem+json. */
 export function sendProblem(reply: FastifyReply, details: ProblemDetails, headers: Record<string, string> = {}): FastifyReply {
   return reply.code(details.status).headers(headers).type('application/problem+json; charset=utf-8').send(JSON.stringify(details));
@@ -15,6 +30,7 @@ export function sendProblem(reply: FastifyReply, details: ProblemDetails, header
 export function problemFor(error: FastifyError | Error, request: FastifyRequest): { details: ProblemDetails; headers: Record<string, string> } {
   if (error instanceof ProblemError) return { details: error.problem, headers: error.headers };
   if (error instanceof StoreUnavailableError) {
+    logUnavailable(request, error);
     return {
       details: problem('storeUnavailable', 'The job store could not complete this request in time; nothing was stored. Retry with the same Idempotency-Key.'),
       headers: { 'retry-after': String(RETRY_AFTER_UNAVAILABLE_SECONDS) },

@@ -23,6 +23,7 @@ export const PROBLEMS = {
   internal: { slug: 'internal', title: 'Internal server error', status: 500 },
   storeUnavailable: { slug: 'store-unavailable', title: 'Job store unavailable', status: 503 },
   shuttingDown: { slug: 'shutting-down', title: 'Server shutting down', status: 503 },
+  notReady: { slug: 'not-ready', title: 'Server not ready', status: 503 },
   // Stored on failed jobs (GET /jobs/{id} → error), never sent as a response status of their own.
   jobHandlerFailed: { slug: 'job-handler-failed', title: 'The job handler failed', status: 500 },
   jobResultInvalid: { slug: 'job-result-invalid', title: 'The job result does not match the contract', status: 500 },

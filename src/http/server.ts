@@ -36,6 +36,8 @@ export interface ServerDeps {
   logger: FastifyServerOptions['logger'];
   /** True once shutdown began: new requests get 503. */
   isClosing: () => boolean;
+  /** Resolves when this process can serve jobs now; throws (a ProblemError or StoreUnavailableError) when not. */
+  readiness: () => Promise<void>;
 }
 
 const ALL_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'];
@@ -123,6 +125,11 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   }
 
   await registerDocumentRoutes(server, deps.served);
+  // Liveness: the process answers (no store call). Readiness: it can take and serve jobs now.
   server.get('/healthz', async () => ({ status: 'ok' }));
+  server.get('/readyz', async () => {
+    await deps.readiness();
+    return { status: 'ready' };
+  });
   return server;
 }
