@@ -1,11 +1,72 @@
+import { setTimeout as sleepFor } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AsyncFirstApp } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
 import { createDemo } from '../src/demo/service.js';
 import { problem } from '../src/http/problems.js';
 import { machineLeaseClock } from '../src/store/sqlite/lease-clock.js';
+import { SqliteStore } from '../src/store/sqlite/sqlite-store.js';
 import { API_KEYS, submitReport, tempDir, waitForJob } from './helpers.js';
 import { customApp, readJobRow, sleep, waitFor } from './worker-test-support.js';
+
+describe('a worker that cannot renew its lease', () => {
+  const apps: AsyncFirstApp[] = [];
+  const cleanups: Array<() => void> = [];
+  afterEach(async () => {
+    for (const app of apps.splice(0)) await app.close();
+    for (const cleanup of cleanups.splice(0)) cleanup();
+  });
+
+  it('gives the attempt up before its lease can lapse, so the worker that takes the job over never runs beside it', async () => {
+    const tmp = tempDir();
+    cleanups.push(tmp.cleanup);
+    const runs: Array<{ attempt: number | undefined; startedAt: number; endedAt?: number; reason?: string }> = [];
+    const createReport = async (_input: unknown, context: { signal: AbortSignal; job?: { attempt: number } }) => {
+      const run: (typeof runs)[number] = { attempt: context.job?.attempt, startedAt: performance.now() };
+      runs.push(run);
+      try {
+        await sleepFor(context.job?.attempt === 1 ? 3000 : 10, undefined, { signal: context.signal });
+      } catch (error) {
+        run.reason = String(context.signal.reason);
+        throw error;
+      } finally {
+        run.endedAt = performance.now();
+      }
+      return { title: 'long', format: 'csv', rowCount: 1, bytes: 1, sha256: 'c'.repeat(64) };
+    };
+    // The first worker's renewals never come back (its database connection hangs); its claims and finishes still work.
+    const real = new SqliteStore(tmp.dbPath);
+    let stallRenewals = false;
+    const stalling = new Proxy(real, {
+      get(target, property) {
+        if (property === 'renewLease' && stallRenewals) return () => new Promise(() => {});
+        const value = Reflect.get(target, property, target);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const config = { leaseMs: 600, pollIntervalMs: 20, workerConcurrency: 1 };
+    const stuck = await customApp({ dbPath: tmp.dbPath, createReport, config, store: stalling });
+    apps.push(stuck);
+    stuck.startBackground();
+    const accepted = await submitReport(stuck, { title: 'long', rows: 1 }, { 'idempotency-key': 'stalled-renewals' });
+    expect(accepted.statusCode).toBe(202);
+    const id = accepted.json<{ job_id: string }>().job_id;
+    await waitFor('the first attempt to start', () => (runs.length === 1 ? true : undefined));
+    stallRenewals = true;
+
+    const rescuer = await customApp({ dbPath: tmp.dbPath, createReport, config });
+    apps.push(rescuer);
+    rescuer.startBackground();
+    const job = (await waitForJob(rescuer, id)) as JobView;
+    expect(job.status).toBe('succeeded');
+    expect(job.attempts).toBe(2);
+    expect(runs.map((run) => run.attempt)).toEqual([1, 2]);
+    const [first, second] = runs as [(typeof runs)[number], (typeof runs)[number]];
+    expect(first.reason).toMatch(/could not be renewed in time/);
+    // The first attempt had ended before the second began.
+    expect(first.endedAt).toBeLessThan(second.startedAt);
+  });
+});
 
 interface JobView {
   status: string;

@@ -8,6 +8,7 @@ import { demoSecurity, parseApiKeys, reportHandlers } from '../src/demo/service.
 import type { AnyHandler } from '../src/handlers.js';
 import { machineLeaseClock } from '../src/store/sqlite/lease-clock.js';
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.js';
+import type { Store } from '../src/store/store.js';
 import { ALICE, API_KEYS } from './helpers.js';
 
 /*
@@ -118,8 +119,10 @@ export function customApp(options: {
   createReport: AnyHandler;
   config?: Partial<AsyncFirstConfig>;
   createReportOptions?: OperationOptions;
+  store?: Store;
 }): Promise<AsyncFirstApp> {
   return createAsyncFirst({
+    ...(options.store ? { store: options.store } : {}),
     contract: CONTRACT_PATH,
     handlers: { createReport: options.createReport, estimateReport: reportHandlers.estimateReport },
     security: demoSecurity(parseApiKeys(API_KEYS)),
