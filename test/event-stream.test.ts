@@ -325,6 +325,77 @@ describe('GET /jobs/{id}/events streams the job’s changes over a real socket',
     expect(await after.reader.rest()).toEqual([]);
   });
 
+  /** An event as the stream sent it, in the shape of its job_events row. */
+  const asRow = (event: SseEvent) => ({ id: Number(event.id), type: event.event, data: event.data });
+
+  it('sends a finished job’s terminal event, then ends, to a Last-Event-ID past its end, of another job, or not a number', async () => {
+    const { address, dbPath } = await server();
+    const id = await accept(address, 'fail');
+    expect(typesOf(await (await stream(address, id)).reader.rest()).at(-1)).toBe('job.failed');
+    const rows = readEventRows(dbPath, id);
+    const terminal = rows.at(-1) as EventRow;
+    expect(terminal.type).toBe('job.failed');
+    const otherId = await accept(address, 'Another job with events');
+    await (await stream(address, otherId)).reader.rest();
+    const otherEventId = (readEventRows(dbPath, otherId)[0] as EventRow).id;
+
+    for (const lastEventId of [String(terminal.id + 1), String(terminal.id + 1_000_000), String(otherEventId), 'not-a-number', '99999999999999999999999']) {
+      const { reader, response } = await stream(address, id, { ...ALICE, 'last-event-id': lastEventId });
+      expect(response.headers['cache-control'], lastEventId).toBe('no-cache');
+      const events = await reader.rest();
+      expect(events.map(asRow), lastEventId).toEqual([terminal]);
+      expect((JSON.parse(events[0]?.data ?? '{}') as JobView).error?.type, lastEventId).toBe(`${PROBLEM_TYPE_BASE}job-handler-failed`);
+    }
+    // Streams only read: the log is as it was.
+    expect(readEventRows(dbPath, id)).toEqual(rows);
+  });
+
+  it('sends a running job’s newest event first to a Last-Event-ID it never sent, then the later events; a valid id gets only what came after it', async () => {
+    const { address, dbPath } = await server();
+    const title = 'steps-current-state';
+    const id = await accept(address, title);
+    const watching = await stream(address, id);
+    const seen = await watching.reader.eventsUntil((event) => event.event === 'job.progress' && (JSON.parse(event.data) as JobView).progress?.percent === 20);
+    expect(typesOf(seen)).toEqual(['job.queued', 'job.running', 'job.progress', 'job.progress']);
+    watching.reader.close();
+    const newest = readEventRows(dbPath, id).at(-1) as EventRow;
+    expect(asRow(seen.at(-1) as SseEvent)).toEqual(newest);
+
+    // The handler is held at 20%: nothing newer can exist yet.
+    const future = await stream(address, id, { ...ALICE, 'last-event-id': String(newest.id + 1_000_000) });
+    expect((await future.reader.eventsUntil(() => true)).map(asRow)).toEqual([newest]);
+    const resumed = await stream(address, id, { ...ALICE, 'last-event-id': String(newest.id) });
+    release(title);
+    const later = await future.reader.rest();
+    expect(typesOf(later)).toEqual(['job.progress', 'job.succeeded']);
+    expectWellFormed(later, id);
+    const rows = readEventRows(dbPath, id);
+    expect(later.map(asRow)).toEqual(rows.filter((row) => row.id > newest.id));
+    // The valid id: exactly what came after it, the same two events.
+    expect((await resumed.reader.rest()).map(asRow)).toEqual(rows.filter((row) => row.id > newest.id));
+  });
+
+  it('sends job.queued (id 0) first to a Last-Event-ID it never sent when the job has no events yet, then the later ones', async () => {
+    const { address, dbPath } = await server({ workerConcurrency: 0 });
+    for (const lastEventId of ['1000000000', 'not-a-number']) {
+      const id = await accept(address, `gated-never-claimed-${lastEventId}`);
+      expect(readEventRows(dbPath, id)).toEqual([]);
+      const { reader } = await stream(address, id, { ...ALICE, 'last-event-id': lastEventId });
+      const queued = await reader.eventsUntil(() => true);
+      expect(
+        queued.map((event) => [event.id, event.event]),
+        lastEventId,
+      ).toEqual([['0', 'job.queued']]);
+      expectWellFormed(queued, id);
+
+      const cancel = await fetch(`${address}/jobs/${id}`, { method: 'DELETE', headers: ALICE });
+      expect(cancel.status).toBe(200);
+      const rest = await reader.rest();
+      expect(typesOf(rest), lastEventId).toEqual(['job.canceled']);
+      expect(rest.map(asRow), lastEventId).toEqual(readEventRows(dbPath, id));
+    }
+  });
+
   it('streams job.failed for a failing job, with the problem in the data, then ends', async () => {
     const { address } = await server();
     const id = await accept(address, 'fail');

@@ -2,7 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ProblemError } from '../http/problems.js';
 import { isFinished } from '../store/job-states.js';
 import { jobBody } from '../store/job-view.js';
-import type { JobRecord, Store } from '../store/store.js';
+import type { JobEvent, JobRecord, Store } from '../store/store.js';
 import type { JobWatch } from './job-watch.js';
 
 export interface EventStreamDeps {
@@ -16,8 +16,9 @@ export interface EventStreamDeps {
  * GET /jobs/{id}/events: Server-Sent Events, one per change of the job (job.queued, job.running,
  * job.progress, job.succeeded, job.failed, job.canceled), each with the job as JSON and the id
  * of its row in the event log (commit order, so increasing). A reconnect with Last-Event-ID gets
- * what it missed; the stream ends after the terminal event; comment lines keep it alive.
- * Changes made by a worker in another process arrive through the event log.
+ * what it missed, or the current state when the id is not one this stream sent; the stream ends
+ * after the terminal event; comment lines keep it alive. Changes made by a worker in another
+ * process arrive through the event log.
  */
 export class JobEventStreams {
   private readonly openByPrincipal = new Map<string, number>();
@@ -46,8 +47,7 @@ export class JobEventStreams {
         headers: { 'retry-after': '5' },
       });
     }
-    const header = request.headers['last-event-id'];
-    const resumeFrom = typeof header === 'string' && /^\d+$/.test(header.trim()) ? Number(header.trim()) : undefined;
+    const lastEventId = request.headers['last-event-id'];
 
     let woken = false;
     let wake: (() => void) | undefined;
@@ -62,7 +62,7 @@ export class JobEventStreams {
       if (remaining > 0) this.openByPrincipal.set(principal, remaining);
       else this.openByPrincipal.delete(principal);
     };
-    const first = await this.deps.store.getJobEvents(principal, id, resumeFrom ?? 0).catch((error: unknown) => {
+    const first = await this.opening(principal, id, typeof lastEventId === 'string' ? lastEventId.trim() : '').catch((error: unknown) => {
       unwatch();
       release();
       throw error;
@@ -97,9 +97,8 @@ export class JobEventStreams {
     out.on('close', close);
 
     try {
-      let lastId = resumeFrom ?? 0;
-      if (resumeFrom === undefined) out.write(formatEvent(0, 'job.queued', acceptedView(first.job)));
-      let batch: { job: JobRecord; events: { id: number; type: string; data: string }[] } | undefined = first;
+      let lastId = first.after;
+      let batch: { job: JobRecord; events: JobEvent[] } | undefined = first;
       while (!closed && batch) {
         for (const event of batch.events) {
           out.write(formatEvent(event.id, event.type, event.data));
@@ -123,15 +122,45 @@ export class JobEventStreams {
       out.end();
     }
   }
+
+  /**
+   * What a new stream sends first, and the event id it continues after. Without Last-Event-ID:
+   * job.queued (id 0) and the whole event log. With an id this stream sent (0, or one of the job's
+   * events): the events after it. With any other (unknown, in the future, not a number): the
+   * current state, which is the newest event (job.queued when there is none), so a client never
+   * waits on a finished job's stream for a terminal event that was already sent.
+   */
+  private async opening(principal: string, id: string, lastEventId: string): Promise<{ job: JobRecord; events: JobEvent[]; after: number } | undefined> {
+    const store = this.deps.store;
+    if (lastEventId === '') {
+      const all = await store.getJobEvents(principal, id, 0);
+      return all && { job: all.job, events: [queuedEvent(all.job), ...all.events], after: 0 };
+    }
+    const resumeFrom = /^\d+$/.test(lastEventId) ? Number(lastEventId) : undefined;
+    if (resumeFrom === 0) {
+      const all = await store.getJobEvents(principal, id, 0);
+      return all && { ...all, after: 0 };
+    }
+    if (resumeFrom !== undefined && Number.isSafeInteger(resumeFrom)) {
+      // Read from the id itself: it comes back first exactly when it is one of this job's events.
+      const fromIt = await store.getJobEvents(principal, id, resumeFrom - 1);
+      if (!fromIt) return undefined;
+      if (fromIt.events[0]?.id === resumeFrom) return { job: fromIt.job, events: fromIt.events.slice(1), after: resumeFrom };
+    }
+    const all = await store.getJobEvents(principal, id, 0);
+    if (!all) return undefined;
+    const current = all.events.at(-1) ?? queuedEvent(all.job);
+    return { job: all.job, events: [current], after: current.id };
+  }
 }
 
 function formatEvent(id: number, type: string, data: string): string {
   return `id: ${id}\nevent: ${type}\ndata: ${data}\n\n`;
 }
 
-/** The job as it was when accepted: the first event of every stream (the job row is its record). */
-function acceptedView(job: JobRecord): string {
-  return jobBody({
+/** The job as it was when accepted: the first event of a new stream (the job row is its record). */
+function queuedEvent(job: JobRecord): JobEvent {
+  const data = jobBody({
     id: job.id,
     principal: job.principal,
     operation: job.operation,
@@ -143,4 +172,5 @@ function acceptedView(job: JobRecord): string {
     createdAt: job.createdAt,
     updatedAt: job.createdAt,
   });
+  return { id: 0, type: 'job.queued', data };
 }
