@@ -8,12 +8,12 @@ import { JobEventStreams } from './delivery/event-stream.js';
 import { JobWatch } from './delivery/job-watch.js';
 import { WebhookDispatcher } from './delivery/webhook-dispatcher.js';
 import { decodeWebhookSecret } from './delivery/webhook-signature.js';
+import { openJobEngine } from './engine/open-engine.js';
 import type { AnyHandler } from './handlers.js';
 import { ProblemError } from './http/problems.js';
 import type { SecurityHandler } from './http/security.js';
 import { buildServer } from './http/server.js';
 import { ContractValidators } from './http/validation.js';
-import { resolveDatabasePath, SqliteStore } from './store/sqlite/sqlite-store.js';
 import type { Store } from './store/store.js';
 import { Sweeper } from './worker/sweeper.js';
 import { type JobOperation, Worker } from './worker/worker.js';
@@ -77,10 +77,9 @@ export async function createAsyncFirst<HandlerMap extends object>(options: Async
     (options.operations as Record<string, OperationOptions> | undefined)?.[operationId]?.maxAttempts ?? config.maxAttempts;
   const webhookSecrets = parseWebhookSecrets(config.webhookSecret);
   const callbackPolicy = CallbackPolicy.fromList(config.webhookAllowedHosts);
-  const store =
-    options.store ??
-    new SqliteStore(resolveDatabasePath(config.databaseUrl), { busyTimeoutMs: config.busyTimeoutMs, webhookMaxAttempts: config.webhookMaxAttempts });
-  const watch = new JobWatch((cursor) => store.jobsChangedSince(cursor), config.changeCheckMs);
+  const store = options.store ?? (await openJobEngine(config));
+  // Where the database announces other processes' changes, the version check is only a backstop.
+  const watch = new JobWatch((ids) => store.jobVersions(ids), store.announcesOtherProcesses ? config.changeCheckMs * 8 : config.changeCheckMs);
   store.onJobsChanged((jobIds) => watch.changed(jobIds));
   const streams = new JobEventStreams({ store, watch, maxStreamsPerPrincipal: config.sseMaxStreamsPerPrincipal, heartbeatMs: config.sseHeartbeatMs });
 

@@ -6,6 +6,7 @@ export { servedDocumentOf } from './contract/served.js';
 export { FRAMEWORK_OPERATION_IDS, type FrameworkOperationId } from './contract/served-document.js';
 export { CallbackPolicy } from './delivery/callback-url.js';
 export { signWebhook, type VerifyOptions, verifyWebhook, WebhookVerificationError } from './delivery/webhook-signature.js';
+export { JobEngine } from './engine/job-engine.js';
 export type {
   HandlerContext,
   Handlers,
@@ -19,6 +20,7 @@ export type {
 export { PermanentJobError, ResourceLocation, seeOther } from './handlers.js';
 export { PROBLEM_TYPE_BASE, PROBLEMS, type ProblemDetails, type ProblemKind } from './http/problems.js';
 export { ANONYMOUS_PRINCIPAL, type SecurityHandler } from './http/security.js';
+export type { Driver } from './store/driver.js';
 export { FINISHED_STATES, JOB_STATES, type JobState } from './store/job-states.js';
-export { SqliteStore } from './store/sqlite/sqlite-store.js';
+export { SqliteDriver } from './store/sqlite/sqlite-driver.js';
 export type { Store } from './store/store.js';

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AsyncFirstApp } from '../src/app.js';
-import { SqliteStore } from '../src/store/sqlite/sqlite-store.js';
+import { openSqliteEngine } from '../src/engine/open-engine.js';
 import { submitReport, tempDir } from './helpers.js';
 import { customApp, gate, readJobRow, waitFor } from './worker-test-support.js';
 
@@ -33,7 +33,7 @@ describe('a cancel asked from another process before the worker sees it', () => 
     await waitFor('the job to run', () => (readJobRow(tmp.dbPath, jobId)?.status === 'running' ? true : undefined));
 
     // Another process's connection asks for the cancel; this process's worker is not told.
-    const other = new SqliteStore(tmp.dbPath);
+    const other = await openSqliteEngine(tmp.dbPath);
     const outcome = await other.cancelJob('alice', jobId, Date.now());
     await other.close();
     expect(outcome.kind).toBe('signalled');

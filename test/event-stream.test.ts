@@ -138,7 +138,7 @@ const idsOf = (events: SseEvent[]) => events.map((event) => Number(event.id));
 function readEventRows(dbPath: string, jobId: string): EventRow[] {
   const db = new Database(dbPath, { readonly: true });
   try {
-    return db.prepare<[string], EventRow>('SELECT id, type, data FROM job_events WHERE job_id = ? ORDER BY id').all(jobId);
+    return db.prepare<[string], EventRow>('SELECT version AS id, type, data FROM job_events WHERE job_id = ? ORDER BY version').all(jobId);
   } finally {
     db.close();
   }

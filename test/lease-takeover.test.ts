@@ -3,9 +3,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { AsyncFirstApp } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
 import { createDemo } from '../src/demo/service.js';
+import { openSqliteEngine } from '../src/engine/open-engine.js';
 import { problem } from '../src/http/problems.js';
 import { machineLeaseClock } from '../src/store/sqlite/lease-clock.js';
-import { SqliteStore } from '../src/store/sqlite/sqlite-store.js';
 import { API_KEYS, submitReport, tempDir, waitForJob } from './helpers.js';
 import { customApp, readJobRow, sleep, waitFor } from './worker-test-support.js';
 
@@ -35,7 +35,7 @@ describe('a worker that cannot renew its lease', () => {
       return { title: 'long', format: 'csv', rowCount: 1, bytes: 1, sha256: 'c'.repeat(64) };
     };
     // The first worker's renewals never come back (its database connection hangs); its claims and finishes still work.
-    const real = new SqliteStore(tmp.dbPath);
+    const real = await openSqliteEngine(tmp.dbPath);
     let stallRenewals = false;
     const stalling = new Proxy(real, {
       get(target, property) {

@@ -29,7 +29,7 @@ interface EventRow {
 function readProgressState(dbPath: string, jobId: string): { events: EventRow[]; progress: unknown } {
   const db = new Database(dbPath, { readonly: true });
   try {
-    const events = db.prepare<[string], EventRow>('SELECT id, type, data FROM job_events WHERE job_id = ? ORDER BY id').all(jobId);
+    const events = db.prepare<[string], EventRow>('SELECT version AS id, type, data FROM job_events WHERE job_id = ? ORDER BY version').all(jobId);
     const row = db.prepare<[string], { progress: string | null }>('SELECT progress FROM jobs WHERE id = ?').get(jobId);
     return { events, progress: row?.progress ? (JSON.parse(row.progress) as unknown) : null };
   } finally {
@@ -149,7 +149,7 @@ describe('context.progress() on a running job', () => {
     await reported.promise;
 
     // A second claimant takes the job over as if the lease had expired (the worker has not noticed yet).
-    const thief = storeWithLeaseClockAhead(dbPath, 120_000);
+    const thief = await storeWithLeaseClockAhead(dbPath, 120_000);
     const [taken] = await thief.claimJobs({ owner: 'thief', limit: 1, now: Date.now(), leaseMs: 60_000 });
     await thief.close();
     expect(taken).toMatchObject({ id, fence: 2 });
@@ -204,7 +204,7 @@ describe('context.progress() on a running job', () => {
     const id = await accept(address, 'progress-lost');
     await reported.promise;
 
-    const thief = storeWithLeaseClockAhead(dbPath, 120_000);
+    const thief = await storeWithLeaseClockAhead(dbPath, 120_000);
     await thief.claimJobs({ owner: 'thief', limit: 1, now: Date.now(), leaseMs: 60_000 });
     await thief.close();
     const before = readProgressState(dbPath, id);

@@ -5,9 +5,9 @@ import { expect } from 'vitest';
 import { type AsyncFirstApp, createAsyncFirst, type OperationOptions } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
 import { demoSecurity, parseApiKeys, reportHandlers } from '../src/demo/service.js';
+import { openSqliteEngine } from '../src/engine/open-engine.js';
 import type { AnyHandler } from '../src/handlers.js';
 import { machineLeaseClock } from '../src/store/sqlite/lease-clock.js';
-import { SqliteStore } from '../src/store/sqlite/sqlite-store.js';
 import type { Store } from '../src/store/store.js';
 import { ALICE, API_KEYS } from './helpers.js';
 
@@ -63,9 +63,9 @@ export function readAllJobRows(dbPath: string): StoredJobRow[] {
  * A second store on the same file whose lease clock runs `aheadMs` ahead of the machine's: to it,
  * every lease taken less than `aheadMs` ago has expired (a claim through it is a takeover).
  */
-export function storeWithLeaseClockAhead(dbPath: string, aheadMs: number): SqliteStore {
+export function storeWithLeaseClockAhead(dbPath: string, aheadMs: number): Promise<Store> {
   const clock = machineLeaseClock();
-  return new SqliteStore(dbPath, { leaseClock: { epoch: clock.epoch, now: () => clock.now() + aheadMs } });
+  return openSqliteEngine(dbPath, { leaseClock: { epoch: clock.epoch, now: () => clock.now() + aheadMs } });
 }
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));

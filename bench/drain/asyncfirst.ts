@@ -7,9 +7,9 @@ import Database from 'better-sqlite3';
 import type { operations } from '../../generated/api.js';
 import { createAsyncFirst } from '../../src/app.js';
 import { demoSecurity, parseApiKeys } from '../../src/demo/service.js';
+import { openSqliteEngine } from '../../src/engine/open-engine.js';
 import type { Handlers } from '../../src/handlers.js';
 import { fingerprintRequest } from '../../src/idempotency/fingerprint.js';
-import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js';
 import { announceDrain, announceError, argNumber, argValue, cpuProfiler, exitWithParent } from '../lib/child-side.js';
 import { BENCH_API_KEYS, BENCH_PRINCIPAL, CONTRACT_PATH, noopReport, REPORT_BODY } from '../lib/shared.js';
 
@@ -25,7 +25,7 @@ const profiler = cpuProfiler();
 
 try {
   // Fill through a store of its own: an app's store wakes the app's worker on every commit.
-  const fillStore = new SqliteStore(dbPath);
+  const fillStore = await openSqliteEngine(dbPath);
   const { fingerprint, canonicalInput } = fingerprintRequest('createReport', { params: {}, query: {}, body: REPORT_BODY });
   const fillStart = performance.now();
   const batch = 1000;

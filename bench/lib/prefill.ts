@@ -1,9 +1,9 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
 import Database from 'better-sqlite3';
+import { openSqliteEngine } from '../../src/engine/open-engine.js';
 import { fingerprintRequest } from '../../src/idempotency/fingerprint.js';
 import { newJobId } from '../../src/ids.js';
-import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js';
 import { BENCH_PRINCIPAL, REPORT_BODY } from './shared.js';
 
 /**
@@ -14,7 +14,7 @@ import { BENCH_PRINCIPAL, REPORT_BODY } from './shared.js';
  * the sweeper leaves them alone. Returns the seconds it took.
  */
 export async function prefill(dbPath: string, count: number): Promise<number> {
-  await new SqliteStore(dbPath).close();
+  await (await openSqliteEngine(dbPath)).close();
   const start = performance.now();
   const db = new Database(dbPath);
   try {

@@ -171,6 +171,7 @@ function queuedEvent(job: JobRecord): JobEvent {
     runAt: job.createdAt,
     createdAt: job.createdAt,
     updatedAt: job.createdAt,
+    version: 0,
   });
   return { id: 0, type: 'job.queued', data };
 }

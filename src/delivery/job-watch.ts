@@ -1,19 +1,22 @@
 /**
  * Wakes whoever waits on a job (long-polls, submissions with Prefer: wait, event streams) when
- * the job changes. Changes committed in this process are announced at once, after their commit;
- * changes committed by another process on the same database are found by one shared check of
- * the event log, which runs only while somebody is waiting. Waiters re-read the job or its
- * events from the store when woken, so a wake-up carries no data and may be spurious.
+ * the job changes. Changes committed in this process — and, where the database announces them
+ * (PostgreSQL's LISTEN/NOTIFY), in other processes — are announced at once, after their commit.
+ * While anybody waits, one shared check also reads the versions of the watched jobs every
+ * interval and wakes the waiters of any that moved: on SQLite that is how other processes'
+ * changes are found, and everywhere it is the backstop for a notification that was lost.
+ * Waiters re-read the job or its events when woken, so a wake-up carries no data and may be spurious.
  */
 export class JobWatch {
   private readonly waiters = new Map<string, Set<() => void>>();
+  /** The version each watched job had at the last check. */
+  private readonly versions = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
-  private cursor: number | undefined;
   private checking = false;
 
   constructor(
-    /** Reads the ids of jobs with events after `cursor`, and the newest event id. */
-    private readonly changedSince: (cursor: number | undefined) => Promise<{ jobIds: string[]; cursor: number }>,
+    /** Reads the current versions of these jobs. */
+    private readonly readVersions: (ids: string[]) => Promise<Map<string, number>>,
     private readonly intervalMs: number,
   ) {}
 
@@ -29,12 +32,15 @@ export class JobWatch {
     this.startChecking();
     return () => {
       set.delete(wake);
-      if (set.size === 0) this.waiters.delete(jobId);
+      if (set.size === 0 && this.waiters.get(jobId) === set) {
+        this.waiters.delete(jobId);
+        this.versions.delete(jobId);
+      }
       if (this.waiters.size === 0) this.stopChecking();
     };
   }
 
-  /** Announces changes committed in this process. */
+  /** Announces changes committed in this process (or announced by the database). */
   changed(jobIds: Iterable<string>): void {
     for (const jobId of jobIds) {
       const set = this.waiters.get(jobId);
@@ -51,6 +57,7 @@ export class JobWatch {
     this.stopChecking();
     const all = [...this.waiters.values()];
     this.waiters.clear();
+    this.versions.clear();
     for (const set of all) for (const wake of set) wake();
   }
 
@@ -60,8 +67,6 @@ export class JobWatch {
 
   private startChecking(): void {
     if (this.timer) return;
-    this.cursor = undefined;
-    void this.check();
     this.timer = setInterval(() => void this.check(), this.intervalMs);
     this.timer.unref();
   }
@@ -72,13 +77,21 @@ export class JobWatch {
   }
 
   private async check(): Promise<void> {
-    if (this.checking) return;
+    if (this.checking || this.waiters.size === 0) return;
     this.checking = true;
     try {
-      const { jobIds, cursor } = await this.changedSince(this.cursor);
-      const first = this.cursor === undefined;
-      this.cursor = cursor;
-      if (!first) this.changed(jobIds);
+      const ids = [...this.waiters.keys()];
+      const current = await this.readVersions(ids);
+      const moved: string[] = [];
+      for (const id of ids) {
+        const version = current.get(id) ?? -1;
+        const before = this.versions.get(id);
+        // A job seen for the first time wakes its waiters too: it may have changed between their
+        // read and this check (a spurious wake-up only costs them one more read).
+        if (before !== version) moved.push(id);
+        if (this.waiters.has(id)) this.versions.set(id, version);
+      }
+      this.changed(moved);
     } catch {
       // The store is busy or closing; the next interval tries again.
     } finally {

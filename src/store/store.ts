@@ -2,10 +2,9 @@ import type { ProblemDetails } from '../http/problems.js';
 import type { JobState } from './job-states.js';
 
 /**
- * The storage boundary. Everything the HTTP layer, the worker and the sweeper persist goes
- * through this interface; the SQLite implementation (./sqlite/) holds every SQL statement.
- * Times are milliseconds since the epoch. Methods are asynchronous so that a networked
- * backend (PostgreSQL) can implement the same contract.
+ * What the HTTP layer, the worker, the dispatcher and the sweeper ask of the jobs: the job
+ * engine's interface (src/engine/job-engine.ts implements it over a storage driver, ./driver.ts).
+ * Times are milliseconds since the epoch.
  *
  * Terms: a *job* is one accepted submission of an asynchronous operation. A worker *claims*
  * a job by taking a *lease* on it (an owner and an expiry) and bumping its *fence*, a counter
@@ -34,10 +33,12 @@ export interface Store {
   retryJob(id: string, fence: number, error: ProblemDetails, runAt: number, now: number): Promise<boolean>;
   /** Gives a claimed job back without counting the attempt (graceful shutdown). */
   releaseJob(id: string, fence: number, now: number): Promise<boolean>;
-  /** The events of one principal's job after event id `afterId`, oldest first (undefined: no such job). */
-  getJobEvents(principal: string, id: string, afterId: number): Promise<{ job: JobRecord; events: JobEvent[] } | undefined>;
-  /** Ids of jobs with events after `cursor` (any process), and the newest event id; for cross-process wake-ups. */
-  jobsChangedSince(cursor: number | undefined): Promise<{ jobIds: string[]; cursor: number }>;
+  /** The events of one principal's job with a version above `afterVersion`, oldest first (undefined: no such job). */
+  getJobEvents(principal: string, id: string, afterVersion: number): Promise<{ job: JobRecord; events: JobEvent[] } | undefined>;
+  /** The current version of each of these jobs that exists; waiters compare them to find changes made by other processes. */
+  jobVersions(ids: string[]): Promise<Map<string, number>>;
+  /** True when changes made by other processes are announced (onJobsChanged fires for them); waiters then poll only as a backstop. */
+  readonly announcesOtherProcesses: boolean;
   /** Claims due webhook deliveries with a lease; each claim counts as an attempt. */
   claimDeliveries(claim: { owner: string; limit: number; now: number; leaseMs: number }): Promise<WebhookDelivery[]>;
   /** Records how a claimed delivery attempt ended; `nextAttemptAt` applies when it stays pending. */
@@ -46,7 +47,7 @@ export interface Store {
   sweep(now: number, jobsFinishedBefore: number): Promise<{ keys: number; jobs: number }>;
   /** Called after each commit that made new jobs runnable (wakes the in-process worker). */
   onJobsQueued(listener: () => void): void;
-  /** Called after each commit with the ids of the jobs it changed (wakes long-polls and streams). */
+  /** Called after each commit with the ids of the jobs it changed (wakes long-polls and streams); with announcesOtherProcesses, for other processes' commits too. */
   onJobsChanged(listener: (jobIds: Set<string>) => void): void;
   /** Called after each commit that queued webhook deliveries (wakes the in-process dispatcher). */
   onDeliveriesQueued(listener: () => void): void;
@@ -99,6 +100,8 @@ export interface JobRecord {
   createdAt: number;
   updatedAt: number;
   finishedAt?: number;
+  /** Bumped by every change that records an event: the version of the job's newest event (0: none yet). */
+  version: number;
 }
 
 /** A running job's progress, as its handler last reported it. */
@@ -109,7 +112,7 @@ export interface JobProgress {
 
 /** One change of a job, as event streams send it. */
 export interface JobEvent {
-  /** Monotonic across the database: commit order. */
+  /** The job's version after the change: 1, 2, 3… per job (the job as accepted is 0). */
   id: number;
   type: string;
   /** The job as JSON, as it was after the change. */

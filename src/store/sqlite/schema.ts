@@ -90,6 +90,16 @@ const MIGRATIONS: string[] = [
     checked_at INTEGER NOT NULL
   );
   `,
+  `
+  -- Events are numbered per job: each change bumps the job's version and records the event with
+  -- it (Last-Event-ID is that number), so numbering never depends on commit order across writers.
+  ALTER TABLE jobs ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE job_events ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+  UPDATE job_events SET version = (SELECT count(*) FROM job_events AS earlier WHERE earlier.job_id = job_events.job_id AND earlier.id <= job_events.id);
+  UPDATE jobs SET version = (SELECT count(*) FROM job_events WHERE job_events.job_id = jobs.id);
+  DROP INDEX job_events_job;
+  CREATE UNIQUE INDEX job_events_job ON job_events (job_id, version);
+  `,
 ];
 
 /** Brings the schema of an open database up to date, in one transaction. */

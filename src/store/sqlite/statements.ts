@@ -1,7 +1,7 @@
 import type BetterSqlite3 from 'better-sqlite3';
 
 /** The columns a job is read with (GET /jobs/{id}). */
-const JOB_COLUMNS = `id, principal, operation, status, attempts, max_attempts, cancel_requested, progress, callback_url, result, result_location, error, run_at, created_at, updated_at, finished_at`;
+const JOB_COLUMNS = `id, principal, operation, status, attempts, max_attempts, cancel_requested, progress, callback_url, result, result_location, error, run_at, created_at, updated_at, finished_at, version`;
 const DELIVERY_COLUMNS = `id, job_id, url, event_type, payload, status, attempts, max_attempts, next_attempt_at, last_status, last_error, created_at, updated_at`;
 const CLAIMED_COLUMNS = `${JOB_COLUMNS}, input, fence`;
 
@@ -22,6 +22,8 @@ export interface JobRow {
   created_at: number;
   updated_at: number;
   finished_at: number | null;
+  /** Bumped by every change that records an event; the event's version. */
+  version: number;
 }
 
 export interface ClaimedRow extends JobRow {
@@ -30,8 +32,7 @@ export interface ClaimedRow extends JobRow {
 }
 
 export interface EventRow {
-  id: number;
-  job_id: string;
+  version: number;
   type: string;
   data: string;
 }
@@ -77,7 +78,7 @@ export function prepareStatements(db: BetterSqlite3.Database) {
     // --- reading and canceling ----------------------------------------------------------
     getJob: db.prepare<[string, string], JobRow>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ? AND principal = ?`),
     cancelQueuedJob: db.prepare<[string, number, number, string, string], JobRow>(
-      `UPDATE jobs SET status = 'canceled', error = ?, updated_at = ?, finished_at = ? WHERE id = ? AND principal = ? AND status = 'queued'
+      `UPDATE jobs SET version = version + 1, status = 'canceled', error = ?, updated_at = ?, finished_at = ? WHERE id = ? AND principal = ? AND status = 'queued'
        RETURNING ${JOB_COLUMNS}`,
     ),
     requestCancel: db.prepare<[number, string, string]>(
@@ -89,13 +90,13 @@ export function prepareStatements(db: BetterSqlite3.Database) {
     // or its expiry on this clock has passed. Parameters: (lease clock epoch, lease clock now).
     /** Abandoned (lease expired) jobs whose cancellation was asked end as canceled. */
     cancelAbandoned: db.prepare<[string, number, number, string, number], JobRow>(
-      `UPDATE jobs SET status = 'canceled', error = ?, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
+      `UPDATE jobs SET version = version + 1, status = 'canceled', error = ?, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
        WHERE status = 'running' AND (lease_epoch IS NOT ? OR lease_expires_at <= ?) AND cancel_requested = 1
        RETURNING ${JOB_COLUMNS}`,
     ),
     /** Abandoned jobs with no attempts left end as failed rather than crash a worker forever. */
     failAbandoned: db.prepare<[string, number, number, string, number], JobRow>(
-      `UPDATE jobs SET status = 'failed', error = ?, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
+      `UPDATE jobs SET version = version + 1, status = 'failed', error = ?, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
        WHERE status = 'running' AND (lease_epoch IS NOT ? OR lease_expires_at <= ?) AND attempts >= max_attempts
        RETURNING ${JOB_COLUMNS}`,
     ),
@@ -104,12 +105,12 @@ export function prepareStatements(db: BetterSqlite3.Database) {
       `SELECT seq, lease_owner FROM jobs WHERE status = 'running' AND (lease_epoch IS NOT ? OR lease_expires_at <= ?) ORDER BY lease_expires_at LIMIT ?`,
     ),
     takeOver: db.prepare<[string, string, number, number, number], ClaimedRow>(
-      `UPDATE jobs SET attempts = attempts + 1, fence = fence + 1, lease_owner = ?, lease_epoch = ?, lease_expires_at = ?, updated_at = ?
+      `UPDATE jobs SET version = version + 1, attempts = attempts + 1, fence = fence + 1, lease_owner = ?, lease_epoch = ?, lease_expires_at = ?, updated_at = ?
        WHERE seq = ? AND status = 'running'
        RETURNING ${CLAIMED_COLUMNS}`,
     ),
     claimQueued: db.prepare<[string, string, number, number, number, number], ClaimedRow>(
-      `UPDATE jobs SET status = 'running', attempts = attempts + 1, fence = fence + 1, lease_owner = ?, lease_epoch = ?, lease_expires_at = ?, updated_at = ?
+      `UPDATE jobs SET version = version + 1, status = 'running', attempts = attempts + 1, fence = fence + 1, lease_owner = ?, lease_epoch = ?, lease_expires_at = ?, updated_at = ?
        WHERE seq IN (SELECT seq FROM jobs WHERE status = 'queued' AND run_at <= ? ORDER BY run_at, seq LIMIT ?)
        RETURNING ${CLAIMED_COLUMNS}`,
     ),
@@ -119,7 +120,7 @@ export function prepareStatements(db: BetterSqlite3.Database) {
     ),
 
     reportProgress: db.prepare<[string, number, string, number], JobRow>(
-      `UPDATE jobs SET progress = ?, updated_at = ? WHERE id = ? AND fence = ? AND status = 'running'
+      `UPDATE jobs SET version = version + 1, progress = ?, updated_at = ? WHERE id = ? AND fence = ? AND status = 'running'
        RETURNING ${JOB_COLUMNS}`,
     ),
 
@@ -129,7 +130,7 @@ export function prepareStatements(db: BetterSqlite3.Database) {
      * discarded and the job ends canceled with the given problem, whatever the handler did.
      */
     finishJob: db.prepare<[string, string | null, string | null, string, string | null, number, number, string, number], JobRow>(
-      `UPDATE jobs SET
+      `UPDATE jobs SET version = version + 1,
          status = CASE WHEN cancel_requested = 1 THEN 'canceled' ELSE ? END,
          result = CASE WHEN cancel_requested = 1 THEN NULL ELSE ? END,
          result_location = CASE WHEN cancel_requested = 1 THEN NULL ELSE ? END,
@@ -138,27 +139,29 @@ export function prepareStatements(db: BetterSqlite3.Database) {
        WHERE id = ? AND fence = ? AND status = 'running'
        RETURNING ${JOB_COLUMNS}`,
     ),
-    retryJob: db.prepare<[string, number, number, string, number], JobRow>(
-      `UPDATE jobs SET status = 'queued', error = ?, run_at = ?, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?
+    retryJob: db.prepare<[string | null, number, number, string, number], JobRow>(
+      `UPDATE jobs SET version = version + 1, status = 'queued', error = ?, run_at = ?, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?
        WHERE id = ? AND fence = ? AND status = 'running' AND cancel_requested = 0
        RETURNING ${JOB_COLUMNS}`,
     ),
     finishCanceledRequest: db.prepare<[string, number, number, string, number], JobRow>(
-      `UPDATE jobs SET status = 'canceled', error = ?, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
+      `UPDATE jobs SET version = version + 1, status = 'canceled', error = ?, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
        WHERE id = ? AND fence = ? AND status = 'running' AND cancel_requested = 1
        RETURNING ${JOB_COLUMNS}`,
     ),
     releaseJob: db.prepare<[number, number, string, number], JobRow>(
-      `UPDATE jobs SET status = 'queued', attempts = attempts - 1, run_at = ?, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?
+      `UPDATE jobs SET version = version + 1, status = 'queued', attempts = attempts - 1, run_at = ?, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?
        WHERE id = ? AND fence = ? AND status = 'running' AND cancel_requested = 0
        RETURNING ${JOB_COLUMNS}`,
     ),
 
     // --- the event log ------------------------------------------------------------------
-    insertEvent: db.prepare<[string, string, string, number]>(`INSERT INTO job_events (job_id, type, data, created_at) VALUES (?, ?, ?, ?)`),
-    eventsAfter: db.prepare<[string, number], EventRow>(`SELECT id, job_id, type, data FROM job_events WHERE job_id = ? AND id > ? ORDER BY id`),
-    latestEventId: db.prepare<[], { id: number | null }>(`SELECT max(id) AS id FROM job_events`),
-    jobsChangedAfter: db.prepare<[number], { job_id: string; id: number }>(`SELECT job_id, id FROM job_events WHERE id > ? ORDER BY id LIMIT 10000`),
+    insertEvent: db.prepare<[string, number, string, string, number]>(
+      `INSERT INTO job_events (job_id, version, type, data, created_at) VALUES (?, ?, ?, ?, ?)`,
+    ),
+    eventsAfter: db.prepare<[string, number], EventRow>(`SELECT version, type, data FROM job_events WHERE job_id = ? AND version > ? ORDER BY version`),
+    /** ? is a JSON array of job ids. */
+    jobVersions: db.prepare<[string], { id: string; version: number }>(`SELECT id, version FROM jobs WHERE id IN (SELECT value FROM json_each(?))`),
 
     // --- webhook deliveries -------------------------------------------------------------
     insertDelivery: db.prepare<[string, string, string, string, string, number, number, number, number]>(
@@ -185,7 +188,7 @@ export function prepareStatements(db: BetterSqlite3.Database) {
     // --- health -------------------------------------------------------------------------
     /** The readiness probe's write: one row, rewritten. */
     writeProbe: db.prepare<[number]>(`INSERT INTO store_probe (id, checked_at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at`),
-    readProbe: db.prepare<[], { version: number }>(`SELECT count(*) AS version FROM sqlite_master`),
+    readProbe: db.prepare<[], { tables: number }>(`SELECT count(*) AS tables FROM sqlite_master`),
 
     // --- retention ----------------------------------------------------------------------
     deleteExpiredKeys: db.prepare<[number, number]>(

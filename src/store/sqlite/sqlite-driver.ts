@@ -3,16 +3,11 @@ import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type BetterSqlite3 from 'better-sqlite3';
 import Database from 'better-sqlite3';
-import { type ProblemDetails, problem } from '../../http/problems.js';
-import { newJobId } from '../../ids.js';
-import { isFinished, type JobState } from '../job-states.js';
-import { jobBody } from '../job-view.js';
+import type { AcceptResult, AcceptWrite, Driver, DriverClaim, DriverEvents, EndingProblems, RecordChange, Requeue } from '../driver.js';
+import type { JobState } from '../job-states.js';
 import {
-  type AcceptOutcome,
-  type AcceptRequest,
   type CancelOutcome,
   type ClaimedJob,
-  type ClaimRequest,
   type DeliveryOutcome,
   type DeliveryStatus,
   type JobEvent,
@@ -20,8 +15,6 @@ import {
   type JobProgress,
   type JobRecord,
   type LeaseState,
-  type Store,
-  type StoreFault,
   StoreUnavailableError,
   type WebhookDelivery,
 } from '../store.js';
@@ -30,13 +23,9 @@ import { type LeaseClock, machineLeaseClock } from './lease-clock.js';
 import { migrate } from './schema.js';
 import { type ClaimedRow, type DeliveryRow, type JobRow, prepareStatements, type Statements } from './statements.js';
 
-export interface SqliteStoreOptions {
+export interface SqliteDriverOptions {
   /** How long a write waits (off the event loop) for another connection's write lock before the store is "busy". */
   busyTimeoutMs?: number;
-  /** Jobs deleted per sweep transaction, so a sweep never holds the lock or the event loop for long. */
-  sweepBatchSize?: number;
-  /** Attempts per webhook delivery before it is marked failed. */
-  webhookMaxAttempts?: number;
   /** The clock leases are taken on (tests give one that runs ahead to let leases expire). */
   leaseClock?: LeaseClock;
 }
@@ -48,24 +37,9 @@ export interface SqliteStoreOptions {
  */
 const SYNC_BUSY_WAIT_MS = 5;
 
-/** A file's identity: its device and inode (a removed-and-recreated file has another). */
-function fileIdentity(path: string): string | undefined {
-  try {
-    const stat = statSync(path, { bigint: true });
-    return `${stat.dev}:${stat.ino}`;
-  } catch {
-    return undefined;
-  }
-}
-
-// The problems the store itself records on jobs (from the one catalogue).
-const CANCELED_BEFORE_RUNNING = JSON.stringify(problem('jobCanceled', 'DELETE /jobs/{id} canceled the job before it ran.'));
-const CANCELED_WHILE_RUNNING = JSON.stringify(problem('jobCanceled', 'DELETE /jobs/{id} canceled the job while it was running.'));
-const ABANDONED = JSON.stringify(problem('jobLeaseExpired', 'The job was running when its worker stopped renewing the lease, and it has no attempts left.'));
-
 /** SQLite error codes that mean "try again later" rather than "this request is wrong". */
-const BUSY_CODES = /^SQLITE_BUSY/;
 const UNAVAILABLE_CODES = /^SQLITE_(BUSY|LOCKED|IOERR|FULL|CANTOPEN|READONLY|PROTOCOL|NOMEM|CORRUPT|NOTADB)/;
+const BUSY_CODES = /^SQLITE_BUSY/;
 
 /** Resolves DATABASE_URL (a path or a file: URL) to a file path and creates its folder. */
 export function resolveDatabasePath(databaseUrl: string): string {
@@ -79,29 +53,39 @@ export function resolveDatabasePath(databaseUrl: string): string {
   return path;
 }
 
+/** A file's identity: its device and inode (a removed-and-recreated file has another). */
+function fileIdentity(path: string): string | undefined {
+  try {
+    const stat = statSync(path, { bigint: true });
+    return `${stat.dev}:${stat.ino}`;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
- * The Store on one SQLite file through better-sqlite3: WAL journal, synchronous=FULL (a commit
- * is on disk before it returns), writes grouped per event-loop turn (see GroupCommit).
+ * The driver for one SQLite file through better-sqlite3: WAL journal, synchronous=FULL (a commit
+ * is on disk before it returns), writes grouped per event-loop turn (see GroupCommit), leases on
+ * the machine's monotonic clock (lease-clock.ts), and the file's identity checked after every
+ * commit (a removed or replaced file fails every write from then on).
  */
-export class SqliteStore implements Store {
+export class SqliteDriver implements Driver {
+  readonly kind = 'sqlite';
+  readonly announcesOtherProcesses = false;
   readonly db: BetterSqlite3.Database;
   private readonly sql: Statements;
   private readonly writes: GroupCommit;
-  private readonly queuedListeners: Array<() => void> = [];
-  private readonly changedListeners: Array<(jobIds: Set<string>) => void> = [];
-  private readonly deliveryListeners: Array<() => void> = [];
+  private hooks: { recordChange: RecordChange; events: DriverEvents; problems: EndingProblems } | undefined;
+  private problems = { canceledWhileRunning: '', canceledBeforeRunning: '', abandoned: '' };
   // What the transaction being built has done, announced after it commits (after a failed
   // commit the flags carry over: a spurious wake-up is harmless, a missed one is not).
   private jobsQueuedInGroup = false;
   private deliveriesQueuedInGroup = false;
   private changedInGroup = new Set<string>();
-  private readonly faultListeners: Array<(fault: StoreFault) => void> = [];
-  private readonly sweepBatchSize: number;
-  private readonly webhookMaxAttempts: number;
   private readonly leaseClock: LeaseClock;
-  /** The identities of the database file and its WAL as opened; undefined for :memory:. */
+  /** The identities of the database file and its WAL as opened; empty for :memory:. */
   private readonly files: { path: string; identity: string }[] = [];
-  /** Set for good once the file the store writes is no longer the file at its path. */
+  /** Set for good once the file the driver writes is no longer the file at its path. */
   private lost: StoreUnavailableError | undefined;
   /** The last write failure of the database itself, until a commit succeeds again. */
   private writeFailure: StoreUnavailableError | undefined;
@@ -109,7 +93,7 @@ export class SqliteStore implements Store {
 
   constructor(
     readonly path: string,
-    options: SqliteStoreOptions = {},
+    options: SqliteDriverOptions = {},
   ) {
     this.db = new Database(path, { timeout: SYNC_BUSY_WAIT_MS });
     this.db.pragma('journal_mode = WAL');
@@ -117,8 +101,6 @@ export class SqliteStore implements Store {
     this.db.pragma('synchronous = FULL');
     migrate(this.db);
     this.sql = prepareStatements(this.db);
-    this.sweepBatchSize = options.sweepBatchSize ?? 500;
-    this.webhookMaxAttempts = options.webhookMaxAttempts ?? 8;
     this.leaseClock = options.leaseClock ?? machineLeaseClock();
     if (path !== ':memory:' && path !== '') {
       for (const file of [path, `${path}-wal`]) {
@@ -136,13 +118,22 @@ export class SqliteStore implements Store {
     });
   }
 
-  /** Called once per fault of the store: the database file lost, or a write failing for a cause other than a busy lock. */
-  onFault(listener: (fault: StoreFault) => void): void {
-    this.faultListeners.push(listener);
+  async start(hooks: { recordChange: RecordChange; events: DriverEvents; problems: EndingProblems }): Promise<void> {
+    this.hooks = hooks;
+    this.problems = {
+      canceledWhileRunning: JSON.stringify(hooks.problems.canceledWhileRunning),
+      canceledBeforeRunning: JSON.stringify(hooks.problems.canceledBeforeRunning),
+      abandoned: JSON.stringify(hooks.problems.abandoned),
+    };
+  }
+
+  private get events(): DriverEvents {
+    if (!this.hooks) throw new Error('the SQLite driver was used before start()');
+    return this.hooks.events;
   }
 
   /**
-   * Throws (for good) when the database file or its WAL is no longer the file this store opened:
+   * Throws (for good) when the database file or its WAL is no longer the file this driver opened:
    * removed, or replaced. Writes would then go to an unlinked file that a restart never sees.
    */
   private verifyFiles(): void {
@@ -152,12 +143,11 @@ export class SqliteStore implements Store {
       this.lost = new StoreUnavailableError(
         `the database file ${file.path} was removed or replaced while the store had it open; nothing written since is durable. Restore the file and restart.`,
       );
-      for (const listener of this.faultListeners) listener({ kind: 'file-lost', error: this.lost });
+      this.hooks?.events.fault({ kind: 'file-lost', error: this.lost });
       throw this.lost;
     }
   }
 
-  /** Resolves when the store can serve: open, its file in place, a read round trip, and (after a failed write) a write round trip. */
   async checkReady(): Promise<void> {
     this.read(() => {
       this.verifyFiles();
@@ -166,49 +156,36 @@ export class SqliteStore implements Store {
     if (this.writeFailure || this.writes.waitingForLock) await this.write(() => this.sql.writeProbe.run(Date.now()));
   }
 
-  onJobsQueued(listener: () => void): void {
-    this.queuedListeners.push(listener);
-  }
-
-  onJobsChanged(listener: (jobIds: Set<string>) => void): void {
-    this.changedListeners.push(listener);
-  }
-
-  onDeliveriesQueued(listener: () => void): void {
-    this.deliveryListeners.push(listener);
-  }
-
   private announceCommit(): void {
     this.writeFailure = undefined;
+    if (!this.hooks) return;
     if (this.changedInGroup.size > 0) {
       const changed = this.changedInGroup;
       this.changedInGroup = new Set();
-      for (const listener of this.changedListeners) listener(changed);
+      this.events.jobsChanged(changed);
     }
     if (this.jobsQueuedInGroup) {
       this.jobsQueuedInGroup = false;
-      for (const listener of this.queuedListeners) listener();
+      this.events.jobsQueued();
     }
     if (this.deliveriesQueuedInGroup) {
       this.deliveriesQueuedInGroup = false;
-      for (const listener of this.deliveryListeners) listener();
+      this.events.deliveriesQueued();
     }
   }
 
   /**
-   * Appends the job's new state (the row its UPDATE returned) to its event log; for a terminal
-   * state with a callback URL, also queues the webhook delivery. Runs inside the transaction
-   * that made the change. Returns the job.
+   * Records the change the row's UPDATE made (it bumped the version): the event the engine builds
+   * from the job, and its webhook delivery if the engine asks for one. Inside the transaction.
    */
   private recordChange(row: JobRow, type: string, now: number): JobRecord {
     const job = toJobRecord(row);
-    const jobId = job.id;
-    const data = jobBody(job);
-    this.sql.insertEvent.run(jobId, type, data, now);
-    this.changedInGroup.add(jobId);
-    if (job.callbackUrl && isFinished(job.status)) {
-      const payload = `{"type":${JSON.stringify(type)},"timestamp":${JSON.stringify(new Date(now).toISOString())},"data":${data}}`;
-      this.sql.insertDelivery.run(`msg_${newJobId(now)}`, jobId, job.callbackUrl, type, payload, this.webhookMaxAttempts, now, now, now);
+    const recorded = (this.hooks as { recordChange: RecordChange }).recordChange(job, type, now);
+    this.sql.insertEvent.run(job.id, job.version, type, recorded.data, now);
+    this.changedInGroup.add(job.id);
+    const delivery = recorded.delivery;
+    if (delivery) {
+      this.sql.insertDelivery.run(delivery.id, job.id, delivery.url, delivery.eventType, delivery.payload, delivery.maxAttempts, now, now, now);
       this.deliveriesQueuedInGroup = true;
     }
     return job;
@@ -216,20 +193,19 @@ export class SqliteStore implements Store {
 
   // The hot writes run in named methods (acceptWrite, claimWrite, finishWrite): group commit runs
   // them later, outside the method that asked, and CPU profiles then still say whose statements ran.
-  acceptJob(request: AcceptRequest): Promise<AcceptOutcome> {
-    return this.write(() => this.acceptWrite(request));
+  acceptJob(write: AcceptWrite): Promise<AcceptResult> {
+    return this.write(() => this.acceptWrite(write));
   }
 
-  private acceptWrite(request: AcceptRequest): AcceptOutcome {
-    const { principal, operation, key, now } = request;
+  private acceptWrite(write: AcceptWrite): AcceptResult {
+    const { principal, operation, key, now, jobId } = write;
     const existing = this.sql.findIdempotencyKey.get(principal, operation, key);
     // A record past its retention, or whose job the sweeper removed, no longer binds the key.
     if (existing && existing.expires_at > now && this.sql.jobExists.get(existing.job_id)) {
-      return existing.fingerprint === request.fingerprint ? { kind: 'replayed', jobId: existing.job_id } : { kind: 'mismatch', jobId: existing.job_id };
+      return { kind: 'bound', jobId: existing.job_id, fingerprint: existing.fingerprint };
     }
-    const jobId = newJobId(now);
-    this.sql.insertJob.run(jobId, principal, operation, request.input, request.maxAttempts, request.callbackUrl ?? null, now, now, now);
-    this.sql.upsertIdempotencyKey.run(principal, operation, key, request.fingerprint, jobId, now, request.keyExpiresAt);
+    this.sql.insertJob.run(jobId, principal, operation, write.input, write.maxAttempts, write.callbackUrl ?? null, now, now, now);
+    this.sql.upsertIdempotencyKey.run(principal, operation, key, write.fingerprint, jobId, now, write.keyExpiresAt);
     this.jobsQueuedInGroup = true;
     this.changedInGroup.add(jobId);
     return { kind: 'created', jobId };
@@ -245,28 +221,25 @@ export class SqliteStore implements Store {
     });
   }
 
-  async getJobEvents(principal: string, id: string, afterId: number): Promise<{ job: JobRecord; events: JobEvent[] } | undefined> {
+  async jobVersions(ids: string[]): Promise<Map<string, number>> {
+    if (ids.length === 0) return new Map();
+    return this.read(() => new Map(this.sql.jobVersions.all(JSON.stringify(ids)).map((row) => [row.id, row.version])));
+  }
+
+  async getJobEvents(principal: string, id: string, afterVersion: number): Promise<{ job: JobRecord; events: JobEvent[] } | undefined> {
     return this.read(() =>
       this.db.transaction(() => {
         const row = this.sql.getJob.get(id, principal);
         if (!row) return undefined;
-        const events = this.sql.eventsAfter.all(id, afterId).map((event) => ({ id: event.id, type: event.type, data: event.data }));
+        const events = this.sql.eventsAfter.all(id, afterVersion).map((event) => ({ id: event.version, type: event.type, data: event.data }));
         return { job: toJobRecord(row), events };
       })(),
     );
   }
 
-  async jobsChangedSince(cursor: number | undefined): Promise<{ jobIds: string[]; cursor: number }> {
-    return this.read(() => {
-      if (cursor === undefined) return { jobIds: [], cursor: this.sql.latestEventId.get()?.id ?? 0 };
-      const rows = this.sql.jobsChangedAfter.all(cursor);
-      return { jobIds: [...new Set(rows.map((row) => row.job_id))], cursor: rows.length ? (rows[rows.length - 1] as { id: number }).id : cursor };
-    });
-  }
-
   cancelJob(principal: string, id: string, now: number): Promise<CancelOutcome> {
     return this.write(() => {
-      const canceled = this.sql.cancelQueuedJob.get(CANCELED_BEFORE_RUNNING, now, now, id, principal);
+      const canceled = this.sql.cancelQueuedJob.get(this.problems.canceledBeforeRunning, now, now, id, principal);
       if (canceled) return { kind: 'canceled', job: this.recordChange(canceled, 'job.canceled', now) };
       if (this.sql.requestCancel.run(now, id, principal).changes === 1) {
         return { kind: 'signalled', job: this.mustGetJob(principal, id) };
@@ -276,17 +249,17 @@ export class SqliteStore implements Store {
     });
   }
 
-  claimJobs(claim: ClaimRequest): Promise<ClaimedJob[]> {
+  claimJobs(claim: DriverClaim): Promise<ClaimedJob[]> {
     return this.write(() => this.claimWrite(claim));
   }
 
-  private claimWrite(claim: ClaimRequest): ClaimedJob[] {
+  private claimWrite(claim: DriverClaim): ClaimedJob[] {
     const { owner, limit, now, leaseMs } = claim;
     const epoch = this.leaseClock.epoch;
     const leaseNow = this.leaseClock.now();
     const leaseExpiresAt = leaseNow + leaseMs;
-    for (const row of this.sql.cancelAbandoned.all(CANCELED_WHILE_RUNNING, now, now, epoch, leaseNow)) this.recordChange(row, 'job.canceled', now);
-    for (const row of this.sql.failAbandoned.all(ABANDONED, now, now, epoch, leaseNow)) this.recordChange(row, 'job.failed', now);
+    for (const row of this.sql.cancelAbandoned.all(this.problems.canceledWhileRunning, now, now, epoch, leaseNow)) this.recordChange(row, 'job.canceled', now);
+    for (const row of this.sql.failAbandoned.all(this.problems.abandoned, now, now, epoch, leaseNow)) this.recordChange(row, 'job.failed', now);
     const claimed: ClaimedJob[] = [];
     for (const abandoned of this.sql.abandonedJobs.all(epoch, leaseNow, limit)) {
       const row = this.sql.takeOver.get(owner, epoch, leaseExpiresAt, now, abandoned.seq);
@@ -326,39 +299,28 @@ export class SqliteStore implements Store {
     const result = outcome.status === 'succeeded' ? outcome.result : null;
     const location = outcome.status === 'succeeded' ? (outcome.location ?? null) : null;
     const error = outcome.status === 'succeeded' ? null : JSON.stringify(outcome.error);
-    const row = this.sql.finishJob.get(outcome.status, result, location, CANCELED_WHILE_RUNNING, error, now, now, id, fence);
+    const row = this.sql.finishJob.get(outcome.status, result, location, this.problems.canceledWhileRunning, error, now, now, id, fence);
     // The row says how the job ended: a cancel asked meanwhile (from any process) wins over the outcome.
     if (row) this.recordChange(row, `job.${row.status}`, now);
     return row !== undefined;
   }
 
-  retryJob(id: string, fence: number, error: ProblemDetails, runAt: number, now: number): Promise<boolean> {
+  requeueJob(id: string, fence: number, requeue: Requeue, now: number): Promise<boolean> {
     return this.write(() => {
-      const row = this.sql.retryJob.get(JSON.stringify(error), runAt, now, id, fence);
-      if (!row) return this.cancelIfRequested(id, fence, now);
-      this.jobsQueuedInGroup = true;
-      this.recordChange(row, 'job.queued', now);
-      return true;
+      const row = requeue.countsAttempt
+        ? this.sql.retryJob.get(requeue.error === undefined ? null : JSON.stringify(requeue.error), requeue.runAt, now, id, fence)
+        : this.sql.releaseJob.get(requeue.runAt, now, id, fence);
+      if (row) {
+        this.jobsQueuedInGroup = true;
+        this.recordChange(row, 'job.queued', now);
+        return true;
+      }
+      // A job whose cancel was asked (possibly from another process, not yet seen by its worker) is
+      // not put back in the queue: it ends canceled.
+      const canceled = this.sql.finishCanceledRequest.get(this.problems.canceledWhileRunning, now, now, id, fence);
+      if (canceled) this.recordChange(canceled, 'job.canceled', now);
+      return canceled !== undefined;
     });
-  }
-
-  releaseJob(id: string, fence: number, now: number): Promise<boolean> {
-    return this.write(() => {
-      const row = this.sql.releaseJob.get(now, now, id, fence);
-      if (!row) return this.cancelIfRequested(id, fence, now);
-      this.recordChange(row, 'job.queued', now);
-      return true;
-    });
-  }
-
-  /**
-   * A job whose cancel was asked (possibly from another process, not yet seen by its worker) is
-   * not put back in the queue: it ends canceled. False when the fence is stale.
-   */
-  private cancelIfRequested(id: string, fence: number, now: number): boolean {
-    const row = this.sql.finishCanceledRequest.get(CANCELED_WHILE_RUNNING, now, now, id, fence);
-    if (row) this.recordChange(row, 'job.canceled', now);
-    return row !== undefined;
   }
 
   claimDeliveries(claim: { owner: string; limit: number; now: number; leaseMs: number }): Promise<WebhookDelivery[]> {
@@ -380,33 +342,18 @@ export class SqliteStore implements Store {
     });
   }
 
-  /**
-   * Deletes in batches, each its own grouped write: between two batches the event loop serves
-   * requests and other writes commit, so a sweep of a million rows never stalls the server.
-   */
-  async sweep(now: number, jobsFinishedBefore: number): Promise<{ keys: number; jobs: number }> {
-    const batchSize = this.sweepBatchSize;
-    let keys = 0;
-    for (;;) {
-      const { changes } = await this.write(() => this.sql.deleteExpiredKeys.run(now, batchSize));
-      keys += changes;
-      if (changes < batchSize) break;
-    }
-    let jobs = 0;
-    for (;;) {
-      const deleted = await this.write(() => {
-        const ids = this.sql.finishedJobsBefore.all(jobsFinishedBefore, batchSize);
-        for (const { id } of ids) {
-          this.sql.deleteJobEvents.run(id);
-          this.sql.deleteJobDeliveries.run(id);
-          this.sql.deleteJob.run(id);
-        }
-        return ids.length;
-      });
-      jobs += deleted;
-      if (deleted < batchSize) break;
-    }
-    return { keys, jobs };
+  sweepBatch(now: number, jobsFinishedBefore: number, limit: number): Promise<{ keys: number; jobs: number }> {
+    return this.write(() => {
+      const keys = this.sql.deleteExpiredKeys.run(now, limit).changes;
+      if (keys > 0) return { keys, jobs: 0 };
+      const ids = this.sql.finishedJobsBefore.all(jobsFinishedBefore, limit);
+      for (const { id } of ids) {
+        this.sql.deleteJobEvents.run(id);
+        this.sql.deleteJobDeliveries.run(id);
+        this.sql.deleteJob.run(id);
+      }
+      return { keys: 0, jobs: ids.length };
+    });
   }
 
   async close(): Promise<void> {
@@ -416,7 +363,7 @@ export class SqliteStore implements Store {
     this.db.close();
   }
 
-  /** A write grouped with the others of this event-loop turn; store errors become StoreUnavailableError. */
+  /** A write grouped with the others of this event-loop turn; database errors become StoreUnavailableError. */
   private write<T>(write: () => T): Promise<T> {
     if (this.closed) return Promise.reject(new StoreUnavailableError('the store is closed'));
     if (this.lost) return Promise.reject(this.lost);
@@ -424,14 +371,14 @@ export class SqliteStore implements Store {
       const unavailable = asUnavailable(error);
       if (unavailable instanceof StoreUnavailableError && unavailable !== this.lost && !BUSY_CODES.test(String((error as { code?: unknown }).code))) {
         // Reported once per run of failures (disk full, I/O error), not once per request.
-        if (!this.writeFailure) for (const listener of this.faultListeners) listener({ kind: 'write-failed', error: unavailable });
+        if (!this.writeFailure) this.hooks?.events.fault({ kind: 'write-failed', error: unavailable });
         this.writeFailure = unavailable;
       }
       throw unavailable;
     });
   }
 
-  /** A statement run now (reads, claims, sweeps); store errors become StoreUnavailableError. */
+  /** A statement run now (reads); database errors become StoreUnavailableError. */
   private read<T>(run: () => T): T {
     if (this.closed) throw new StoreUnavailableError('the store is closed');
     if (this.lost) throw this.lost;
@@ -470,11 +417,12 @@ function toJobRecord(row: JobRow): JobRecord {
     ...(row.callback_url === null ? {} : { callbackUrl: row.callback_url }),
     ...(row.result === null ? {} : { result: row.result }),
     ...(row.result_location === null ? {} : { resultLocation: row.result_location }),
-    ...(row.error === null ? {} : { error: JSON.parse(row.error) as ProblemDetails }),
+    ...(row.error === null ? {} : { error: JSON.parse(row.error) }),
     runAt: row.run_at,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
     ...(row.finished_at === null ? {} : { finishedAt: row.finished_at }),
+    version: row.version,
   };
 }
 

@@ -1,0 +1,192 @@
+import { type ProblemDetails, problem } from '../http/problems.js';
+import { newJobId } from '../ids.js';
+import type { Driver, RecordedChange } from '../store/driver.js';
+import { isFinished } from '../store/job-states.js';
+import { jobBody } from '../store/job-view.js';
+import type {
+  AcceptOutcome,
+  AcceptRequest,
+  CancelOutcome,
+  ClaimedJob,
+  ClaimRequest,
+  DeliveryOutcome,
+  JobEvent,
+  JobOutcome,
+  JobProgress,
+  JobRecord,
+  LeaseState,
+  Store,
+  StoreFault,
+  WebhookDelivery,
+} from '../store/store.js';
+
+export interface JobEngineOptions {
+  /** Attempts per webhook delivery before it is marked failed. */
+  webhookMaxAttempts?: number;
+  /** Jobs (or key records) deleted per sweep batch; the event loop is free between batches. */
+  sweepBatchSize?: number;
+}
+
+// The problems the engine has jobs end with (from the one catalogue).
+const ENDINGS = {
+  canceledBeforeRunning: problem('jobCanceled', 'DELETE /jobs/{id} canceled the job before it ran.'),
+  canceledWhileRunning: problem('jobCanceled', 'DELETE /jobs/{id} canceled the job while it was running.'),
+  abandoned: problem('jobLeaseExpired', 'The job was running when its worker stopped renewing the lease, and it has no attempts left.'),
+};
+
+/**
+ * The job engine: every rule about jobs, over a storage driver that only does I/O. It decides
+ * replays against reused keys, chooses job and webhook ids, says what each change records (the
+ * job's snapshot as its event, and the webhook envelope when a job with a callback finishes),
+ * which problems abandoned and canceled jobs end with, and sweeps in batches; it fans the
+ * driver's commit announcements out to the worker, the dispatcher and the waiters.
+ */
+export class JobEngine implements Store {
+  private readonly queuedListeners: Array<() => void> = [];
+  private readonly changedListeners: Array<(jobIds: Set<string>) => void> = [];
+  private readonly deliveryListeners: Array<() => void> = [];
+  private readonly faultListeners: Array<(fault: StoreFault) => void> = [];
+  private readonly webhookMaxAttempts: number;
+  private readonly sweepBatchSize: number;
+
+  private constructor(
+    readonly driver: Driver,
+    options: JobEngineOptions,
+  ) {
+    this.webhookMaxAttempts = options.webhookMaxAttempts ?? 8;
+    this.sweepBatchSize = options.sweepBatchSize ?? 500;
+  }
+
+  /** Starts the driver (connects, migrates) under a new engine. */
+  static async start(driver: Driver, options: JobEngineOptions = {}): Promise<JobEngine> {
+    const engine = new JobEngine(driver, options);
+    await driver.start({
+      recordChange: (job, type, now) => engine.recordChange(job, type, now),
+      problems: ENDINGS,
+      events: {
+        jobsQueued: () => {
+          for (const listener of engine.queuedListeners) listener();
+        },
+        jobsChanged: (jobIds) => {
+          for (const listener of engine.changedListeners) listener(jobIds);
+        },
+        deliveriesQueued: () => {
+          for (const listener of engine.deliveryListeners) listener();
+        },
+        fault: (fault) => {
+          for (const listener of engine.faultListeners) listener(fault);
+        },
+      },
+    });
+    return engine;
+  }
+
+  get announcesOtherProcesses(): boolean {
+    return this.driver.announcesOtherProcesses;
+  }
+
+  /**
+   * What a change records: the job as GET /jobs/{id} shows it, as the event's data; and, when a
+   * job with a Callback-URL reaches a terminal state, the webhook delivery of that event.
+   */
+  private recordChange(job: JobRecord, type: string, now: number): RecordedChange {
+    const data = jobBody(job);
+    if (!job.callbackUrl || !isFinished(job.status)) return { data };
+    const payload = `{"type":${JSON.stringify(type)},"timestamp":${JSON.stringify(new Date(now).toISOString())},"data":${data}}`;
+    return { data, delivery: { id: `msg_${newJobId(now)}`, url: job.callbackUrl, eventType: type, payload, maxAttempts: this.webhookMaxAttempts } };
+  }
+
+  async acceptJob(request: AcceptRequest): Promise<AcceptOutcome> {
+    const result = await this.driver.acceptJob({ ...request, jobId: newJobId(request.now) });
+    if (result.kind === 'created') return result;
+    // The key is bound: the same request again is a replay; another request under it is refused.
+    return result.fingerprint === request.fingerprint ? { kind: 'replayed', jobId: result.jobId } : { kind: 'mismatch', jobId: result.jobId };
+  }
+
+  getJob(principal: string, id: string): Promise<JobRecord | undefined> {
+    return this.driver.getJob(principal, id);
+  }
+
+  jobVersions(ids: string[]): Promise<Map<string, number>> {
+    return this.driver.jobVersions(ids);
+  }
+
+  getJobEvents(principal: string, id: string, afterVersion: number): Promise<{ job: JobRecord; events: JobEvent[] } | undefined> {
+    return this.driver.getJobEvents(principal, id, afterVersion);
+  }
+
+  cancelJob(principal: string, id: string, now: number): Promise<CancelOutcome> {
+    return this.driver.cancelJob(principal, id, now);
+  }
+
+  claimJobs(claim: ClaimRequest): Promise<ClaimedJob[]> {
+    return this.driver.claimJobs(claim);
+  }
+
+  reportProgress(id: string, fence: number, progress: JobProgress, now: number): Promise<boolean> {
+    return this.driver.reportProgress(id, fence, progress, now);
+  }
+
+  renewLease(id: string, fence: number, leaseMs: number, now: number): Promise<LeaseState> {
+    return this.driver.renewLease(id, fence, leaseMs, now);
+  }
+
+  finishJob(id: string, fence: number, outcome: JobOutcome, now: number): Promise<boolean> {
+    return this.driver.finishJob(id, fence, outcome, now);
+  }
+
+  retryJob(id: string, fence: number, error: ProblemDetails, runAt: number, now: number): Promise<boolean> {
+    return this.driver.requeueJob(id, fence, { runAt, error, countsAttempt: true }, now);
+  }
+
+  releaseJob(id: string, fence: number, now: number): Promise<boolean> {
+    return this.driver.requeueJob(id, fence, { runAt: now, countsAttempt: false }, now);
+  }
+
+  claimDeliveries(claim: { owner: string; limit: number; now: number; leaseMs: number }): Promise<WebhookDelivery[]> {
+    return this.driver.claimDeliveries(claim);
+  }
+
+  recordDelivery(delivery: WebhookDelivery, owner: string, outcome: DeliveryOutcome, now: number): Promise<boolean> {
+    return this.driver.recordDelivery(delivery, owner, outcome, now);
+  }
+
+  /**
+   * Deletes expired key records, then jobs finished before the time, a batch at a time: each
+   * batch is its own short transaction, and the event loop serves requests between batches.
+   */
+  async sweep(now: number, jobsFinishedBefore: number): Promise<{ keys: number; jobs: number }> {
+    const total = { keys: 0, jobs: 0 };
+    for (;;) {
+      const batch = await this.driver.sweepBatch(now, jobsFinishedBefore, this.sweepBatchSize);
+      total.keys += batch.keys;
+      total.jobs += batch.jobs;
+      if (batch.keys + batch.jobs === 0) return total;
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+  }
+
+  onJobsQueued(listener: () => void): void {
+    this.queuedListeners.push(listener);
+  }
+
+  onJobsChanged(listener: (jobIds: Set<string>) => void): void {
+    this.changedListeners.push(listener);
+  }
+
+  onDeliveriesQueued(listener: () => void): void {
+    this.deliveryListeners.push(listener);
+  }
+
+  onFault(listener: (fault: StoreFault) => void): void {
+    this.faultListeners.push(listener);
+  }
+
+  checkReady(): Promise<void> {
+    return this.driver.checkReady();
+  }
+
+  close(): Promise<void> {
+    return this.driver.close();
+  }
+}

@@ -1,0 +1,150 @@
+import type { ProblemDetails } from '../http/problems.js';
+import type {
+  CancelOutcome,
+  ClaimedJob,
+  DeliveryOutcome,
+  JobEvent,
+  JobOutcome,
+  JobProgress,
+  JobRecord,
+  LeaseState,
+  StoreFault,
+  WebhookDelivery,
+} from './store.js';
+
+/*
+ * The storage driver: one per database. A driver only does I/O — transactions, the statements,
+ * migrations, notifications — and decides no policy: the job engine (src/engine/) says what a
+ * change records (the event and webhook rows it builds with `RecordChange`), which problems an
+ * abandoned or canceled job ends with, and how replays are told from reused keys. Every driver
+ * passes the same conformance suite (test/driver-conformance.test.ts).
+ *
+ * Each method that changes a job bumps the job's version under the row's lock and records the
+ * change as the job's event with that version, in the transaction that made the change.
+ */
+
+/** What a change of a job records: its event's data and, for a finished job with a callback, a webhook delivery. */
+export interface RecordedChange {
+  data: string;
+  delivery?: NewDelivery;
+}
+
+/** A webhook delivery to store with the change that caused it. */
+export interface NewDelivery {
+  id: string;
+  url: string;
+  eventType: string;
+  payload: string;
+  maxAttempts: number;
+}
+
+/** Supplied by the engine: builds what a change records, from the job as the change left it. Pure; runs inside the driver's transaction. */
+export type RecordChange = (job: JobRecord, type: string, now: number) => RecordedChange;
+
+/** What a driver announces, after each commit (its own, and with `announcesOtherProcesses` those of other processes). */
+export interface DriverEvents {
+  jobsQueued(): void;
+  jobsChanged(jobIds: Set<string>): void;
+  deliveriesQueued(): void;
+  fault(fault: StoreFault): void;
+}
+
+/** A submission to store: the job (its id chosen by the engine) and its idempotency record. */
+export interface AcceptWrite {
+  jobId: string;
+  principal: string;
+  operation: string;
+  key: string;
+  fingerprint: string;
+  input: string;
+  maxAttempts: number;
+  callbackUrl?: string;
+  now: number;
+  keyExpiresAt: number;
+}
+
+/**
+ * How an acceptance went: the job was created, or a live record already binds the key (the
+ * engine compares fingerprints). A record past its expiry, or whose job was swept, binds nothing.
+ */
+export type AcceptResult = { kind: 'created'; jobId: string } | { kind: 'bound'; jobId: string; fingerprint: string };
+
+/** The problems the engine has jobs end with when the driver finds them so. */
+export interface EndingProblems {
+  /** A job whose cancel was asked and whose attempt ends (or was abandoned). */
+  canceledWhileRunning: ProblemDetails;
+  /** A queued job canceled before it ran. */
+  canceledBeforeRunning: ProblemDetails;
+  /** An abandoned job with no attempts left. */
+  abandoned: ProblemDetails;
+}
+
+export interface DriverClaim {
+  owner: string;
+  limit: number;
+  /** Wall-clock now: which jobs are due. */
+  now: number;
+  /** Lease length, measured on the driver's lease clock (the database's, or the machine's monotonic clock). */
+  leaseMs: number;
+}
+
+/** Puts a claimed job back in the queue: a retry (the attempt counts, the error is kept) or a release (it does not). */
+export interface Requeue {
+  runAt: number;
+  /** The attempt's problem, kept on the job while it waits (retries). */
+  error?: ProblemDetails;
+  /** False for a release: the interrupted attempt is given back. */
+  countsAttempt: boolean;
+}
+
+export interface Driver {
+  /** Which database: "sqlite" or "postgres". */
+  readonly kind: string;
+  /** True when changes committed by other processes are announced through DriverEvents (LISTEN/NOTIFY); otherwise waiters poll jobVersions. */
+  readonly announcesOtherProcesses: boolean;
+
+  /** Connects, applies migrations, and starts announcing. Called once, before anything else. */
+  start(hooks: { recordChange: RecordChange; events: DriverEvents; problems: EndingProblems }): Promise<void>;
+
+  // --- acceptance and reading -----------------------------------------------------------
+  /** Stores the job and its key record in one durable transaction, unless a live record binds the key. */
+  acceptJob(write: AcceptWrite): Promise<AcceptResult>;
+  /** One principal's job with its webhook deliveries; undefined for an unknown id or another principal's job. */
+  getJob(principal: string, id: string): Promise<JobRecord | undefined>;
+  /** The current version of each job that exists (for waiters' change checks). */
+  jobVersions(ids: string[]): Promise<Map<string, number>>;
+  /** The job and its events with a version above `afterVersion`, oldest first. */
+  getJobEvents(principal: string, id: string, afterVersion: number): Promise<{ job: JobRecord; events: JobEvent[] } | undefined>;
+
+  // --- the life of a job ----------------------------------------------------------------
+  /** Cancels a queued job (it ends canceled), or flags a running one (`signalled`). */
+  cancelJob(principal: string, id: string, now: number): Promise<CancelOutcome>;
+  /**
+   * Ends abandoned jobs that were being canceled (canceled) or have no attempts left (failed),
+   * then claims up to `limit`: abandoned jobs first (their lease expired), then due queued jobs,
+   * highest-due first by run time and insertion. Every claim bumps the job's fence.
+   */
+  claimJobs(claim: DriverClaim): Promise<ClaimedJob[]>;
+  /** Extends a lease still held (fence matches and running) by `leaseMs` from now on the lease clock. */
+  renewLease(id: string, fence: number, leaseMs: number, now: number): Promise<LeaseState>;
+  /** Stores a running job's progress; false when the fence is stale. */
+  reportProgress(id: string, fence: number, progress: JobProgress, now: number): Promise<boolean>;
+  /** Ends a claimed job; if its cancel was asked meanwhile it ends canceled instead (cancel wins). False when the fence is stale. */
+  finishJob(id: string, fence: number, outcome: JobOutcome, now: number): Promise<boolean>;
+  /** Puts a claimed job back in the queue, or ends it canceled when its cancel was asked. False when the fence is stale. */
+  requeueJob(id: string, fence: number, requeue: Requeue, now: number): Promise<boolean>;
+
+  // --- webhook deliveries ---------------------------------------------------------------
+  /** Fails abandoned deliveries with no attempts left, then claims due ones with a lease; each claim counts as an attempt. */
+  claimDeliveries(claim: { owner: string; limit: number; now: number; leaseMs: number }): Promise<WebhookDelivery[]>;
+  /** Records a claimed attempt's outcome; false when the claim is no longer this owner's. */
+  recordDelivery(delivery: WebhookDelivery, owner: string, outcome: DeliveryOutcome, now: number): Promise<boolean>;
+
+  // --- retention and health -------------------------------------------------------------
+  /** Deletes up to `limit` expired key records, or else up to `limit` jobs finished before the time (with their events and deliveries). */
+  sweepBatch(now: number, jobsFinishedBefore: number, limit: number): Promise<{ keys: number; jobs: number }>;
+  /** Resolves when the database answers a round trip now; rejects with StoreUnavailableError otherwise. */
+  checkReady(): Promise<void>;
+  /** Flushes what is pending and disconnects. */
+  close(): Promise<void>;
+}
