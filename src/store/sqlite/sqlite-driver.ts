@@ -5,6 +5,7 @@ import type BetterSqlite3 from 'better-sqlite3';
 import Database from 'better-sqlite3';
 import type { AcceptResult, AcceptWrite, Driver, DriverClaim, DriverEvents, EndingProblems, RecordChange, Requeue } from '../driver.js';
 import type { JobState } from '../job-states.js';
+import { type JobRow, toClaimedJob, toDelivery, toJobRecord } from '../rows.js';
 import {
   type CancelOutcome,
   type ClaimedJob,
@@ -21,7 +22,7 @@ import {
 import { GroupCommit } from './group-commit.js';
 import { type LeaseClock, machineLeaseClock } from './lease-clock.js';
 import { migrate } from './schema.js';
-import { type ClaimedRow, type DeliveryRow, type JobRow, prepareStatements, type Statements } from './statements.js';
+import { prepareStatements, type Statements } from './statements.js';
 
 export interface SqliteDriverOptions {
   /** How long a write waits (off the event loop) for another connection's write lock before the store is "busy". */
@@ -402,56 +403,4 @@ function asUnavailable(error: unknown): unknown {
   if (error instanceof TypeError && /database connection is not open/.test(error.message))
     return new StoreUnavailableError('the store is closed', { cause: error });
   return error;
-}
-
-function toJobRecord(row: JobRow): JobRecord {
-  return {
-    id: row.id,
-    principal: row.principal,
-    operation: row.operation,
-    status: row.status as JobState,
-    attempts: row.attempts,
-    maxAttempts: row.max_attempts,
-    cancelRequested: row.cancel_requested === 1,
-    ...(row.progress === null ? {} : { progress: JSON.parse(row.progress) as JobProgress }),
-    ...(row.callback_url === null ? {} : { callbackUrl: row.callback_url }),
-    ...(row.result === null ? {} : { result: row.result }),
-    ...(row.result_location === null ? {} : { resultLocation: row.result_location }),
-    ...(row.error === null ? {} : { error: JSON.parse(row.error) }),
-    runAt: row.run_at,
-    createdAt: row.created_at,
-    updatedAt: row.updated_at,
-    ...(row.finished_at === null ? {} : { finishedAt: row.finished_at }),
-    version: row.version,
-  };
-}
-
-function toClaimedJob(row: ClaimedRow): ClaimedJob {
-  return {
-    id: row.id,
-    principal: row.principal,
-    operation: row.operation,
-    input: row.input,
-    attempts: row.attempts,
-    maxAttempts: row.max_attempts,
-    fence: row.fence,
-  };
-}
-
-function toDelivery(row: DeliveryRow): WebhookDelivery {
-  return {
-    id: row.id,
-    jobId: row.job_id,
-    url: row.url,
-    eventType: row.event_type,
-    payload: row.payload,
-    status: row.status as DeliveryStatus,
-    attempts: row.attempts,
-    maxAttempts: row.max_attempts,
-    nextAttemptAt: row.next_attempt_at,
-    ...(row.last_status === null ? {} : { lastStatus: row.last_status }),
-    ...(row.last_error === null ? {} : { lastError: row.last_error }),
-    createdAt: row.created_at,
-    updatedAt: row.updated_at,
-  };
 }

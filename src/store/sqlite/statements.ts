@@ -1,56 +1,15 @@
 import type BetterSqlite3 from 'better-sqlite3';
+import type { ClaimedRow, DeliveryRow, JobRow } from '../rows.js';
 
 /** The columns a job is read with (GET /jobs/{id}). */
 const JOB_COLUMNS = `id, principal, operation, status, attempts, max_attempts, cancel_requested, progress, callback_url, result, result_location, error, run_at, created_at, updated_at, finished_at, version`;
 const DELIVERY_COLUMNS = `id, job_id, url, event_type, payload, status, attempts, max_attempts, next_attempt_at, last_status, last_error, created_at, updated_at`;
 const CLAIMED_COLUMNS = `${JOB_COLUMNS}, input, fence`;
 
-export interface JobRow {
-  id: string;
-  principal: string;
-  operation: string;
-  status: string;
-  attempts: number;
-  max_attempts: number;
-  cancel_requested: number;
-  progress: string | null;
-  callback_url: string | null;
-  result: string | null;
-  result_location: string | null;
-  error: string | null;
-  run_at: number;
-  created_at: number;
-  updated_at: number;
-  finished_at: number | null;
-  /** Bumped by every change that records an event; the event's version. */
-  version: number;
-}
-
-export interface ClaimedRow extends JobRow {
-  input: string;
-  fence: number;
-}
-
 export interface EventRow {
   version: number;
   type: string;
   data: string;
-}
-
-export interface DeliveryRow {
-  id: string;
-  job_id: string;
-  url: string;
-  event_type: string;
-  payload: string;
-  status: string;
-  attempts: number;
-  max_attempts: number;
-  next_attempt_at: number;
-  last_status: number | null;
-  last_error: string | null;
-  created_at: number;
-  updated_at: number;
 }
 
 /**

@@ -1,0 +1,506 @@
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import type { AcceptResult, AcceptWrite, Driver, DriverClaim, DriverEvents, EndingProblems, RecordChange, Requeue } from '../driver.js';
+import type { JobState } from '../job-states.js';
+import { type DeliveryRow, type JobRow, toClaimedJob, toDelivery, toJobRecord } from '../rows.js';
+import {
+  type CancelOutcome,
+  type ClaimedJob,
+  type DeliveryOutcome,
+  type DeliveryStatus,
+  type JobEvent,
+  type JobOutcome,
+  type JobProgress,
+  type JobRecord,
+  type LeaseState,
+  StoreUnavailableError,
+  type WebhookDelivery,
+} from '../store.js';
+import { PostgresListener } from './listener.js';
+import { migrate } from './migrate.js';
+import { type ClaimedRow, SQL, type Statement } from './statements.js';
+
+export interface PostgresDriverOptions {
+  connectionString: string;
+  /** The schema asyncfirst's tables live in (created if missing), so they can sit beside an application's. */
+  schema?: string;
+  /** Connections in the pool (the listener holds one more). */
+  poolMax?: number;
+  /** The longest a statement may run before the server cancels it. */
+  statementTimeoutMs?: number;
+  /** How long a request waits for a pooled connection before the store is "unavailable". */
+  connectTimeoutMs?: number;
+}
+
+/** SQLSTATE classes and codes, and client errors, that mean "the database cannot serve now": 503, nothing half-written. */
+const UNAVAILABLE_SQLSTATE = /^(08|53|57P0[1-3]|57014|58)/;
+const UNAVAILABLE_NODE = /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN)$/;
+const UNAVAILABLE_MESSAGE =
+  /Connection terminated|timeout exceeded when trying to connect|not queryable|Connection ended|Client was closed|Cannot use a pool after calling end/i;
+/** Serialization failures and deadlocks: the transaction is run again. */
+const RETRYABLE_SQLSTATE = /^(40001|40P01)$/;
+const TRANSACTION_ATTEMPTS = 3;
+/** NOTIFY payloads are limited to 8000 bytes; past this many ids a notification says "look at everything". */
+const MAX_NOTIFIED_IDS = 200;
+
+/** What one transaction changed, announced after its commit (here at once, elsewhere by NOTIFY). */
+interface Changes {
+  jobIds: Set<string>;
+  queued: boolean;
+  deliveries: boolean;
+}
+
+interface Notification {
+  /** The sending process's token (its own notifications are skipped: they were announced directly). */
+  p: string;
+  q?: 1;
+  d?: 1;
+  j?: string[];
+  /** Too many ids to list: every waiter looks. */
+  all?: 1;
+}
+
+type Query = <Row extends pg.QueryResultRow>(statement: Statement, values: unknown[]) => Promise<Row[]>;
+
+/** Parses bigint (int8) columns as numbers: times in milliseconds and sequence numbers fit. */
+const types = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+    oid === 20 ? (value: string) => Number(value) : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+};
+
+/**
+ * The driver for PostgreSQL through node-postgres: a pool for statements, one dedicated
+ * connection for LISTEN, claims with FOR UPDATE SKIP LOCKED, leases on the database's clock,
+ * acceptance that never rebinds a live key, and NOTIFY at each commit so that every process's
+ * workers, dispatchers and waiters wake at once. The 202 is sent after COMMIT returns; with
+ * PostgreSQL's default synchronous_commit=on that is after the WAL reached disk.
+ */
+export class PostgresDriver implements Driver {
+  readonly kind = 'postgres';
+  readonly announcesOtherProcesses = true;
+  readonly schema: string;
+  private readonly pool: pg.Pool;
+  private readonly listener: PostgresListener;
+  private readonly channel: string;
+  private readonly token = randomBytes(6).toString('hex');
+  private hooks: { recordChange: RecordChange; events: DriverEvents; problems: EndingProblems } | undefined;
+  private problems = { canceledWhileRunning: '', canceledBeforeRunning: '', abandoned: '' };
+  private closed = false;
+  /** The last failure of the database, until a statement succeeds again (reported once). */
+  private failing = false;
+
+  constructor(private readonly options: PostgresDriverOptions) {
+    this.schema = options.schema ?? 'asyncfirst';
+    if (!/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(this.schema)) throw new Error(`DATABASE_SCHEMA "${this.schema}" must be a plain SQL identifier`);
+    this.channel = `asyncfirst_${this.schema}`;
+    this.pool = new pg.Pool({
+      connectionString: options.connectionString,
+      max: options.poolMax ?? 10,
+      connectionTimeoutMillis: options.connectTimeoutMs ?? 5000,
+      idleTimeoutMillis: 30_000,
+      keepAlive: true,
+      application_name: 'asyncfirst',
+      statement_timeout: options.statementTimeoutMs ?? 10_000,
+      options: `-c search_path=${this.schema}`,
+      types,
+    });
+    // An idle connection that breaks (a restart of the server) must not crash the process.
+    this.pool.on('error', (error) => this.reportFailure(error));
+    this.listener = new PostgresListener({
+      connectionString: options.connectionString,
+      channel: this.channel,
+      onNotification: (payload) => this.received(payload),
+      onReconnect: () => this.lookAtEverything(),
+      onError: (error) => this.reportFailure(error),
+    });
+  }
+
+  async start(hooks: { recordChange: RecordChange; events: DriverEvents; problems: EndingProblems }): Promise<void> {
+    this.hooks = hooks;
+    this.problems = {
+      canceledWhileRunning: JSON.stringify(hooks.problems.canceledWhileRunning),
+      canceledBeforeRunning: JSON.stringify(hooks.problems.canceledBeforeRunning),
+      abandoned: JSON.stringify(hooks.problems.abandoned),
+    };
+    const client = await this.pool.connect();
+    try {
+      await migrate(client, this.schema);
+    } finally {
+      client.release();
+    }
+    await this.listener.start();
+  }
+
+  private get events(): DriverEvents {
+    if (!this.hooks) throw new Error('the PostgreSQL driver was used before start()');
+    return this.hooks.events;
+  }
+
+  // --- notifications ------------------------------------------------------------------------
+
+  private notification(changes: Changes): string {
+    const note: Notification = { p: this.token };
+    if (changes.queued) note.q = 1;
+    if (changes.deliveries) note.d = 1;
+    if (changes.jobIds.size > MAX_NOTIFIED_IDS) note.all = 1;
+    else if (changes.jobIds.size > 0) note.j = [...changes.jobIds];
+    return JSON.stringify(note);
+  }
+
+  /** After a commit of this process: announce it here (other processes hear the NOTIFY). */
+  private announce(changes: Changes): void {
+    if (changes.jobIds.size > 0) this.events.jobsChanged(changes.jobIds);
+    if (changes.queued) this.events.jobsQueued();
+    if (changes.deliveries) this.events.deliveriesQueued();
+  }
+
+  private received(payload: string): void {
+    let note: Notification;
+    try {
+      note = JSON.parse(payload) as Notification;
+    } catch {
+      return;
+    }
+    if (note.p === this.token || !this.hooks) return;
+    if (note.all) this.lookAtEverything();
+    else if (note.j?.length) this.events.jobsChanged(new Set(note.j));
+    if (note.q) this.events.jobsQueued();
+    if (note.d) this.events.deliveriesQueued();
+  }
+
+  /** Notifications may have been missed: wake the worker and the dispatcher (waiters poll versions anyway). */
+  private lookAtEverything(): void {
+    if (!this.hooks) return;
+    this.events.jobsQueued();
+    this.events.deliveriesQueued();
+  }
+
+  // --- running statements ---------------------------------------------------------------------
+
+  private reportFailure(error: unknown): void {
+    if (this.failing || this.closed) return;
+    this.failing = true;
+    const unavailable = asUnavailable(error);
+    this.hooks?.events.fault({
+      kind: 'write-failed',
+      error: unavailable instanceof StoreUnavailableError ? unavailable : new StoreUnavailableError(String(error), { cause: error }),
+    });
+  }
+
+  /** One statement on a pooled connection (its own transaction). */
+  private async run<Row extends pg.QueryResultRow>(statement: Statement, values: unknown[]): Promise<Row[]> {
+    if (this.closed) throw new StoreUnavailableError('the store is closed');
+    try {
+      const result = await this.pool.query<Row>({ name: statement.name, text: statement.text, values });
+      this.failing = false;
+      return result.rows;
+    } catch (error) {
+      throw this.failure(error);
+    }
+  }
+
+  private failure(error: unknown): unknown {
+    const unavailable = asUnavailable(error);
+    if (unavailable instanceof StoreUnavailableError) this.reportFailure(error);
+    return unavailable;
+  }
+
+  /**
+   * Runs `work` in one transaction on one connection, then announces what it changed. A
+   * serialization failure or deadlock runs it again; a lost connection is "unavailable" and
+   * nothing of the transaction is kept.
+   */
+  private async transaction<T>(work: (query: Query, changes: Changes) => Promise<T>): Promise<T> {
+    if (this.closed) throw new StoreUnavailableError('the store is closed');
+    for (let attempt = 1; ; attempt++) {
+      let client: pg.PoolClient;
+      try {
+        client = await this.pool.connect();
+      } catch (error) {
+        throw this.failure(error);
+      }
+      const changes: Changes = { jobIds: new Set(), queued: false, deliveries: false };
+      const query: Query = async <Row extends pg.QueryResultRow>(statement: Statement, values: unknown[]) =>
+        (await client.query<Row>({ name: statement.name, text: statement.text, values })).rows;
+      let broken = false;
+      try {
+        await client.query('BEGIN');
+        const value = await work(query, changes);
+        await client.query('COMMIT');
+        this.failing = false;
+        this.announce(changes);
+        return value;
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => {
+          broken = true;
+        });
+        const code = (error as { code?: unknown }).code;
+        if (typeof code === 'string' && RETRYABLE_SQLSTATE.test(code) && attempt < TRANSACTION_ATTEMPTS) continue;
+        throw this.failure(error);
+      } finally {
+        client.release(broken);
+      }
+    }
+  }
+
+  /**
+   * Records what the changed rows did: the engine builds each event (and webhook delivery), and
+   * they are inserted with one statement each, which also NOTIFYs (delivered at COMMIT).
+   */
+  private async record(query: Query, changes: Changes, changed: { row: JobRow; type: string }[], now: number): Promise<JobRecord[]> {
+    const record = (this.hooks as { recordChange: RecordChange }).recordChange;
+    const jobs: JobRecord[] = [];
+    const events = { ids: [] as string[], versions: [] as number[], types: [] as string[], data: [] as string[], times: [] as number[] };
+    const deliveries = {
+      ids: [] as string[],
+      jobIds: [] as string[],
+      urls: [] as string[],
+      types: [] as string[],
+      payloads: [] as string[],
+      attempts: [] as number[],
+    };
+    for (const { row, type } of changed) {
+      const job = toJobRecord(row);
+      jobs.push(job);
+      const recorded = record(job, type, now);
+      events.ids.push(job.id);
+      events.versions.push(job.version);
+      events.types.push(type);
+      events.data.push(recorded.data);
+      events.times.push(now);
+      changes.jobIds.add(job.id);
+      if (recorded.delivery) {
+        const delivery = recorded.delivery;
+        deliveries.ids.push(delivery.id);
+        deliveries.jobIds.push(job.id);
+        deliveries.urls.push(delivery.url);
+        deliveries.types.push(delivery.eventType);
+        deliveries.payloads.push(delivery.payload);
+        deliveries.attempts.push(delivery.maxAttempts);
+        changes.deliveries = true;
+      }
+    }
+    if (deliveries.ids.length > 0) {
+      await query(SQL.insertDeliveries, [deliveries.ids, deliveries.jobIds, deliveries.urls, deliveries.types, deliveries.payloads, deliveries.attempts, now]);
+    }
+    if (events.ids.length > 0) {
+      await query(SQL.insertEvents, [events.ids, events.versions, events.types, events.data, events.times, this.channel, this.notification(changes)]);
+    } else if (changes.queued || changes.jobIds.size > 0) {
+      await query(SQL.notify, [this.channel, this.notification(changes)]);
+    }
+    return jobs;
+  }
+
+  // --- acceptance and reading -------------------------------------------------------------------
+
+  async acceptJob(write: AcceptWrite): Promise<AcceptResult> {
+    const notice = this.notification({ jobIds: new Set([write.jobId]), queued: true, deliveries: false });
+    const values = [
+      write.principal,
+      write.operation,
+      write.key,
+      write.fingerprint,
+      write.jobId,
+      write.now,
+      write.keyExpiresAt,
+      write.input,
+      write.maxAttempts,
+      write.callbackUrl ?? null,
+    ];
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const created = await this.run<{ id: string }>(SQL.acceptJob, [...values, this.channel, notice]);
+      if (created.length === 1) {
+        this.announce({ jobIds: new Set([write.jobId]), queued: true, deliveries: false });
+        return { kind: 'created', jobId: write.jobId };
+      }
+      const [bound] = await this.run<{ fingerprint: string; job_id: string; job_exists: boolean }>(SQL.findKey, [write.principal, write.operation, write.key]);
+      if (!bound) continue; // swept between the two statements: try again
+      if (bound.job_exists) return { kind: 'bound', jobId: bound.job_id, fingerprint: bound.fingerprint };
+      // The record outlived its job (swept): rebind it, only if nobody else did first.
+      const rebound = await this.run<{ id: string }>(SQL.rebindKey, [...values, bound.job_id, this.channel, notice]);
+      if (rebound.length === 1) {
+        this.announce({ jobIds: new Set([write.jobId]), queued: true, deliveries: false });
+        return { kind: 'created', jobId: write.jobId };
+      }
+    }
+    throw new StoreUnavailableError('the idempotency record kept changing under concurrent submissions; retry');
+  }
+
+  async getJob(principal: string, id: string): Promise<JobRecord | undefined> {
+    const [row] = await this.run<JobRow>(SQL.getJob, [id, principal]);
+    if (!row) return undefined;
+    const job = toJobRecord(row);
+    if (job.callbackUrl) job.deliveries = (await this.run<DeliveryRow>(SQL.deliveriesOfJob, [id])).map(toDelivery);
+    return job;
+  }
+
+  async jobVersions(ids: string[]): Promise<Map<string, number>> {
+    if (ids.length === 0) return new Map();
+    const rows = await this.run<{ id: string; version: number }>(SQL.jobVersions, [ids]);
+    return new Map(rows.map((row) => [row.id, row.version]));
+  }
+
+  async getJobEvents(principal: string, id: string, afterVersion: number): Promise<{ job: JobRecord; events: JobEvent[] } | undefined> {
+    const rows = await this.run<JobRow & { event_version: number | null; event_type: string | null; event_data: string | null }>(SQL.jobWithEvents, [
+      id,
+      principal,
+      afterVersion,
+    ]);
+    const first = rows[0];
+    if (!first) return undefined;
+    const events = rows
+      .filter((row) => row.event_version !== null)
+      .map((row) => ({ id: row.event_version as number, type: row.event_type as string, data: row.event_data as string }));
+    return { job: toJobRecord(first), events };
+  }
+
+  // --- the life of a job ------------------------------------------------------------------------
+
+  cancelJob(principal: string, id: string, now: number): Promise<CancelOutcome> {
+    return this.transaction(async (query, changes) => {
+      const [canceled] = await query<JobRow>(SQL.cancelQueuedJob, [this.problems.canceledBeforeRunning, now, id, principal]);
+      if (canceled) {
+        const [job] = await this.record(query, changes, [{ row: canceled, type: 'job.canceled' }], now);
+        return { kind: 'canceled', job: job as JobRecord };
+      }
+      const [signalled] = await query<JobRow>(SQL.requestCancel, [now, id, principal]);
+      if (signalled) return { kind: 'signalled', job: toJobRecord(signalled) };
+      const [row] = await query<JobRow>(SQL.getJob, [id, principal]);
+      return row ? { kind: 'finished', job: toJobRecord(row) } : { kind: 'not-found' };
+    });
+  }
+
+  claimJobs(claim: DriverClaim): Promise<ClaimedJob[]> {
+    const { owner, limit, now, leaseMs } = claim;
+    return this.transaction(async (query, changes) => {
+      const ended = [
+        ...(await query<JobRow>(SQL.cancelAbandoned, [this.problems.canceledWhileRunning, now])).map((row) => ({ row, type: 'job.canceled' })),
+        ...(await query<JobRow>(SQL.failAbandoned, [this.problems.abandoned, now])).map((row) => ({ row, type: 'job.failed' })),
+      ];
+      const taken = await query<ClaimedRow>(SQL.takeOverAbandoned, [owner, leaseMs, now, limit]);
+      const queued =
+        taken.length < limit ? (await query<ClaimedRow & { seq: number }>(SQL.claimQueued, [owner, leaseMs, now, limit - taken.length])).sort(byDueOrder) : [];
+      const claimedRows = [...taken, ...queued];
+      await this.record(query, changes, [...ended, ...claimedRows.map((row) => ({ row, type: 'job.running' }))], now);
+      return claimedRows.map((row) => ({
+        ...toClaimedJob(row),
+        ...(row.previous_owner ? { takenOverFrom: row.previous_owner } : {}),
+      }));
+    });
+  }
+
+  async renewLease(id: string, fence: number, leaseMs: number, now: number): Promise<LeaseState> {
+    const [row] = await this.run<{ cancel_requested: boolean }>(SQL.renewLease, [leaseMs, now, id, fence]);
+    return { held: row !== undefined, cancelRequested: row?.cancel_requested === true };
+  }
+
+  reportProgress(id: string, fence: number, progress: JobProgress, now: number): Promise<boolean> {
+    return this.transaction(async (query, changes) => {
+      const [row] = await query<JobRow>(SQL.reportProgress, [JSON.stringify(progress), now, id, fence]);
+      if (row) await this.record(query, changes, [{ row, type: 'job.progress' }], now);
+      return row !== undefined;
+    });
+  }
+
+  finishJob(id: string, fence: number, outcome: JobOutcome, now: number): Promise<boolean> {
+    const result = outcome.status === 'succeeded' ? outcome.result : null;
+    const location = outcome.status === 'succeeded' ? (outcome.location ?? null) : null;
+    const error = outcome.status === 'succeeded' ? null : JSON.stringify(outcome.error);
+    return this.transaction(async (query, changes) => {
+      const [row] = await query<JobRow>(SQL.finishJob, [outcome.status, result, location, this.problems.canceledWhileRunning, error, now, id, fence]);
+      // The row says how the job ended: a cancel asked meanwhile (from any process) wins over the outcome.
+      if (row) await this.record(query, changes, [{ row, type: `job.${row.status}` }], now);
+      return row !== undefined;
+    });
+  }
+
+  requeueJob(id: string, fence: number, requeue: Requeue, now: number): Promise<boolean> {
+    return this.transaction(async (query, changes) => {
+      const [row] = requeue.countsAttempt
+        ? await query<JobRow>(SQL.retryJob, [requeue.error === undefined ? null : JSON.stringify(requeue.error), requeue.runAt, now, id, fence])
+        : await query<JobRow>(SQL.releaseJob, [requeue.runAt, now, id, fence]);
+      if (row) {
+        changes.queued = true;
+        await this.record(query, changes, [{ row, type: 'job.queued' }], now);
+        return true;
+      }
+      // A job whose cancel was asked (possibly from another process) is not queued again: it ends canceled.
+      const [canceled] = await query<JobRow>(SQL.finishCanceledRequest, [this.problems.canceledWhileRunning, now, id, fence]);
+      if (canceled) await this.record(query, changes, [{ row: canceled, type: 'job.canceled' }], now);
+      return canceled !== undefined;
+    });
+  }
+
+  // --- webhook deliveries -------------------------------------------------------------------------
+
+  claimDeliveries(claim: { owner: string; limit: number; now: number; leaseMs: number }): Promise<WebhookDelivery[]> {
+    const { owner, limit, now, leaseMs } = claim;
+    return this.transaction(async (query) => {
+      await query(SQL.failAbandonedDeliveries, [now]);
+      const rows = await query<DeliveryRow>(SQL.claimDeliveries, [owner, now + leaseMs, now, limit]);
+      return rows.sort((a, b) => a.next_attempt_at - b.next_attempt_at).map(toDelivery);
+    });
+  }
+
+  async recordDelivery(delivery: WebhookDelivery, owner: string, outcome: DeliveryOutcome, now: number): Promise<boolean> {
+    const nextAttemptAt = outcome.status === 'succeeded' ? now : outcome.nextAttemptAt;
+    const error = outcome.status === 'succeeded' ? null : outcome.error;
+    if (this.closed) throw new StoreUnavailableError('the store is closed');
+    let count: number;
+    try {
+      const result = await this.pool.query({
+        name: SQL.recordDelivery.name,
+        text: SQL.recordDelivery.text,
+        values: [outcome.status, outcome.httpStatus ?? null, error, nextAttemptAt, now, delivery.id, delivery.attempts, owner],
+      });
+      count = result.rowCount ?? 0;
+    } catch (error) {
+      throw this.failure(error);
+    }
+    if (count === 1) this.events.jobsChanged(new Set([delivery.jobId]));
+    return count === 1;
+  }
+
+  // --- retention and health -----------------------------------------------------------------------
+
+  async sweepBatch(now: number, jobsFinishedBefore: number, limit: number): Promise<{ keys: number; jobs: number }> {
+    const deleteRows = async (statement: Statement, values: unknown[]) => {
+      if (this.closed) throw new StoreUnavailableError('the store is closed');
+      try {
+        return (await this.pool.query({ name: statement.name, text: statement.text, values })).rowCount ?? 0;
+      } catch (error) {
+        throw this.failure(error);
+      }
+    };
+    const keys = await deleteRows(SQL.deleteExpiredKeys, [now, limit]);
+    if (keys > 0) return { keys, jobs: 0 };
+    return { keys: 0, jobs: await deleteRows(SQL.deleteFinishedJobs, [jobsFinishedBefore, limit]) };
+  }
+
+  async checkReady(): Promise<void> {
+    await this.run(SQL.ping, []);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.listener.stop();
+    await this.pool.end();
+  }
+}
+
+function byDueOrder(a: { run_at: number; seq: number }, b: { run_at: number; seq: number }): number {
+  return a.run_at - b.run_at || a.seq - b.seq;
+}
+
+/** Database errors that mean "not now" become StoreUnavailableError; others (bugs) pass through. */
+function asUnavailable(error: unknown): unknown {
+  if (error instanceof StoreUnavailableError) return error;
+  const code = (error as { code?: unknown }).code;
+  const message = error instanceof Error ? error.message : String(error);
+  const unavailable =
+    (typeof code === 'string' && (UNAVAILABLE_SQLSTATE.test(code) || RETRYABLE_SQLSTATE.test(code) || UNAVAILABLE_NODE.test(code))) ||
+    UNAVAILABLE_MESSAGE.test(message) ||
+    (error instanceof AggregateError && error.errors.some((inner) => asUnavailable(inner) instanceof StoreUnavailableError));
+  return unavailable ? new StoreUnavailableError(`${typeof code === 'string' ? `${code}: ` : ''}${message}`, { cause: error }) : error;
+}

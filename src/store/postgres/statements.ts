@@ -1,0 +1,251 @@
+import type { ClaimedRow as BaseClaimedRow } from '../rows.js';
+
+/**
+ * Every SQL statement asyncfirst runs against PostgreSQL. How a job is accepted, claimed,
+ * leased, finished or swept is read here and nowhere else. Each has a name, so node-postgres
+ * prepares it once per connection. Lease times are on the database's clock (DB_NOW), never a
+ * machine's, so a skewed clock cannot take a lease early. Unqualified table names resolve
+ * through the connection's search_path (DATABASE_SCHEMA).
+ */
+
+/** Now on the database's clock, in milliseconds since the epoch. */
+const DB_NOW = `(extract(epoch from clock_timestamp()) * 1000)::bigint`;
+
+export const JOB_COLUMNS = `id, principal, operation, status, attempts, max_attempts, cancel_requested, progress, callback_url, result, result_location, error, run_at, created_at, updated_at, finished_at, version`;
+const DELIVERY_COLUMNS = `id, job_id, url, event_type, payload, status, attempts, max_attempts, next_attempt_at, last_status, last_error, created_at, updated_at`;
+const CLAIMED_COLUMNS = `${JOB_COLUMNS}, input, fence`;
+/** Clears the lease of a job that leaves `running`. */
+const NO_LEASE = `lease_owner = NULL, lease_expires_at = NULL`;
+
+/** A claimed row; on a takeover it names the owner whose lease had expired. */
+export interface ClaimedRow extends BaseClaimedRow {
+  previous_owner?: string | null;
+}
+
+export interface Statement {
+  name: string;
+  text: string;
+}
+
+const statement = (name: string, text: string): Statement => ({ name: `asyncfirst_${name}`, text });
+
+export const SQL = {
+  // --- acceptance ---------------------------------------------------------------------
+  /**
+   * The key record and the job in one statement. A live record is never rebound: ON CONFLICT
+   * updates only a record past its expiry (judged on the row's newest version, after waiting for
+   * a concurrent inserter to commit), and the job is inserted only when the record was written.
+   * $1 principal, $2 operation, $3 key, $4 fingerprint, $5 job id, $6 now, $7 key expiry,
+   * $8 input, $9 max attempts, $10 callback URL, $11 channel, $12 notification.
+   */
+  acceptJob: statement(
+    'accept_job',
+    `WITH key AS (
+       INSERT INTO idempotency_keys AS k (principal, operation, key, fingerprint, job_id, created_at, expires_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7)
+       ON CONFLICT (principal, operation, key) DO UPDATE
+         SET fingerprint = EXCLUDED.fingerprint, job_id = EXCLUDED.job_id, created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
+         WHERE k.expires_at <= EXCLUDED.created_at
+       RETURNING k.job_id
+     ), job AS (
+       INSERT INTO jobs (id, principal, operation, input, status, max_attempts, callback_url, run_at, created_at, updated_at)
+       SELECT job_id, $1, $2, $8, 'queued', $9, $10, $6, $6, $6 FROM key
+       RETURNING id
+     )
+     SELECT id, pg_notify($11, $12) FROM job`,
+  ),
+  /** The record that binds a key, and whether its job still exists (the sweeper may have removed it). */
+  findKey: statement(
+    'find_key',
+    `SELECT k.fingerprint, k.job_id, EXISTS (SELECT 1 FROM jobs WHERE jobs.id = k.job_id) AS job_exists
+     FROM idempotency_keys k WHERE k.principal = $1 AND k.operation = $2 AND k.key = $3`,
+  ),
+  /** Rebinds a record whose job was swept, only if it still names that job ($11), and inserts the new job. */
+  rebindKey: statement(
+    'rebind_key',
+    `WITH key AS (
+       UPDATE idempotency_keys SET fingerprint = $4, job_id = $5, created_at = $6, expires_at = $7
+       WHERE principal = $1 AND operation = $2 AND key = $3 AND job_id = $11
+       RETURNING job_id
+     ), job AS (
+       INSERT INTO jobs (id, principal, operation, input, status, max_attempts, callback_url, run_at, created_at, updated_at)
+       SELECT job_id, $1, $2, $8, 'queued', $9, $10, $6, $6, $6 FROM key
+       RETURNING id
+     )
+     SELECT id, pg_notify($12, $13) FROM job`,
+  ),
+
+  // --- reading --------------------------------------------------------------------------
+  getJob: statement('get_job', `SELECT ${JOB_COLUMNS} FROM jobs WHERE id = $1 AND principal = $2`),
+  /** The job and its events after a version, in one statement (one snapshot). */
+  jobWithEvents: statement(
+    'job_with_events',
+    `SELECT j.${JOB_COLUMNS.split(', ').join(', j.')}, e.version AS event_version, e.type AS event_type, e.data AS event_data
+     FROM jobs j LEFT JOIN job_events e ON e.job_id = j.id AND e.version > $3
+     WHERE j.id = $1 AND j.principal = $2
+     ORDER BY e.version`,
+  ),
+  jobVersions: statement('job_versions', `SELECT id, version FROM jobs WHERE id = ANY($1::text[])`),
+  deliveriesOfJob: statement('deliveries_of_job', `SELECT ${DELIVERY_COLUMNS} FROM webhook_deliveries WHERE job_id = $1 ORDER BY created_at, id`),
+
+  // --- canceling ------------------------------------------------------------------------
+  cancelQueuedJob: statement(
+    'cancel_queued_job',
+    `UPDATE jobs SET version = version + 1, status = 'canceled', error = $1, updated_at = $2, finished_at = $2
+     WHERE id = $3 AND principal = $4 AND status = 'queued'
+     RETURNING ${JOB_COLUMNS}`,
+  ),
+  requestCancel: statement(
+    'request_cancel',
+    `UPDATE jobs SET cancel_requested = true, updated_at = $1 WHERE id = $2 AND principal = $3 AND status = 'running' RETURNING ${JOB_COLUMNS}`,
+  ),
+
+  // --- claiming and leasing (a lease has expired when lease_expires_at <= DB_NOW) ---------
+  /** Abandoned jobs whose cancel was asked end canceled. $1 problem, $2 now. */
+  cancelAbandoned: statement(
+    'cancel_abandoned',
+    `UPDATE jobs SET version = version + 1, status = 'canceled', error = $1, ${NO_LEASE}, updated_at = $2, finished_at = $2
+     WHERE seq IN (SELECT seq FROM jobs WHERE status = 'running' AND lease_expires_at <= ${DB_NOW} AND cancel_requested FOR UPDATE SKIP LOCKED)
+     RETURNING ${JOB_COLUMNS}`,
+  ),
+  /** Abandoned jobs with no attempts left end failed. $1 problem, $2 now. */
+  failAbandoned: statement(
+    'fail_abandoned',
+    `UPDATE jobs SET version = version + 1, status = 'failed', error = $1, ${NO_LEASE}, updated_at = $2, finished_at = $2
+     WHERE seq IN (SELECT seq FROM jobs WHERE status = 'running' AND lease_expires_at <= ${DB_NOW} AND attempts >= max_attempts FOR UPDATE SKIP LOCKED)
+     RETURNING ${JOB_COLUMNS}`,
+  ),
+  /** Takes over abandoned jobs, oldest lease first, naming the owner that let go. $1 owner, $2 lease ms, $3 now, $4 limit. */
+  takeOverAbandoned: statement(
+    'take_over_abandoned',
+    `WITH abandoned AS (
+       SELECT seq, lease_owner FROM jobs WHERE status = 'running' AND lease_expires_at <= ${DB_NOW}
+       ORDER BY lease_expires_at LIMIT $4 FOR UPDATE SKIP LOCKED
+     )
+     UPDATE jobs SET version = version + 1, attempts = attempts + 1, fence = fence + 1, lease_owner = $1, lease_expires_at = ${DB_NOW} + $2, updated_at = $3
+     FROM abandoned WHERE jobs.seq = abandoned.seq
+     RETURNING jobs.${CLAIMED_COLUMNS.split(', ').join(', jobs.')}, abandoned.lease_owner AS previous_owner`,
+  ),
+  /** Claims due queued jobs, by run time then insertion; rows other claimers hold are skipped. $1 owner, $2 lease ms, $3 now, $4 limit. */
+  claimQueued: statement(
+    'claim_queued',
+    `WITH due AS (
+       SELECT seq FROM jobs WHERE status = 'queued' AND run_at <= $3 ORDER BY run_at, seq LIMIT $4 FOR UPDATE SKIP LOCKED
+     )
+     UPDATE jobs SET version = version + 1, status = 'running', attempts = attempts + 1, fence = fence + 1,
+       lease_owner = $1, lease_expires_at = ${DB_NOW} + $2, updated_at = $3
+     FROM due WHERE jobs.seq = due.seq
+     RETURNING jobs.${CLAIMED_COLUMNS.split(', ').join(', jobs.')}, jobs.seq`,
+  ),
+  /** $1 lease ms, $2 now, $3 id, $4 fence. */
+  renewLease: statement(
+    'renew_lease',
+    `UPDATE jobs SET lease_expires_at = ${DB_NOW} + $1, updated_at = $2 WHERE id = $3 AND fence = $4 AND status = 'running' RETURNING cancel_requested`,
+  ),
+  reportProgress: statement(
+    'report_progress',
+    `UPDATE jobs SET version = version + 1, progress = $1, updated_at = $2 WHERE id = $3 AND fence = $4 AND status = 'running' RETURNING ${JOB_COLUMNS}`,
+  ),
+
+  // --- finishing (every write presents the fence it claimed with) ---------------------
+  /**
+   * Cancel wins: once a cancel was asked, the outcome is discarded and the job ends canceled with
+   * $4. $1 status, $2 result, $3 location, $5 error, $6 now, $7 id, $8 fence.
+   */
+  finishJob: statement(
+    'finish_job',
+    `UPDATE jobs SET version = version + 1,
+       status = CASE WHEN cancel_requested THEN 'canceled' ELSE $1 END,
+       result = CASE WHEN cancel_requested THEN NULL ELSE $2 END,
+       result_location = CASE WHEN cancel_requested THEN NULL ELSE $3 END,
+       error = CASE WHEN cancel_requested THEN $4 ELSE $5 END,
+       ${NO_LEASE}, updated_at = $6, finished_at = $6
+     WHERE id = $7 AND fence = $8 AND status = 'running'
+     RETURNING ${JOB_COLUMNS}`,
+  ),
+  /** $1 error, $2 run at, $3 now, $4 id, $5 fence. */
+  retryJob: statement(
+    'retry_job',
+    `UPDATE jobs SET version = version + 1, status = 'queued', error = $1, run_at = $2, ${NO_LEASE}, updated_at = $3
+     WHERE id = $4 AND fence = $5 AND status = 'running' AND NOT cancel_requested
+     RETURNING ${JOB_COLUMNS}`,
+  ),
+  /** $1 run at, $2 now, $3 id, $4 fence. */
+  releaseJob: statement(
+    'release_job',
+    `UPDATE jobs SET version = version + 1, status = 'queued', attempts = attempts - 1, run_at = $1, ${NO_LEASE}, updated_at = $2
+     WHERE id = $3 AND fence = $4 AND status = 'running' AND NOT cancel_requested
+     RETURNING ${JOB_COLUMNS}`,
+  ),
+  /** $1 problem, $2 now, $3 id, $4 fence. */
+  finishCanceledRequest: statement(
+    'finish_canceled_request',
+    `UPDATE jobs SET version = version + 1, status = 'canceled', error = $1, ${NO_LEASE}, updated_at = $2, finished_at = $2
+     WHERE id = $3 AND fence = $4 AND status = 'running' AND cancel_requested
+     RETURNING ${JOB_COLUMNS}`,
+  ),
+
+  // --- what a change records, and the notification of its commit -------------------------
+  /** The events of one transaction, as arrays; then NOTIFY ($6 channel, $7 payload), delivered at COMMIT. */
+  insertEvents: statement(
+    'insert_events',
+    `WITH inserted AS (
+       INSERT INTO job_events (job_id, version, type, data, created_at)
+       SELECT * FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::bigint[])
+     )
+     SELECT pg_notify($6, $7)`,
+  ),
+  insertDeliveries: statement(
+    'insert_deliveries',
+    `INSERT INTO webhook_deliveries (id, job_id, url, event_type, payload, status, max_attempts, next_attempt_at, created_at, updated_at)
+     SELECT id, job_id, url, event_type, payload, 'pending', max_attempts, $7, $7, $7
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[]) AS d(id, job_id, url, event_type, payload, max_attempts)`,
+  ),
+  notify: statement('notify', `SELECT pg_notify($1, $2)`),
+
+  // --- webhook deliveries -------------------------------------------------------------
+  /** $1 now. */
+  failAbandonedDeliveries: statement(
+    'fail_abandoned_deliveries',
+    `UPDATE webhook_deliveries SET status = 'failed', last_error = 'the sender stopped during the last attempt', lease_owner = NULL, lease_expires_at = NULL, updated_at = $1
+     WHERE status = 'pending' AND attempts >= max_attempts AND lease_expires_at <= $1`,
+  ),
+  /** $1 owner, $2 lease expiry, $3 now, $4 limit. */
+  claimDeliveries: statement(
+    'claim_deliveries',
+    `WITH due AS (
+       SELECT id FROM webhook_deliveries
+       WHERE status = 'pending' AND next_attempt_at <= $3 AND (lease_expires_at IS NULL OR lease_expires_at <= $3) AND attempts < max_attempts
+       ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED
+     )
+     UPDATE webhook_deliveries SET attempts = attempts + 1, lease_owner = $1, lease_expires_at = $2, updated_at = $3
+     FROM due WHERE webhook_deliveries.id = due.id
+     RETURNING webhook_deliveries.${DELIVERY_COLUMNS.split(', ').join(', webhook_deliveries.')}`,
+  ),
+  /** $1 status, $2 http status, $3 error, $4 next attempt, $5 now, $6 id, $7 attempts, $8 owner. */
+  recordDelivery: statement(
+    'record_delivery',
+    `UPDATE webhook_deliveries SET status = $1, last_status = $2, last_error = $3, next_attempt_at = $4, lease_owner = NULL, lease_expires_at = NULL, updated_at = $5
+     WHERE id = $6 AND attempts = $7 AND lease_owner = $8`,
+  ),
+
+  // --- retention and health -----------------------------------------------------------
+  /** $1 now, $2 limit. */
+  deleteExpiredKeys: statement(
+    'delete_expired_keys',
+    `DELETE FROM idempotency_keys WHERE ctid IN (SELECT ctid FROM idempotency_keys WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+  ),
+  /** Jobs finished before $1 (at most $2), with their events and deliveries. */
+  deleteFinishedJobs: statement(
+    'delete_finished_jobs',
+    `WITH doomed AS (
+       SELECT id FROM jobs WHERE finished_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED
+     ), events AS (
+       DELETE FROM job_events WHERE job_id IN (SELECT id FROM doomed)
+     ), deliveries AS (
+       DELETE FROM webhook_deliveries WHERE job_id IN (SELECT id FROM doomed)
+     )
+     DELETE FROM jobs WHERE id IN (SELECT id FROM doomed)`,
+  ),
+  ping: statement('ping', `SELECT 1 AS one`),
+} as const;

@@ -1,0 +1,377 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { JobEngine } from '../src/engine/job-engine.js';
+import { problem } from '../src/http/problems.js';
+import type { Driver } from '../src/store/driver.js';
+import { PostgresDriver } from '../src/store/postgres/postgres-driver.js';
+import { SqliteDriver } from '../src/store/sqlite/sqlite-driver.js';
+import type { AcceptRequest, ClaimedJob, Store } from '../src/store/store.js';
+import { tempDir } from './helpers.js';
+import { freshSchema, TEST_DATABASE_URL } from './postgres-support.js';
+import { sleep } from './worker-test-support.js';
+
+/*
+ * The storage behaviours every driver must have, run against each: the same engine over SQLite
+ * and over PostgreSQL must accept, replay, claim, fence, cancel, retry, record events and
+ * deliveries, sweep and announce alike. A second engine on the same database stands in for a
+ * second process.
+ */
+
+interface DatabaseUnderTest {
+  /** A new engine on this test's database (call again for another "process"). */
+  open(): Promise<Store>;
+  cleanup(): Promise<void>;
+}
+
+const DRIVERS: Array<{ name: string; database: () => DatabaseUnderTest }> = [
+  {
+    name: 'SQLite',
+    database: () => {
+      const tmp = tempDir();
+      return {
+        open: () => JobEngine.start(new SqliteDriver(tmp.dbPath)),
+        cleanup: async () => tmp.cleanup(),
+      };
+    },
+  },
+  {
+    name: 'PostgreSQL',
+    database: () => {
+      const { schema, drop } = freshSchema('af_conformance');
+      return {
+        open: () => JobEngine.start(new PostgresDriver({ connectionString: TEST_DATABASE_URL, schema, poolMax: 4 })),
+        cleanup: drop,
+      };
+    },
+  },
+];
+
+const INPUT = '{"body":{"rows":1,"title":"t"},"params":{},"query":{}}';
+
+function acceptRequest(key: string, overrides: Partial<AcceptRequest> = {}): AcceptRequest {
+  const now = Date.now();
+  return {
+    principal: 'alice',
+    operation: 'createReport',
+    key,
+    fingerprint: `fp-${key}`,
+    input: INPUT,
+    maxAttempts: 3,
+    now,
+    keyExpiresAt: now + 60_000,
+    ...overrides,
+  };
+}
+
+describe.each(DRIVERS)('the $name driver', ({ database }) => {
+  let db: DatabaseUnderTest;
+  const engines: Store[] = [];
+  const open = async () => {
+    const engine = await db.open();
+    engines.push(engine);
+    return engine;
+  };
+  const setup = async () => {
+    db = database();
+    return open();
+  };
+  afterEach(async () => {
+    for (const engine of engines.splice(0)) await engine.close();
+    await db.cleanup();
+  });
+
+  async function acceptOne(engine: Store, key: string, overrides: Partial<AcceptRequest> = {}): Promise<string> {
+    const outcome = await engine.acceptJob(acceptRequest(key, overrides));
+    expect(outcome.kind).toBe('created');
+    return outcome.jobId;
+  }
+
+  async function claimOne(engine: Store, owner = 'worker-a', leaseMs = 30_000): Promise<ClaimedJob> {
+    const [claimed] = await engine.claimJobs({ owner, limit: 1, now: Date.now(), leaseMs });
+    if (!claimed) throw new Error('nothing was claimed');
+    return claimed;
+  }
+
+  it('accepts a job: queued, version 0, readable by its principal only', async () => {
+    const engine = await setup();
+    const id = await acceptOne(engine, 'k1');
+    const job = await engine.getJob('alice', id);
+    expect(job).toMatchObject({ id, principal: 'alice', operation: 'createReport', status: 'queued', attempts: 0, maxAttempts: 3, version: 0 });
+    expect(await engine.getJob('bob', id)).toBeUndefined();
+    expect(await engine.getJob('alice', '01ARZ3NDEKTSV4RRFFQ69G5FAV')).toBeUndefined();
+  });
+
+  it('replays a key with the same fingerprint and refuses it with another, leaving the record as it was', async () => {
+    const engine = await setup();
+    const id = await acceptOne(engine, 'k1');
+    expect(await engine.acceptJob(acceptRequest('k1'))).toEqual({ kind: 'replayed', jobId: id });
+    expect(await engine.acceptJob(acceptRequest('k1', { fingerprint: 'other' }))).toEqual({ kind: 'mismatch', jobId: id });
+    expect(await engine.acceptJob(acceptRequest('k1'))).toEqual({ kind: 'replayed', jobId: id });
+    // Keys are scoped by principal and operation.
+    expect((await engine.acceptJob(acceptRequest('k1', { principal: 'bob' }))).kind).toBe('created');
+    expect((await engine.acceptJob(acceptRequest('k1', { operation: 'other' }))).kind).toBe('created');
+  });
+
+  it('makes exactly one job of many concurrent submissions with one key, from two processes', async () => {
+    const first = await setup();
+    const second = await open();
+    const outcomes = await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 ? first : second).acceptJob(acceptRequest('same'))));
+    const created = outcomes.filter((outcome) => outcome.kind === 'created');
+    expect(created).toHaveLength(1);
+    const jobIds = new Set(outcomes.map((outcome) => outcome.jobId));
+    expect(jobIds).toEqual(new Set([created[0]?.jobId]));
+    expect(outcomes.every((outcome) => outcome.kind === 'created' || outcome.kind === 'replayed')).toBe(true);
+  });
+
+  it('lets an expired key record make a new job', async () => {
+    const engine = await setup();
+    const now = Date.now();
+    const old = await acceptOne(engine, 'k1', { now: now - 10_000, keyExpiresAt: now - 1 });
+    const fresh = await engine.acceptJob(acceptRequest('k1', { fingerprint: 'changed' }));
+    expect(fresh.kind).toBe('created');
+    expect(fresh.jobId).not.toBe(old);
+    expect(await engine.acceptJob(acceptRequest('k1', { fingerprint: 'changed' }))).toEqual({ kind: 'replayed', jobId: fresh.jobId });
+  });
+
+  it('claims due jobs oldest first with a lease and fence 1, records job.running as version 1, and leaves jobs not yet due', async () => {
+    const engine = await setup();
+    const now = Date.now();
+    const a = await acceptOne(engine, 'a', { now: now - 2 });
+    const b = await acceptOne(engine, 'b', { now: now - 1 });
+    await acceptOne(engine, 'later', { now: now + 60_000 });
+    const claimed = await engine.claimJobs({ owner: 'worker-a', limit: 10, now, leaseMs: 30_000 });
+    expect(claimed.map((job) => job.id)).toEqual([a, b]);
+    expect(claimed[0]).toMatchObject({ id: a, attempts: 1, fence: 1, input: INPUT, principal: 'alice', operation: 'createReport' });
+    expect(claimed[0]?.takenOverFrom).toBeUndefined();
+    const events = await engine.getJobEvents('alice', a, 0);
+    expect(events?.job).toMatchObject({ status: 'running', version: 1 });
+    expect(events?.events.map((event) => [event.id, event.type])).toEqual([[1, 'job.running']]);
+    expect(JSON.parse(events?.events[0]?.data ?? '{}')).toMatchObject({ id: a, status: 'running', attempts: 1 });
+    expect(await engine.claimJobs({ owner: 'worker-a', limit: 10, now, leaseMs: 30_000 })).toEqual([]);
+  });
+
+  it('never lets two processes claim the same job', async () => {
+    const first = await setup();
+    const second = await open();
+    const ids = new Set<string>();
+    for (let i = 0; i < 60; i++) ids.add(await acceptOne(first, `j${i}`));
+    const claimed: string[] = [];
+    await Promise.all(
+      [first, second, first, second].map(async (engine, lane) => {
+        for (;;) {
+          const batch = await engine.claimJobs({ owner: `lane-${lane}`, limit: 7, now: Date.now(), leaseMs: 30_000 });
+          if (batch.length === 0) return;
+          claimed.push(...batch.map((job) => job.id));
+        }
+      }),
+    );
+    expect(claimed).toHaveLength(60);
+    expect(new Set(claimed)).toEqual(ids);
+  });
+
+  it('finishes a job with its fence and refuses a stale one, writing nothing', async () => {
+    const engine = await setup();
+    const id = await acceptOne(engine, 'k1');
+    const claimed = await claimOne(engine);
+    expect(await engine.finishJob(id, claimed.fence + 1, { status: 'succeeded', result: '{"stale":true}' }, Date.now())).toBe(false);
+    expect(await engine.finishJob(id, claimed.fence, { status: 'succeeded', result: '{"ok":1}' }, Date.now())).toBe(true);
+    expect(await engine.finishJob(id, claimed.fence, { status: 'failed', error: problem('jobHandlerFailed', 'late') }, Date.now())).toBe(false);
+    const job = await engine.getJob('alice', id);
+    expect(job).toMatchObject({ status: 'succeeded', result: '{"ok":1}', version: 2 });
+    expect(job?.finishedAt).toBeGreaterThan(0);
+  });
+
+  it('renews a held lease, reports a cancel asked, and refuses a stale fence', async () => {
+    const engine = await setup();
+    const id = await acceptOne(engine, 'k1');
+    const claimed = await claimOne(engine);
+    expect(await engine.renewLease(id, claimed.fence, 30_000, Date.now())).toEqual({ held: true, cancelRequested: false });
+    expect((await engine.cancelJob('alice', id, Date.now())).kind).toBe('signalled');
+    expect(await engine.renewLease(id, claimed.fence, 30_000, Date.now())).toEqual({ held: true, cancelRequested: true });
+    expect((await engine.renewLease(id, claimed.fence + 1, 30_000, Date.now())).held).toBe(false);
+  });
+
+  it('takes over a job whose lease expired, naming the owner that let go; the old owner is fenced off', async () => {
+    const first = await setup();
+    const second = await open();
+    const id = await acceptOne(first, 'k1');
+    const dead = await claimOne(first, 'dead-worker', 100);
+    expect(await second.claimJobs({ owner: 'rescuer', limit: 1, now: Date.now(), leaseMs: 30_000 })).toEqual([]);
+    await sleep(200);
+    const rescued = await claimOne(second, 'rescuer');
+    expect(rescued).toMatchObject({ id, attempts: 2, fence: dead.fence + 1, takenOverFrom: 'dead-worker' });
+    expect(await first.finishJob(id, dead.fence, { status: 'succeeded', result: '{}' }, Date.now())).toBe(false);
+    expect(await second.finishJob(id, rescued.fence, { status: 'succeeded', result: '{"ok":1}' }, Date.now())).toBe(true);
+  });
+
+  it('fails an abandoned job with no attempts left as job-lease-expired, and ends an abandoned one being canceled as canceled', async () => {
+    const engine = await setup();
+    const spent = await acceptOne(engine, 'spent', { maxAttempts: 1 });
+    await claimOne(engine, 'dead', 100);
+    const canceling = await acceptOne(engine, 'canceling');
+    await claimOne(engine, 'dead', 100);
+    expect((await engine.cancelJob('alice', canceling, Date.now())).kind).toBe('signalled');
+    await sleep(200);
+    expect(await engine.claimJobs({ owner: 'rescuer', limit: 5, now: Date.now(), leaseMs: 30_000 })).toEqual([]);
+    expect(await engine.getJob('alice', spent)).toMatchObject({ status: 'failed', error: { type: 'urn:asyncfirst:problem:job-lease-expired' } });
+    expect(await engine.getJob('alice', canceling)).toMatchObject({ status: 'canceled', error: { type: 'urn:asyncfirst:problem:job-canceled' } });
+  });
+
+  it('cancels a queued job at once, and lets a cancel asked of a running job win over the outcome its handler then reports', async () => {
+    const engine = await setup();
+    const queued = await acceptOne(engine, 'queued', { now: Date.now() + 60_000 });
+    const canceled = await engine.cancelJob('alice', queued, Date.now());
+    expect(canceled.kind).toBe('canceled');
+    expect((await engine.getJobEvents('alice', queued, 0))?.events.map((event) => event.type)).toEqual(['job.canceled']);
+    expect((await engine.cancelJob('alice', queued, Date.now())).kind).toBe('finished');
+    expect((await engine.cancelJob('bob', queued, Date.now())).kind).toBe('not-found');
+
+    const running = await acceptOne(engine, 'running');
+    const claimed = await claimOne(engine);
+    expect((await engine.cancelJob('alice', running, Date.now())).kind).toBe('signalled');
+    expect(await engine.finishJob(running, claimed.fence, { status: 'succeeded', result: '{"discarded":true}' }, Date.now())).toBe(true);
+    const job = await engine.getJob('alice', running);
+    expect(job).toMatchObject({ status: 'canceled', error: { type: 'urn:asyncfirst:problem:job-canceled' } });
+    expect(job?.result).toBeUndefined();
+    expect((await engine.getJobEvents('alice', running, 0))?.events.map((event) => event.type)).toEqual(['job.running', 'job.canceled']);
+  });
+
+  it('retries with the attempt counted and the error kept, releases without counting it, and ends canceled instead when a cancel was asked', async () => {
+    const engine = await setup();
+    const id = await acceptOne(engine, 'k1');
+    const first = await claimOne(engine);
+    const runAt = Date.now() + 60_000;
+    expect(await engine.retryJob(id, first.fence, problem('jobHandlerFailed', 'boom'), runAt, Date.now())).toBe(true);
+    expect(await engine.getJob('alice', id)).toMatchObject({ status: 'queued', attempts: 1, runAt, error: { detail: 'boom' } });
+    expect(await engine.claimJobs({ owner: 'w', limit: 1, now: Date.now(), leaseMs: 30_000 })).toEqual([]);
+    const second = (await engine.claimJobs({ owner: 'w', limit: 1, now: runAt, leaseMs: 30_000 }))[0] as ClaimedJob;
+    expect(second).toMatchObject({ attempts: 2, fence: first.fence + 1 });
+    expect(await engine.releaseJob(id, second.fence, Date.now())).toBe(true);
+    expect(await engine.getJob('alice', id)).toMatchObject({ status: 'queued', attempts: 1 });
+    const third = await claimOne(engine);
+    expect((await engine.cancelJob('alice', id, Date.now())).kind).toBe('signalled');
+    expect(await engine.retryJob(id, third.fence, problem('jobHandlerFailed', 'again'), Date.now(), Date.now())).toBe(true);
+    expect(await engine.getJob('alice', id)).toMatchObject({ status: 'canceled' });
+  });
+
+  it('numbers events per job and returns those after a version; jobVersions names the current ones', async () => {
+    const engine = await setup();
+    const id = await acceptOne(engine, 'k1');
+    const other = await acceptOne(engine, 'k2', { now: Date.now() + 60_000 });
+    const claimed = await claimOne(engine);
+    await engine.reportProgress(id, claimed.fence, { percent: 50, message: 'half' }, Date.now());
+    await engine.finishJob(id, claimed.fence, { status: 'succeeded', result: '{"ok":1}' }, Date.now());
+    const all = await engine.getJobEvents('alice', id, 0);
+    expect(all?.events.map((event) => [event.id, event.type])).toEqual([
+      [1, 'job.running'],
+      [2, 'job.progress'],
+      [3, 'job.succeeded'],
+    ]);
+    expect((await engine.getJobEvents('alice', id, 2))?.events.map((event) => event.id)).toEqual([3]);
+    expect(await engine.getJobEvents('bob', id, 0)).toBeUndefined();
+    expect(await engine.jobVersions([id, other, '01ARZ3NDEKTSV4RRFFQ69G5FAV'])).toEqual(
+      new Map([
+        [id, 3],
+        [other, 0],
+      ]),
+    );
+    // A stale fence's progress is refused and records nothing.
+    expect(await engine.reportProgress(id, claimed.fence, { percent: 90 }, Date.now())).toBe(false);
+    expect((await engine.getJob('alice', id))?.version).toBe(3);
+  });
+
+  it('stores a webhook delivery with the terminal change of a job that has a callback, and leases it to one sender', async () => {
+    const first = await setup();
+    const second = await open();
+    const id = await acceptOne(first, 'k1', { callbackUrl: 'https://hooks.example.com/done' });
+    const claimed = await claimOne(first);
+    await first.finishJob(id, claimed.fence, { status: 'succeeded', result: '{"ok":1}' }, Date.now());
+    const [a, b] = await Promise.all([
+      first.claimDeliveries({ owner: 'sender-a', limit: 5, now: Date.now(), leaseMs: 30_000 }),
+      second.claimDeliveries({ owner: 'sender-b', limit: 5, now: Date.now(), leaseMs: 30_000 }),
+    ]);
+    const deliveries = [...(a ?? []), ...(b ?? [])];
+    expect(deliveries).toHaveLength(1);
+    const delivery = deliveries[0];
+    if (!delivery) throw new Error('no delivery');
+    expect(delivery).toMatchObject({ jobId: id, url: 'https://hooks.example.com/done', eventType: 'job.succeeded', attempts: 1, status: 'pending' });
+    expect(JSON.parse(delivery.payload)).toMatchObject({ type: 'job.succeeded', data: { id, status: 'succeeded', result: { ok: 1 } } });
+    const owner = (a ?? []).length === 1 ? 'sender-a' : 'sender-b';
+    expect(await first.recordDelivery(delivery, 'someone-else', { status: 'succeeded', httpStatus: 204 }, Date.now())).toBe(false);
+    expect(await first.recordDelivery(delivery, owner, { status: 'succeeded', httpStatus: 204 }, Date.now())).toBe(true);
+    const job = await first.getJob('alice', id);
+    expect(job?.deliveries).toEqual([expect.objectContaining({ id: delivery.id, status: 'succeeded', lastStatus: 204, attempts: 1 })]);
+  });
+
+  it('sweeps expired key records and jobs finished before the retention time, with their events', async () => {
+    const engine = await setup();
+    const now = Date.now();
+    const done = await acceptOne(engine, 'done', { keyExpiresAt: now + 1 });
+    const kept = await acceptOne(engine, 'kept');
+    const claimed = await claimOne(engine);
+    expect(claimed.id).toBe(done);
+    await engine.finishJob(done, claimed.fence, { status: 'succeeded', result: '{}' }, now);
+    expect(await engine.sweep(now + 10, now - 1)).toEqual({ keys: 1, jobs: 0 });
+    expect(await engine.sweep(now + 10, now + 5)).toEqual({ keys: 0, jobs: 1 });
+    expect(await engine.getJob('alice', done)).toBeUndefined();
+    expect(await engine.getJobEvents('alice', done, 0)).toBeUndefined();
+    expect((await engine.getJob('alice', kept))?.status).toBe('queued');
+    // The swept job's key no longer binds: the same key makes a new job.
+    expect((await engine.acceptJob(acceptRequest('done'))).kind).toBe('created');
+  });
+
+  it('announces commits: jobs queued and changed in this process at once', async () => {
+    const engine = await setup();
+    const changed: string[] = [];
+    let queued = 0;
+    engine.onJobsChanged((ids) => changed.push(...ids));
+    engine.onJobsQueued(() => queued++);
+    const id = await acceptOne(engine, 'k1');
+    expect(queued).toBeGreaterThanOrEqual(1);
+    expect(changed).toContain(id);
+    changed.length = 0;
+    const claimed = await claimOne(engine);
+    await engine.finishJob(id, claimed.fence, { status: 'succeeded', result: '{}' }, Date.now());
+    expect(changed.filter((changedId) => changedId === id).length).toBeGreaterThanOrEqual(2);
+  });
+
+  it('answers a readiness round trip, and refuses work once closed with StoreUnavailableError', async () => {
+    const engine = await setup();
+    await expect(engine.checkReady()).resolves.toBeUndefined();
+    await engine.close();
+    engines.splice(engines.indexOf(engine), 1);
+    await expect(engine.acceptJob(acceptRequest('late'))).rejects.toMatchObject({ name: 'StoreUnavailableError' });
+    await expect(engine.checkReady()).rejects.toMatchObject({ name: 'StoreUnavailableError' });
+  });
+});
+
+describe('cross-process announcements (PostgreSQL LISTEN/NOTIFY)', () => {
+  const { schema, drop } = freshSchema('af_notify');
+  const engines: Store[] = [];
+  afterEach(async () => {
+    for (const engine of engines.splice(0)) await engine.close();
+    await drop();
+  });
+
+  it("wakes another process's listeners for jobs it accepted and changed, without polling", async () => {
+    const open = async (): Promise<Store> => {
+      const driver: Driver = new PostgresDriver({ connectionString: TEST_DATABASE_URL, schema, poolMax: 2 });
+      const engine = await JobEngine.start(driver);
+      engines.push(engine);
+      return engine;
+    };
+    const writer = await open();
+    const watcher = await open();
+    expect(watcher.announcesOtherProcesses).toBe(true);
+    const changed = new Set<string>();
+    let queued = 0;
+    watcher.onJobsChanged((ids) => {
+      for (const id of ids) changed.add(id);
+    });
+    watcher.onJobsQueued(() => queued++);
+    const outcome = await writer.acceptJob(acceptRequest('k1'));
+    const deadline = Date.now() + 2000;
+    while ((!changed.has(outcome.jobId) || queued === 0) && Date.now() < deadline) await sleep(10);
+    expect(changed.has(outcome.jobId)).toBe(true);
+    expect(queued).toBeGreaterThan(0);
+  });
+});
