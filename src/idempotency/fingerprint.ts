@@ -3,17 +3,55 @@ import { createHash } from 'node:crypto';
 /**
  * JSON with object keys sorted at every depth, so that two bodies that differ only in key
  * order have the same text. Arrays keep their order; undefined members are dropped as
- * JSON.stringify drops them.
+ * JSON.stringify drops them (an undefined array item is null). Iterative, so no depth of
+ * nesting can overflow the stack of whoever calls it.
  */
 export function canonicalJson(value: unknown): string {
-  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
-  if (Array.isArray(value)) return `[${value.map((item) => (item === undefined ? 'null' : canonicalJson(item))).join(',')}]`;
-  const members: string[] = [];
-  for (const key of Object.keys(value).sort()) {
-    const member = (value as Record<string, unknown>)[key];
-    if (member !== undefined) members.push(`${JSON.stringify(key)}:${canonicalJson(member)}`);
+  let text = '';
+  const open: OpenContainer[] = [];
+  let next: unknown = value;
+  for (;;) {
+    if (next === null || typeof next !== 'object') text += JSON.stringify(next) ?? 'null';
+    else if (Array.isArray(next)) {
+      text += '[';
+      open.push({ keys: undefined, values: next, written: 0 });
+    } else {
+      text += '{';
+      open.push(openObject(next));
+    }
+    // Close the containers that are complete, then go on with the next member of the innermost one.
+    let container = open[open.length - 1];
+    while (container !== undefined && container.written === container.values.length) {
+      text += container.keys === undefined ? ']' : '}';
+      open.pop();
+      container = open[open.length - 1];
+    }
+    if (container === undefined) return text;
+    if (container.written > 0) text += ',';
+    if (container.keys !== undefined) text += `${JSON.stringify(container.keys[container.written])}:`;
+    next = container.values[container.written++] ?? null;
   }
-  return `{${members.join(',')}}`;
+}
+
+/** An array or object whose members canonicalJson is writing, in order. */
+interface OpenContainer {
+  /** The object's member names, sorted; undefined for an array. */
+  keys: string[] | undefined;
+  values: readonly unknown[];
+  written: number;
+}
+
+function openObject(object: object): OpenContainer {
+  const keys: string[] = [];
+  const values: unknown[] = [];
+  for (const key of Object.keys(object).sort()) {
+    const member = (object as Record<string, unknown>)[key];
+    if (member !== undefined) {
+      keys.push(key);
+      values.push(member);
+    }
+  }
+  return { keys, values, written: 0 };
 }
 
 /** What an asynchronous operation was asked to do: the job's stored input. */
