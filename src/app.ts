@@ -99,6 +99,13 @@ export async function createAsyncFirst<HandlerMap extends object>(options: Async
       validators,
       store,
       bodyLimit: config.bodyLimit,
+      bodyMaxDepth: config.bodyMaxDepth,
+      connectionLimits: {
+        requestTimeoutMs: config.requestTimeoutMs,
+        headersTimeoutMs: config.headersTimeoutMs,
+        keepAliveTimeoutMs: config.keepAliveTimeoutMs,
+        maxConnections: config.maxConnections,
+      },
       idempotencyRetentionMs: config.idempotencyRetentionMs,
       logger,
       isClosing: () => closing,

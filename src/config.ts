@@ -12,6 +12,16 @@ export interface AsyncFirstConfig {
   logLevel: string;
   /** BODY_LIMIT: the largest request body, in bytes. */
   bodyLimit: number;
+  /** BODY_MAX_DEPTH: how deeply arrays and objects may nest in a JSON body. */
+  bodyMaxDepth: number;
+  /** REQUEST_TIMEOUT_MS: time to receive a whole request, headers and body; then 408 and the connection is closed. */
+  requestTimeoutMs: number;
+  /** HEADERS_TIMEOUT_MS: time to receive a request's headers (at most REQUEST_TIMEOUT_MS). */
+  headersTimeoutMs: number;
+  /** KEEP_ALIVE_TIMEOUT_MS: how long an idle connection is kept open for the next request. */
+  keepAliveTimeoutMs: number;
+  /** MAX_CONNECTIONS: open connections at most; a connection past it is closed at once. */
+  maxConnections: number;
   /** IDEMPOTENCY_RETENTION_MS: how long an Idempotency-Key stays bound to its job. */
   idempotencyRetentionMs: number;
   /** JOB_RETENTION_MS: how long a finished job is kept after it finished. */
@@ -61,6 +71,11 @@ export const DEFAULT_CONFIG: AsyncFirstConfig = {
   workerConcurrency: 4,
   logLevel: 'info',
   bodyLimit: 1024 * 1024,
+  bodyMaxDepth: 64,
+  requestTimeoutMs: 30_000,
+  headersTimeoutMs: 10_000,
+  keepAliveTimeoutMs: 72_000,
+  maxConnections: 4096,
   idempotencyRetentionMs: 24 * 60 * 60 * 1000,
   jobRetentionMs: 7 * 24 * 60 * 60 * 1000,
   sweepIntervalMs: 60_000,
@@ -90,6 +105,11 @@ const ENV_NAMES: Record<keyof AsyncFirstConfig, string> = {
   workerConcurrency: 'WORKER_CONCURRENCY',
   logLevel: 'LOG_LEVEL',
   bodyLimit: 'BODY_LIMIT',
+  bodyMaxDepth: 'BODY_MAX_DEPTH',
+  requestTimeoutMs: 'REQUEST_TIMEOUT_MS',
+  headersTimeoutMs: 'HEADERS_TIMEOUT_MS',
+  keepAliveTimeoutMs: 'KEEP_ALIVE_TIMEOUT_MS',
+  maxConnections: 'MAX_CONNECTIONS',
   idempotencyRetentionMs: 'IDEMPOTENCY_RETENTION_MS',
   jobRetentionMs: 'JOB_RETENTION_MS',
   sweepIntervalMs: 'SWEEP_INTERVAL_MS',
@@ -117,6 +137,12 @@ const MINIMUM: Partial<Record<keyof AsyncFirstConfig, number>> = {
   workerConcurrency: 0,
   maxAttempts: 1,
   bodyLimit: 1,
+  bodyMaxDepth: 1,
+  // 0 would switch the limit off, which is what lets idle clients hold every file descriptor.
+  requestTimeoutMs: 1,
+  headersTimeoutMs: 1,
+  keepAliveTimeoutMs: 1,
+  maxConnections: 1,
   leaseMs: 100,
   pollIntervalMs: 10,
 };

@@ -11,6 +11,7 @@ import { POLL_AFTER_SECONDS } from '../store/job-view.js';
 import type { Store } from '../store/store.js';
 import { parsePrefer } from './prefer.js';
 import { ProblemError } from './problems.js';
+import { nonUtf8Charset } from './request-body.js';
 import type { Authenticate } from './security.js';
 
 declare module 'fastify' {
@@ -64,7 +65,7 @@ function objectSchema(parameters: ParameterSpec[]) {
   };
 }
 
-/** Before the body is read: authenticate, then refuse a body of a media type the operation does not declare. */
+/** Before the body is read: authenticate, then refuse a body of a media type the operation does not declare, or of a charset other than UTF-8. */
 function requestGate(operation: OperationSpec, authenticate: Authenticate) {
   const mediaTypes = operation.body ? new Set(operation.body.mediaTypes) : undefined;
   return async (request: FastifyRequest) => {
@@ -72,10 +73,15 @@ function requestGate(operation: OperationSpec, authenticate: Authenticate) {
     if (!mediaTypes) return;
     const hasBody = request.headers['transfer-encoding'] !== undefined || Number(request.headers['content-length'] ?? 0) > 0;
     if (!hasBody) return;
-    const mediaType = (request.headers['content-type'] ?? '').split(';', 1)[0]?.trim().toLowerCase() ?? '';
+    const contentType = request.headers['content-type'];
+    const mediaType = (contentType ?? '').split(';', 1)[0]?.trim().toLowerCase() ?? '';
     if (!mediaTypes.has(mediaType)) {
       throw new ProblemError('unsupportedMediaType', `${operation.operationId} accepts ${[...mediaTypes].join(', ')}; got ${mediaType || 'no Content-Type'}.`);
     }
+    // Bodies are read as UTF-8 (JSON is UTF-8, RFC 8259): another declared charset would be misread, not converted.
+    const charset = nonUtf8Charset(contentType);
+    if (charset !== undefined)
+      throw new ProblemError('unsupportedMediaType', `${operation.operationId} reads request bodies as UTF-8; got charset=${charset}.`);
   };
 }
 

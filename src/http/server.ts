@@ -7,11 +7,13 @@ import type { JobEventStreams } from '../delivery/event-stream.js';
 import type { JobWatch } from '../delivery/job-watch.js';
 import type { AnyHandler } from '../handlers.js';
 import type { Store } from '../store/store.js';
+import { type ConnectionLimits, clientErrorAnswerer, limitedServerFactory } from './connections.js';
 import { registerDocumentRoutes } from './document-routes.js';
 import { registerJobRoutes } from './job-routes.js';
 import { registerOperationRoute } from './operation-routes.js';
 import { problemFor, sendProblem } from './problem-replies.js';
 import { ProblemError, problem } from './problems.js';
+import { jsonBodyParser } from './request-body.js';
 import { SecurityEnforcer, type SecurityHandler } from './security.js';
 import type { ContractValidators } from './validation.js';
 
@@ -32,6 +34,9 @@ export interface ServerDeps {
   /** Present when webhooks are configured. */
   webhooks?: { policy: CallbackPolicy };
   bodyLimit: number;
+  /** How deeply arrays and objects may nest in a JSON body (BODY_MAX_DEPTH). */
+  bodyMaxDepth: number;
+  connectionLimits: ConnectionLimits;
   idempotencyRetentionMs: number;
   logger: FastifyServerOptions['logger'];
   /** True once shutdown began: new requests get 503. */
@@ -47,6 +52,8 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   const server = Fastify({
     logger: deps.logger,
     bodyLimit: deps.bodyLimit,
+    serverFactory: limitedServerFactory(deps.connectionLimits),
+    clientErrorHandler: clientErrorAnswerer(deps.connectionLimits),
     return503OnClosing: false,
     exposeHeadRoutes: true,
     frameworkErrors: (error, request, reply) => {
@@ -56,8 +63,11 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   });
   server.decorateRequest('principal', '');
   server.setValidatorCompiler(deps.validators.compiler);
-  // +json media types (application/merge-patch+json, …) parse as JSON too.
-  server.addContentTypeParser(/^application\/[\w.-]+\+json$/i, { parseAs: 'string' }, server.getDefaultJsonParser('error', 'error'));
+  // One JSON parser for application/json and the +json media types (application/merge-patch+json, …):
+  // UTF-8 only, Fastify's default parsing and prototype-poisoning checks, then the nesting limit.
+  const parseJson = jsonBodyParser(server.getDefaultJsonParser('error', 'error'), deps.bodyMaxDepth);
+  server.addContentTypeParser('application/json', { parseAs: 'buffer' }, parseJson);
+  server.addContentTypeParser(/^application\/[\w.-]+\+json$/i, { parseAs: 'buffer' }, parseJson);
 
   server.setErrorHandler((error, request, reply) => {
     const { details, headers } = problemFor(error as Error, request);
