@@ -4,8 +4,14 @@ export interface AsyncFirstConfig {
   port: number;
   /** HOST: the address to listen on. */
   host: string;
-  /** DATABASE_URL: an SQLite file path or file: URL. */
+  /** DATABASE_URL: an SQLite file path or file: URL, or a postgres:// (postgresql://) URL. */
   databaseUrl: string;
+  /** DATABASE_SCHEMA: PostgreSQL only: the schema asyncfirst's tables live in (created if missing). */
+  databaseSchema: string;
+  /** DATABASE_POOL_MAX: PostgreSQL only: pooled connections per process (the listener holds one more). */
+  databasePoolMax: number;
+  /** DATABASE_STATEMENT_TIMEOUT_MS: PostgreSQL only: the longest one statement may run. */
+  databaseStatementTimeoutMs: number;
   /** WORKER_CONCURRENCY: jobs this process runs at once; 0 runs no worker here. */
   workerConcurrency: number;
   /** LOG_LEVEL: pino level (fatal, error, warn, info, debug, trace, silent). */
@@ -68,6 +74,9 @@ export const DEFAULT_CONFIG: AsyncFirstConfig = {
   port: 3000,
   host: '127.0.0.1',
   databaseUrl: './data/asyncfirst.db',
+  databaseSchema: 'asyncfirst',
+  databasePoolMax: 10,
+  databaseStatementTimeoutMs: 10_000,
   workerConcurrency: 4,
   logLevel: 'info',
   bodyLimit: 1024 * 1024,
@@ -102,6 +111,9 @@ const ENV_NAMES: Record<keyof AsyncFirstConfig, string> = {
   port: 'PORT',
   host: 'HOST',
   databaseUrl: 'DATABASE_URL',
+  databaseSchema: 'DATABASE_SCHEMA',
+  databasePoolMax: 'DATABASE_POOL_MAX',
+  databaseStatementTimeoutMs: 'DATABASE_STATEMENT_TIMEOUT_MS',
   workerConcurrency: 'WORKER_CONCURRENCY',
   logLevel: 'LOG_LEVEL',
   bodyLimit: 'BODY_LIMIT',
@@ -137,6 +149,8 @@ const MINIMUM: Partial<Record<keyof AsyncFirstConfig, number>> = {
   workerConcurrency: 0,
   maxAttempts: 1,
   bodyLimit: 1,
+  databasePoolMax: 1,
+  databaseStatementTimeoutMs: 1,
   bodyMaxDepth: 1,
   // 0 would switch the limit off, which is what lets idle clients hold every file descriptor.
   requestTimeoutMs: 1,
