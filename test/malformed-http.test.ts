@@ -101,6 +101,32 @@ describe('requests below HTTP parsing, over a real socket', () => {
     });
   }
 
+  it('answers CONNECT with 405 method-not-allowed as problem+json instead of closing the socket unanswered', async () => {
+    const connection = openConnection(port, `CONNECT /reports HTTP/1.1\r\nHost: localhost\r\n${CREDENTIALS}\r\n`);
+    await connection.closedWithin(3000);
+    const [response, ...more] = connection.responses();
+    expect(more).toHaveLength(0);
+    expect(response?.status).toBe(405);
+    expect(response?.headers['content-type']).toBe('application/problem+json; charset=utf-8');
+    expect(JSON.parse(response?.body ?? '{}')).toMatchObject({ type: `${PROBLEM_TYPE_BASE}method-not-allowed`, status: 405 });
+  });
+
+  it('answers a valid submission with its 202 first when unparseable bytes are pipelined behind it, then the 400', async () => {
+    const before = countRows(tmp.dbPath);
+    const body = '{"title":"T","rows":1}';
+    const connection = openConnection(
+      port,
+      `POST /reports HTTP/1.1\r\nHost: localhost\r\n${CREDENTIALS}Idempotency-Key: pipelined-garbage\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}GARBAGE\r\n\r\n`,
+    );
+    await connection.closedWithin(3000);
+    const responses = connection.responses();
+    expect(responses.map((response) => response.status)).toEqual([202, 400]);
+    const jobId = JSON.parse(responses[0]?.body ?? '{}').job_id;
+    expect(typeof jobId).toBe('string');
+    expect(JSON.parse(responses[1]?.body ?? '{}')).toMatchObject({ type: `${PROBLEM_TYPE_BASE}bad-request` });
+    expect(countRows(tmp.dbPath)).toEqual({ jobs: before.jobs + 1, keys: before.keys + 1 });
+  });
+
   it('only closes the connection, writing nothing more, when a response has already begun on it', async () => {
     const accepted = await fetch(`http://127.0.0.1:${port}/reports`, {
       method: 'POST',

@@ -44,6 +44,13 @@ export function limitedServerFactory(limits: ConnectionLimits): FastifyServerFac
     );
     // Past the cap Node closes a new connection as soon as it is accepted.
     server.maxConnections = limits.maxConnections;
+    // CONNECT never reaches a request handler (node:http emits it apart, and without a listener
+    // closes the socket unanswered): answer it as a method this server does not serve.
+    server.on('connect', (request, socket) => {
+      const details = problem('methodNotAllowed', `${request.method} is not served here; no path of this server tunnels.`);
+      socket.end(rawProblemResponse(details));
+      socket.destroy();
+    });
     return server;
   };
 }
@@ -60,12 +67,40 @@ export function clientErrorAnswerer(limits: ConnectionLimits) {
   const headersTimeout = Math.min(limits.headersTimeoutMs, limits.requestTimeoutMs);
   return function answerClientError(this: FastifyInstance, error: ConnectionError, socket: Socket): void {
     const details = clientErrorProblem(error, headersTimeout, limits.requestTimeoutMs);
-    if (details && socket.writable && !(socket as HttpSocket)._httpMessage?.headersSent) {
+    if (!details || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const earlier = (socket as HttpSocket)._httpMessage;
+    // A response already under way (an event stream) cannot have another spliced in: only close.
+    if (earlier?.headersSent) {
+      socket.destroy();
+      return;
+    }
+    const answer = () => {
       // Not the error itself: its rawPacket holds the bytes received, up to the whole oversized header.
       this.log.debug({ code: error.code, status: details.status }, 'answered a request that could not be read');
-      socket.end(rawProblemResponse(details));
+      if (socket.writable) socket.end(rawProblemResponse(details));
+      socket.destroy();
+    };
+    // A request received whole before this one is still being answered (a submission waiting for
+    // its commit): its answer goes first, then this one, so a client reading them in order never
+    // takes the 400 for the 202 of a job that was stored. (A request whose own body or time ran
+    // out is the one failing here: it is answered at once.)
+    if (earlier && !earlier.writableFinished && (earlier as ServerResponse & { req?: { complete?: boolean } }).req?.complete === true) {
+      const giveUp = setTimeout(() => socket.destroy(), limits.requestTimeoutMs);
+      giveUp.unref();
+      earlier.once('finish', () => {
+        clearTimeout(giveUp);
+        answer();
+      });
+      earlier.once('close', () => {
+        clearTimeout(giveUp);
+        if (!earlier.writableFinished) socket.destroy();
+      });
+      return;
     }
-    socket.destroy();
+    answer();
   };
 }
 
