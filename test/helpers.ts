@@ -2,9 +2,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import type { AsyncFirstApp } from '../src/app.js';
+import { type AsyncFirstApp, createAsyncFirst } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
-import { createDemo } from '../src/demo/service.js';
+import { createDemo, reportHandlers } from '../src/demo/service.js';
+import { PROBLEM_TYPE_BASE, PROBLEMS } from '../src/http/problems.js';
 
 export const ALICE = { 'x-api-key': 'key-a' };
 export const BOB = { 'x-api-key': 'key-b' };
@@ -65,4 +66,79 @@ export function countRows(dbPath: string): { jobs: number; keys: number } {
   } finally {
     db.close();
   }
+}
+
+/**
+ * The demo contract on a temporary file, where any credential starting "fuzz-" (X-API-Key or Bearer) is
+ * its own principal: a fuzz run that makes up a new credential gets an idempotency namespace of its own.
+ */
+export async function startFuzzDemo(config: Partial<AsyncFirstConfig> = {}) {
+  const tmp = tempDir();
+  const principal = (credential: string) => (credential.startsWith('fuzz-') ? credential : undefined);
+  const app = await createAsyncFirst({
+    contract: new URL('../openapi.yaml', import.meta.url).pathname,
+    handlers: reportHandlers,
+    security: { ApiKeyAuth: principal, BearerAuth: principal },
+    config: { databaseUrl: tmp.dbPath, logLevel: 'silent', workerConcurrency: 0, ...config },
+  });
+  return {
+    app,
+    dbPath: tmp.dbPath,
+    async close() {
+      await app.close();
+      tmp.cleanup();
+    },
+  };
+}
+
+const PROBLEM_ENTRIES = new Map<string, { title: string; status: number }>(Object.values(PROBLEMS).map((entry) => [entry.slug, entry]));
+
+/**
+ * Why an answer is not a 4xx problem as the README describes it (application/problem+json, a type from
+ * the catalogue in src/http/problems.ts with its title, a status member equal to the HTTP status, a
+ * string detail), or undefined when it is one.
+ */
+export function problemFault(status: number, contentType: string | undefined, text: string): string | undefined {
+  if (status < 400 || status > 499) return `status ${status} is not a 4xx`;
+  if (!/^application\/problem\+json(;|$)/i.test(contentType ?? '')) return `Content-Type is ${contentType ?? 'absent'}, not application/problem+json`;
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return 'the body is not JSON';
+  }
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) return 'the body is not a JSON object';
+  const { type, title, status: member, detail } = body as Record<string, unknown>;
+  if (typeof type !== 'string' || !type.startsWith(PROBLEM_TYPE_BASE)) return `type ${JSON.stringify(type)} does not start with ${PROBLEM_TYPE_BASE}`;
+  if (member !== status) return `the status member ${JSON.stringify(member)} is not the HTTP status ${status}`;
+  if (typeof detail !== 'string') return 'detail is not a string';
+  const entry = PROBLEM_ENTRIES.get(type.slice(PROBLEM_TYPE_BASE.length));
+  if (!entry) return `type ${type} is not in the problem catalogue`;
+  if (title !== entry.title) return `title ${JSON.stringify(title)} is not the catalogue's ${JSON.stringify(entry.title)}`;
+  // bad-request is the one entry whose status "may be another 4xx" (README).
+  if (entry.status !== status && type !== `${PROBLEM_TYPE_BASE}bad-request`) return `${type} is a ${entry.status} in the catalogue, not a ${status}`;
+  return undefined;
+}
+
+/**
+ * Bytes (or text) as one readable line for failure messages: JSON-escaped when valid UTF-8, with \xNN
+ * for the bytes of anything else; long runs are folded ("«[×3000»") and the middle of long text is cut.
+ */
+export function showBytes(bytes: Buffer | string, limit = 600): string {
+  let shown: string;
+  if (typeof bytes === 'string') shown = JSON.stringify(bytes);
+  else {
+    try {
+      shown = JSON.stringify(new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes));
+    } catch {
+      const escapes: Record<number, string> = { 9: '\\t', 10: '\\n', 13: '\\r', 34: '\\"', 92: '\\\\' };
+      const byteText = (byte: number) =>
+        escapes[byte] ?? (byte >= 0x20 && byte < 0x7f ? String.fromCharCode(byte) : `\\x${byte.toString(16).padStart(2, '0')}`);
+      shown = `"${[...bytes].map(byteText).join('')}"`;
+    }
+  }
+  shown = shown.replace(/(.{1,8}?)\1{9,}/gs, (run: string, unit: string) => `«${unit}×${run.length / unit.length}»`);
+  if (shown.length <= limit) return shown;
+  const half = Math.floor(limit / 2);
+  return `${shown.slice(0, half)}…(${shown.length - 2 * half} more characters)…${shown.slice(-half)}`;
 }
