@@ -127,7 +127,7 @@ export async function createAsyncFirst<HandlerMap extends object>(options: Async
   const log = server.log;
   store.onFault((fault) =>
     log.error(
-      { err: fault.error.cause ?? fault.error, fault: fault.kind },
+      { cause: fault.error.message, fault: fault.kind },
       fault.kind === 'file-lost'
         ? 'the database file is gone: every write now answers 503 until it is restored and the server restarted'
         : 'the database refuses writes; answering 503 until it accepts them again',

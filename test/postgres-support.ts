@@ -22,8 +22,13 @@ export function freshSchema(prefix = 'af_test'): { schema: string; drop: () => P
 }
 
 /** Runs one query on its own connection (for tests that read or prepare rows directly). */
-export async function queryPostgres<Row extends pg.QueryResultRow>(schema: string, text: string, values: unknown[] = []): Promise<Row[]> {
-  const client = new pg.Client({ connectionString: TEST_DATABASE_URL, options: `-c search_path=${schema}` });
+export async function queryPostgres<Row extends pg.QueryResultRow>(
+  schema: string,
+  text: string,
+  values: unknown[] = [],
+  connectionString = TEST_DATABASE_URL,
+): Promise<Row[]> {
+  const client = new pg.Client({ connectionString, options: `-c search_path=${schema}` });
   await client.connect();
   try {
     return (await client.query<Row>(text, values)).rows;

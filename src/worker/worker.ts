@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import { type AnyHandler, PermanentJobError, ResourceLocation } from '../handlers.js';
 import { type ProblemDetails, problem } from '../http/problems.js';
-import type { ClaimedJob, Store } from '../store/store.js';
+import { type ClaimedJob, type Store, StoreUnavailableError } from '../store/store.js';
 import { retryDelayMs } from './backoff.js';
 import { ClaimLoop } from './claim-loop.js';
 
@@ -165,23 +165,35 @@ export class Worker {
     }
     if (entry.released || entry.leaseLost) return;
 
-    const now = Date.now();
-    try {
-      if (entry.cancelRequested) {
-        await store.finishJob(
-          job.id,
-          job.fence,
-          { status: 'canceled', error: problem('jobCanceled', 'DELETE /jobs/{id} canceled the job while it was running.') },
-          now,
-        );
-      } else if (outcome.ok) {
-        await this.succeed(job, outcome.value, now);
-      } else {
-        await this.fail(job, outcome.error, now);
+    // While the store is unavailable the outcome is recorded again and again (the lease is still
+    // renewed meanwhile), so a database that comes back finds the work done instead of running it
+    // again after the lease; past the self-fencing point the attempt is given up to the next claim.
+    for (let attempt = 1; ; attempt++) {
+      const now = Date.now();
+      try {
+        if (entry.cancelRequested) {
+          await store.finishJob(
+            job.id,
+            job.fence,
+            { status: 'canceled', error: problem('jobCanceled', 'DELETE /jobs/{id} canceled the job while it was running.') },
+            now,
+          );
+        } else if (outcome.ok) {
+          await this.succeed(job, outcome.value, now);
+        } else {
+          await this.fail(job, outcome.error, now);
+        }
+        return;
+      } catch (error) {
+        const lastChance = performance.now() - entry.leaseRenewedAt > this.options.leaseMs * SELF_FENCE_SHARE;
+        if (!(error instanceof StoreUnavailableError) || entry.leaseLost || entry.released || lastChance) {
+          // The lease expires and another claim takes the job over; nothing acknowledged is lost.
+          log.error({ err: error, jobId: job.id, attempts: attempt }, 'recording the job outcome failed');
+          return;
+        }
+        if (attempt === 1) log.warn({ err: error, jobId: job.id }, 'recording the job outcome failed; trying again while the lease holds');
+        await new Promise((resolve) => setTimeout(resolve, Math.min(2000, 50 * 2 ** attempt)));
       }
-    } catch (error) {
-      // The lease expires and another claim takes the job over; nothing acknowledged is lost.
-      log.error({ err: error, jobId: job.id }, 'recording the job outcome failed');
     }
   }
 

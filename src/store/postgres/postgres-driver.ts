@@ -219,6 +219,10 @@ export class PostgresDriver implements Driver {
       } catch (error) {
         throw this.failure(error);
       }
+      // A checked-out connection that breaks between two statements emits 'error', which would
+      // crash the process unheard; the failing statement reports it.
+      const onError = (error: unknown) => this.reportFailure(error);
+      client.on('error', onError);
       const changes: Changes = { jobIds: new Set(), queued: false, deliveries: false };
       const query: Query = async <Row extends pg.QueryResultRow>(statement: Statement, values: unknown[]) =>
         (await client.query<Row>({ name: statement.name, text: statement.text, values })).rows;
@@ -238,6 +242,7 @@ export class PostgresDriver implements Driver {
         if (typeof code === 'string' && RETRYABLE_SQLSTATE.test(code) && attempt < TRANSACTION_ATTEMPTS) continue;
         throw this.failure(error);
       } finally {
+        client.off('error', onError);
         client.release(broken);
       }
     }
