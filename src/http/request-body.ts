@@ -29,7 +29,11 @@ export function jsonBodyParser(parseText: FastifyBodyParser<string>, maxDepth: n
     parse(request, text, (error, value) => {
       if (error) done(error, undefined);
       else if (body.length >= shortestTooDeep && nestsDeeperThan(value, maxDepth)) done(tooDeep(maxDepth), undefined);
-      else done(null, value);
+      else if (MAYBE_OUT_OF_RANGE.test(text)) {
+        // JSON.parse makes Infinity of a number past the range of a double; stored, it would become null.
+        const pointer = nonFiniteNumberAt(value);
+        done(pointer === undefined ? null : outOfRange(pointer), pointer === undefined ? value : undefined);
+      } else done(null, value);
     });
   };
 }
@@ -62,6 +66,28 @@ function nestsDeeperThan(value: unknown, maxDepth: number): boolean {
     }
   }
   return false;
+}
+
+/** A number written with a 3-digit exponent or 309 digits may be past the range of a double; anything else is not. */
+const MAYBE_OUT_OF_RANGE = /[eE]\+?\d{3}|\d{309}/;
+
+/** The JSON Pointer of the first number in the value that is not finite (it overflowed a double), if any. */
+function nonFiniteNumberAt(value: unknown): string | undefined {
+  const pending: Array<{ value: unknown; pointer: string }> = [{ value, pointer: '' }];
+  for (let item = pending.pop(); item !== undefined; item = pending.pop()) {
+    const current = item.value;
+    if (typeof current === 'number' && !Number.isFinite(current)) return item.pointer;
+    if (current === null || typeof current !== 'object') continue;
+    for (const key in current) {
+      pending.push({ value: (current as Record<string, unknown>)[key], pointer: `${item.pointer}/${key.replaceAll('~', '~0').replaceAll('/', '~1')}` });
+    }
+  }
+  return undefined;
+}
+
+function outOfRange(pointer: string): ProblemError {
+  const message = 'is a number too large for a double-precision float (it would be stored as Infinity, then null)';
+  return new ProblemError('validationFailed', `The body at ${pointer || '/'} ${message}.`, { extra: { errors: [{ in: 'body', pointer, message }] } });
 }
 
 function tooDeep(maxDepth: number): ProblemError {
