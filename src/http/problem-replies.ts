@@ -55,7 +55,11 @@ export function problemFor(error: FastifyError | Error, request: FastifyRequest)
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
       return { details: problem('malformedBody', 'The body is empty but its Content-Type says JSON.'), headers: {} };
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
-      return { details: problem('malformedBody', `The body is not valid JSON: ${fastifyError.message}`), headers: {} };
+      // Fastify's parser says the same for a syntax error and for a refused __proto__ or constructor.prototype member.
+      return {
+        details: problem('malformedBody', 'The body is not valid JSON, or it has a "__proto__" or "constructor": {"prototype": …} member, which is refused.'),
+        headers: {},
+      };
   }
   if (fastifyError.statusCode === 400 && error instanceof SyntaxError) {
     return { details: problem('malformedBody', `The body is not valid JSON: ${error.message}`), headers: {} };
