@@ -10,7 +10,7 @@ import { WebhookDispatcher } from './delivery/webhook-dispatcher.js';
 import { decodeWebhookSecret } from './delivery/webhook-signature.js';
 import { openJobEngine } from './engine/open-engine.js';
 import type { AnyHandler } from './handlers.js';
-import { ProblemError } from './http/problems.js';
+import { ProblemError } from './core/problems.js';
 import type { SecurityHandler } from './http/security.js';
 import { buildServer } from './http/server.js';
 import { ContractValidators } from './http/validation.js';

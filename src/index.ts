@@ -18,9 +18,9 @@ export type {
   OperationResult,
 } from './handlers.js';
 export { PermanentJobError, ResourceLocation, seeOther } from './handlers.js';
-export { PROBLEM_TYPE_BASE, PROBLEMS, type ProblemDetails, type ProblemKind } from './http/problems.js';
+export { PROBLEM_TYPE_BASE, PROBLEMS, type ProblemDetails, type ProblemKind } from './core/problems.js';
 export { ANONYMOUS_PRINCIPAL, type SecurityHandler } from './http/security.js';
 export type { Driver } from './store/driver.js';
-export { FINISHED_STATES, JOB_STATES, type JobState } from './store/job-states.js';
+export { FINISHED_STATES, JOB_STATES, type JobState } from './core/job-states.js';
 export { SqliteDriver } from './store/sqlite/sqlite-driver.js';
 export type { Store } from './store/store.js';

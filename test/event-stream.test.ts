@@ -5,7 +5,7 @@ import type { AsyncFirstApp } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
 import { reportHandlers } from '../src/demo/service.js';
 import { type AnyHandler, PermanentJobError } from '../src/handlers.js';
-import { PROBLEM_TYPE_BASE } from '../src/http/problems.js';
+import { PROBLEM_TYPE_BASE } from '../src/core/problems.js';
 import { ALICE, BOB, tempDir } from './helpers.js';
 import { customApp, type DemoProcess, gates, killDemoProcess, startDemoProcess, waitFor } from './worker-test-support.js';
 

@@ -15,7 +15,7 @@ import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import type { AsyncFirstConfig } from '../src/config.js';
-import { JOB_ID_PATTERN } from '../src/ids.js';
+import { JOB_ID_PATTERN } from '../src/core/ids.js';
 import { countRows, problemFault, showBytes, startFuzzDemo } from './helpers.js';
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 100);

@@ -20,8 +20,8 @@ import { parse as parseYaml } from 'yaml';
 import { type AsyncFirstApp, createAsyncFirst } from '../src/app.js';
 import { DEFAULT_CONFIG } from '../src/config.js';
 import type { OpenApiDocument } from '../src/contract/load.js';
-import { JOB_ID_PATTERN } from '../src/ids.js';
-import { JOB_STATES } from '../src/store/job-states.js';
+import { JOB_ID_PATTERN } from '../src/core/ids.js';
+import { JOB_STATES } from '../src/core/job-states.js';
 import { countRows, problemFault, showBytes, startFuzzDemo, tempDir } from './helpers.js';
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 100);

@@ -5,7 +5,7 @@ import Database from 'better-sqlite3';
 import { type AsyncFirstApp, createAsyncFirst } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
 import { createDemo, reportHandlers } from '../src/demo/service.js';
-import { PROBLEM_TYPE_BASE, PROBLEMS } from '../src/http/problems.js';
+import { PROBLEM_TYPE_BASE, PROBLEMS } from '../src/core/problems.js';
 
 export const ALICE = { 'x-api-key': 'key-a' };
 export const BOB = { 'x-api-key': 'key-b' };

@@ -2,7 +2,7 @@ import { connect } from 'node:net';
 import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ProblemError } from '../src/http/problems.js';
+import { ProblemError } from '../src/core/problems.js';
 import { MAX_KEY_LENGTH, parseIdempotencyKey } from '../src/idempotency/key.js';
 import { ALICE, countRows, startDemo, submitReport } from './helpers.js';
 

@@ -1,6 +1,6 @@
 import { decodeTime } from 'ulid';
 import { describe, expect, it } from 'vitest';
-import { JOB_ID_PATTERN, newJobId } from '../src/ids.js';
+import { JOB_ID_PATTERN, newJobId } from '../src/core/ids.js';
 
 const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 

@@ -4,7 +4,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type AsyncFirstApp, createAsyncFirst } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
 import type { OpenApiDocument } from '../src/contract/load.js';
-import { PROBLEM_TYPE_BASE } from '../src/http/problems.js';
+import { PROBLEM_TYPE_BASE } from '../src/core/problems.js';
 import { ALICE, countRows, startDemo, tempDir } from './helpers.js';
 import { openConnection } from './raw-connection.js';
 

@@ -4,7 +4,7 @@ import type { AsyncFirstApp } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
 import { createDemo } from '../src/demo/service.js';
 import { openSqliteEngine } from '../src/engine/open-engine.js';
-import { problem } from '../src/http/problems.js';
+import { problem } from '../src/core/problems.js';
 import { machineLeaseClock } from '../src/store/sqlite/lease-clock.js';
 import { API_KEYS, submitReport, tempDir, waitForJob } from './helpers.js';
 import { customApp, readJobRow, sleep, waitFor } from './worker-test-support.js';

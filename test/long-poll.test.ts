@@ -5,7 +5,7 @@ import type { AsyncFirstConfig } from '../src/config.js';
 import { buildReport } from '../src/demo/report.js';
 import { reportHandlers } from '../src/demo/service.js';
 import { type AnyHandler, PermanentJobError, seeOther } from '../src/handlers.js';
-import { PROBLEM_TYPE_BASE } from '../src/http/problems.js';
+import { PROBLEM_TYPE_BASE } from '../src/core/problems.js';
 import { ALICE, BOB, tempDir } from './helpers.js';
 import { customApp, gates, readAllJobRows, readJobRow, sleep, waitFor } from './worker-test-support.js';
 

@@ -4,7 +4,7 @@ import type { AsyncFirstApp } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
 import { buildReport } from '../src/demo/report.js';
 import { createDemo } from '../src/demo/service.js';
-import { PROBLEM_TYPE_BASE } from '../src/http/problems.js';
+import { PROBLEM_TYPE_BASE } from '../src/core/problems.js';
 import { API_KEYS, tempDir } from './helpers.js';
 
 const ALICE_KEY = { 'x-api-key': 'key-a' };

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
-import { JOB_STATES } from '../src/store/job-states.js';
+import { JOB_STATES } from '../src/core/job-states.js';
 import { startDemo } from './helpers.js';
 
 interface Operation {

@@ -9,7 +9,7 @@ import { CallbackPolicy } from '../src/delivery/callback-url.js';
 import { sendWebhook } from '../src/delivery/webhook-sender.js';
 import { signWebhook, verifyWebhook, WebhookVerificationError } from '../src/delivery/webhook-signature.js';
 import type { AnyHandler } from '../src/handlers.js';
-import { PROBLEM_TYPE_BASE } from '../src/http/problems.js';
+import { PROBLEM_TYPE_BASE } from '../src/core/problems.js';
 import type { DeliveryRow } from '../src/store/rows.js';
 import { ALICE, tempDir } from './helpers.js';
 import { customApp, fetchJob, sleep, waitFor } from './worker-test-support.js';

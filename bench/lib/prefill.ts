@@ -3,7 +3,7 @@ import { existsSync, statSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { openSqliteEngine } from '../../src/engine/open-engine.js';
 import { fingerprintRequest } from '../../src/idempotency/fingerprint.js';
-import { newJobId } from '../../src/ids.js';
+import { newJobId } from '../../src/core/ids.js';
 import { BENCH_PRINCIPAL, REPORT_BODY } from './shared.js';
 
 /**

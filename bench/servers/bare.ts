@@ -1,5 +1,5 @@
 // Bare Fastify: validates and answers 202 like asyncfirst, persists nothing.
-import { newJobId } from '../../src/ids.js';
+import { newJobId } from '../../src/core/ids.js';
 import { announce, rss, serveParent } from '../lib/child-side.js';
 import { buildPeerServer } from './peer-server.js';
 

@@ -1,4 +1,4 @@
-import { JOB_STATES } from '../store/job-states.js';
+import { JOB_STATES } from '../core/job-states.js';
 
 /**
  * The JSON Schemas of the framework's own bodies. They are merged into the served document

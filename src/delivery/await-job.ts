@@ -1,4 +1,4 @@
-import { isFinished } from '../store/job-states.js';
+import { isFinished } from '../core/job-states.js';
 import type { JobRecord, Store } from '../store/store.js';
 import type { JobWatch } from './job-watch.js';
 

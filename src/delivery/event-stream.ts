@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { ProblemError } from '../http/problems.js';
-import { isFinished } from '../store/job-states.js';
-import { jobBody } from '../store/job-view.js';
+import { ProblemError } from '../core/problems.js';
+import { isFinished } from '../core/job-states.js';
+import { jobBody } from '../engine/job-view.js';
 import type { JobEvent, JobRecord, Store } from '../store/store.js';
 import type { JobWatch } from './job-watch.js';
 

@@ -1,8 +1,8 @@
-import { type ProblemDetails, problem } from '../http/problems.js';
-import { newJobId } from '../ids.js';
+import { type ProblemDetails, problem } from '../core/problems.js';
+import { newJobId } from '../core/ids.js';
 import type { Driver, RecordedChange } from '../store/driver.js';
-import { isFinished } from '../store/job-states.js';
-import { jobBody } from '../store/job-view.js';
+import { isFinished } from '../core/job-states.js';
+import { jobBody } from './job-view.js';
 import type {
   AcceptOutcome,
   AcceptRequest,

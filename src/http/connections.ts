@@ -1,7 +1,7 @@
 import { createServer, maxHeaderSize, type Server, type ServerResponse, STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { ConnectionError, FastifyInstance, FastifyServerFactory } from 'fastify';
-import { type ProblemDetails, problem } from './problems.js';
+import { type ProblemDetails, problem } from '../core/problems.js';
 
 /** How long a connection may take to send a request, stay idle, and how many may be open at once. */
 export interface ConnectionLimits {

@@ -7,10 +7,10 @@ import type { JobWatch } from '../delivery/job-watch.js';
 import { type AnyHandler, ResourceLocation } from '../handlers.js';
 import { fingerprintRequest } from '../idempotency/fingerprint.js';
 import { parseIdempotencyKey } from '../idempotency/key.js';
-import { POLL_AFTER_SECONDS } from '../store/job-view.js';
+import { POLL_AFTER_SECONDS } from '../engine/job-view.js';
 import type { Store } from '../store/store.js';
 import { parsePrefer } from './prefer.js';
-import { ProblemError } from './problems.js';
+import { ProblemError } from '../core/problems.js';
 import { nonUtf8Charset } from './request-body.js';
 import type { Authenticate } from './security.js';
 

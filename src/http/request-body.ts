@@ -1,5 +1,5 @@
 import type { FastifyBodyParser, FastifyRequest } from 'fastify';
-import { ProblemError } from './problems.js';
+import { ProblemError } from '../core/problems.js';
 
 type ParseDone = (error: Error | null, body?: unknown) => void;
 type ParseText = (request: FastifyRequest, text: string, done: ParseDone) => void;

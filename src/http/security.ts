@@ -1,7 +1,7 @@
 import type { FastifyRequest } from 'fastify';
 import { ContractError } from '../contract/load.js';
 import type { SecurityRequirement } from '../contract/operations.js';
-import { ProblemError } from './problems.js';
+import { ProblemError } from '../core/problems.js';
 
 /** The principal of requests to operations that declare no security. */
 export const ANONYMOUS_PRINCIPAL = 'anonymous';

@@ -12,7 +12,7 @@ import { registerDocumentRoutes } from './document-routes.js';
 import { registerJobRoutes } from './job-routes.js';
 import { registerOperationRoute } from './operation-routes.js';
 import { problemFor, sendProblem } from './problem-replies.js';
-import { ProblemError, problem } from './problems.js';
+import { ProblemError, problem } from '../core/problems.js';
 import { jsonBodyParser } from './request-body.js';
 import { SecurityEnforcer, type SecurityHandler } from './security.js';
 import type { ContractValidators } from './validation.js';

@@ -1,4 +1,4 @@
-import { ProblemError } from '../http/problems.js';
+import { ProblemError } from '../core/problems.js';
 
 const PRINTABLE_ASCII = /^[\x20-\x7e]+$/;
 export const MAX_KEY_LENGTH = 255;

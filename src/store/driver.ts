@@ -1,4 +1,4 @@
-import type { ProblemDetails } from '../http/problems.js';
+import type { ProblemDetails } from '../core/problems.js';
 import type {
   CancelOutcome,
   ClaimedJob,

@@ -1,4 +1,4 @@
-import type { JobState } from './job-states.js';
+import type { JobState } from '../core/job-states.js';
 import type { ClaimedJob, DeliveryStatus, JobProgress, JobRecord, WebhookDelivery } from './store.js';
 
 /*

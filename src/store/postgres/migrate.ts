@@ -1,6 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import type pg from 'pg';
-import { JOB_STATES } from '../job-states.js';
+import { JOB_STATES } from '../../core/job-states.js';
 
 const MIGRATIONS_DIR = new URL('./migrations/', import.meta.url);
 

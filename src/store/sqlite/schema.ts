@@ -1,5 +1,5 @@
 import type BetterSqlite3 from 'better-sqlite3';
-import { JOB_STATES } from '../job-states.js';
+import { JOB_STATES } from '../../core/job-states.js';
 
 const states = JOB_STATES.map((state) => `'${state}'`).join(', ');
 

@@ -1,5 +1,5 @@
-import { isFinished } from './job-states.js';
-import type { JobRecord, WebhookDelivery } from './store.js';
+import { isFinished } from '../core/job-states.js';
+import type { JobRecord, WebhookDelivery } from '../store/store.js';
 
 /**
  * ISO 8601 text of a millisecond timestamp. The jobs of one commit share their times, so recent
