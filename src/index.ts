@@ -4,6 +4,8 @@ export { type AsyncFirstConfig, ConfigError, DEFAULT_CONFIG, loadConfig } from '
 export { ContractError, type OpenApiDocument } from './contract/load.js';
 export { servedDocumentOf } from './contract/served.js';
 export { FRAMEWORK_OPERATION_IDS, type FrameworkOperationId } from './contract/served-document.js';
+export { FINISHED_STATES, JOB_STATES, type JobState } from './core/job-states.js';
+export { PROBLEM_TYPE_BASE, PROBLEMS, type ProblemDetails, type ProblemKind } from './core/problems.js';
 export { CallbackPolicy } from './delivery/callback-url.js';
 export { signWebhook, type VerifyOptions, verifyWebhook, WebhookVerificationError } from './delivery/webhook-signature.js';
 export { JobEngine } from './engine/job-engine.js';
@@ -18,9 +20,7 @@ export type {
   OperationResult,
 } from './handlers.js';
 export { PermanentJobError, ResourceLocation, seeOther } from './handlers.js';
-export { PROBLEM_TYPE_BASE, PROBLEMS, type ProblemDetails, type ProblemKind } from './core/problems.js';
 export { ANONYMOUS_PRINCIPAL, type SecurityHandler } from './http/security.js';
 export type { Driver } from './store/driver.js';
-export { FINISHED_STATES, JOB_STATES, type JobState } from './core/job-states.js';
 export { SqliteDriver } from './store/sqlite/sqlite-driver.js';
 export type { Store } from './store/store.js';

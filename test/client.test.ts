@@ -7,9 +7,9 @@ import type { components, paths } from '../generated/api.js';
 import type { AsyncFirstApp } from '../src/app.js';
 import { createClient, JobFailedError, type RetryOptions } from '../src/client/index.js';
 import type { AsyncFirstConfig } from '../src/config.js';
+import { PROBLEM_TYPE_BASE } from '../src/core/problems.js';
 import { createDemo } from '../src/demo/service.js';
 import type { AnyHandler } from '../src/handlers.js';
-import { PROBLEM_TYPE_BASE } from '../src/core/problems.js';
 import { API_KEYS, tempDir } from './helpers.js';
 import { customApp, gate, REPO_ROOT, sleep, waitFor } from './worker-test-support.js';
 

@@ -1,8 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AsyncFirstApp } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
-import { createDemo } from '../src/demo/service.js';
 import { PROBLEM_TYPE_BASE } from '../src/core/problems.js';
+import { createDemo } from '../src/demo/service.js';
 import { API_KEYS, countRows, tempDir } from './helpers.js';
 import { openConnection, type RawResponse } from './raw-connection.js';
 

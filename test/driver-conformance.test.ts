@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { JobEngine } from '../src/engine/job-engine.js';
 import { problem } from '../src/core/problems.js';
+import { JobEngine } from '../src/engine/job-engine.js';
 import type { Driver } from '../src/store/driver.js';
 import { PostgresDriver } from '../src/store/postgres/postgres-driver.js';
 import { SqliteDriver } from '../src/store/sqlite/sqlite-driver.js';

@@ -3,9 +3,9 @@ import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { AsyncFirstApp } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
+import { PROBLEM_TYPE_BASE } from '../src/core/problems.js';
 import { reportHandlers } from '../src/demo/service.js';
 import { type AnyHandler, PermanentJobError } from '../src/handlers.js';
-import { PROBLEM_TYPE_BASE } from '../src/core/problems.js';
 import { ALICE, BOB, tempDir } from './helpers.js';
 import { customApp, type DemoProcess, gates, killDemoProcess, startDemoProcess, waitFor } from './worker-test-support.js';
 

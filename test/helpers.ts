@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { type AsyncFirstApp, createAsyncFirst } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
-import { createDemo, reportHandlers } from '../src/demo/service.js';
 import { PROBLEM_TYPE_BASE, PROBLEMS } from '../src/core/problems.js';
+import { createDemo, reportHandlers } from '../src/demo/service.js';
 
 export const ALICE = { 'x-api-key': 'key-a' };
 export const BOB = { 'x-api-key': 'key-b' };

@@ -2,10 +2,10 @@ import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { AsyncFirstApp } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
+import { PROBLEM_TYPE_BASE } from '../src/core/problems.js';
 import { buildReport } from '../src/demo/report.js';
 import { reportHandlers } from '../src/demo/service.js';
 import { type AnyHandler, PermanentJobError, seeOther } from '../src/handlers.js';
-import { PROBLEM_TYPE_BASE } from '../src/core/problems.js';
 import { ALICE, BOB, tempDir } from './helpers.js';
 import { customApp, gates, readAllJobRows, readJobRow, sleep, waitFor } from './worker-test-support.js';
 

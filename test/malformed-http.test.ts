@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AsyncFirstApp } from '../src/app.js';
-import { createDemo } from '../src/demo/service.js';
 import { PROBLEM_TYPE_BASE } from '../src/core/problems.js';
+import { createDemo } from '../src/demo/service.js';
 import { API_KEYS, countRows, tempDir } from './helpers.js';
 import { openConnection } from './raw-connection.js';
 

@@ -2,9 +2,9 @@ import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AsyncFirstApp } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
+import { PROBLEM_TYPE_BASE } from '../src/core/problems.js';
 import { buildReport } from '../src/demo/report.js';
 import { createDemo } from '../src/demo/service.js';
-import { PROBLEM_TYPE_BASE } from '../src/core/problems.js';
 import { API_KEYS, tempDir } from './helpers.js';
 
 const ALICE_KEY = { 'x-api-key': 'key-a' };

@@ -3,8 +3,8 @@ import type { LightMyRequestResponse } from 'fastify';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createAsyncFirst } from '../src/app.js';
 import { readContractFile } from '../src/contract/load.js';
-import { demoSecurity, parseApiKeys, reportHandlers } from '../src/demo/service.js';
 import { PROBLEM_TYPE_BASE } from '../src/core/problems.js';
+import { demoSecurity, parseApiKeys, reportHandlers } from '../src/demo/service.js';
 import { ALICE, API_KEYS, startDemo, submitReport, tempDir } from './helpers.js';
 
 interface Violation {

@@ -3,8 +3,8 @@ import type { LightMyRequestResponse } from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type AsyncFirstApp, createAsyncFirst } from '../src/app.js';
 import type { OpenApiDocument } from '../src/contract/load.js';
-import type { HandlerContext } from '../src/handlers.js';
 import { PROBLEM_TYPE_BASE } from '../src/core/problems.js';
+import type { HandlerContext } from '../src/handlers.js';
 import { ALICE, BOB, startDemo, submitReport, tempDir, waitForJob } from './helpers.js';
 
 function expectUnauthorized(response: LightMyRequestResponse) {

@@ -1,7 +1,7 @@
 import createFetchClient, { type ClientOptions } from 'openapi-fetch';
-import type { OperationResult } from '../handlers.js';
-import type { ProblemDetails } from '../core/problems.js';
 import { JOB_STATES } from '../core/job-states.js';
+import type { ProblemDetails } from '../core/problems.js';
+import type { OperationResult } from '../handlers.js';
 import { type RetryOptions, retryingFetch } from './retrying-fetch.js';
 
 export { type RetryOptions, retryingFetch } from './retrying-fetch.js';

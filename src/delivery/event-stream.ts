@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { ProblemError } from '../core/problems.js';
 import { isFinished } from '../core/job-states.js';
+import { ProblemError } from '../core/problems.js';
 import { jobBody } from '../engine/job-view.js';
 import type { JobEvent, JobRecord, Store } from '../store/store.js';
 import type { JobWatch } from './job-watch.js';

@@ -1,8 +1,7 @@
-import { type ProblemDetails, problem } from '../core/problems.js';
 import { newJobId } from '../core/ids.js';
-import type { Driver, RecordedChange } from '../store/driver.js';
 import { isFinished } from '../core/job-states.js';
-import { jobBody } from './job-view.js';
+import { type ProblemDetails, problem } from '../core/problems.js';
+import type { Driver, RecordedChange } from '../store/driver.js';
 import type {
   AcceptOutcome,
   AcceptRequest,
@@ -19,6 +18,7 @@ import type {
   StoreFault,
   WebhookDelivery,
 } from '../store/store.js';
+import { jobBody } from './job-view.js';
 
 export interface JobEngineOptions {
   /** Attempts per webhook delivery before it is marked failed. */

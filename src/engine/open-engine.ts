@@ -27,7 +27,9 @@ export function driverFor(config: DatabaseConfig): Driver {
   if (scheme === undefined || scheme === 'file' || scheme.length === 1) {
     return new SqliteDriver(resolveDatabasePath(url), { busyTimeoutMs: config.busyTimeoutMs });
   }
-  throw new ConfigError(`DATABASE_URL uses the scheme "${scheme}:", which asyncfirst does not know; use postgres://… for PostgreSQL, or an SQLite file path or file: URL`);
+  throw new ConfigError(
+    `DATABASE_URL uses the scheme "${scheme}:", which asyncfirst does not know; use postgres://… for PostgreSQL, or an SQLite file path or file: URL`,
+  );
 }
 
 /** A job engine on one SQLite file (tests, tools, the benchmark). */

@@ -1,12 +1,12 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { JOB_ID_PATTERN } from '../core/ids.js';
+import { ProblemError } from '../core/problems.js';
 import { awaitJob } from '../delivery/await-job.js';
 import type { JobEventStreams } from '../delivery/event-stream.js';
 import type { JobWatch } from '../delivery/job-watch.js';
-import { JOB_ID_PATTERN } from '../core/ids.js';
 import { jobBody, jobHeaders } from '../engine/job-view.js';
 import type { JobRecord, Store } from '../store/store.js';
 import { parsePrefer } from './prefer.js';
-import { ProblemError } from '../core/problems.js';
 import type { Authenticate } from './security.js';
 
 export interface JobRouteDeps {

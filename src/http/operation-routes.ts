@@ -1,16 +1,16 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
 import { inlineFrameworkRefs, JobAcceptedSchema } from '../contract/framework-schemas.js';
 import type { OperationSpec, ParameterSpec } from '../contract/operations.js';
+import { ProblemError } from '../core/problems.js';
 import { awaitJob } from '../delivery/await-job.js';
 import type { CallbackPolicy } from '../delivery/callback-url.js';
 import type { JobWatch } from '../delivery/job-watch.js';
+import { POLL_AFTER_SECONDS } from '../engine/job-view.js';
 import { type AnyHandler, ResourceLocation } from '../handlers.js';
 import { fingerprintRequest } from '../idempotency/fingerprint.js';
 import { parseIdempotencyKey } from '../idempotency/key.js';
-import { POLL_AFTER_SECONDS } from '../engine/job-view.js';
 import type { Store } from '../store/store.js';
 import { parsePrefer } from './prefer.js';
-import { ProblemError } from '../core/problems.js';
 import { nonUtf8Charset } from './request-body.js';
 import type { Authenticate } from './security.js';
 

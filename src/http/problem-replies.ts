@@ -1,6 +1,6 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { StoreUnavailableError } from '../store/store.js';
 import { type ProblemDetails, ProblemError, problem } from '../core/problems.js';
+import { StoreUnavailableError } from '../store/store.js';
 import { requestPart, toViolations } from './validation.js';
 
 /** Seconds a client should wait before retrying a 503. */

@@ -2,6 +2,7 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastif
 import type { OpenApiDocument } from '../contract/load.js';
 import type { OperationSpec } from '../contract/operations.js';
 import { jobsSecurity } from '../contract/served-document.js';
+import { ProblemError, problem } from '../core/problems.js';
 import type { CallbackPolicy } from '../delivery/callback-url.js';
 import type { JobEventStreams } from '../delivery/event-stream.js';
 import type { JobWatch } from '../delivery/job-watch.js';
@@ -12,7 +13,6 @@ import { registerDocumentRoutes } from './document-routes.js';
 import { registerJobRoutes } from './job-routes.js';
 import { registerOperationRoute } from './operation-routes.js';
 import { problemFor, sendProblem } from './problem-replies.js';
-import { ProblemError, problem } from '../core/problems.js';
 import { jsonBodyParser } from './request-body.js';
 import { SecurityEnforcer, type SecurityHandler } from './security.js';
 import type { ContractValidators } from './validation.js';

@@ -1,5 +1,5 @@
-import type { ProblemDetails } from '../core/problems.js';
 import type { JobState } from '../core/job-states.js';
+import type { ProblemDetails } from '../core/problems.js';
 
 /**
  * What the HTTP layer, the worker, the dispatcher and the sweeper ask of the jobs: the job

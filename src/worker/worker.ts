@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
-import { type AnyHandler, PermanentJobError, ResourceLocation } from '../handlers.js';
 import { type ProblemDetails, problem } from '../core/problems.js';
+import { type AnyHandler, PermanentJobError, ResourceLocation } from '../handlers.js';
 import { type ClaimedJob, type Store, StoreUnavailableError } from '../store/store.js';
 import { retryDelayMs } from './backoff.js';
 import { ClaimLoop } from './claim-loop.js';

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import type { AcceptResult, AcceptWrite, Driver, DriverClaim, DriverEvents, EndingProblems, RecordChange, Requeue } from '../driver.js';
 import type { JobState } from '../../core/job-states.js';
+import type { AcceptResult, AcceptWrite, Driver, DriverClaim, DriverEvents, EndingProblems, RecordChange, Requeue } from '../driver.js';
 import { type DeliveryRow, type JobRow, toClaimedJob, toDelivery, toJobRecord } from '../rows.js';
 import {
   type CancelOutcome,
