@@ -1,9 +1,9 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
 import Database from 'better-sqlite3';
+import { newJobId } from '../../src/core/ids.js';
 import { openSqliteEngine } from '../../src/engine/open-engine.js';
 import { fingerprintRequest } from '../../src/idempotency/fingerprint.js';
-import { newJobId } from '../../src/core/ids.js';
 import { BENCH_PRINCIPAL, REPORT_BODY } from './shared.js';
 
 /**
