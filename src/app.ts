@@ -1,22 +1,21 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
+import { pino } from 'pino';
 import { type AsyncFirstConfig, ConfigError, loadConfig } from './config.js';
 import { ContractError, loadContract, type OpenApiDocument, readContractFile } from './contract/load.js';
 import { describeOperations } from './contract/operations.js';
 import { buildServedDocument, FRAMEWORK_OPERATION_IDS } from './contract/served-document.js';
-import { ProblemError } from './core/problems.js';
 import { CallbackPolicy } from './delivery/callback-url.js';
-import { JobEventStreams } from './delivery/event-stream.js';
-import { JobWatch } from './delivery/job-watch.js';
-import { WebhookDispatcher } from './delivery/webhook-dispatcher.js';
+import type { WebhookDispatcher } from './delivery/webhook-dispatcher.js';
 import { decodeWebhookSecret } from './delivery/webhook-signature.js';
 import { openJobEngine } from './engine/open-engine.js';
 import type { AnyHandler } from './handlers.js';
 import type { SecurityHandler } from './http/security.js';
 import { buildServer } from './http/server.js';
 import { ContractValidators } from './http/validation.js';
+import { JobRuntime } from './runtime/job-runtime.js';
 import type { Store } from './store/store.js';
-import { Sweeper } from './worker/sweeper.js';
-import { type JobOperation, Worker } from './worker/worker.js';
+import type { Sweeper } from './worker/sweeper.js';
+import type { JobOperation, Worker } from './worker/worker.js';
 
 /** Per-operation settings given in code. */
 export interface OperationOptions {
@@ -38,27 +37,37 @@ export interface AsyncFirstOptions<HandlerMap> {
   store?: Store;
 }
 
-/** A running asyncfirst service: the HTTP server, the store, and (unless concurrency is 0) the worker. */
-export interface AsyncFirstApp {
+/** What an asyncfirst process runs besides (or without) HTTP: the engine, the worker, the dispatcher, the sweeper. */
+export interface AsyncFirstBackground {
   readonly config: AsyncFirstConfig;
-  readonly server: FastifyInstance;
+  /** The job engine. */
   readonly store: Store;
+  /** The owner of the moving parts. */
+  readonly runtime: JobRuntime;
   readonly worker: Worker | undefined;
   readonly sweeper: Sweeper;
   /** Sends webhooks; present when WEBHOOK_SECRET is set. */
   readonly dispatcher: WebhookDispatcher | undefined;
+  readonly log: FastifyBaseLogger;
+  /** Starts the worker, the dispatcher and the sweeper. */
+  startBackground(): void;
+  /** Graceful stop: let handlers finish within the grace period, then close the store. */
+  close(): Promise<void>;
+}
+
+/** A running asyncfirst service: the HTTP server in front of the runtime (whose worker runs unless WORKER_CONCURRENCY is 0). */
+export interface AsyncFirstApp extends AsyncFirstBackground {
+  readonly server: FastifyInstance;
   /** The contract with the framework's endpoints merged in, as served at /openapi.json. */
   readonly servedDocument: OpenApiDocument;
   /** Starts the worker and the sweeper, then listens on config.host:config.port; resolves with the address. */
   listen(): Promise<string>;
-  /** Starts the worker and the sweeper without serving HTTP (a worker-only process). */
-  startBackground(): void;
   /** Graceful stop: refuse new requests, finish in-flight ones, let handlers finish within the grace period, close the store. */
   close(): Promise<void>;
 }
 
-/** Builds an asyncfirst service from a contract and its handlers. Start errors name what is wrong. */
-export async function createAsyncFirst<HandlerMap extends object>(options: AsyncFirstOptions<HandlerMap>): Promise<AsyncFirstApp> {
+/** A service's contract loaded and checked against its handlers, and its runtime: what both kinds of process share. */
+async function prepare<HandlerMap extends object>(options: AsyncFirstOptions<HandlerMap>) {
   const config = loadConfig(process.env, options.config);
   const document = typeof options.contract === 'string' ? await readContractFile(options.contract) : options.contract;
   const source = typeof options.contract === 'string' ? options.contract : 'the contract';
@@ -70,149 +79,107 @@ export async function createAsyncFirst<HandlerMap extends object>(options: Async
     handlers,
     source,
   );
-
-  const servedDocument = buildServedDocument(contract.document, operations);
   const validators = new ContractValidators(document.openapi);
   const maxAttempts = (operationId: string) =>
     (options.operations as Record<string, OperationOptions> | undefined)?.[operationId]?.maxAttempts ?? config.maxAttempts;
   const webhookSecrets = parseWebhookSecrets(config.webhookSecret);
   const callbackPolicy = CallbackPolicy.fromList(config.webhookAllowedHosts);
+  const jobOperations = new Map<string, JobOperation>();
+  for (const operation of operations.filter((candidate) => candidate.async)) {
+    jobOperations.set(operation.operationId, {
+      handler: handlers.get(operation.operationId) as AnyHandler,
+      maxAttempts: maxAttempts(operation.operationId),
+      checkResult: validators.resultChecker(operation.result?.schema),
+    });
+  }
+  const log = pino({ level: config.logLevel }) as FastifyBaseLogger;
   const store = options.store ?? (await openJobEngine(config));
-  // Where the database announces other processes' changes, the version check is only a backstop.
-  const watch = new JobWatch((ids) => store.jobVersions(ids), store.announcesOtherProcesses ? config.changeCheckMs * 8 : config.changeCheckMs);
-  store.onJobsChanged((jobIds) => watch.changed(jobIds));
-  const streams = new JobEventStreams({ store, watch, maxStreamsPerPrincipal: config.sseMaxStreamsPerPrincipal, heartbeatMs: config.sseHeartbeatMs });
+  const runtime = new JobRuntime({
+    config,
+    store,
+    log,
+    operations: jobOperations,
+    ...(webhookSecrets.length > 0 ? { webhooks: { secrets: webhookSecrets, policy: callbackPolicy } } : {}),
+  });
+  return { config, contract, operations, handlers, validators, maxAttempts, callbackPolicy, webhookSecrets, log, store, runtime };
+}
 
-  let server: FastifyInstance | undefined;
-  let background = false;
-  let worker: Worker | undefined;
-  const logger = { level: config.logLevel };
-  let closing = false;
-  try {
-    server = await buildServer({
-      served: servedDocument,
-      securitySchemes: ((contract.dereferenced.components as Record<string, unknown> | undefined)?.securitySchemes ?? {}) as Record<string, { type: string }>,
-      operations,
-      handlers,
-      maxAttempts,
-      securityHandlers: options.security ?? {},
-      validators,
-      store,
-      bodyLimit: config.bodyLimit,
-      bodyMaxDepth: config.bodyMaxDepth,
-      connectionLimits: {
-        requestTimeoutMs: config.requestTimeoutMs,
-        headersTimeoutMs: config.headersTimeoutMs,
-        keepAliveTimeoutMs: config.keepAliveTimeoutMs,
-        maxConnections: config.maxConnections,
-      },
-      idempotencyRetentionMs: config.idempotencyRetentionMs,
-      logger,
-      isClosing: () => closing,
-      readiness: async () => {
-        if (!background)
-          throw new ProblemError('notReady', 'The server is starting; its worker and sweeper are not running yet.', { headers: { 'retry-after': '1' } });
-        await store.checkReady();
-      },
-      cancelRunningJob: (jobId) => worker?.cancel(jobId),
-      watch,
-      streams,
-      longPollMaxSeconds: config.longPollMaxSeconds,
-      ...(webhookSecrets.length > 0 ? { webhooks: { policy: callbackPolicy } } : {}),
-    });
-  } catch (error) {
-    await store.close();
-    throw error;
-  }
-  const log = server.log;
-  store.onFault((fault) =>
-    log.error(
-      { cause: fault.error.message, fault: fault.kind },
-      fault.kind === 'file-lost'
-        ? 'the database file is gone: every write now answers 503 until it is restored and the server restarted'
-        : 'the database refuses writes; answering 503 until it accepts them again',
-    ),
-  );
-
-  if (config.workerConcurrency > 0) {
-    const jobOperations = new Map<string, JobOperation>();
-    for (const operation of operations.filter((candidate) => candidate.async)) {
-      jobOperations.set(operation.operationId, {
-        handler: handlers.get(operation.operationId) as AnyHandler,
-        maxAttempts: maxAttempts(operation.operationId),
-        checkResult: validators.resultChecker(operation.result?.schema),
-      });
-    }
-    worker = new Worker({
-      store,
-      operations: jobOperations,
-      concurrency: config.workerConcurrency,
-      leaseMs: config.leaseMs,
-      pollIntervalMs: config.pollIntervalMs,
-      retryBaseMs: config.retryBaseMs,
-      retryMaxMs: config.retryMaxMs,
-      log: log.child({ component: 'worker' }),
-    });
-    // A job accepted in this process starts as soon as its transaction commits, without waiting for a poll.
-    const localWorker = worker;
-    store.onJobsQueued(() => localWorker.notify());
-  }
-  let dispatcher: WebhookDispatcher | undefined;
-  if (webhookSecrets.length > 0) {
-    dispatcher = new WebhookDispatcher({
-      store,
-      secrets: webhookSecrets,
-      policy: callbackPolicy,
-      timeoutMs: config.webhookTimeoutMs,
-      retryBaseMs: config.webhookRetryBaseMs,
-      retryMaxMs: config.webhookRetryMaxMs,
-      pollIntervalMs: config.pollIntervalMs,
-      concurrency: 8,
-      log: log.child({ component: 'webhooks' }),
-    });
-    const localDispatcher = dispatcher;
-    store.onDeliveriesQueued(() => localDispatcher.notify());
-  }
-  const sweeper = new Sweeper(store, { intervalMs: config.sweepIntervalMs, jobRetentionMs: config.jobRetentionMs, log: log.child({ component: 'sweeper' }) });
-
-  const startBackground = () => {
-    if (background) return;
-    background = true;
-    worker?.start();
-    dispatcher?.start();
-    sweeper.start();
-  };
-  let closed: Promise<void> | undefined;
-  const readyServer = server;
+function background(config: AsyncFirstConfig, runtime: JobRuntime, log: FastifyBaseLogger): AsyncFirstBackground {
   return {
     config,
-    server: readyServer,
-    store,
-    worker,
-    sweeper,
-    dispatcher,
+    store: runtime.store,
+    runtime,
+    worker: runtime.worker,
+    sweeper: runtime.sweeper,
+    dispatcher: runtime.dispatcher,
+    log,
+    startBackground: () => runtime.start(),
+    close: () => runtime.stop(),
+  };
+}
+
+/** Builds an asyncfirst service from a contract and its handlers. Start errors name what is wrong. */
+export async function createAsyncFirst<HandlerMap extends object>(options: AsyncFirstOptions<HandlerMap>): Promise<AsyncFirstApp> {
+  const prepared = await prepare(options);
+  const { config, contract, runtime, log } = prepared;
+  const servedDocument = buildServedDocument(contract.document, prepared.operations);
+  let server: FastifyInstance;
+  try {
+    server = await buildServer({
+      contract: {
+        served: servedDocument,
+        securitySchemes: ((contract.dereferenced.components as Record<string, unknown> | undefined)?.securitySchemes ?? {}) as Record<string, { type: string }>,
+        operations: prepared.operations,
+        handlers: prepared.handlers,
+        validators: prepared.validators,
+        maxAttempts: prepared.maxAttempts,
+      },
+      securityHandlers: options.security ?? {},
+      runtime,
+      limits: {
+        bodyLimit: config.bodyLimit,
+        bodyMaxDepth: config.bodyMaxDepth,
+        connections: {
+          requestTimeoutMs: config.requestTimeoutMs,
+          headersTimeoutMs: config.headersTimeoutMs,
+          keepAliveTimeoutMs: config.keepAliveTimeoutMs,
+          maxConnections: config.maxConnections,
+        },
+        idempotencyRetentionMs: config.idempotencyRetentionMs,
+        longPollMaxSeconds: config.longPollMaxSeconds,
+      },
+      ...(prepared.webhookSecrets.length > 0 ? { webhooks: { policy: prepared.callbackPolicy } } : {}),
+      logger: log,
+    });
+  } catch (error) {
+    await runtime.store.close();
+    throw error;
+  }
+  return {
+    ...background(config, runtime, log),
+    server,
     servedDocument,
-    startBackground,
     async listen() {
-      startBackground();
-      return readyServer.listen({ port: config.port, host: config.host });
+      runtime.start();
+      return server.listen({ port: config.port, host: config.host });
     },
-    close() {
-      closed ??= (async () => {
-        closing = true;
-        sweeper.stop();
-        // Long-polls answer with what they have and event streams end, so no request holds the close.
-        watch.close();
-        streams.closeAll();
+    close: () =>
+      runtime.stop(async () => {
         // In-flight requests finish within the grace period; a connection still open after it (a client
         // that keeps an unused keep-alive connection) is closed rather than allowed to hold the exit.
-        const forceClose = setTimeout(() => readyServer.server.closeAllConnections(), config.shutdownGraceMs);
-        await Promise.all([readyServer.close(), worker?.stop(config.shutdownGraceMs), dispatcher?.stop()]).finally(() => clearTimeout(forceClose));
-        await store.close();
-      })();
-      return closed;
-    },
+        const forceClose = setTimeout(() => server.server.closeAllConnections(), config.shutdownGraceMs);
+        await server.close().finally(() => clearTimeout(forceClose));
+      }),
   };
+}
+
+/**
+ * Builds a worker-only process of the service: the runtime (engine, worker, dispatcher, sweeper)
+ * without an HTTP server. Start errors name what is wrong.
+ */
+export async function createAsyncFirstWorker<HandlerMap extends object>(options: AsyncFirstOptions<HandlerMap>): Promise<AsyncFirstBackground> {
+  const { config, runtime, log } = await prepare(options);
+  return background(config, runtime, log);
 }
 
 /** WEBHOOK_SECRET: comma-separated whsec_ secrets (several during a rotation). */

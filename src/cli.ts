@@ -1,19 +1,31 @@
-import type { AsyncFirstApp } from './app.js';
+import { type AsyncFirstBackground, type AsyncFirstOptions, createAsyncFirst, createAsyncFirstWorker } from './app.js';
 import { ConfigError } from './config.js';
 import { ContractError } from './contract/load.js';
 
 /**
  * Runs a service as a process: `serve` (HTTP, and the worker unless WORKER_CONCURRENCY=0) or
- * `worker` (the worker alone, against the same database). SIGTERM and SIGINT stop it gracefully.
+ * `worker` (the worker alone, against the same database, with no HTTP server). SIGTERM and SIGINT
+ * stop it gracefully. `options` are the service's (or a function that makes them).
  */
-export async function runProcess(create: () => Promise<AsyncFirstApp>, mode: string = process.argv[2] ?? 'serve'): Promise<void> {
+export async function runProcess<HandlerMap extends object>(
+  options: AsyncFirstOptions<HandlerMap> | (() => AsyncFirstOptions<HandlerMap> | Promise<AsyncFirstOptions<HandlerMap>>),
+  mode: string = process.argv[2] ?? 'serve',
+): Promise<void> {
   if (mode !== 'serve' && mode !== 'worker') {
     console.error(`unknown command "${mode}": use serve or worker`);
     process.exit(2);
   }
-  let app: AsyncFirstApp;
+  let service: AsyncFirstBackground;
+  let listen: (() => Promise<string>) | undefined;
   try {
-    app = await create();
+    const resolved = typeof options === 'function' ? await options() : options;
+    if (mode === 'worker') {
+      service = await createAsyncFirstWorker(resolved);
+    } else {
+      const app = await createAsyncFirst(resolved);
+      service = app;
+      listen = () => app.listen();
+    }
   } catch (error) {
     if (error instanceof ContractError || error instanceof ConfigError) {
       console.error(`asyncfirst cannot start: ${error.message}`);
@@ -21,18 +33,18 @@ export async function runProcess(create: () => Promise<AsyncFirstApp>, mode: str
     }
     throw error;
   }
-  const log = app.server.log;
+  const { log, config } = service;
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    log.info({ signal, graceMs: app.config.shutdownGraceMs }, 'shutting down');
+    log.info({ signal, graceMs: config.shutdownGraceMs }, 'shutting down');
     // A backstop: whatever happens, the process ends shortly after the grace period.
     setTimeout(() => {
       log.error('shutdown took too long; exiting');
       process.exit(1);
-    }, app.config.shutdownGraceMs + 5000).unref();
-    app.close().then(
+    }, config.shutdownGraceMs + 5000).unref();
+    service.close().then(
       () => {
         log.info('stopped');
         process.exit(0);
@@ -46,15 +58,27 @@ export async function runProcess(create: () => Promise<AsyncFirstApp>, mode: str
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
 
-  if (mode === 'worker') {
-    if (!app.worker) {
+  if (!listen) {
+    if (!service.worker) {
       console.error('WORKER_CONCURRENCY is 0: a worker process needs at least 1');
       process.exit(2);
     }
-    app.startBackground();
-    log.info({ concurrency: app.config.workerConcurrency, database: app.config.databaseUrl }, 'worker started');
+    service.startBackground();
+    log.info({ concurrency: config.workerConcurrency, database: withoutPassword(config.databaseUrl), pid: process.pid }, 'worker started');
   } else {
-    const address = await app.listen();
-    log.info({ address, worker: app.config.workerConcurrency, database: app.config.databaseUrl }, 'asyncfirst demo listening');
+    const address = await listen();
+    log.info({ address, worker: config.workerConcurrency, database: withoutPassword(config.databaseUrl) }, 'asyncfirst demo listening');
+  }
+}
+
+/** DATABASE_URL as it may be logged: a password in it is replaced by "***". */
+function withoutPassword(databaseUrl: string): string {
+  try {
+    const url = new URL(databaseUrl);
+    if (!url.password) return databaseUrl;
+    url.password = '***';
+    return url.toString();
+  } catch {
+    return databaseUrl;
   }
 }

@@ -1,4 +1,11 @@
-export { type AsyncFirstApp, type AsyncFirstOptions, createAsyncFirst, type OperationOptions } from './app.js';
+export {
+  type AsyncFirstApp,
+  type AsyncFirstBackground,
+  type AsyncFirstOptions,
+  createAsyncFirst,
+  createAsyncFirstWorker,
+  type OperationOptions,
+} from './app.js';
 export { runProcess } from './cli.js';
 export { type AsyncFirstConfig, ConfigError, DEFAULT_CONFIG, loadConfig } from './config.js';
 export { ContractError, type OpenApiDocument } from './contract/load.js';
@@ -21,6 +28,7 @@ export type {
 } from './handlers.js';
 export { PermanentJobError, ResourceLocation, seeOther } from './handlers.js';
 export { ANONYMOUS_PRINCIPAL, type SecurityHandler } from './http/security.js';
+export { JobRuntime } from './runtime/job-runtime.js';
 export type { Driver } from './store/driver.js';
 export { SqliteDriver } from './store/sqlite/sqlite-driver.js';
 export type { Store } from './store/store.js';

@@ -1,4 +1,4 @@
 import { runProcess } from '../cli.js';
-import { createDemo } from './service.js';
+import { demoOptions } from './service.js';
 
-await runProcess(() => createDemo());
+await runProcess(() => demoOptions());

@@ -43,19 +43,24 @@ export function demoSecurity(apiKeys: Map<string, string> | undefined, warn: (me
   return { ApiKeyAuth: lookup, BearerAuth: lookup };
 }
 
-/** The demo service, as `npm start` runs it. */
-export function createDemo(
-  options: { contract?: string; config?: Partial<AsyncFirstConfig>; apiKeys?: string } & Pick<
-    AsyncFirstOptions<typeof reportHandlers>,
-    'store' | 'operations'
-  > = {},
-): Promise<AsyncFirstApp> {
-  return createAsyncFirst({
+type DemoOptions = { contract?: string; config?: Partial<AsyncFirstConfig>; apiKeys?: string } & Pick<
+  AsyncFirstOptions<typeof reportHandlers>,
+  'store' | 'operations'
+>;
+
+/** The demo service's options: its contract, handlers and security. */
+export function demoOptions(options: DemoOptions = {}): AsyncFirstOptions<typeof reportHandlers> {
+  return {
     contract: options.contract ?? new URL('../../openapi.yaml', import.meta.url).pathname,
     handlers: reportHandlers,
     security: demoSecurity(parseApiKeys(options.apiKeys ?? process.env.API_KEYS)),
     config: options.config,
     store: options.store,
     operations: options.operations,
-  });
+  };
+}
+
+/** The demo service, as `npm start` runs it. */
+export function createDemo(options: DemoOptions = {}): Promise<AsyncFirstApp> {
+  return createAsyncFirst(demoOptions(options));
 }

@@ -1,0 +1,138 @@
+import type { FastifyBaseLogger } from 'fastify';
+import type { AsyncFirstConfig } from '../config.js';
+import { ProblemError } from '../core/problems.js';
+import type { CallbackPolicy } from '../delivery/callback-url.js';
+import { JobEventStreams } from '../delivery/event-stream.js';
+import { JobWatch } from '../delivery/job-watch.js';
+import { WebhookDispatcher } from '../delivery/webhook-dispatcher.js';
+import type { Store } from '../store/store.js';
+import { Sweeper } from '../worker/sweeper.js';
+import { type JobOperation, Worker } from '../worker/worker.js';
+
+export interface JobRuntimeOptions {
+  config: AsyncFirstConfig;
+  /** The job engine (over its storage driver). */
+  store: Store;
+  log: FastifyBaseLogger;
+  /** The asynchronous operations this process's worker runs. */
+  operations: Map<string, JobOperation>;
+  /** Present when webhooks are configured (WEBHOOK_SECRET). */
+  webhooks?: { secrets: string[]; policy: CallbackPolicy };
+}
+
+/**
+ * The one owner of a process's moving parts: the job engine, the worker (unless
+ * WORKER_CONCURRENCY is 0), the webhook dispatcher (when webhooks are configured), the sweeper,
+ * and the waiters (long-polls and event streams). It wires the engine's commit announcements to
+ * them, starts them, answers readiness, and stops them in order. An API process puts an HTTP
+ * server in front of it; a worker-only process runs it alone.
+ */
+export class JobRuntime {
+  readonly store: Store;
+  readonly watch: JobWatch;
+  readonly streams: JobEventStreams;
+  readonly worker: Worker | undefined;
+  readonly dispatcher: WebhookDispatcher | undefined;
+  readonly sweeper: Sweeper;
+  private started = false;
+  private stopping = false;
+  private stopped: Promise<void> | undefined;
+
+  constructor(private readonly options: JobRuntimeOptions) {
+    const { config, store, log } = options;
+    this.store = store;
+    // Where the database announces other processes' changes, the version check is only a backstop.
+    this.watch = new JobWatch((ids) => store.jobVersions(ids), store.announcesOtherProcesses ? config.changeCheckMs * 8 : config.changeCheckMs);
+    store.onJobsChanged((jobIds) => this.watch.changed(jobIds));
+    this.streams = new JobEventStreams({
+      store,
+      watch: this.watch,
+      maxStreamsPerPrincipal: config.sseMaxStreamsPerPrincipal,
+      heartbeatMs: config.sseHeartbeatMs,
+    });
+    store.onFault((fault) =>
+      log.error(
+        { cause: fault.error.message, fault: fault.kind },
+        fault.kind === 'file-lost'
+          ? 'the database file is gone: every write now answers 503 until it is restored and the server restarted'
+          : 'the database refuses writes; answering 503 until it accepts them again',
+      ),
+    );
+
+    if (config.workerConcurrency > 0) {
+      const worker = new Worker({
+        store,
+        operations: options.operations,
+        concurrency: config.workerConcurrency,
+        leaseMs: config.leaseMs,
+        pollIntervalMs: config.pollIntervalMs,
+        retryBaseMs: config.retryBaseMs,
+        retryMaxMs: config.retryMaxMs,
+        log: log.child({ component: 'worker' }),
+      });
+      // A job accepted (or retried) anywhere the engine hears of starts at once, without waiting for a poll.
+      store.onJobsQueued(() => worker.notify());
+      this.worker = worker;
+    }
+    if (options.webhooks) {
+      const dispatcher = new WebhookDispatcher({
+        store,
+        secrets: options.webhooks.secrets,
+        policy: options.webhooks.policy,
+        timeoutMs: config.webhookTimeoutMs,
+        retryBaseMs: config.webhookRetryBaseMs,
+        retryMaxMs: config.webhookRetryMaxMs,
+        pollIntervalMs: config.pollIntervalMs,
+        concurrency: 8,
+        log: log.child({ component: 'webhooks' }),
+      });
+      store.onDeliveriesQueued(() => dispatcher.notify());
+      this.dispatcher = dispatcher;
+    }
+    this.sweeper = new Sweeper(store, { intervalMs: config.sweepIntervalMs, jobRetentionMs: config.jobRetentionMs, log: log.child({ component: 'sweeper' }) });
+  }
+
+  /** True once stop() began: requests are refused. */
+  get isStopping(): boolean {
+    return this.stopping;
+  }
+
+  /** Starts the worker, the dispatcher and the sweeper (once). */
+  start(): void {
+    if (this.started) return;
+    this.started = true;
+    this.worker?.start();
+    this.dispatcher?.start();
+    this.sweeper.start();
+  }
+
+  /** Aborts a job's handler if this process runs it (DELETE /jobs/{id}); other processes see the flag at their next renewal. */
+  cancelRunningJob(jobId: string): void {
+    this.worker?.cancel(jobId);
+  }
+
+  /** Resolves when this process can serve jobs now; throws a ProblemError or StoreUnavailableError when not. */
+  async checkReady(): Promise<void> {
+    if (this.stopping) throw new ProblemError('shuttingDown', 'The server is shutting down.', { headers: { 'retry-after': '1' } });
+    if (!this.started)
+      throw new ProblemError('notReady', 'The server is starting; its worker and sweeper are not running yet.', { headers: { 'retry-after': '1' } });
+    await this.store.checkReady();
+  }
+
+  /**
+   * Graceful stop: the sweeper stops, waiters answer with what they have and streams end; then
+   * `drainRequests` (the HTTP server's close), the running handlers (within SHUTDOWN_GRACE_MS,
+   * then released to the queue) and the webhook attempts under way all finish; then the store closes.
+   */
+  stop(drainRequests: () => Promise<void> = async () => {}): Promise<void> {
+    this.stopped ??= (async () => {
+      this.stopping = true;
+      this.sweeper.stop();
+      this.watch.close();
+      this.streams.closeAll();
+      await Promise.all([drainRequests(), this.worker?.stop(this.options.config.shutdownGraceMs), this.dispatcher?.stop()]);
+      await this.store.close();
+    })();
+    return this.stopped;
+  }
+}
