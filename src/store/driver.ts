@@ -1,5 +1,6 @@
 import type { ProblemDetails } from '../core/problems.js';
 import type {
+  AcceptRequest,
   CancelOutcome,
   ClaimedJob,
   DeliveryOutcome,
@@ -50,18 +51,7 @@ export interface DriverEvents {
 }
 
 /** A submission to store: the job (its id chosen by the engine) and its idempotency record. */
-export interface AcceptWrite {
-  jobId: string;
-  principal: string;
-  operation: string;
-  key: string;
-  fingerprint: string;
-  input: string;
-  maxAttempts: number;
-  callbackUrl?: string;
-  now: number;
-  keyExpiresAt: number;
-}
+export type AcceptWrite = AcceptRequest & { jobId: string };
 
 /**
  * How an acceptance went: the job was created, or a live record already binds the key (the
