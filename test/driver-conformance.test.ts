@@ -122,6 +122,39 @@ describe.each(DRIVERS)('the $name driver', ({ database }) => {
     expect(outcomes.every((outcome) => outcome.kind === 'created' || outcome.kind === 'replayed')).toBe(true);
   });
 
+  it('settles one turn of submissions as a batch: a repeated key in the same turn replays or mismatches the first', async () => {
+    const engine = await setup();
+    const outcomes = await Promise.all([
+      engine.acceptJob(acceptRequest('turn')),
+      engine.acceptJob(acceptRequest('turn', { fingerprint: 'other' })),
+      engine.acceptJob(acceptRequest('turn')),
+      engine.acceptJob(acceptRequest('another')),
+    ]);
+    const [first, mismatch, replay, another] = outcomes;
+    expect(first?.kind).toBe('created');
+    expect(mismatch).toEqual({ kind: 'mismatch', jobId: first?.jobId });
+    expect(replay).toEqual({ kind: 'replayed', jobId: first?.jobId });
+    expect(another?.kind).toBe('created');
+    expect(another?.jobId).not.toBe(first?.jobId);
+  });
+
+  it('finishes one turn of jobs as a batch, refusing only the stale fence among them', async () => {
+    const engine = await setup();
+    const ids = [await acceptOne(engine, 'f1'), await acceptOne(engine, 'f2'), await acceptOne(engine, 'f3')];
+    const claimed = await engine.claimJobs({ owner: 'w', limit: 3, now: Date.now(), leaseMs: 30_000 });
+    expect(claimed.map((job) => job.id).sort()).toEqual([...ids].sort());
+    const fenceOf = (id: string) => (claimed.find((job) => job.id === id) as ClaimedJob).fence;
+    const answers = await Promise.all([
+      engine.finishJob(ids[0] as string, fenceOf(ids[0] as string), { status: 'succeeded', result: '{"n":1}' }, Date.now()),
+      engine.finishJob(ids[1] as string, fenceOf(ids[1] as string) + 1, { status: 'succeeded', result: '{"n":2}' }, Date.now()),
+      engine.finishJob(ids[2] as string, fenceOf(ids[2] as string), { status: 'failed', error: problem('jobHandlerFailed', 'boom') }, Date.now()),
+    ]);
+    expect(answers).toEqual([true, false, true]);
+    expect(await engine.getJob('alice', ids[0] as string)).toMatchObject({ status: 'succeeded', result: '{"n":1}', version: 2 });
+    expect(await engine.getJob('alice', ids[1] as string)).toMatchObject({ status: 'running', version: 1 });
+    expect(await engine.getJob('alice', ids[2] as string)).toMatchObject({ status: 'failed', error: { detail: 'boom' }, version: 2 });
+  });
+
   it('lets an expired key record make a new job', async () => {
     const engine = await setup();
     const now = Date.now();

@@ -1,7 +1,7 @@
 import { newJobId } from '../core/ids.js';
 import { isFinished } from '../core/job-states.js';
 import { type ProblemDetails, problem } from '../core/problems.js';
-import type { Driver, RecordedChange } from '../store/driver.js';
+import type { AcceptResult, AcceptWrite, Driver, Finish, RecordedChange } from '../store/driver.js';
 import type {
   AcceptOutcome,
   AcceptRequest,
@@ -19,6 +19,7 @@ import type {
   WebhookDelivery,
 } from '../store/store.js';
 import { jobBody } from './job-view.js';
+import { TurnBatcher } from './turn-batcher.js';
 
 export interface JobEngineOptions {
   /** Attempts per webhook delivery before it is marked failed. */
@@ -48,6 +49,9 @@ export class JobEngine implements Store {
   private readonly faultListeners: Array<(fault: StoreFault) => void> = [];
   private readonly webhookMaxAttempts: number;
   private readonly sweepBatchSize: number;
+  // The hot writes go to the driver a turn's worth at a time.
+  private readonly accepts: TurnBatcher<AcceptWrite, AcceptResult>;
+  private readonly finishes: TurnBatcher<Finish, boolean>;
 
   private constructor(
     readonly driver: Driver,
@@ -55,6 +59,8 @@ export class JobEngine implements Store {
   ) {
     this.webhookMaxAttempts = options.webhookMaxAttempts ?? 8;
     this.sweepBatchSize = options.sweepBatchSize ?? 500;
+    this.accepts = new TurnBatcher((writes) => driver.acceptJobs(writes));
+    this.finishes = new TurnBatcher((finishes) => driver.finishJobs(finishes));
   }
 
   /** Starts the driver (connects, migrates) under a new engine. */
@@ -97,7 +103,7 @@ export class JobEngine implements Store {
   }
 
   async acceptJob(request: AcceptRequest): Promise<AcceptOutcome> {
-    const result = await this.driver.acceptJob({ ...request, jobId: newJobId(request.now) });
+    const result = await this.accepts.add({ ...request, jobId: newJobId(request.now) });
     if (result.kind === 'created') return result;
     // The key is bound: the same request again is a replay; another request under it is refused.
     return result.fingerprint === request.fingerprint ? { kind: 'replayed', jobId: result.jobId } : { kind: 'mismatch', jobId: result.jobId };
@@ -132,7 +138,7 @@ export class JobEngine implements Store {
   }
 
   finishJob(id: string, fence: number, outcome: JobOutcome, now: number): Promise<boolean> {
-    return this.driver.finishJob(id, fence, outcome, now);
+    return this.finishes.add({ id, fence, outcome, now });
   }
 
   retryJob(id: string, fence: number, error: ProblemDetails, runAt: number, now: number): Promise<boolean> {

@@ -1,4 +1,5 @@
 import type { ProblemDetails } from '../core/problems.js';
+import type { Settled } from '../engine/turn-batcher.js';
 import type {
   AcceptRequest,
   CancelOutcome,
@@ -69,6 +70,14 @@ export interface EndingProblems {
   abandoned: ProblemDetails;
 }
 
+/** The end of one claimed job's attempt. */
+export interface Finish {
+  id: string;
+  fence: number;
+  outcome: JobOutcome;
+  now: number;
+}
+
 export interface DriverClaim {
   owner: string;
   limit: number;
@@ -97,8 +106,11 @@ export interface Driver {
   start(hooks: { recordChange: RecordChange; events: DriverEvents; problems: EndingProblems }): Promise<void>;
 
   // --- acceptance and reading -----------------------------------------------------------
-  /** Stores the job and its key record in one durable transaction, unless a live record binds the key. */
-  acceptJob(write: AcceptWrite): Promise<AcceptResult>;
+  /**
+   * Stores each job and its key record durably, unless a live record binds the key; a batch (the
+   * submissions of one event-loop turn) in one transaction or statement. One outcome per write, in order.
+   */
+  acceptJobs(writes: AcceptWrite[]): Promise<Settled<AcceptResult>[]>;
   /** One principal's job with its webhook deliveries; undefined for an unknown id or another principal's job. */
   getJob(principal: string, id: string): Promise<JobRecord | undefined>;
   /** The current version of each job that exists (for waiters' change checks). */
@@ -119,8 +131,11 @@ export interface Driver {
   renewLease(id: string, fence: number, leaseMs: number, now: number): Promise<LeaseState>;
   /** Stores a running job's progress; false when the fence is stale. */
   reportProgress(id: string, fence: number, progress: JobProgress, now: number): Promise<boolean>;
-  /** Ends a claimed job; if its cancel was asked meanwhile it ends canceled instead (cancel wins). False when the fence is stale. */
-  finishJob(id: string, fence: number, outcome: JobOutcome, now: number): Promise<boolean>;
+  /**
+   * Ends claimed jobs, a batch at once; a job whose cancel was asked meanwhile ends canceled instead
+   * (cancel wins). One outcome per finish, in order: false when its fence is stale.
+   */
+  finishJobs(finishes: Finish[]): Promise<Settled<boolean>[]>;
   /** Puts a claimed job back in the queue, or ends it canceled when its cancel was asked. False when the fence is stale. */
   requeueJob(id: string, fence: number, requeue: Requeue, now: number): Promise<boolean>;
 

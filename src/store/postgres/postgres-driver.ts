@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import type { JobState } from '../../core/job-states.js';
-import type { AcceptResult, AcceptWrite, Driver, DriverClaim, DriverEvents, EndingProblems, RecordChange, Requeue } from '../driver.js';
+import type { Settled } from '../../engine/turn-batcher.js';
+import type { AcceptResult, AcceptWrite, Driver, DriverClaim, DriverEvents, EndingProblems, Finish, RecordChange, Requeue } from '../driver.js';
 import { type DeliveryRow, type JobRow, toClaimedJob, toDelivery, toJobRecord } from '../rows.js';
 import {
   type CancelOutcome,
@@ -298,7 +299,63 @@ export class PostgresDriver implements Driver {
 
   // --- acceptance and reading -------------------------------------------------------------------
 
-  async acceptJob(write: AcceptWrite): Promise<AcceptResult> {
+  /**
+   * A turn's submissions in one statement. Writes for one key go in once (the first); the others
+   * are answered from its outcome. Writes that found their key bound (or whose job was swept) are
+   * settled one by one, as a single acceptance would be.
+   */
+  async acceptJobs(writes: AcceptWrite[]): Promise<Settled<AcceptResult>[]> {
+    const keyOf = (write: AcceptWrite) => JSON.stringify([write.principal, write.operation, write.key]);
+    const first = new Map<string, AcceptWrite>();
+    for (const write of writes) if (!first.has(keyOf(write))) first.set(keyOf(write), write);
+    const batch = [...first.values()].sort((a, b) => compare(a.principal, b.principal) || compare(a.operation, b.operation) || compare(a.key, b.key));
+    const jobIds = new Set(batch.map((write) => write.jobId));
+    const notice = this.notification({ jobIds, queued: true, deliveries: false });
+    let created: Set<string>;
+    try {
+      const rows = await this.run<{ id: string }>(SQL.acceptJobs, [
+        batch.map((write) => write.principal),
+        batch.map((write) => write.operation),
+        batch.map((write) => write.key),
+        batch.map((write) => write.fingerprint),
+        batch.map((write) => write.jobId),
+        batch.map((write) => write.now),
+        batch.map((write) => write.keyExpiresAt),
+        batch.map((write) => write.input),
+        batch.map((write) => write.maxAttempts),
+        batch.map((write) => write.callbackUrl ?? null),
+        this.channel,
+        notice,
+      ]);
+      created = new Set(rows.map((row) => row.id));
+    } catch (error) {
+      return writes.map(() => ({ ok: false, error }));
+    }
+    if (created.size > 0) this.announce({ jobIds: created, queued: true, deliveries: false });
+    const settled = new Map<string, Promise<Settled<AcceptResult>>>();
+    for (const write of batch) {
+      const outcome: Promise<AcceptResult> = created.has(write.jobId) ? Promise.resolve({ kind: 'created', jobId: write.jobId }) : this.acceptBound(write);
+      settled.set(
+        keyOf(write),
+        outcome.then(
+          (value) => ({ ok: true, value }),
+          (error: unknown) => ({ ok: false, error }),
+        ),
+      );
+    }
+    return Promise.all(
+      writes.map(async (write) => {
+        const outcome = await (settled.get(keyOf(write)) as Promise<Settled<AcceptResult>>);
+        if (!outcome.ok || first.get(keyOf(write)) === write) return outcome;
+        // A second write for the key in the same turn: the first one's job now binds it.
+        const { value } = outcome;
+        return { ok: true, value: { kind: 'bound', jobId: value.jobId, fingerprint: (first.get(keyOf(write)) as AcceptWrite).fingerprint } };
+      }),
+    );
+  }
+
+  /** An acceptance whose key the batch found bound: read the record; rebind it if its job was swept. */
+  private async acceptBound(write: AcceptWrite): Promise<AcceptResult> {
     const notice = this.notification({ jobIds: new Set([write.jobId]), queued: true, deliveries: false });
     const values = [
       write.principal,
@@ -313,17 +370,12 @@ export class PostgresDriver implements Driver {
       write.callbackUrl ?? null,
     ];
     for (let attempt = 0; attempt < 5; attempt++) {
-      const created = await this.run<{ id: string }>(SQL.acceptJob, [...values, this.channel, notice]);
-      if (created.length === 1) {
-        this.announce({ jobIds: new Set([write.jobId]), queued: true, deliveries: false });
-        return { kind: 'created', jobId: write.jobId };
-      }
       const [bound] = await this.run<{ fingerprint: string; job_id: string; job_exists: boolean }>(SQL.findKey, [write.principal, write.operation, write.key]);
-      if (!bound) continue; // swept between the two statements: try again
-      if (bound.job_exists) return { kind: 'bound', jobId: bound.job_id, fingerprint: bound.fingerprint };
-      // The record outlived its job (swept): rebind it, only if nobody else did first.
-      const rebound = await this.run<{ id: string }>(SQL.rebindKey, [...values, bound.job_id, this.channel, notice]);
-      if (rebound.length === 1) {
+      if (bound?.job_exists) return { kind: 'bound', jobId: bound.job_id, fingerprint: bound.fingerprint };
+      // No record (swept meanwhile), or one that outlived its job: write it, unless another process does first.
+      const statement = bound ? SQL.rebindKey : SQL.acceptJob;
+      const created = await this.run<{ id: string }>(statement, bound ? [...values, bound.job_id, this.channel, notice] : [...values, this.channel, notice]);
+      if (created.length === 1) {
         this.announce({ jobIds: new Set([write.jobId]), queued: true, deliveries: false });
         return { kind: 'created', jobId: write.jobId };
       }
@@ -407,16 +459,36 @@ export class PostgresDriver implements Driver {
     });
   }
 
-  finishJob(id: string, fence: number, outcome: JobOutcome, now: number): Promise<boolean> {
-    const result = outcome.status === 'succeeded' ? outcome.result : null;
-    const location = outcome.status === 'succeeded' ? (outcome.location ?? null) : null;
-    const error = outcome.status === 'succeeded' ? null : JSON.stringify(outcome.error);
-    return this.transaction(async (query, changes) => {
-      const [row] = await query<JobRow>(SQL.finishJob, [outcome.status, result, location, this.problems.canceledWhileRunning, error, now, id, fence]);
-      // The row says how the job ended: a cancel asked meanwhile (from any process) wins over the outcome.
-      if (row) await this.record(query, changes, [{ row, type: `job.${row.status}` }], now);
-      return row !== undefined;
-    });
+  /** A turn's finishes in one transaction: one UPDATE for all of them, one INSERT for their events. */
+  async finishJobs(finishes: Finish[]): Promise<Settled<boolean>[]> {
+    const sorted = [...finishes].sort((a, b) => compare(a.id, b.id));
+    let finished: Set<string>;
+    try {
+      finished = await this.transaction(async (query, changes) => {
+        const rows = await query<JobRow>(SQL.finishJobs, [
+          sorted.map((finish) => finish.id),
+          sorted.map((finish) => finish.fence),
+          sorted.map((finish) => finish.outcome.status),
+          sorted.map((finish) => (finish.outcome.status === 'succeeded' ? finish.outcome.result : null)),
+          sorted.map((finish) => (finish.outcome.status === 'succeeded' ? (finish.outcome.location ?? null) : null)),
+          sorted.map((finish) => (finish.outcome.status === 'succeeded' ? null : JSON.stringify(finish.outcome.error))),
+          sorted.map((finish) => finish.now),
+          this.problems.canceledWhileRunning,
+        ]);
+        // Each row says how its job ended: a cancel asked meanwhile (from any process) wins over the outcome.
+        const now = Math.max(...sorted.map((finish) => finish.now));
+        await this.record(
+          query,
+          changes,
+          rows.map((row) => ({ row, type: `job.${row.status}` })),
+          now,
+        );
+        return new Set(rows.map((row) => `${row.id}`));
+      });
+    } catch (error) {
+      return finishes.map(() => ({ ok: false, error }));
+    }
+    return finishes.map((finish) => ({ ok: true, value: finished.has(finish.id) }));
   }
 
   requeueJob(id: string, fence: number, requeue: Requeue, now: number): Promise<boolean> {
@@ -492,6 +564,10 @@ export class PostgresDriver implements Driver {
     await this.listener.stop();
     await this.pool.end();
   }
+}
+
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 function byDueOrder(a: { run_at: number; seq: number }, b: { run_at: number; seq: number }): number {

@@ -54,6 +54,33 @@ export const SQL = {
      )
      SELECT id, pg_notify($11, $12) FROM job`,
   ),
+  /**
+   * The same for a batch, as arrays in the order of their keys (so concurrent batches take the key
+   * index's locks in one order and cannot deadlock); returns the ids of the jobs created.
+   * $1 principals, $2 operations, $3 keys, $4 fingerprints, $5 job ids, $6 nows, $7 key expiries,
+   * $8 inputs, $9 max attempts, $10 callback URLs, $11 channel, $12 notification.
+   */
+  acceptJobs: statement(
+    'accept_jobs',
+    `WITH input AS (
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::text[], $9::integer[], $10::text[])
+         AS i(principal, operation, key, fingerprint, job_id, now, key_expires_at, input, max_attempts, callback_url)
+     ), key AS (
+       INSERT INTO idempotency_keys AS k (principal, operation, key, fingerprint, job_id, created_at, expires_at)
+       SELECT principal, operation, key, fingerprint, job_id, now, key_expires_at FROM input
+       ON CONFLICT (principal, operation, key) DO UPDATE
+         SET fingerprint = EXCLUDED.fingerprint, job_id = EXCLUDED.job_id, created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
+         WHERE k.expires_at <= EXCLUDED.created_at
+       RETURNING k.job_id
+     ), job AS (
+       INSERT INTO jobs (id, principal, operation, input, status, max_attempts, callback_url, run_at, created_at, updated_at)
+       SELECT i.job_id, i.principal, i.operation, i.input, 'queued', i.max_attempts, i.callback_url, i.now, i.now, i.now
+       FROM input i JOIN key ON key.job_id = i.job_id
+       RETURNING id
+     )
+     -- One NOTIFY per created job, all with one payload: PostgreSQL delivers identical ones once.
+     SELECT id, pg_notify($11, $12) FROM job`,
+  ),
   /** The record that binds a key, and whether its job still exists (the sweeper may have removed it). */
   findKey: statement(
     'find_key',
@@ -162,6 +189,22 @@ export const SQL = {
        ${NO_LEASE}, updated_at = $6, finished_at = $6
      WHERE id = $7 AND fence = $8 AND status = 'running'
      RETURNING ${JOB_COLUMNS}`,
+  ),
+  /**
+   * finishJob for a batch, as arrays sorted by job id. $1 ids, $2 fences, $3 statuses, $4 results,
+   * $5 locations, $6 errors, $7 nows, $8 the canceled problem.
+   */
+  finishJobs: statement(
+    'finish_jobs',
+    `UPDATE jobs SET version = jobs.version + 1,
+       status = CASE WHEN jobs.cancel_requested THEN 'canceled' ELSE f.status END,
+       result = CASE WHEN jobs.cancel_requested THEN NULL ELSE f.result END,
+       result_location = CASE WHEN jobs.cancel_requested THEN NULL ELSE f.location END,
+       error = CASE WHEN jobs.cancel_requested THEN $8 ELSE f.error END,
+       ${NO_LEASE}, updated_at = f.now, finished_at = f.now
+     FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[]) AS f(id, fence, status, result, location, error, now)
+     WHERE jobs.id = f.id AND jobs.fence = f.fence AND jobs.status = 'running'
+     RETURNING jobs.${JOB_COLUMNS.split(', ').join(', jobs.')}`,
   ),
   /** $1 error, $2 run at, $3 now, $4 id, $5 fence. */
   retryJob: statement(

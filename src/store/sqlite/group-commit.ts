@@ -82,6 +82,14 @@ export class GroupCommit {
     return this.retryTimer !== undefined;
   }
 
+  /**
+   * Commits what is pending now rather than at the end of the turn — for a caller that already
+   * holds a whole turn's batch — unless the group is waiting for a lock held elsewhere.
+   */
+  flushNow(): void {
+    if (this.retryTimer === undefined) this.flush();
+  }
+
   /** Commits whatever is pending now; `final`: a busy database fails the writes instead of waiting. */
   flush(final = false): void {
     this.scheduled = false;

@@ -4,7 +4,8 @@ import { fileURLToPath } from 'node:url';
 import type BetterSqlite3 from 'better-sqlite3';
 import Database from 'better-sqlite3';
 import type { JobState } from '../../core/job-states.js';
-import type { AcceptResult, AcceptWrite, Driver, DriverClaim, DriverEvents, EndingProblems, RecordChange, Requeue } from '../driver.js';
+import { type Settled, settledOf } from '../../engine/turn-batcher.js';
+import type { AcceptResult, AcceptWrite, Driver, DriverClaim, DriverEvents, EndingProblems, Finish, RecordChange, Requeue } from '../driver.js';
 import { type JobRow, toClaimedJob, toDelivery, toJobRecord } from '../rows.js';
 import {
   type CancelOutcome,
@@ -194,8 +195,11 @@ export class SqliteDriver implements Driver {
 
   // The hot writes run in named methods (acceptWrite, claimWrite, finishWrite): group commit runs
   // them later, outside the method that asked, and CPU profiles then still say whose statements ran.
-  acceptJob(write: AcceptWrite): Promise<AcceptResult> {
-    return this.write(() => this.acceptWrite(write));
+  acceptJobs(writes: AcceptWrite[]): Promise<Settled<AcceptResult>[]> {
+    // One write each (an error rolls back that write alone), committed together now.
+    const outcomes = writes.map((write) => this.write(() => this.acceptWrite(write)));
+    this.writes.flushNow();
+    return Promise.allSettled(outcomes).then(settledOf);
   }
 
   private acceptWrite(write: AcceptWrite): AcceptResult {
@@ -292,8 +296,10 @@ export class SqliteDriver implements Driver {
     });
   }
 
-  finishJob(id: string, fence: number, outcome: JobOutcome, now: number): Promise<boolean> {
-    return this.write(() => this.finishWrite(id, fence, outcome, now));
+  finishJobs(finishes: Finish[]): Promise<Settled<boolean>[]> {
+    const outcomes = finishes.map(({ id, fence, outcome, now }) => this.write(() => this.finishWrite(id, fence, outcome, now)));
+    this.writes.flushNow();
+    return Promise.allSettled(outcomes).then(settledOf);
   }
 
   private finishWrite(id: string, fence: number, outcome: JobOutcome, now: number): boolean {
