@@ -176,7 +176,7 @@ describe('DELETE /jobs/{id} cancels a job', () => {
       await release.promise; // ignores its signal
       return REPORT;
     };
-    // The worker renews (and so sees the flag) only every JOB_LEASE_MS/3 = 10 s: the handler returns long before.
+    // The worker renews (and so sees the flag) only every min(JOB_LEASE_MS/5, 5 s) = 5 s: the handler returns long before.
     const { app: worker, dbPath } = await appWith(stubborn, 1, undefined, { leaseMs: 30_000 });
     const { app: front } = await appWith(stubborn, 0, dbPath);
     const id = await submit(front, 'cancel-races-finish');

@@ -33,8 +33,10 @@ interface RunningJob {
   cancelRequested: boolean;
   leaseLost: boolean;
   released: boolean;
-  /** performance.now() when the lease was last known to be extended (the claim, then each renewal asked). */
+  /** performance.now() when the lease was last known to be extended (the claim was asked, then each renewal asked). */
   leaseRenewedAt: number;
+  /** Fires at SELF_FENCE_SHARE of the lease after leaseRenewedAt: the attempt is given up. */
+  selfFence?: NodeJS.Timeout;
   done: Promise<void>;
 }
 
@@ -52,6 +54,7 @@ const SELF_FENCE_SHARE = 0.8;
 export class Worker {
   readonly owner = `worker-${process.pid}-${randomBytes(4).toString('hex')}`;
   private readonly running = new Map<string, RunningJob>();
+  private readonly claimAskedAt = new WeakMap<ClaimedJob, number>();
   private readonly loop: ClaimLoop<ClaimedJob>;
   /** One timer renews the leases of every running job (the renewals share a commit). */
   private renewTimer: NodeJS.Timeout | undefined;
@@ -59,7 +62,13 @@ export class Worker {
   constructor(private readonly options: WorkerOptions) {
     this.loop = new ClaimLoop({
       free: () => options.concurrency - this.running.size,
-      claim: (limit) => options.store.claimJobs({ owner: this.owner, limit, now: Date.now(), leaseMs: options.leaseMs }),
+      claim: async (limit) => {
+        // The lease runs from before the claim was asked: the database may have started it at any point since.
+        const askedAt = performance.now();
+        const jobs = await options.store.claimJobs({ owner: this.owner, limit, now: Date.now(), leaseMs: options.leaseMs });
+        for (const job of jobs) this.claimAskedAt.set(job, askedAt);
+        return jobs;
+      },
       start: (job) => this.run(job),
       pollIntervalMs: options.pollIntervalMs,
       onError: (error) => options.log.error({ err: error }, 'claiming jobs failed; will try again at the next poll'),
@@ -73,7 +82,8 @@ export class Worker {
       () => {
         for (const entry of this.running.values()) if (!entry.released && !entry.leaseLost) void this.renew(entry);
       },
-      Math.max(50, Math.min(this.options.leaseMs / 3, 5000)),
+      // Several renewals fit before the self-fencing point, so one slow renewal does not give a job up.
+      Math.max(20, Math.min(this.options.leaseMs / 5, 5000)),
     );
   }
 
@@ -124,7 +134,9 @@ export class Worker {
 
   private run(job: ClaimedJob): void {
     const controller = new AbortController();
-    const entry = { job, controller, cancelRequested: false, leaseLost: false, released: false, leaseRenewedAt: performance.now() } as RunningJob;
+    const leaseRenewedAt = this.claimAskedAt.get(job) ?? performance.now();
+    const entry = { job, controller, cancelRequested: false, leaseLost: false, released: false, leaseRenewedAt } as RunningJob;
+    this.armSelfFence(entry);
     if (job.takenOverFrom !== undefined) {
       this.options.log.warn(
         { jobId: job.id, attempt: job.attempts, previousOwner: job.takenOverFrom },
@@ -133,6 +145,7 @@ export class Worker {
     }
     this.running.set(job.id, entry);
     entry.done = this.execute(entry).finally(() => {
+      clearTimeout(entry.selfFence);
       this.running.delete(job.id);
       this.notify();
     });
@@ -244,21 +257,33 @@ export class Worker {
     setTimeout(() => this.notify(), delay).unref();
   }
 
+  /** (Re)arms the timer that gives the attempt up if no renewal succeeds by SELF_FENCE_SHARE of the lease. */
+  private armSelfFence(entry: RunningJob): void {
+    clearTimeout(entry.selfFence);
+    const due = entry.leaseRenewedAt + this.options.leaseMs * SELF_FENCE_SHARE - performance.now();
+    entry.selfFence = setTimeout(() => this.giveUp(entry), Math.max(0, due));
+    entry.selfFence.unref();
+  }
+
+  private giveUp(entry: RunningJob): void {
+    if (entry.released || entry.leaseLost || !this.running.has(entry.job.id)) return;
+    entry.leaseLost = true;
+    entry.controller.abort(new Error('the lease on this job could not be renewed in time; the attempt was given up'));
+    this.options.log.warn(
+      { jobId: entry.job.id, sinceRenewalMs: Math.round(performance.now() - entry.leaseRenewedAt), leaseMs: this.options.leaseMs },
+      'could not renew a lease in time; gave the attempt up so that no two workers run the job at once',
+    );
+  }
+
   private async renew(entry: RunningJob): Promise<void> {
     const now = Date.now();
     const askedAt = performance.now();
-    if (askedAt - entry.leaseRenewedAt > this.options.leaseMs * SELF_FENCE_SHARE) {
-      entry.leaseLost = true;
-      entry.controller.abort(new Error('the lease on this job could not be renewed in time; the attempt was given up'));
-      this.options.log.warn(
-        { jobId: entry.job.id, sinceRenewalMs: Math.round(askedAt - entry.leaseRenewedAt), leaseMs: this.options.leaseMs },
-        'could not renew a lease in time; gave the attempt up so that no two workers run the job at once',
-      );
-      return;
-    }
     try {
       const lease = await this.options.store.renewLease(entry.job.id, entry.job.fence, this.options.leaseMs, now);
-      if (lease.held) entry.leaseRenewedAt = askedAt;
+      if (lease.held && !entry.leaseLost) {
+        entry.leaseRenewedAt = askedAt;
+        this.armSelfFence(entry);
+      }
       if (!lease.held && !entry.released) {
         entry.leaseLost = true;
         entry.controller.abort(new Error('the lease on this job was lost to another worker'));
