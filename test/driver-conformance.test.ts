@@ -138,6 +138,32 @@ describe.each(DRIVERS)('the $name driver', ({ database }) => {
     expect(another?.jobId).not.toBe(first?.jobId);
   });
 
+  it('replays a true repeat in the same turn as a mismatch of a key bound earlier', async () => {
+    const engine = await setup();
+    const id = await acceptOne(engine, 'bound');
+    const [mismatch, replay] = await Promise.all([
+      engine.acceptJob(acceptRequest('bound', { fingerprint: 'other' })),
+      engine.acceptJob(acceptRequest('bound')),
+    ]);
+    expect(mismatch).toEqual({ kind: 'mismatch', jobId: id });
+    expect(replay).toEqual({ kind: 'replayed', jobId: id });
+  });
+
+  it("refuses a stale fence's finish in the same batch as the current owner's", async () => {
+    const engine = await setup();
+    const id = await acceptOne(engine, 'taken-over');
+    const dead = await claimOne(engine, 'dead', 100);
+    await sleep(200);
+    const live = await claimOne(engine, 'live');
+    expect(live.fence).toBe(dead.fence + 1);
+    const answers = await Promise.all([
+      engine.finishJob(id, dead.fence, { status: 'succeeded', result: '{"who":"dead"}' }, Date.now()),
+      engine.finishJob(id, live.fence, { status: 'succeeded', result: '{"who":"live"}' }, Date.now()),
+    ]);
+    expect(answers).toEqual([false, true]);
+    expect(await engine.getJob('alice', id)).toMatchObject({ status: 'succeeded', result: '{"who":"live"}' });
+  });
+
   it('finishes one turn of jobs as a batch, refusing only the stale fence among them', async () => {
     const engine = await setup();
     const ids = [await acceptOne(engine, 'f1'), await acceptOne(engine, 'f2'), await acceptOne(engine, 'f3')];

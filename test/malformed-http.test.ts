@@ -101,6 +101,15 @@ describe('requests below HTTP parsing, over a real socket', () => {
     });
   }
 
+  it('answers an Expect other than 100-continue with 417 expectation-failed as problem+json', async () => {
+    const connection = openConnection(port, `GET /healthz HTTP/1.1\r\nHost: localhost\r\nExpect: 200-ok\r\n\r\n`);
+    await connection.closedWithin(3000);
+    const [response] = connection.responses();
+    expect(response?.status).toBe(417);
+    expect(response?.headers['content-type']).toBe('application/problem+json; charset=utf-8');
+    expect(JSON.parse(response?.body ?? '{}')).toMatchObject({ type: `${PROBLEM_TYPE_BASE}expectation-failed`, status: 417 });
+  });
+
   it('answers CONNECT with 405 method-not-allowed as problem+json instead of closing the socket unanswered', async () => {
     const connection = openConnection(port, `CONNECT /reports HTTP/1.1\r\nHost: localhost\r\n${CREDENTIALS}\r\n`);
     await connection.closedWithin(3000);

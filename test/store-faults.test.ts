@@ -108,9 +108,16 @@ describe('store faults', () => {
     expect(((await ready.json()) as { type: string }).type).toBe(UNAVAILABLE);
     // Liveness is not readiness: the process is up.
     expect((await fetch(`${address}/healthz`)).status).toBe(200);
-    const errors = demo.logs().filter((line) => line.level >= 50);
-    expect(errors.map((line) => line.msg)).toContain('the database file is gone: every write now answers 503 until it is restored and the server restarted');
-    expect(demo.logs().some((line) => line.level === 40 && line.msg === 'answered 503: the job store is unavailable')).toBe(true);
+    await waitFor('the error line about the lost file', () =>
+      demo
+        .logs()
+        .some((line) => line.level >= 50 && line.msg === 'the database file is gone: every write now answers 503 until it is restored and the server restarted')
+        ? true
+        : undefined,
+    );
+    await waitFor('the warning about the 503s', () =>
+      demo.logs().some((line) => line.level === 40 && line.msg === 'answered 503: the job store is unavailable') ? true : undefined,
+    );
     await killDemoProcess(processes.pop());
 
     // A restart on the path finds a new, empty file: none of the refused submissions was kept or bound its key.
@@ -177,11 +184,17 @@ describe('store faults', () => {
       expect([...statuses].every((status) => status === 202 || status === 503)).toBe(true);
       expect(statuses.has(503)).toBe(true);
       expect((await fetch(`${address}/readyz`)).status).toBe(503);
-      expect(demo.logs().some((line) => line.level >= 50 && line.msg === 'the database refuses writes; answering 503 until it accepts them again')).toBe(true);
+      // The child's log reaches this process through a pipe: wait for the line rather than race it.
+      await waitFor('the error line about writes refused', () =>
+        demo.logs().some((line) => line.level >= 50 && line.msg === 'the database refuses writes; answering 503 until it accepts them again')
+          ? true
+          : undefined,
+      );
 
       // Space is freed: readiness and submissions recover without a restart.
       rmSync(filler);
-      await waitFor('/readyz to answer 200 again', async () => ((await fetch(`${address}/readyz`)).status === 200 ? true : undefined), 5000, 100);
+      // Readiness holds the failure for 5 s, then a probe write clears it.
+      await waitFor('/readyz to answer 200 again', async () => ((await fetch(`${address}/readyz`)).status === 200 ? true : undefined), 10_000, 100);
       const after = await submit(address, 'after-space-freed');
       expect(after.status).toBe(202);
       acknowledged.set('after-space-freed', ((await after.json()) as { job_id: string }).job_id);

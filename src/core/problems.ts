@@ -19,6 +19,7 @@ export const PROBLEMS = {
   jobFinished: { slug: 'job-finished', title: 'Job already finished', status: 409 },
   payloadTooLarge: { slug: 'payload-too-large', title: 'Request body too large', status: 413 },
   unsupportedMediaType: { slug: 'unsupported-media-type', title: 'Unsupported media type', status: 415 },
+  expectationFailed: { slug: 'expectation-failed', title: 'Expectation failed', status: 417 },
   tooManyStreams: { slug: 'too-many-streams', title: 'Too many open event streams', status: 429 },
   headersTooLarge: { slug: 'headers-too-large', title: 'Request header fields too large', status: 431 },
   idempotencyKeyReused: { slug: 'idempotency-key-reused', title: 'Idempotency-Key reused with a different request', status: 422 },

@@ -48,6 +48,11 @@ export class JobWatch {
     }
   }
 
+  /** Changes may have been missed: every waiter looks again. */
+  changedAll(): void {
+    for (const set of [...this.waiters.values()]) for (const wake of [...set]) wake();
+  }
+
   /** True after close(): waiters should answer with what they have. */
   closed = false;
 

@@ -45,6 +45,7 @@ const ENDINGS = {
 export class JobEngine implements Store {
   private readonly queuedListeners: Array<() => void> = [];
   private readonly changedListeners: Array<(jobIds: Set<string>) => void> = [];
+  private readonly everythingListeners: Array<() => void> = [];
   private readonly deliveryListeners: Array<() => void> = [];
   private readonly faultListeners: Array<(fault: StoreFault) => void> = [];
   private readonly webhookMaxAttempts: number;
@@ -75,6 +76,9 @@ export class JobEngine implements Store {
         },
         jobsChanged: (jobIds) => {
           for (const listener of engine.changedListeners) listener(jobIds);
+        },
+        everythingChanged: () => {
+          for (const listener of engine.everythingListeners) listener();
         },
         deliveriesQueued: () => {
           for (const listener of engine.deliveryListeners) listener();
@@ -178,6 +182,10 @@ export class JobEngine implements Store {
 
   onJobsChanged(listener: (jobIds: Set<string>) => void): void {
     this.changedListeners.push(listener);
+  }
+
+  onEverythingChanged(listener: () => void): void {
+    this.everythingListeners.push(listener);
   }
 
   onDeliveriesQueued(listener: () => void): void {

@@ -44,6 +44,13 @@ export function limitedServerFactory(limits: ConnectionLimits): FastifyServerFac
     );
     // Past the cap Node closes a new connection as soon as it is accepted.
     server.maxConnections = limits.maxConnections;
+    // An Expect other than 100-continue never reaches a request handler either (node:http answers an empty 417).
+    server.on('checkExpectation', (request, response) => {
+      const body = JSON.stringify(problem('expectationFailed', `Expect: ${request.headers.expect} is not supported; only 100-continue is.`));
+      response
+        .writeHead(417, { 'content-type': 'application/problem+json; charset=utf-8', 'content-length': Buffer.byteLength(body), connection: 'close' })
+        .end(body);
+    });
     // CONNECT never reaches a request handler (node:http emits it apart, and without a listener
     // closes the socket unanswered): answer it as a method this server does not serve.
     server.on('connect', (request, socket) => {

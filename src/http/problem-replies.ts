@@ -32,7 +32,10 @@ export function problemFor(error: FastifyError | Error, request: FastifyRequest)
   if (error instanceof StoreUnavailableError) {
     logUnavailable(request, error);
     return {
-      details: problem('storeUnavailable', 'The job store could not complete this request in time; nothing was stored. Retry with the same Idempotency-Key.'),
+      details: problem(
+        'storeUnavailable',
+        'The job store could not complete this request; it may not have been stored. Retry with the same Idempotency-Key: a stored submission is replayed, not repeated.',
+      ),
       headers: { 'retry-after': String(RETRY_AFTER_UNAVAILABLE_SECONDS) },
     };
   }

@@ -44,20 +44,20 @@ export class JobRuntime {
     // Where the database announces other processes' changes, the version check is only a backstop.
     this.watch = new JobWatch((ids) => store.jobVersions(ids), store.announcesOtherProcesses ? config.changeCheckMs * 8 : config.changeCheckMs);
     store.onJobsChanged((jobIds) => this.watch.changed(jobIds));
+    store.onEverythingChanged(() => this.watch.changedAll());
     this.streams = new JobEventStreams({
       store,
       watch: this.watch,
       maxStreamsPerPrincipal: config.sseMaxStreamsPerPrincipal,
       heartbeatMs: config.sseHeartbeatMs,
     });
-    store.onFault((fault) =>
-      log.error(
-        { cause: fault.error.message, fault: fault.kind },
-        fault.kind === 'file-lost'
-          ? 'the database file is gone: every write now answers 503 until it is restored and the server restarted'
-          : 'the database refuses writes; answering 503 until it accepts them again',
-      ),
-    );
+    store.onFault((fault) => {
+      const details = { cause: fault.error.message, fault: fault.kind };
+      if (fault.kind === 'notifications-lost') log.warn(details, 'lost the connection that listens for other processes; reconnecting, and polling meanwhile');
+      else if (fault.kind === 'file-lost')
+        log.error(details, 'the database file is gone: every write now answers 503 until it is restored and the server restarted');
+      else log.error(details, 'the database refuses writes; answering 503 until it accepts them again');
+    });
 
     if (config.workerConcurrency > 0) {
       const worker = new Worker({

@@ -47,6 +47,8 @@ export type RecordChange = (job: JobRecord, type: string, now: number) => Record
 export interface DriverEvents {
   jobsQueued(): void;
   jobsChanged(jobIds: Set<string>): void;
+  /** Changes may have been missed, or were too many to name (a notification lost across a reconnect, a commit of hundreds of jobs). */
+  everythingChanged(): void;
   deliveriesQueued(): void;
   fault(fault: StoreFault): void;
 }

@@ -49,6 +49,8 @@ export interface Store {
   onJobsQueued(listener: () => void): void;
   /** Called after each commit with the ids of the jobs it changed (wakes long-polls and streams); with announcesOtherProcesses, for other processes' commits too. */
   onJobsChanged(listener: (jobIds: Set<string>) => void): void;
+  /** Called when changes may have been missed or were too many to name: every waiter should look again. */
+  onEverythingChanged(listener: () => void): void;
   /** Called after each commit that queued webhook deliveries (wakes the in-process dispatcher). */
   onDeliveriesQueued(listener: () => void): void;
   /** Called once per fault (the database file lost, writes failing for a cause other than a busy lock), for logging. */
@@ -181,7 +183,8 @@ export type JobOutcome =
 
 /** A fault of the store worth an operator's attention (each is reported once, not per request). */
 export interface StoreFault {
-  kind: 'file-lost' | 'write-failed';
+  /** file-lost and write-failed: writes answer 503; notifications-lost: other processes' changes are found by polling until the listener reconnects. */
+  kind: 'file-lost' | 'write-failed' | 'notifications-lost';
   error: StoreUnavailableError;
 }
 

@@ -19,6 +19,9 @@ export interface ListenerOptions {
  * are a wake-up, not a record: one can be lost across a reconnect, which is why waiters poll
  * as well (see JobWatch).
  */
+/** How long the listening connection may take to answer a check (or to connect). */
+const CHECK_TIMEOUT_MS = 5000;
+
 export class PostgresListener {
   private client: pg.Client | undefined;
   private stopped = false;
@@ -26,6 +29,7 @@ export class PostgresListener {
   private reconnectTimer: NodeJS.Timeout | undefined;
   private checkTimer: NodeJS.Timeout | undefined;
   private connecting: Promise<void> | undefined;
+  private checking = false;
 
   constructor(private readonly options: ListenerOptions) {}
 
@@ -47,7 +51,14 @@ export class PostgresListener {
 
   private connect(): Promise<void> {
     this.connecting ??= (async () => {
-      const client = new pg.Client({ connectionString: this.options.connectionString, keepAlive: true, application_name: 'asyncfirst-listener' });
+      const client = new pg.Client({
+        connectionString: this.options.connectionString,
+        keepAlive: true,
+        // Without an initial delay the OS default applies (often two hours) and a dead peer goes unnoticed.
+        keepAliveInitialDelayMillis: 10_000,
+        connectionTimeoutMillis: CHECK_TIMEOUT_MS,
+        application_name: 'asyncfirst-listener',
+      });
       client.on('notification', (message) => {
         if (message.channel === this.options.channel) this.options.onNotification(message.payload ?? '');
       });
@@ -97,15 +108,27 @@ export class PostgresListener {
     this.reconnectTimer.unref();
   }
 
-  /** The connection can be half-dead without an error: ask the server which channels it listens to. */
+  /**
+   * The connection can be half-dead without an error (a peer that vanished without a reset): ask
+   * the server which channels it listens to, and count no answer within CHECK_TIMEOUT_MS as lost.
+   */
   private async check(): Promise<void> {
     const client = this.client;
-    if (!client || this.stopped) return;
+    if (!client || this.stopped || this.checking) return;
+    this.checking = true;
+    let timer: NodeJS.Timeout | undefined;
     try {
-      const { rows } = await client.query<{ channel: string }>('SELECT pg_listening_channels() AS channel');
+      const answered = client.query<{ channel: string }>('SELECT pg_listening_channels() AS channel');
+      const timedOut = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`the listening connection did not answer within ${CHECK_TIMEOUT_MS} ms`)), CHECK_TIMEOUT_MS);
+      });
+      const { rows } = await Promise.race([answered, timedOut]);
       if (!rows.some((row) => row.channel === this.options.channel)) await client.query(`LISTEN ${quoteChannel(this.options.channel)}`);
     } catch (error) {
       this.lost(client, error);
+    } finally {
+      clearTimeout(timer);
+      this.checking = false;
     }
   }
 }

@@ -29,6 +29,9 @@ const quoteIdentifier = (name: string) => `"${name.replaceAll('"', '""')}"`;
  */
 export async function migrate(client: pg.ClientBase, schema: string): Promise<number> {
   const lock = `asyncfirst:migrate:${schema}`;
+  // Migrations may wait for another process's lock and may take long (an index on a big table):
+  // not under DATABASE_STATEMENT_TIMEOUT_MS, which is for requests.
+  await client.query('SET statement_timeout = 0');
   await client.query('SELECT pg_advisory_lock(hashtext($1))', [lock]);
   try {
     await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdentifier(schema)}`);
@@ -57,5 +60,6 @@ export async function migrate(client: pg.ClientBase, schema: string): Promise<nu
     return migrations.length;
   } finally {
     await client.query('SELECT pg_advisory_unlock(hashtext($1))', [lock]);
+    await client.query('RESET statement_timeout');
   }
 }

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import type { JobState } from '../../core/job-states.js';
+import { isFinished, type JobState } from '../../core/job-states.js';
 import type { Settled } from '../../engine/turn-batcher.js';
 import type { AcceptResult, AcceptWrite, Driver, DriverClaim, DriverEvents, EndingProblems, Finish, RecordChange, Requeue } from '../driver.js';
 import { type DeliveryRow, type JobRow, toClaimedJob, toDelivery, toJobRecord } from '../rows.js';
@@ -34,7 +34,7 @@ export interface PostgresDriverOptions {
 }
 
 /** SQLSTATE classes and codes, and client errors, that mean "the database cannot serve now": 503, nothing half-written. */
-const UNAVAILABLE_SQLSTATE = /^(08|53|57P0[1-3]|57014|58)/;
+const UNAVAILABLE_SQLSTATE = /^(08|53|57P0[1-5]|57014|58|25006)/;
 const UNAVAILABLE_NODE = /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN)$/;
 const UNAVAILABLE_MESSAGE =
   /Connection terminated|timeout exceeded when trying to connect|not queryable|Connection ended|Client was closed|Cannot use a pool after calling end/i;
@@ -112,7 +112,14 @@ export class PostgresDriver implements Driver {
       channel: this.channel,
       onNotification: (payload) => this.received(payload),
       onReconnect: () => this.lookAtEverything(),
-      onError: (error) => this.reportFailure(error),
+      // Writes are unaffected: a warning, not a store failure (and no suppression of the next real one).
+      onError: (error) => {
+        if (this.closed) return;
+        this.hooks?.events.fault({
+          kind: 'notifications-lost',
+          error: new StoreUnavailableError(error instanceof Error ? error.message : String(error), { cause: error }),
+        });
+      },
     });
   }
 
@@ -169,9 +176,10 @@ export class PostgresDriver implements Driver {
     if (note.d) this.events.deliveriesQueued();
   }
 
-  /** Notifications may have been missed: wake the worker and the dispatcher (waiters poll versions anyway). */
+  /** Notifications may have been missed, or named too many jobs: wake the worker, the dispatcher and every waiter. */
   private lookAtEverything(): void {
     if (!this.hooks) return;
+    this.events.everythingChanged();
     this.events.jobsQueued();
     this.events.deliveriesQueued();
   }
@@ -347,9 +355,10 @@ export class PostgresDriver implements Driver {
       writes.map(async (write) => {
         const outcome = await (settled.get(keyOf(write)) as Promise<Settled<AcceptResult>>);
         if (!outcome.ok || first.get(keyOf(write)) === write) return outcome;
-        // A second write for the key in the same turn: the first one's job now binds it.
+        // A second write for the key in the same turn: what bound the key for the first binds it for this one.
         const { value } = outcome;
-        return { ok: true, value: { kind: 'bound', jobId: value.jobId, fingerprint: (first.get(keyOf(write)) as AcceptWrite).fingerprint } };
+        const fingerprint = value.kind === 'bound' ? value.fingerprint : (first.get(keyOf(write)) as AcceptWrite).fingerprint;
+        return { ok: true, value: { kind: 'bound', jobId: value.jobId, fingerprint } };
       }),
     );
   }
@@ -415,15 +424,21 @@ export class PostgresDriver implements Driver {
 
   cancelJob(principal: string, id: string, now: number): Promise<CancelOutcome> {
     return this.transaction(async (query, changes) => {
-      const [canceled] = await query<JobRow>(SQL.cancelQueuedJob, [this.problems.canceledBeforeRunning, now, id, principal]);
-      if (canceled) {
-        const [job] = await this.record(query, changes, [{ row: canceled, type: 'job.canceled' }], now);
-        return { kind: 'canceled', job: job as JobRecord };
+      // Each statement sees the newest committed row: a job can move between queued and running
+      // in between them (claimed, retried, released), so try again until one matches or it is finished.
+      for (let attempt = 0; ; attempt++) {
+        const [canceled] = await query<JobRow>(SQL.cancelQueuedJob, [this.problems.canceledBeforeRunning, now, id, principal]);
+        if (canceled) {
+          const [job] = await this.record(query, changes, [{ row: canceled, type: 'job.canceled' }], now);
+          return { kind: 'canceled', job: job as JobRecord };
+        }
+        const [signalled] = await query<JobRow>(SQL.requestCancel, [now, id, principal]);
+        if (signalled) return { kind: 'signalled', job: toJobRecord(signalled) };
+        const [row] = await query<JobRow>(SQL.getJob, [id, principal]);
+        if (!row) return { kind: 'not-found' };
+        const job = toJobRecord(row);
+        if (isFinished(job.status) || attempt >= 10) return { kind: 'finished', job };
       }
-      const [signalled] = await query<JobRow>(SQL.requestCancel, [now, id, principal]);
-      if (signalled) return { kind: 'signalled', job: toJobRecord(signalled) };
-      const [row] = await query<JobRow>(SQL.getJob, [id, principal]);
-      return row ? { kind: 'finished', job: toJobRecord(row) } : { kind: 'not-found' };
     });
   }
 
@@ -483,12 +498,13 @@ export class PostgresDriver implements Driver {
           rows.map((row) => ({ row, type: `job.${row.status}` })),
           now,
         );
-        return new Set(rows.map((row) => `${row.id}`));
+        return new Set(rows.map((row) => `${row.id}:${(row as JobRow & { fence: number }).fence}`));
       });
     } catch (error) {
       return finishes.map(() => ({ ok: false, error }));
     }
-    return finishes.map((finish) => ({ ok: true, value: finished.has(finish.id) }));
+    // Matched by id and fence: a stale finish in the same batch as the current one is refused (false).
+    return finishes.map((finish) => ({ ok: true, value: finished.has(`${finish.id}:${finish.fence}`) }));
   }
 
   requeueJob(id: string, fence: number, requeue: Requeue, now: number): Promise<boolean> {
@@ -514,7 +530,7 @@ export class PostgresDriver implements Driver {
     const { owner, limit, now, leaseMs } = claim;
     return this.transaction(async (query) => {
       await query(SQL.failAbandonedDeliveries, [now]);
-      const rows = await query<DeliveryRow>(SQL.claimDeliveries, [owner, now + leaseMs, now, limit]);
+      const rows = await query<DeliveryRow>(SQL.claimDeliveries, [owner, leaseMs, now, limit]);
       return rows.sort((a, b) => a.next_attempt_at - b.next_attempt_at).map(toDelivery);
     });
   }
@@ -555,7 +571,8 @@ export class PostgresDriver implements Driver {
   }
 
   async checkReady(): Promise<void> {
-    await this.run(SQL.ping, []);
+    const [row] = await this.run<{ read_only: string }>(SQL.ping, []);
+    if (row?.read_only === 'on') throw new StoreUnavailableError('the PostgreSQL server is read-only (a standby, or a primary being switched over)');
   }
 
   async close(): Promise<void> {

@@ -146,7 +146,10 @@ export const SQL = {
   takeOverAbandoned: statement(
     'take_over_abandoned',
     `WITH abandoned AS (
-       SELECT seq, lease_owner FROM jobs WHERE status = 'running' AND lease_expires_at <= ${DB_NOW}
+       -- The guards repeat the ones of cancelAbandoned and failAbandoned: a row they skipped because
+       -- it was locked (a cancel being asked) must not be taken over here once it is free.
+       SELECT seq, lease_owner FROM jobs
+       WHERE status = 'running' AND lease_expires_at <= ${DB_NOW} AND attempts < max_attempts AND NOT cancel_requested
        ORDER BY lease_expires_at LIMIT $4 FOR UPDATE SKIP LOCKED
      )
      UPDATE jobs SET version = version + 1, attempts = attempts + 1, fence = fence + 1, lease_owner = $1, lease_expires_at = ${DB_NOW} + $2, updated_at = $3
@@ -204,7 +207,7 @@ export const SQL = {
        ${NO_LEASE}, updated_at = f.now, finished_at = f.now
      FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[]) AS f(id, fence, status, result, location, error, now)
      WHERE jobs.id = f.id AND jobs.fence = f.fence AND jobs.status = 'running'
-     RETURNING jobs.${JOB_COLUMNS.split(', ').join(', jobs.')}`,
+     RETURNING jobs.${JOB_COLUMNS.split(', ').join(', jobs.')}, jobs.fence`,
   ),
   /** $1 error, $2 run at, $3 now, $4 id, $5 fence. */
   retryJob: statement(
@@ -247,21 +250,21 @@ export const SQL = {
   notify: statement('notify', `SELECT pg_notify($1, $2)`),
 
   // --- webhook deliveries -------------------------------------------------------------
-  /** $1 now. */
+  /** $1 now. Delivery leases are on the database clock too. */
   failAbandonedDeliveries: statement(
     'fail_abandoned_deliveries',
     `UPDATE webhook_deliveries SET status = 'failed', last_error = 'the sender stopped during the last attempt', lease_owner = NULL, lease_expires_at = NULL, updated_at = $1
-     WHERE status = 'pending' AND attempts >= max_attempts AND lease_expires_at <= $1`,
+     WHERE status = 'pending' AND attempts >= max_attempts AND lease_expires_at <= ${DB_NOW}`,
   ),
-  /** $1 owner, $2 lease expiry, $3 now, $4 limit. */
+  /** $1 owner, $2 lease ms, $3 now, $4 limit. */
   claimDeliveries: statement(
     'claim_deliveries',
     `WITH due AS (
        SELECT id FROM webhook_deliveries
-       WHERE status = 'pending' AND next_attempt_at <= $3 AND (lease_expires_at IS NULL OR lease_expires_at <= $3) AND attempts < max_attempts
+       WHERE status = 'pending' AND next_attempt_at <= $3 AND (lease_expires_at IS NULL OR lease_expires_at <= ${DB_NOW}) AND attempts < max_attempts
        ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED
      )
-     UPDATE webhook_deliveries SET attempts = attempts + 1, lease_owner = $1, lease_expires_at = $2, updated_at = $3
+     UPDATE webhook_deliveries SET attempts = attempts + 1, lease_owner = $1, lease_expires_at = ${DB_NOW} + $2, updated_at = $3
      FROM due WHERE webhook_deliveries.id = due.id
      RETURNING webhook_deliveries.${DELIVERY_COLUMNS.split(', ').join(', webhook_deliveries.')}`,
   ),
@@ -290,5 +293,6 @@ export const SQL = {
      )
      DELETE FROM jobs WHERE id IN (SELECT id FROM doomed)`,
   ),
-  ping: statement('ping', `SELECT 1 AS one`),
+  /** Readiness: a round trip, and whether this server takes writes (a standby or a demoted primary does not). */
+  ping: statement('ping', `SELECT current_setting('transaction_read_only') AS read_only`),
 } as const;

@@ -104,14 +104,16 @@ const MIGRATIONS: string[] = [
 
 /** Brings the schema of an open database up to date, in one transaction. */
 export function migrate(db: BetterSqlite3.Database): void {
-  const applied = db.pragma('user_version', { simple: true }) as number;
-  if (applied > MIGRATIONS.length) {
-    throw new Error(`the database has schema version ${applied}, newer than this asyncfirst (${MIGRATIONS.length}); upgrade asyncfirst`);
-  }
+  // The version is read inside the write transaction: two processes opening one file at once
+  // apply each migration once (the second finds the first's work done).
   db.transaction(() => {
+    const applied = db.pragma('user_version', { simple: true }) as number;
+    if (applied > MIGRATIONS.length) {
+      throw new Error(`the database has schema version ${applied}, newer than this asyncfirst (${MIGRATIONS.length}); upgrade asyncfirst`);
+    }
     for (let version = applied; version < MIGRATIONS.length; version++) {
       db.exec(MIGRATIONS[version] as string);
     }
-    db.pragma(`user_version = ${MIGRATIONS.length}`);
+    if (applied < MIGRATIONS.length) db.pragma(`user_version = ${MIGRATIONS.length}`);
   }).immediate();
 }

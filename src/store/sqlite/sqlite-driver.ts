@@ -1,5 +1,5 @@
 import { mkdirSync, statSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type BetterSqlite3 from 'better-sqlite3';
 import Database from 'better-sqlite3';
@@ -38,6 +38,10 @@ export interface SqliteDriverOptions {
  * is waited out asynchronously by GroupCommit, so reads and health checks stay served.
  */
 const SYNC_BUSY_WAIT_MS = 5;
+/** After a write failed (disk full, I/O error), how long readiness fails before a probe write may clear it. */
+const FAILURE_HOLD_MS = 5000;
+/** How long opening the file (and migrating it) may wait for another process that does the same. */
+const OPEN_BUSY_WAIT_MS = 10_000;
 
 /** SQLite error codes that mean "try again later" rather than "this request is wrong". */
 const UNAVAILABLE_CODES = /^SQLITE_(BUSY|LOCKED|IOERR|FULL|CANTOPEN|READONLY|PROTOCOL|NOMEM|CORRUPT|NOTADB)/;
@@ -51,8 +55,11 @@ export function resolveDatabasePath(databaseUrl: string): string {
       : (databaseUrl.slice(5).split('?')[0] ?? '')
     : databaseUrl;
   if (path === '') throw new Error(`DATABASE_URL "${databaseUrl}" names no file`);
-  if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
-  return path;
+  if (path === ':memory:') return path;
+  // Absolute: the file's identity is checked by path after every commit, and the process may change directory.
+  const absolute = resolve(path);
+  mkdirSync(dirname(absolute), { recursive: true });
+  return absolute;
 }
 
 /** A file's identity: its device and inode (a removed-and-recreated file has another). */
@@ -91,17 +98,21 @@ export class SqliteDriver implements Driver {
   private lost: StoreUnavailableError | undefined;
   /** The last write failure of the database itself, until a commit succeeds again. */
   private writeFailure: StoreUnavailableError | undefined;
+  /** performance.now() of the last write that failed for a cause of the database itself. */
+  private writeFailedAt = Number.NEGATIVE_INFINITY;
   private closed = false;
 
   constructor(
     readonly path: string,
     options: SqliteDriverOptions = {},
   ) {
-    this.db = new Database(path, { timeout: SYNC_BUSY_WAIT_MS });
+    // At open, waiting for another process that opens or migrates the same file is fine (nothing is served yet).
+    this.db = new Database(path, { timeout: OPEN_BUSY_WAIT_MS });
     this.db.pragma('journal_mode = WAL');
     // FULL: in WAL mode NORMAL may lose the last commits on power loss, and a 202 promises durability.
     this.db.pragma('synchronous = FULL');
     migrate(this.db);
+    this.db.pragma(`busy_timeout = ${SYNC_BUSY_WAIT_MS}`);
     this.sql = prepareStatements(this.db);
     this.leaseClock = options.leaseClock ?? machineLeaseClock();
     if (path !== ':memory:' && path !== '') {
@@ -155,6 +166,9 @@ export class SqliteDriver implements Driver {
       this.verifyFiles();
       this.sql.readProbe.get();
     });
+    // A probe of one small row can pass while real writes fail (a full disk still has room in the
+    // WAL's own pages): right after a failure, readiness stays failed for a while whatever it says.
+    if (this.writeFailure && performance.now() - this.writeFailedAt < FAILURE_HOLD_MS) throw this.writeFailure;
     if (this.writeFailure || this.writes.waitingForLock) await this.write(() => this.sql.writeProbe.run(Date.now()));
   }
 
@@ -380,6 +394,7 @@ export class SqliteDriver implements Driver {
         // Reported once per run of failures (disk full, I/O error), not once per request.
         if (!this.writeFailure) this.hooks?.events.fault({ kind: 'write-failed', error: unavailable });
         this.writeFailure = unavailable;
+        this.writeFailedAt = performance.now();
       }
       throw unavailable;
     });
