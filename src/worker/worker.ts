@@ -80,7 +80,11 @@ export class Worker {
     this.loop.start();
     this.renewTimer = setInterval(
       () => {
-        for (const entry of this.running.values()) if (!entry.released && !entry.leaseLost) void this.renew(entry);
+        for (const entry of this.running.values()) {
+          if (entry.released || entry.leaseLost) continue;
+          if (!entry.selfFence) this.armSelfFence(entry);
+          void this.renew(entry);
+        }
       },
       // Several renewals fit before the self-fencing point, so one slow renewal does not give a job up.
       Math.max(20, Math.min(this.options.leaseMs / 5, 5000)),
@@ -135,8 +139,9 @@ export class Worker {
   private run(job: ClaimedJob): void {
     const controller = new AbortController();
     const leaseRenewedAt = this.claimAskedAt.get(job) ?? performance.now();
+    // The self-fencing timer is armed at the first renewal tick (within JOB_LEASE_MS/5, well before
+    // its deadline), so the many jobs that finish sooner never pay for a timer.
     const entry = { job, controller, cancelRequested: false, leaseLost: false, released: false, leaseRenewedAt } as RunningJob;
-    this.armSelfFence(entry);
     if (job.takenOverFrom !== undefined) {
       this.options.log.warn(
         { jobId: job.id, attempt: job.attempts, previousOwner: job.takenOverFrom },
