@@ -25,7 +25,10 @@ function environment(extra: Record<string, string>): Record<string, string> {
     SIDE_EFFECTS_DATABASE_URL: TEST_DATABASE_URL,
     SIDE_EFFECTS_TABLE: SIDE_EFFECTS,
     WORKER_POLL_MS: '200',
-    JOB_LEASE_MS: '2000',
+    // Long enough that a busy machine's stalls never let a live worker's lease lapse (a lapse means
+    // the job may run again, which the exactly-once count below would report); short enough for the
+    // SIGKILL test's takeover.
+    JOB_LEASE_MS: '6000',
     LOG_LEVEL: 'warn',
     ...extra,
   };
