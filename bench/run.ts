@@ -1,4 +1,4 @@
-// npm run bench [-- --quick] [--only=acceptance,replay,drain,latency,scale,rss,profile] [--out=dir] [--note="…"]
+// npm run bench [-- --quick] [--only=acceptance,replay,drain,latency,scale,rss,profile] [--baseline=<commit>] [--out=dir] [--note="…"]
 //
 // Full run, all parts: prints one table, writes bench/RESULTS.md and bench/chart.svg.
 // --quick: every part in a few seconds; asserts each part ran and produced numbers (not speed),
@@ -6,13 +6,18 @@
 // --only or --out: the report goes to --out (default: a temporary folder) as well.
 // Every run also saves its numbers as JSON (the path is printed); --render=<that file> [--out=dir]
 // writes RESULTS.md and chart.svg from it again without measuring (after editing the report code).
+// --baseline=<commit>: that commit is checked out into a temporary git worktree (sharing this
+// repository's node_modules), and its SQLite acceptance server and drain child take turns with the
+// current ones; the report shows both ("before and after"). The worktree is removed at the end.
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { addBaseline, type Baseline, removeBaseline } from './lib/baseline.js';
 import { killAllChildren } from './lib/children.js';
 import type { BenchContext } from './lib/context.js';
 import { describeMachine, postgresSettings, probeFsync, reachable, redisSettings } from './lib/machine.js';
+import { dropLeftoverSchemas } from './lib/postgres.js';
 import { bullmqUnavailable } from './lib/redis.js';
 import { type BenchResults, chartSvg, consoleTable, judgeGoals, markdown, PART_NAMES, type PartName } from './lib/report.js';
 import { PG_HOST, PG_PORT, REDIS_HOST, REDIS_PORT } from './lib/shared.js';
@@ -20,7 +25,7 @@ import { isMeasured } from './lib/stats.js';
 import { runDrain } from './parts/drain.js';
 import { type HttpTarget, runHttp } from './parts/http.js';
 import { runLatency } from './parts/latency.js';
-import { runProfile } from './parts/profile.js';
+import { BASELINE_PROFILES, POSTGRES_PROFILES, runProfile } from './parts/profile.js';
 import { runRss } from './parts/rss.js';
 import { runScale } from './parts/scale.js';
 
@@ -66,8 +71,10 @@ for (const name of readdirSync(tmpdir())) {
 }
 // No child outlives this process, whatever ends it.
 const tmpRoot = mkdtempSync(join(tmpdir(), `asyncfirst-bench-${process.pid}-`));
+let baseline: Baseline | undefined;
 const cleanup = () => {
   killAllChildren();
+  if (baseline) removeBaseline(baseline);
   rmSync(tmpRoot, { recursive: true, force: true });
 };
 process.on('exit', cleanup);
@@ -106,17 +113,53 @@ else {
   if (missing) skip.bullmq = missing;
 }
 const pgDown = await reachable(PG_HOST, PG_PORT);
-if (pgDown) skip.pgboss = `PostgreSQL at ${PG_HOST}:${PG_PORT} cannot be reached (${pgDown})`;
+if (pgDown) skip.postgres = skip.pgboss = `PostgreSQL at ${PG_HOST}:${PG_PORT} cannot be reached (${pgDown})`;
+else {
+  // Schemas of children an earlier run's SIGKILL left behind.
+  const dropped = await dropLeftoverSchemas().catch((error: unknown) => {
+    skip.postgres = skip.pgboss = `PostgreSQL at ${PG_HOST}:${PG_PORT} does not serve the benchmark (${(error as Error).message})`;
+    return [];
+  });
+  if (dropped.length) log(`dropped ${dropped.length} schema(s) left by an earlier run: ${dropped.join(', ')}`);
+}
 const services = {
   redis: skip.bullmq ? `not used: ${skip.bullmq}` : await redisSettings().catch((error: unknown) => `settings unknown (${(error as Error).message})`),
   postgres: skip.pgboss ? `not used: ${skip.pgboss}` : await postgresSettings().catch((error: unknown) => `settings unknown (${(error as Error).message})`),
 };
 if (skip.bullmq) log(`skipping BullMQ: ${skip.bullmq}`);
 if (skip.pgboss) log(`skipping pg-boss: ${skip.pgboss}`);
+if (skip.postgres) log(`skipping asyncfirst on PostgreSQL and graphile-worker: ${skip.postgres}`);
 
-const context: BenchContext = { quick, tmpRoot, skip, log };
+const baselineCommit = flag('baseline');
+if (baselineCommit) {
+  try {
+    baseline = addBaseline(baselineCommit, tmpRoot);
+    log(`baseline: ${baseline.short} "${baseline.subject}" checked out in a temporary worktree (node_modules linked)`);
+  } catch (error) {
+    console.error(`--baseline=${baselineCommit}: ${(error as Error).message}`);
+    process.exit(2);
+  }
+}
+
+const context: BenchContext = { quick, tmpRoot, skip, log, ...(baseline ? { baseline } : {}) };
 const note = flag('note');
-const results: BenchResults = { mode: quick ? 'quick' : 'full', parts, startedAt, seconds: 0, machine, services, failures: [], ...(note ? { note } : {}) };
+// The options that decide what was measured, as the report's command line (not --out or --note).
+const options = process.argv
+  .slice(2)
+  .filter((argument) => argument === '--quick' || argument.startsWith('--only=') || argument.startsWith('--baseline='))
+  .join(' ');
+const results: BenchResults = {
+  mode: quick ? 'quick' : 'full',
+  ...(options ? { options } : {}),
+  parts,
+  startedAt,
+  seconds: 0,
+  machine,
+  services,
+  failures: [],
+  ...(note ? { note } : {}),
+  ...(baseline ? { baseline: { requested: baseline.requested, commit: baseline.commit, short: baseline.short, subject: baseline.subject } } : {}),
+};
 
 async function attempt(part: PartName, run: () => Promise<void>): Promise<void> {
   const partStart = performance.now();
@@ -132,7 +175,8 @@ async function attempt(part: PartName, run: () => Promise<void>): Promise<void> 
 
 if (parts.includes('acceptance') || parts.includes('replay')) {
   const targets: HttpTarget[] = [];
-  if (parts.includes('acceptance')) targets.push('bare', 'asyncfirst', 'asyncfirst-v7', 'bullmq', 'pgboss');
+  if (parts.includes('acceptance'))
+    targets.push('bare', 'asyncfirst', ...(baseline ? (['asyncfirst-baseline'] as const) : []), 'asyncfirst-v7', 'bullmq', 'pgboss', 'asyncfirst-pg');
   if (parts.includes('replay')) targets.push('replay');
   await attempt(parts.includes('acceptance') ? 'acceptance' : 'replay', async () => {
     results.http = await runHttp(context, targets);
@@ -144,7 +188,14 @@ if (parts.includes('drain'))
   });
 if (parts.includes('latency'))
   await attempt('latency', async () => {
-    results.latency = await runLatency(context);
+    results.latency = await runLatency(context, 'sqlite');
+    if (context.skip.postgres) {
+      results.latencyPostgresSkipped = context.skip.postgres;
+      log(`[latency] PostgreSQL skipped: ${context.skip.postgres}`);
+    } else {
+      results.latencyPostgres = await runLatency(context, 'postgres');
+      results.latencyPostgresConcurrent = await runLatency(context, 'postgres', 50);
+    }
   });
 if (parts.includes('scale'))
   await attempt('scale', async () => {
@@ -160,6 +211,11 @@ if (parts.includes('profile'))
     results.profile = await runProfile(context, writesCommittedResults || flag('out') ? outDir : undefined);
   });
 results.seconds = (performance.now() - began) / 1000;
+// A child killed before it could drop its schema (a SIGKILL after the grace period) leaves it behind.
+if (!skip.postgres) {
+  const dropped = await dropLeftoverSchemas().catch(() => []);
+  if (dropped.length) log(`dropped ${dropped.length} schema(s) left by this run's children: ${dropped.join(', ')}`);
+}
 
 /** Quick mode's check: every selected part ran and produced numbers. */
 function problems(): string[] {
@@ -185,10 +241,15 @@ function problems(): string[] {
       }
     }
   }
-  if (parts.includes('latency') && results.latency) {
-    const latency = results.latency;
-    if (latency.fromResponse.count === 0) found.push('latency: no job was both answered and started');
-    if (!isMeasured(latency.fromResponse.p50) || !isMeasured(latency.fromResponse.p99)) found.push('latency: percentiles are not numbers');
+  if (parts.includes('latency')) {
+    if (!results.latencyPostgres && !results.latencyPostgresSkipped && !results.failures.some((failure) => failure.part === 'latency'))
+      found.push('latency on PostgreSQL: not measured');
+    for (const latency of [results.latency, results.latencyPostgres, results.latencyPostgresConcurrent]) {
+      if (!latency) continue;
+      const name = `latency (${latency.database})`;
+      if (latency.fromResponse.count === 0) found.push(`${name}: no job was both answered and started`);
+      if (!isMeasured(latency.fromResponse.p50) || !isMeasured(latency.fromResponse.p99)) found.push(`${name}: percentiles are not numbers`);
+    }
   }
   if (parts.includes('scale') && results.scale) {
     for (const level of results.scale.levels) {
@@ -204,12 +265,18 @@ function problems(): string[] {
   }
   if (parts.includes('profile') && results.profile) {
     for (const run of results.profile.runs) {
+      const onPostgres = POSTGRES_PROFILES.includes(run.name);
       if (run.summary.functions.length === 0) found.push(`profile ${run.name}: no samples`);
       if (!isMeasured(run.rate, true)) found.push(`profile ${run.name}: throughput is ${run.rate}`);
-      if (run.name !== 'replay' && !run.summary.sqliteByCaller.some((entry) => entry.name.includes('BEGIN/COMMIT')))
+      if (run.name !== 'replay' && !onPostgres && !run.summary.sqliteByCaller.some((entry) => entry.name.includes('BEGIN/COMMIT')))
         found.push(`profile ${run.name}: no BEGIN/COMMIT among the SQLite calls`);
+      if (onPostgres && !(isMeasured(run.database?.queries, true) && isMeasured(run.units, true))) found.push(`profile ${run.name}: no round trips counted`);
     }
-    if (results.profile.runs.length < 4) found.push(`profile: ${results.profile.runs.length} of 4 profiles`);
+    const expected = 4 + (context.skip.postgres ? 0 : POSTGRES_PROFILES.length) + (context.baseline ? BASELINE_PROFILES.length : 0);
+    if (results.profile.runs.length < expected) found.push(`profile: ${results.profile.runs.length} of ${expected} profiles`);
+    const commits = results.profile.commits;
+    if (!context.skip.postgres && !(commits && Object.values(commits.rates).every((rate) => isMeasured(rate.median, true))))
+      found.push('profile: the PostgreSQL commit probe produced no rates');
   }
   return found;
 }

@@ -26,6 +26,8 @@ export function announceDrain(run: {
   drained: number;
   seconds: number;
   fillSeconds: number;
+  /** On PostgreSQL: what the drain cost the database (see lib/postgres.ts). */
+  database?: unknown;
 }): void {
   const { fillSeconds, ...rest } = run;
   announce({ ...rest, jobsPerSec: run.drained / run.seconds, fillJobsPerSec: run.jobs / fillSeconds });

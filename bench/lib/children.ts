@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { pathToFileURL } from 'node:url';
 import { REPO_ROOT } from './shared.js';
 
 /*
@@ -17,6 +18,8 @@ export interface SpawnOptions {
   args?: string[];
   /** Node options before --import tsx (e.g. --cpu-prof). */
   nodeArgs?: string[];
+  /** The checkout the entry file is in, and the child's working directory (default: this repository; a baseline's worktree). */
+  root?: string;
 }
 
 export type Message = Record<string, unknown>;
@@ -33,9 +36,10 @@ export class BenchChild {
   readonly exited: Promise<void>;
 
   constructor(entry: string, options: SpawnOptions = {}) {
-    this.name = entry;
-    this.process = spawn(process.execPath, [...(options.nodeArgs ?? []), '--import', 'tsx', join(REPO_ROOT, entry), ...(options.args ?? [])], {
-      cwd: REPO_ROOT,
+    this.name = options.root ? `${entry} (baseline)` : entry;
+    const root = options.root ?? REPO_ROOT;
+    this.process = spawn(process.execPath, [...(options.nodeArgs ?? []), '--import', 'tsx', join(root, entry), ...(options.args ?? [])], {
+      cwd: root,
       env: { ...process.env, LOG_LEVEL: 'silent', ...options.env },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
@@ -182,14 +186,21 @@ export async function startServer(entry: string, options: SpawnOptions = {}, tim
   }
 }
 
-/** Runs a one-shot child (a drain) and returns its result line. */
+/** Preloaded with `nodeArgs: IO_AT_EXIT` (node --import), a child reports at exit what it wrote; runOnce adds it to the result as `io`. */
+export const IO_AT_EXIT = ['--import', pathToFileURL(join(REPO_ROOT, 'bench/lib/io-at-exit.mjs')).href];
+
+/** Runs a one-shot child (a drain) and returns its result line (with `io` when the child reported it at exit). */
 export async function runOnce(entry: string, options: SpawnOptions, timeoutMs: number): Promise<Message> {
   const child = new BenchChild(entry, options);
+  let message: Message;
   try {
-    const message = await child.nextMessage(timeoutMs);
+    message = await child.nextMessage(timeoutMs);
     if (typeof message.error === 'string') throw new Error(`${entry}: ${message.error}`);
-    return message;
+    // A drain child exits by itself once it has announced: let it (its exit report comes then), SIGTERM only a straggler.
+    await Promise.race([child.exited, new Promise((resolve) => setTimeout(resolve, 5000).unref())]);
   } finally {
     await child.stop(5000);
   }
+  const io = /asyncfirst-bench-io (\{.*\})/.exec(child.stderr)?.[1];
+  return io ? { ...message, io: JSON.parse(io) as unknown } : message;
 }

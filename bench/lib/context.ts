@@ -1,13 +1,16 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Baseline } from './baseline.js';
 
 /** What every part of the run gets. */
 export interface BenchContext {
   quick: boolean;
   /** Folder for every database file and probe of this run (removed at the end). */
   tmpRoot: string;
-  /** Why a peer cannot run here (undefined: it can). */
-  skip: { bullmq?: string; pgboss?: string };
+  /** Why a peer, or asyncfirst on PostgreSQL, cannot run here (undefined: it can). */
+  skip: { bullmq?: string; pgboss?: string; postgres?: string };
+  /** The commit asyncfirst is compared with on SQLite (--baseline), checked out in a worktree. */
+  baseline?: Baseline;
   log(line: string): void;
 }
 

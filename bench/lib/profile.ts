@@ -39,6 +39,13 @@ function isStoreCode(url: string): boolean {
   return url.includes('/node_modules/better-sqlite3/') || (url.includes('/src/store/') && !url.includes('/node_modules/'));
 }
 
+/** A path relative to this repository or to a baseline's worktree (bench/lib/baseline.ts), else undefined. */
+function checkoutRelative(path: string): string | undefined {
+  if (path.startsWith(REPO_ROOT)) return path.slice(REPO_ROOT.length);
+  const worktree = /\/asyncfirst-bench-\d+-[^/]+\/baseline\//.exec(path);
+  return worktree ? path.slice(worktree.index + worktree[0].length) : undefined;
+}
+
 function place(url: string): string {
   if (url === '') return '(native, GC, idle)';
   if (url.startsWith('node:')) return 'node internals';
@@ -48,8 +55,8 @@ function place(url: string): string {
     const rest = path.slice(nodeModules + '/node_modules/'.length).split('/');
     return rest[0]?.startsWith('@') ? `${rest[0]}/${rest[1]}` : (rest[0] ?? path);
   }
-  if (path.startsWith(REPO_ROOT)) {
-    const relative = path.slice(REPO_ROOT.length);
+  const relative = checkoutRelative(path);
+  if (relative !== undefined) {
     const [top, second] = relative.split('/');
     return top === 'src' && second && !second.endsWith('.ts') && !second.endsWith('.js') ? `src/${second}/` : relative;
   }
@@ -62,7 +69,7 @@ function fileOf(url: string): string {
   const path = url.replace(/^file:\/\//, '');
   const nodeModules = path.lastIndexOf('/node_modules/');
   if (nodeModules >= 0) return path.slice(nodeModules + '/node_modules/'.length);
-  return path.startsWith(REPO_ROOT) ? path.slice(REPO_ROOT.length) : path;
+  return checkoutRelative(path) ?? path;
 }
 
 /** "name — file:line" (no line for tsx-compiled sources, which are whitespace-minified to one line). */

@@ -1,14 +1,17 @@
 import { relative } from 'node:path';
-import type { DrainPart } from '../parts/drain.js';
-import { HTTP_LABELS, type HttpPart, type HttpRow } from '../parts/http.js';
-import type { LatencyPart } from '../parts/latency.js';
-import type { ProfilePart, ProfileRun } from '../parts/profile.js';
+import { COMPARABLE_CONCURRENCY, type DrainPart, type DrainRow } from '../parts/drain.js';
+import { HTTP_LABELS, type HttpPart } from '../parts/http.js';
+import { DEFAULT_WORKER_CONCURRENCY, type LatencyPart } from '../parts/latency.js';
+import { POSTGRES_PROFILES, type ProfilePart, type ProfileRun } from '../parts/profile.js';
 import type { RssPart } from '../parts/rss.js';
 import type { ScalePart } from '../parts/scale.js';
 import { type Bar, type Panel, renderChart } from './chart.js';
 import { formatFixed, formatInt } from './context.js';
 import type { MachineInfo } from './machine.js';
 import type { ProfileSummary } from './profile.js';
+import { baselineBounds, baselineGoals, baselineSection } from './report-baseline.js';
+import { functionShare, httpRow, MiB, ms, sqliteShare, table, x } from './report-format.js';
+import { commitProbeSection, databaseCostTable, postgresBounds, postgresGoals } from './report-postgres.js';
 import { REPO_ROOT } from './shared.js';
 
 export const PART_NAMES = ['acceptance', 'replay', 'drain', 'latency', 'scale', 'rss', 'profile'] as const;
@@ -16,6 +19,8 @@ export type PartName = (typeof PART_NAMES)[number];
 
 export interface BenchResults {
   mode: 'quick' | 'full';
+  /** The options the run was given (e.g. "--baseline=a54ffa6"), as typed. */
+  options?: string;
   parts: PartName[];
   startedAt: string;
   seconds: number;
@@ -25,9 +30,16 @@ export interface BenchResults {
   http?: HttpPart;
   drain?: DrainPart;
   latency?: LatencyPart;
+  /** The same on PostgreSQL, or why it was not measured. */
+  latencyPostgres?: LatencyPart;
+  latencyPostgresSkipped?: string;
+  /** On PostgreSQL with 50 concurrent jobs instead of the default. */
+  latencyPostgresConcurrent?: LatencyPart;
   scale?: ScalePart;
   rss?: RssPart;
   profile?: ProfilePart;
+  /** The commit the SQLite figures were compared with (--baseline). */
+  baseline?: { requested: string; commit: string; short: string; subject: string };
   failures: Array<{ part: PartName; message: string }>;
 }
 
@@ -37,15 +49,6 @@ export interface Goal {
   status: 'met' | 'missed' | 'inconclusive' | 'not measured';
   /** For a miss: by how much. */
   by?: string;
-}
-
-const MiB = 2 ** 20;
-const x = (value: number) => (Number.isFinite(value) ? `${formatFixed(value, 2)}x` : '–');
-const ms = (value: number, digits = 0) => `${formatFixed(value, digits)} ms`;
-
-function httpRow(results: BenchResults, target: HttpRow['target']): HttpRow | undefined {
-  const row = results.http?.rows.find((candidate) => candidate.target === target);
-  return row && !row.skipped && row.runs.length > 0 ? row : undefined;
 }
 
 /** The issue's goals, judged on this run's numbers. */
@@ -135,7 +138,32 @@ export function judgeGoals(results: BenchResults): Goal[] {
       ...(met ? {} : { by: `${formatFixed(rss.growthPercent - 10, 1)} points over 10%` }),
     });
   } else goals.push({ goal: 'RSS flat after warm-up', measured: '–', status: 'not measured' });
+  goals.push(...postgresGoals(results), ...baselineGoals(results));
   return goals;
+}
+
+const ON_POSTGRES: ReadonlyArray<DrainRow['system']> = ['asyncfirst-pg', 'graphile'];
+const COMPARABLE = `concurrency ${COMPARABLE_CONCURRENCY}`;
+
+/** On PostgreSQL, asyncfirst's and graphile-worker's runs at the comparable concurrency. */
+function comparablePair(row: DrainRow): DrainRow['best'] {
+  if (!ON_POSTGRES.includes(row.system)) return undefined;
+  return row.runs.find((run) => run.config === COMPARABLE && run.drained === run.jobs);
+}
+
+/**
+ * A drain rate against its reference: on SQLite and Redis BullMQ's best; on PostgreSQL
+ * graphile-worker's (its best, or its run at the comparable concurrency).
+ */
+function drainVersus(results: BenchResults, row: DrainRow, jobsPerSec: number, comparable = false): string {
+  if (ON_POSTGRES.includes(row.system)) {
+    const graphile = results.drain?.rows.find((candidate) => candidate.system === 'graphile');
+    if (!graphile || row.system === 'graphile') return '';
+    const reference = comparable ? comparablePair(graphile) : graphile.best;
+    return reference ? `${x(jobsPerSec / reference.jobsPerSec)} graphile-worker${comparable ? ` (${COMPARABLE})` : ''}` : '';
+  }
+  const bull = results.drain?.rows.find((candidate) => candidate.system === 'bullmq')?.best;
+  return bull && row.system !== 'bullmq' ? `${x(jobsPerSec / bull.jobsPerSec)} BullMQ` : '';
 }
 
 /** The one table printed at the end of a run. */
@@ -157,7 +185,6 @@ export function consoleTable(results: BenchResults): string {
         `median of ${row.runs.length}`,
       ]);
   }
-  const bull = results.drain?.rows.find((row) => row.system === 'bullmq')?.best;
   for (const row of results.drain?.rows ?? []) {
     if (row.skipped || row.failed || !row.best) {
       rows.push(['drain', row.label, '–', '', '', '', '', row.skipped ? `skipped: ${row.skipped}` : `failed: ${row.failed ?? 'no complete run'}`]);
@@ -170,22 +197,28 @@ export function consoleTable(results: BenchResults): string {
       '',
       '',
       '',
-      bull ? `${x(row.best.jobsPerSec / bull.jobsPerSec)} BullMQ` : '',
+      drainVersus(results, row, row.best.jobsPerSec),
       `best: ${row.best.config}; ${results.drain?.jobs} jobs`,
     ]);
+    const pair = comparablePair(row);
+    if (pair && pair !== row.best)
+      rows.push(['drain', row.label, `${formatInt(pair.jobsPerSec)} jobs/s`, '', '', '', drainVersus(results, row, pair.jobsPerSec, true), pair.config]);
   }
-  const latency = results.latency;
-  if (latency)
+  for (const latency of [results.latency, results.latencyPostgres, results.latencyPostgresConcurrent]) {
+    if (!latency) continue;
     rows.push([
       'latency',
-      '202 → handler start',
+      `202 → handler start${latency.database === 'postgres' ? ', PostgreSQL' : ''}${latency.workerConcurrency === DEFAULT_WORKER_CONCURRENCY ? '' : `, ${latency.workerConcurrency} jobs at once`}`,
       `${latency.rate} req/s offered`,
       ms(latency.fromResponse.p50, 2),
       ms(latency.fromResponse.p99, 2),
       String(latency.load.errors + latency.load.non2xx),
       '',
-      `${latency.fromResponse.count} jobs; arrival → start p50 ${ms(latency.fromArrival.p50, 2)}`,
+      `${latency.fromResponse.count} of ${latency.accepted} jobs; arrival → start p50 ${ms(latency.fromArrival.p50, 2)}`,
     ]);
+  }
+  if (results.latencyPostgresSkipped)
+    rows.push(['latency', '202 → handler start, PostgreSQL', '–', '', '', '', '', `skipped: ${results.latencyPostgresSkipped}`]);
   for (const level of results.scale?.levels ?? []) {
     rows.push([
       'scale',
@@ -229,40 +262,109 @@ export function consoleTable(results: BenchResults): string {
   return [line(header), widths.map((width) => '-'.repeat(width)).join('  '), ...rows.map(line)].join('\n');
 }
 
-/** The acceptance and drain comparisons as an SVG. */
+/** The acceptance and drain comparisons as an SVG: SQLite and Redis, then PostgreSQL, each at its own scale. */
 export function chartSvg(results: BenchResults): string {
   const panels: Panel[] = [];
+  const skippedNote = (reason: string) => ({ note: `skipped: ${reason.slice(0, 70)}` });
   if (results.http) {
-    const bars: Bar[] = results.http.rows.map((row) => ({
-      label: row.label,
+    const http = results.http;
+    const bar = (row: (typeof http.rows)[number], label = row.label): Bar => ({
+      label,
       value: row.skipped ? undefined : row.rps,
-      ...(row.skipped ? { note: `skipped: ${row.skipped.slice(0, 70)}` } : {}),
-      highlight: row.target === 'asyncfirst' || row.target === 'asyncfirst-v7' || row.target === 'replay',
+      ...(row.skipped ? skippedNote(row.skipped) : {}),
+      highlight: row.target === 'asyncfirst' || row.target === 'asyncfirst-v7' || row.target === 'replay' || row.target === 'asyncfirst-pg',
       ...(row.target !== row.baseline && !row.skipped
         ? { detail: `${x(row.ratio)} ${HTTP_LABELS[row.baseline]} · p99 ${ms(row.p99)}` }
         : { detail: `p99 ${ms(row.p99)}` }),
-    }));
-    panels.push({ title: `Acceptance: POST /reports, ${results.http.connections} connections (median of ${results.http.rounds})`, unit: 'req/s', bars });
+    });
+    const sqlite = http.rows.filter((row) => row.target !== 'asyncfirst-pg' && row.target !== 'pgboss');
+    const postgres = http.rows.filter((row) => row.target === 'asyncfirst-pg' || row.target === 'pgboss');
+    const title = (where: string) => `Acceptance${where}: POST /reports, ${http.connections} connections (median of ${http.rounds})`;
+    if (sqlite.length) panels.push({ title: title(''), unit: 'req/s', bars: sqlite.map((row) => bar(row)) });
+    if (postgres.length)
+      panels.push({
+        title: title(' on PostgreSQL'),
+        unit: 'req/s',
+        bars: postgres.map((row) => bar(row, row.target === 'pgboss' ? 'Fastify + pg-boss' : 'asyncfirst')),
+      });
   }
   if (results.drain) {
-    const bull = results.drain.rows.find((row) => row.system === 'bullmq')?.best;
-    const bars: Bar[] = results.drain.rows.map((row) => ({
-      label: row.label,
-      value: row.best?.jobsPerSec,
-      ...(row.best ? {} : { note: row.skipped ? `skipped: ${row.skipped.slice(0, 70)}` : `failed: ${(row.failed ?? '').slice(0, 70)}` }),
-      highlight: row.system === 'asyncfirst',
-      ...(row.best ? { detail: `${row.best.config}${bull && row.system !== 'bullmq' ? ` · ${x(row.best.jobsPerSec / bull.jobsPerSec)} BullMQ` : ''}` } : {}),
-    }));
-    panels.push({ title: `Drain: ${formatInt(results.drain.jobs)} stored jobs, no-op handler (best setting)`, unit: 'jobs/s', bars });
+    const drain = results.drain;
+    const bar = (row: DrainRow, run: DrainRow['best'], label: string): Bar => ({
+      label,
+      value: run?.jobsPerSec,
+      ...(run ? {} : row.skipped ? skippedNote(row.skipped) : { note: `failed: ${(row.failed ?? 'no complete run').slice(0, 70)}` }),
+      highlight: row.system === 'asyncfirst' || row.system === 'asyncfirst-pg',
+      ...(run
+        ? { detail: [run.config, drainVersus(results, row, run.jobsPerSec, run.config === COMPARABLE && run !== row.best)].filter(Boolean).join(' · ') }
+        : {}),
+    });
+    const label = (row: DrainRow) => (row.system === 'asyncfirst-baseline' ? `asyncfirst at ${results.baseline?.short ?? 'baseline'}` : row.label);
+    const sqlite = drain.rows.filter((row) => row.system === 'asyncfirst' || row.system === 'asyncfirst-baseline' || row.system === 'bullmq');
+    panels.push({
+      title: `Drain: ${formatInt(drain.jobs)} stored jobs, no-op handler (best setting)`,
+      unit: 'jobs/s',
+      bars: sqlite.map((row) => bar(row, row.best, label(row))),
+    });
+    const short: Partial<Record<DrainRow['system'], string>> = { pgboss: 'pg-boss work()', 'asyncfirst-pg': 'asyncfirst', graphile: 'graphile-worker' };
+    const postgres: Bar[] = [];
+    for (const system of ['asyncfirst-pg', 'graphile'] as const) {
+      const row = drain.rows.find((candidate) => candidate.system === system);
+      if (!row) continue;
+      const pair = comparablePair(row);
+      if (pair) postgres.push(bar(row, pair, `${short[system]}, ${COMPARABLE_CONCURRENCY}`));
+      if (!pair || row.best !== pair) postgres.push(bar(row, row.best, `${short[system]}, best`));
+    }
+    const boss = drain.rows.find((row) => row.system === 'pgboss');
+    if (boss) postgres.push(bar(boss, boss.best, `${short.pgboss}, best`));
+    if (postgres.length)
+      panels.push({
+        title: `Drain on PostgreSQL: ${formatInt(drain.jobs)} stored jobs, no-op handler (at concurrency ${COMPARABLE_CONCURRENCY}, and the best setting)`,
+        unit: 'jobs/s',
+        bars: postgres,
+      });
   }
   const machine = results.machine;
-  const caption = `${machine.cores} × ${machine.cpuModel}, Node ${machine.node}, ${formatInt(machine.fsync.fdatasyncPerSec)} fdatasync/s · ${results.startedAt.slice(0, 10)} · npm run bench`;
+  const caption = `${machine.cores} × ${machine.cpuModel}, Node ${machine.node}, ${formatInt(machine.fsync.fdatasyncPerSec)} fdatasync/s · ${results.startedAt.slice(0, 10)} · npm run bench${results.options ? ` -- ${results.options}` : ''}`;
   return renderChart(panels, caption);
 }
 
-function table(header: string[], rows: string[][]): string {
-  const escapeCell = (cell: string) => cell.replace(/\|/g, '\\|');
-  return [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...rows.map((row) => `| ${row.map(escapeCell).join(' | ')} |`)].join('\n');
+function latencySection(latency: LatencyPart): string[] {
+  const summaryRow = (label: string, summary: LatencyPart['fromResponse']) => [
+    label,
+    String(summary.count),
+    ms(summary.min, 2),
+    ms(summary.p50, 2),
+    ms(summary.p90, 2),
+    ms(summary.p99, 2),
+    ms(summary.max, 2),
+  ];
+  const concurrency =
+    latency.workerConcurrency === DEFAULT_WORKER_CONCURRENCY
+      ? `concurrency ${latency.workerConcurrency}, the default`
+      : `concurrency ${latency.workerConcurrency}`;
+  const out = [`### On ${latency.database === 'postgres' ? 'PostgreSQL' : 'SQLite'}, worker concurrency ${latency.workerConcurrency}`, ''];
+  out.push(
+    `An asyncfirst child ${latency.database === 'postgres' ? 'on PostgreSQL (a schema of its own, a pool of 10 connections)' : 'on an SQLite file'} with the worker on (${concurrency}) and a no-op handler, under an evenly paced ${latency.rate} req/s for ${latency.durationS} s after a short warm-up (an open-loop client in the parent: one request every ${formatFixed(1000 / latency.rate, 1)} ms; ${formatInt(latency.load.rps)} req/s answered, ${latency.load.errors + latency.load.non2xx} errors, client-side latency p50 ${ms(latency.load.latency.p50, 1)} / p99 ${ms(latency.load.latency.p99, 1)}; ${latency.fromResponse.count} of the ${latency.accepted} jobs accepted in the window had started when it ended). autocannon's overallRate is not used here because it sends each second's quota as one burst. Inside the child, per job: when its 202 was sent (Fastify onResponse hook), when its request arrived (onRequest) and when its handler started (performance.now()).`,
+    '',
+  );
+  out.push(
+    table(
+      ['Interval', 'Jobs', 'min', 'p50', 'p90', 'p99', 'max'],
+      [summaryRow('202 sent → handler start', latency.fromResponse), summaryRow('request arrived → handler start', latency.fromArrival)],
+    ),
+    '',
+  );
+  out.push(
+    `p50 over the first third of the jobs: ${ms(latency.p50FirstThird, 2)}; over the last third: ${ms(latency.p50LastThird, 2)} (a worker that cannot keep up shows as a last third far slower than the first: a growing backlog rather than a per-job delay).`,
+    '',
+  );
+  if (latency.handlerBeforeResponse > 0)
+    out.push(
+      `${latency.handlerBeforeResponse} of ${latency.fromResponse.count} handlers started before their 202 had been sent (negative intervals): the commit wakes the worker in the same turn that resolves the request.`,
+      '',
+    );
+  return out;
 }
 
 /** RESULTS.md. */
@@ -271,7 +373,7 @@ export function markdown(results: BenchResults, chartFile: string | undefined): 
   const machine = results.machine;
   out.push('# asyncfirst benchmark results', '');
   out.push(
-    `Written by \`npm run bench${results.mode === 'quick' ? ' -- --quick' : ''}\` on ${results.startedAt} (${Math.round(results.seconds)} s). Every number below comes from this one run; each server under test ran in its own child process, autocannon in the parent.`,
+    `Written by \`npm run bench${results.options ? ` -- ${results.options}` : ''}\` on ${results.startedAt} (${Math.round(results.seconds)} s). Every number below comes from this one run; each server under test ran in its own child process, autocannon in the parent.`,
     '',
   );
   if (results.note) out.push(`> ${results.note}`, '');
@@ -289,13 +391,13 @@ export function markdown(results: BenchResults, chartFile: string | undefined): 
           `${formatInt(machine.fsync.fdatasyncPerSec)}/s with fdatasync, ${formatInt(machine.fsync.fsyncPerSec)}/s with fsync (4 KiB appended per sync, in the databases' folder)`,
         ],
         ['Redis (BullMQ)', results.services.redis],
-        ['PostgreSQL (pg-boss)', results.services.postgres],
+        ['PostgreSQL (asyncfirst, pg-boss, graphile-worker)', results.services.postgres],
       ],
     ),
     '',
   );
   out.push(
-    'asyncfirst commits with `synchronous=FULL` (the WAL is fsynced before a 202 is sent); pg-boss is as durable as PostgreSQL above; BullMQ acknowledges once Redis holds the job in memory, so with the Redis settings above an acknowledged BullMQ job does not survive a Redis restart.',
+    'asyncfirst on SQLite commits with `synchronous=FULL` (the WAL is fsynced before a 202 is sent); asyncfirst on PostgreSQL, pg-boss and graphile-worker are as durable as PostgreSQL above (its WAL flushed at each commit when synchronous_commit=on); BullMQ acknowledges once Redis holds the job in memory, so with the Redis settings above an acknowledged BullMQ job does not survive a Redis restart.',
     '',
   );
 
@@ -345,7 +447,7 @@ export function markdown(results: BenchResults, chartFile: string | undefined): 
       '',
     );
     out.push(
-      '- **bare Fastify**: the same route, JSON schema, API-key check and 202 answer, storing nothing. **asyncfirst**: the demo service (`createDemo`), worker off (`WORKER_CONCURRENCY=0`), sent a random UUIDv4 key per request. **asyncfirst, UUIDv7 keys**: the same, sent a time-ordered UUIDv7 key per request, as asyncfirst’s client does: the key index then grows at its end instead of dirtying a random leaf page per request. **asyncfirst replay**: one Idempotency-Key sent again and again (every answer is the stored 202 with `Idempotent-Replayed: true`). **bare Fastify, one key**: bare Fastify sent that same fixed request, the baseline for replay: a new key per request costs autocannon a `setupRequest()` and a rebuilt request each time (about a quarter more of the load generator’s CPU on this machine), so the fixed request is cheaper to send and the comparison must use it on both sides. **Fastify + BullMQ**: the bare route plus `queue.add()`. **Fastify + pg-boss**: the bare route plus `boss.send()`.',
+      `- **bare Fastify**: the same route, JSON schema, API-key check and 202 answer, storing nothing. **asyncfirst**: the demo service (\`createDemo\`), worker off (\`WORKER_CONCURRENCY=0\`), sent a random UUIDv4 key per request. **asyncfirst, UUIDv7 keys**: the same, sent a time-ordered UUIDv7 key per request, as asyncfirst’s client does: the key index then grows at its end instead of dirtying a random leaf page per request. **asyncfirst replay**: one Idempotency-Key sent again and again (every answer is the stored 202 with \`Idempotent-Replayed: true\`). **bare Fastify, one key**: bare Fastify sent that same fixed request, the baseline for replay: a new key per request costs autocannon a \`setupRequest()\` and a rebuilt request each time (about a quarter more of the load generator’s CPU on this machine), so the fixed request is cheaper to send and the comparison must use it on both sides. **Fastify + BullMQ**: the bare route plus \`queue.add()\`. **Fastify + pg-boss**: the bare route plus \`boss.send()\`. **asyncfirst on PostgreSQL**: the demo service with \`DATABASE_URL\` on PostgreSQL, in a schema of its own made for each turn and dropped after it, a pool of 10 connections (\`DATABASE_POOL_MAX\`, the default, as pg-boss’s) plus its LISTEN connection, worker off; compared with Fastify + pg-boss.${results.baseline ? ` **asyncfirst at ${results.baseline.short}**: the baseline commit’s own demo server (see Before and after).` : ''}`,
       '',
     );
   }
@@ -354,65 +456,52 @@ export function markdown(results: BenchResults, chartFile: string | undefined): 
     const drain = results.drain;
     out.push('## Drain', '');
     out.push(
-      `${formatInt(drain.jobs)} createReport jobs stored first, then the worker started with a no-op handler that returns a valid Report; the time until every job is recorded as done (asyncfirst: \`succeeded\` rows; BullMQ: \`completed\` events; pg-boss: \`completed\` rows), in one process per run. Each system was tried at several settings, taking turns; the best is compared.`,
+      `${formatInt(drain.jobs)} createReport jobs stored first, then the worker started with a no-op handler that returns a valid Report; the time until every job is recorded as done (asyncfirst: \`succeeded\` rows; BullMQ: \`completed\` events; pg-boss: \`completed\` rows; graphile-worker: no job left, as it deletes a job when it completes), in one process per run. Each system was tried at several settings, taking turns; the best is compared, and on PostgreSQL asyncfirst and graphile-worker also at the same concurrency, ${COMPARABLE_CONCURRENCY}.`,
       '',
     );
+    const roundTrips = (run: NonNullable<DrainRow['best']> | undefined) =>
+      run?.database
+        ? `${formatFixed(run.database.queries / run.jobs, run.database.queries / run.jobs < 0.1 ? 4 : 2)} round trips, ${formatInt((run.database.processCpuSeconds * 1e6) / run.jobs)} µs of the process's CPU, ${formatInt((run.database.backendCpuSeconds * 1e6) / run.jobs)} µs of backend CPU`
+        : '';
     out.push(
       table(
-        ['System', 'Best jobs/s', 'Best setting', 'All settings (jobs/s)', 'Enqueue rate (jobs/s)'],
+        ['System', 'Best jobs/s', 'Best setting', 'Against', 'All settings (jobs/s)', 'Enqueue rate (jobs/s)', 'Per job on PostgreSQL (best setting)'],
         drain.rows.map((row) =>
           row.best
             ? [
                 row.label,
                 formatInt(row.best.jobsPerSec),
                 row.best.config,
-                row.runs.map((run) => `${run.config}: ${formatInt(run.jobsPerSec)}${run.drained < run.jobs ? ` (only ${run.drained} done)` : ''}`).join('; '),
+                drainVersus(results, row, row.best.jobsPerSec),
+                row.runs
+                  .map(
+                    (run) =>
+                      `${run.config}: ${formatInt(run.jobsPerSec)}${run.drained < run.jobs ? ` (only ${run.drained} done)` : ''}${run.config === COMPARABLE && comparablePair(row) === run && run !== row.best && drainVersus(results, row, run.jobsPerSec, true) ? ` (${drainVersus(results, row, run.jobsPerSec, true)})` : ''}`,
+                  )
+                  .join('; '),
                 formatInt(row.best.fillJobsPerSec),
+                roundTrips(row.best),
               ]
-            : [row.label, '–', '–', row.skipped ? `skipped: ${row.skipped}` : `failed: ${row.failed ?? 'no run drained every job'}`, '–'],
+            : [row.label, '–', '–', '–', row.skipped ? `skipped: ${row.skipped}` : `failed: ${row.failed ?? 'no run drained every job'}`, '–', ''],
         ),
       ),
       '',
     );
     out.push(
-      '- asyncfirst: jobs filled with `store.acceptJob` in group-committed batches of 1,000 (through a store of their own), then `createAsyncFirst(...).startBackground()`. BullMQ: `Queue.addBulk` in batches of 1,000, then one `Worker` with that concurrency. pg-boss 10: `boss.insert` in batches of 1,000, then `boss.work()` registered several times with `batchSize` (v10 has no `teamSize`; each registration fetches a batch, and waits out its 0.5 s polling interval, the minimum, between fetches).',
+      `- asyncfirst: jobs filled with \`store.acceptJob\` in group-committed batches of 1,000 (through a store of their own), then \`createAsyncFirst(...).startBackground()\`. BullMQ: \`Queue.addBulk\` in batches of 1,000, then one \`Worker\` with that concurrency. pg-boss 10: \`boss.insert\` in batches of 1,000, then \`boss.work()\` registered several times with \`batchSize\` (v10 has no \`teamSize\`; each registration fetches a batch, and waits out its 0.5 s polling interval, the minimum, between fetches). asyncfirst on PostgreSQL: jobs filled with the engine's \`acceptJob\`, 1,000 at a time, then the worker on a pool of 10 connections (or the pool named) in a schema of the run's own. graphile-worker 0.17: \`WorkerUtils.addJobs\` in batches of 1,000, then \`run()\` with that concurrency and a pool of concurrency + 2 connections (its advice: at least one per concurrent job); “localQueue” is its batching (a pool-wide queue that locks that many jobs with one statement, and completions written together with \`completeJobBatchDelay: 0\`), which its documentation recommends for many short jobs; each run in a schema of its own. Round trips are counted in the drain process (every node-postgres query) and the backends' CPU read from /proc, from the worker's start until the last handler returned.${results.baseline ? ` asyncfirst at ${results.baseline.short}: the baseline commit's own drain child (see Before and after).` : ''}`,
       '',
     );
   }
 
-  if (results.latency) {
-    const latency = results.latency;
-    const summaryRow = (label: string, summary: LatencyPart['fromResponse']) => [
-      label,
-      String(summary.count),
-      ms(summary.min, 2),
-      ms(summary.p50, 2),
-      ms(summary.p90, 2),
-      ms(summary.p99, 2),
-      ms(summary.max, 2),
-    ];
+  if (results.latency || results.latencyPostgres || results.latencyPostgresSkipped) {
     out.push('## From 202 to handler start', '');
-    out.push(
-      `An asyncfirst child with the worker on (concurrency ${latency.workerConcurrency}, the default) and a no-op handler, under an evenly paced ${latency.rate} req/s for ${latency.durationS} s after a short warm-up (an open-loop client in the parent: one request every ${formatFixed(1000 / latency.rate, 1)} ms; ${formatInt(latency.load.rps)} req/s answered, ${latency.load.errors + latency.load.non2xx} errors, client-side latency p50 ${ms(latency.load.latency.p50, 1)} / p99 ${ms(latency.load.latency.p99, 1)}). autocannon's overallRate is not used here because it sends each second's quota as one burst. Inside the child, per job: when its 202 was sent (Fastify onResponse hook), when its request arrived (onRequest) and when its handler started (performance.now()).`,
-      '',
-    );
-    out.push(
-      table(
-        ['Interval', 'Jobs', 'min', 'p50', 'p90', 'p99', 'max'],
-        [summaryRow('202 sent → handler start', latency.fromResponse), summaryRow('request arrived → handler start', latency.fromArrival)],
-      ),
-      '',
-    );
-    out.push(
-      `p50 over the first third of the jobs: ${ms(latency.p50FirstThird, 2)}; over the last third: ${ms(latency.p50LastThird, 2)} (a worker that cannot keep up shows as a last third far slower than the first: a growing backlog rather than a per-job delay).`,
-      '',
-    );
-    if (latency.handlerBeforeResponse > 0)
-      out.push(
-        `${latency.handlerBeforeResponse} of ${latency.fromResponse.count} handlers started before their 202 had been sent (negative intervals): the commit wakes the worker in the same turn that resolves the request.`,
-        '',
-      );
+    if (results.latency) out.push(...latencySection(results.latency));
+    if (results.latencyPostgres) out.push(...latencySection(results.latencyPostgres));
+    if (results.latencyPostgresConcurrent) out.push(...latencySection(results.latencyPostgresConcurrent));
+    else if (results.latencyPostgresSkipped) out.push('### On PostgreSQL', '', `Skipped: ${results.latencyPostgresSkipped}.`, '');
   }
+
+  out.push(...baselineSection(results));
 
   if (results.scale) {
     const scale = results.scale;
@@ -491,7 +580,9 @@ export function markdown(results: BenchResults, chartFile: string | undefined): 
 
   if (results.profile) {
     out.push(...boundsSection(results), '');
-    for (const run of results.profile.runs) out.push(...profileSection(run), '');
+    for (const run of results.profile.runs) out.push(...profileSection(run, results.baseline?.short), '');
+    if (results.profile.commits) out.push(...commitProbeSection(results.profile.commits), '');
+    else if (results.profile.commitsSkipped) out.push("## PostgreSQL's own commit rates", '', `Skipped: ${results.profile.commitsSkipped}.`, '');
   }
 
   if (results.failures.length) {
@@ -502,22 +593,16 @@ export function markdown(results: BenchResults, chartFile: string | undefined): 
   return `${out.join('\n').trimEnd()}\n`;
 }
 
-function profileTitle(run: ProfileRun): string {
+function profileTitle(run: ProfileRun, baseline: string | undefined): string {
+  if (run.name === 'drain-baseline') return `Where asyncfirst at ${baseline ?? 'the baseline'} spent its drain time`;
+  if (run.name === 'acceptance-baseline') return `Where asyncfirst at ${baseline ?? 'the baseline'} spent its acceptance time`;
   if (run.name === 'drain') return 'Where asyncfirst spends its drain time';
+  if (run.name === 'drain-pg') return 'Where asyncfirst spends its drain time on PostgreSQL';
+  if (run.name === 'acceptance-pg') return 'Where asyncfirst spends its acceptance time on PostgreSQL';
   if (run.name === 'replay') return 'Where asyncfirst spends its replay time';
   return run.prefilled
     ? `Where asyncfirst spends its acceptance time with ${formatInt(run.prefilled)} jobs in the file`
     : 'Where asyncfirst spends its acceptance time';
-}
-
-/** Share of the profile (0..100) in better-sqlite3 calls whose caller label matches. */
-function sqliteShare(run: ProfileRun | undefined, commit: boolean): number {
-  if (!run) return Number.NaN;
-  return run.summary.sqliteByCaller.filter((entry) => entry.name.includes('BEGIN/COMMIT') === commit).reduce((sum, entry) => sum + entry.percent, 0);
-}
-
-function functionShare(run: ProfileRun | undefined, name: string): number {
-  return run?.summary.functions.find((entry) => entry.name === name)?.percent ?? 0;
 }
 
 /** What bounds each goal this run missed, in the profiles' numbers. */
@@ -555,27 +640,30 @@ function boundsSection(results: BenchResults): string[] {
       `- **Replay.** At ${formatInt(replayRow.rps)} against ${formatInt(bareSame?.rps)} req/s, a replay takes about ${formatFixed(extraUs, 1)} µs more of the whole system's time per request (1/req/s: server and load generator together) than the bare route. Profiled at ${replay.throughput}: the fingerprint (canonical JSON and SHA-256 of the request, which a replay must compute to tell a repeat from a reused key) took ${pct(replay.summary.srcInclusive.find((entry) => entry.name.startsWith('fingerprintRequest'))?.percent ?? 0)} of the main thread, better-sqlite3 ${pct(sqliteShare(replay, false) + sqliteShare(replay, true))} (the key lookup and job check inside the group's transaction, and its BEGIN/COMMIT, which writes nothing), writing the answers to the sockets ${pct(functionShare(replay, 'writev (native)'))}, and the thread was idle ${pct(functionShare(replay, '(idle)'))}: it waits for requests as much as it works, so at these rates the load generator, on the same two cores, is much of the limit, and every microsecond the server adds is taken from it. (Tried outside this run and not kept: answering replays from a lookup outside the group's transaction was about 2.6 times slower — 11.5k vs 29.7k req/s in one alternating run — and a \`perf\` profile points at lost batching: answered inside the socket's read callback, the replies left one by one instead of in a burst per event-loop turn, and the profile showed the loopback TCP sends rising from 9% to 17% of the server's CPU, and the standalone lookups, each its own read transaction, from 1.4% to 5.3%.)`,
     );
   }
-  if (drain && missed('Drain')) {
+  if (drain && missed('Drain ≥')) {
     out.push(
       `- **Drain.** Profiled at ${drain.throughput}: better-sqlite3 statements ${pct(sqliteShare(drain, false))}, BEGIN/COMMIT ${pct(sqliteShare(drain, true))}, garbage collection ${pct(functionShare(drain, '(garbage collector)'))}, idle ${pct(functionShare(drain, '(idle)'))}; the rest is the worker's JavaScript (promises, the result check, JSON). Each job costs a claim UPDATE and a finish UPDATE on the jobs table (with their partial indexes) and two event-log INSERTs carrying the job's snapshot, durably committed; BullMQ moves a job with a Lua script in Redis's memory, without fsync.`,
     );
   }
+  out.push(...postgresBounds(results, (goal) => missed(goal)), ...baselineBounds(results, (goal) => missed(goal)));
   return out;
 }
 
-function profileSection(run: ProfileRun): string[] {
+function profileSection(run: ProfileRun, baseline: string | undefined): string[] {
   const rowsOf = (entries: ProfileSummary['functions'], count: number) =>
     entries.slice(0, count).map((entry) => [entry.name, `${formatFixed(entry.percent, 1)}%`]);
   return [
-    `## ${profileTitle(run)}`,
+    `## ${profileTitle(run, baseline)}`,
     '',
-    `A V8 CPU profile of ${run.what} (${run.throughput} while profiled). The sampler is the one behind \`node --cpu-prof\` (1 ms interval), driven through node:inspector so that start-up is left out. Self time unless said otherwise; "(idle)" is time the main thread waited for I/O; "(native)" frames are C++ called from JavaScript (better-sqlite3's \`run\` includes the COMMIT and its fsync).${run.file ? ` The profile is kept in \`${relative(REPO_ROOT, run.file)}\` (git-ignored; open it in Chrome DevTools or speedscope).` : ''}`,
+    `A V8 CPU profile of ${run.what} (${run.throughput} while profiled). The sampler is the one behind \`node --cpu-prof\` (1 ms interval), driven through node:inspector so that start-up is left out. Self time unless said otherwise; "(idle)" is time the main thread waited for I/O; "(native)" frames are C++ called from JavaScript (${POSTGRES_PROFILES.includes(run.name) ? "PostgreSQL's work happens in its own processes, not in this profile: the backends' CPU time is given below" : "better-sqlite3's `run` includes the COMMIT and its fsync"}).${run.file ? ` The profile is kept in \`${relative(REPO_ROOT, run.file)}\` (git-ignored; open it in Chrome DevTools or speedscope).` : ''}`,
     '',
     table(['Where', 'Self time'], rowsOf(run.summary.modules, 10)),
     '',
     table(['Function', 'Self time'], rowsOf(run.summary.functions, 15)),
     '',
-    table(['better-sqlite3 calls, by their nearest named caller', 'Self time'], rowsOf(run.summary.sqliteByCaller, 10)),
+    ...(POSTGRES_PROFILES.includes(run.name)
+      ? databaseCostTable(run)
+      : [table(['better-sqlite3 calls, by their nearest named caller', 'Self time'], rowsOf(run.summary.sqliteByCaller, 10))]),
     '',
     table(["asyncfirst's functions (src/), inclusive of what they call", 'Total time'], rowsOf(run.summary.srcInclusive, 12)),
   ];

@@ -16,16 +16,18 @@ import { median } from '../lib/stats.js';
  * quarter more of its CPU here), so the two request patterns are not equally cheap to send.
  */
 
-export type HttpTarget = 'bare' | 'bare-same' | 'asyncfirst' | 'asyncfirst-v7' | 'replay' | 'bullmq' | 'pgboss';
+export type HttpTarget = 'bare' | 'bare-same' | 'asyncfirst' | 'asyncfirst-baseline' | 'asyncfirst-v7' | 'replay' | 'bullmq' | 'pgboss' | 'asyncfirst-pg';
 
 export const HTTP_LABELS: Record<HttpTarget, string> = {
   bare: 'bare Fastify',
   'bare-same': 'bare Fastify, one key',
   asyncfirst: 'asyncfirst',
+  'asyncfirst-baseline': 'asyncfirst at the baseline',
   'asyncfirst-v7': 'asyncfirst, UUIDv7 keys',
   replay: 'asyncfirst replay',
   bullmq: 'Fastify + BullMQ',
   pgboss: 'Fastify + pg-boss',
+  'asyncfirst-pg': 'asyncfirst on PostgreSQL',
 };
 
 export interface HttpRow {
@@ -40,7 +42,7 @@ export interface HttpRow {
   errors: number;
   non2xx: number;
   statusCodes: Record<string, number>;
-  /** Median req/s and p99 over bare Fastify's (replay: over bare Fastify's with one key). */
+  /** Median req/s and p99 over the baseline's: bare Fastify's (replay: bare Fastify's with one key; on PostgreSQL: pg-boss's). */
   ratio: number;
   p99Ratio: number;
   /** The target the ratios are taken over. */
@@ -56,14 +58,23 @@ export interface HttpPart {
   rows: HttpRow[];
 }
 
-const ORDER: HttpTarget[] = ['bare', 'asyncfirst', 'asyncfirst-v7', 'bare-same', 'replay', 'bullmq', 'pgboss'];
+// The baseline commit's server runs right after the current one, so that the two take turns.
+const ORDER: HttpTarget[] = ['bare', 'asyncfirst', 'asyncfirst-baseline', 'asyncfirst-v7', 'bare-same', 'replay', 'bullmq', 'pgboss', 'asyncfirst-pg'];
 
 async function startTarget(context: BenchContext, target: HttpTarget): Promise<{ child: BenchChild; url: string; cleanup(): void }> {
-  if (target === 'asyncfirst' || target === 'asyncfirst-v7' || target === 'replay') {
+  if (target === 'asyncfirst-pg') {
+    // The child makes its own schema and drops it when it stops.
+    const { child, url } = await startServer('bench/servers/asyncfirst.ts', {
+      env: { BENCH_MODE: 'demo', BENCH_DB: 'postgres', BENCH_WORKER_CONCURRENCY: '0', API_KEYS: BENCH_API_KEYS },
+    });
+    return { child, url, cleanup: () => {} };
+  }
+  if (target === 'asyncfirst' || target === 'asyncfirst-baseline' || target === 'asyncfirst-v7' || target === 'replay') {
     const database = freshDatabase(context, target);
     try {
       const { child, url } = await startServer('bench/servers/asyncfirst.ts', {
         env: { BENCH_MODE: 'demo', BENCH_DB: database.dbPath, BENCH_WORKER_CONCURRENCY: '0', API_KEYS: BENCH_API_KEYS },
+        ...(target === 'asyncfirst-baseline' ? { root: context.baseline?.root ?? '' } : {}),
       });
       return { child, url, cleanup: database.cleanup };
     } catch (error) {
@@ -83,10 +94,16 @@ export async function runHttp(context: BenchContext, wanted: HttpTarget[]): Prom
   const skipped = new Map<HttpTarget, string>();
   if (context.skip.bullmq) skipped.set('bullmq', context.skip.bullmq);
   if (context.skip.pgboss) skipped.set('pgboss', context.skip.pgboss);
+  if (context.skip.postgres) skipped.set('asyncfirst-pg', context.skip.postgres);
   for (const [target, reason] of skipped) if (targets.includes(target)) context.log(`[acceptance] ${HTTP_LABELS[target]} skipped: ${reason}`);
 
   for (let round = 1; round <= part.rounds; round++) {
-    for (const target of targets) {
+    // The current code and the baseline swap places every other round (neither always follows bare Fastify).
+    const order =
+      round % 2 === 0 && targets.includes('asyncfirst-baseline') && targets.includes('asyncfirst')
+        ? targets.map((target) => (target === 'asyncfirst' ? 'asyncfirst-baseline' : target === 'asyncfirst-baseline' ? 'asyncfirst' : target))
+        : targets;
+    for (const target of order) {
       if (skipped.has(target)) continue;
       let started: Awaited<ReturnType<typeof startTarget>>;
       try {
@@ -112,7 +129,7 @@ export async function runHttp(context: BenchContext, wanted: HttpTarget[]): Prom
         const result = await runLoad({ url: started.url, requests, durationS: part.durationS, connections: part.connections });
         runs.get(target)?.push(result);
         context.log(
-          `[acceptance] round ${round}/${part.rounds} ${HTTP_LABELS[target].padEnd(18)} ${formatInt(result.rps).padStart(7)} req/s  p50 ${formatFixed(result.p50, 0)} ms  p99 ${formatFixed(result.p99, 0)} ms  errors ${result.errors + result.non2xx}`,
+          `[acceptance] round ${round}/${part.rounds} ${HTTP_LABELS[target].padEnd(26)} ${formatInt(result.rps).padStart(7)} req/s  p50 ${formatFixed(result.p50, 0)} ms  p99 ${formatFixed(result.p99, 0)} ms  errors ${result.errors + result.non2xx}`,
         );
       } finally {
         await started.child.stop();
@@ -121,7 +138,8 @@ export async function runHttp(context: BenchContext, wanted: HttpTarget[]): Prom
     }
   }
 
-  const baselineOf = (target: HttpTarget): HttpTarget => (target === 'replay' || target === 'bare-same' ? 'bare-same' : 'bare');
+  const baselineOf = (target: HttpTarget): HttpTarget =>
+    target === 'replay' || target === 'bare-same' ? 'bare-same' : target === 'asyncfirst-pg' && runs.get('pgboss')?.length ? 'pgboss' : 'bare';
   for (const target of targets) {
     const baseline = baselineOf(target);
     const bare = runs.get(baseline) ?? [];
@@ -135,7 +153,7 @@ export async function runHttp(context: BenchContext, wanted: HttpTarget[]): Prom
     const reason = skipped.get(target);
     part.rows.push({
       target,
-      label: HTTP_LABELS[target],
+      label: target === 'asyncfirst-baseline' ? `asyncfirst at ${context.baseline?.short ?? 'the baseline'}` : HTTP_LABELS[target],
       runs: results,
       rps,
       p50: median(results.map((run) => run.p50)),

@@ -1,6 +1,7 @@
 import { startServer } from '../lib/children.js';
 import { type BenchContext, formatFixed, freshDatabase } from '../lib/context.js';
 import { type PacedResult, runPaced } from '../lib/paced.js';
+import type { DatabaseWindow } from '../lib/postgres.js';
 import { BENCH_API_KEYS } from '../lib/shared.js';
 import type { Summary } from '../lib/stats.js';
 
@@ -8,9 +9,13 @@ import type { Summary } from '../lib/stats.js';
  * 202-to-handler-start: an asyncfirst child with the worker on and a no-op handler, under a
  * steady, evenly paced request rate (see lib/paced.ts for why not autocannon's overallRate). Inside the child, per job id: when the 202 was sent (Fastify onResponse),
  * when the request arrived (onRequest) and when the handler started (performance.now()).
+ * Run on an SQLite file and on PostgreSQL (a schema of the child's own), with the default
+ * worker concurrency; on PostgreSQL also with 50 concurrent jobs, which tells a delay per job
+ * from a backlog of a worker that cannot keep up.
  */
 
 export interface LatencyPart {
+  database: 'sqlite' | 'postgres';
   rate: number;
   durationS: number;
   workerConcurrency: number;
@@ -25,26 +30,41 @@ export interface LatencyPart {
   /** p50 of 202 → handler start over the first and the last third of the jobs, ms. */
   p50FirstThird: number;
   p50LastThird: number;
+  /** On PostgreSQL: the round trips the child sent over the measured run, and what they cost (see lib/postgres.ts). */
+  cost?: DatabaseWindow;
 }
 
-export async function runLatency(context: BenchContext): Promise<LatencyPart> {
+/** asyncfirst's default WORKER_CONCURRENCY, at which the goal is judged. */
+export const DEFAULT_WORKER_CONCURRENCY = 4;
+
+export async function runLatency(
+  context: BenchContext,
+  on: LatencyPart['database'] = 'sqlite',
+  workerConcurrency = DEFAULT_WORKER_CONCURRENCY,
+): Promise<LatencyPart> {
   const rate = context.quick ? 200 : 500;
   const durationS = context.quick ? 2 : 15;
-  const workerConcurrency = 4; // asyncfirst's default WORKER_CONCURRENCY
   const database = freshDatabase(context, 'latency');
   const { child, url } = await startServer('bench/servers/asyncfirst.ts', {
-    env: { BENCH_MODE: 'latency', BENCH_DB: database.dbPath, BENCH_WORKER_CONCURRENCY: String(workerConcurrency), API_KEYS: BENCH_API_KEYS },
+    env: {
+      BENCH_MODE: 'latency',
+      BENCH_DB: on === 'postgres' ? 'postgres' : database.dbPath,
+      BENCH_WORKER_CONCURRENCY: String(workerConcurrency),
+      API_KEYS: BENCH_API_KEYS,
+    },
   });
   try {
     // A short warm-up first (JIT, SQLite page cache), then the measured, evenly paced run.
     await runPaced({ url, rate, durationS: context.quick ? 0.5 : 2 });
     await child.command('reset');
+    if (on === 'postgres') await child.command('db-start');
     const load = await runPaced({ url, rate, durationS });
+    const database = on === 'postgres' ? await child.command<DatabaseWindow>('db-stop') : undefined;
     await new Promise((resolve) => setTimeout(resolve, 500)); // the last jobs start
-    const stats = await child.command<Omit<LatencyPart, 'rate' | 'durationS' | 'workerConcurrency' | 'load'>>('latency');
-    const part: LatencyPart = { rate, durationS, workerConcurrency, load, ...stats };
+    const stats = await child.command<Omit<LatencyPart, 'database' | 'rate' | 'durationS' | 'workerConcurrency' | 'load'>>('latency');
+    const part: LatencyPart = { database: on, rate, durationS, workerConcurrency, load, ...stats, ...(database ? { cost: database } : {}) };
     context.log(
-      `[latency] ${rate} req/s for ${durationS} s: 202 → handler start p50 ${formatFixed(part.fromResponse.p50, 2)} ms, p99 ${formatFixed(part.fromResponse.p99, 2)} ms (${part.fromResponse.count} jobs; p50 first third ${formatFixed(part.p50FirstThird, 2)} ms, last third ${formatFixed(part.p50LastThird, 2)} ms)`,
+      `[latency] ${on === 'postgres' ? 'PostgreSQL' : 'SQLite'}, worker concurrency ${workerConcurrency}, ${rate} req/s for ${durationS} s: 202 → handler start p50 ${formatFixed(part.fromResponse.p50, 2)} ms, p99 ${formatFixed(part.fromResponse.p99, 2)} ms (${part.fromResponse.count} jobs; p50 first third ${formatFixed(part.p50FirstThird, 2)} ms, last third ${formatFixed(part.p50LastThird, 2)} ms)`,
     );
     return part;
   } finally {

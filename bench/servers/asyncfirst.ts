@@ -3,22 +3,29 @@
 //   BENCH_MODE=latency  the demo contract with a no-op createReport that records when each job's handler starts,
 //                       and an onResponse hook that records when each 202 was sent; the "latency" command reports
 //                       the distribution of (handler start - 202 sent) and (handler start - request arrival).
-// BENCH_DB is the SQLite file (the parent creates and removes its folder).
+// BENCH_DB is the SQLite file (the parent creates and removes its folder); BENCH_DB=postgres runs on PostgreSQL
+// instead, in a schema this child creates and drops when it stops (DATABASE_POOL_MAX connections, the default 10).
 // BENCH_PROFILE_FILE is where the profile-stop command writes the CPU profile started by profile-start.
+// On PostgreSQL, db-start / db-stop measure a window: the queries this process sent, by statement, the CPU
+// time of the PostgreSQL backends serving it, the notifications sent on asyncfirst's channel, and this process's own CPU time.
 import type { FastifyRequest } from 'fastify';
 import type { operations } from '../../generated/api.js';
 import { type AsyncFirstApp, createAsyncFirst } from '../../src/app.js';
 import { createDemo, demoSecurity, parseApiKeys } from '../../src/demo/service.js';
 import type { Handlers } from '../../src/handlers.js';
 import { announce, cpuProfiler, rss, serveParent } from '../lib/child-side.js';
+import { asyncfirstChannel, benchSchemaName, countQueries, type DatabaseWindow, dropSchema, namedConnectionUrl, startDatabaseWindow } from '../lib/postgres.js';
 import { BENCH_API_KEYS, CONTRACT_PATH, noopReport } from '../lib/shared.js';
 import { summarize } from '../lib/stats.js';
 
 const mode = process.env.BENCH_MODE ?? 'demo';
-const databaseUrl = process.env.BENCH_DB;
-if (!databaseUrl) throw new Error('BENCH_DB must name the SQLite file');
+const database = process.env.BENCH_DB;
+if (!database) throw new Error('BENCH_DB must name the SQLite file, or be "postgres"');
+const schema = database === 'postgres' ? benchSchemaName('server') : undefined;
+const queries = schema ? countQueries(schema) : undefined;
 const config = {
-  databaseUrl,
+  databaseUrl: schema ? namedConnectionUrl(schema) : database,
+  ...(schema ? { databaseSchema: schema } : {}),
   workerConcurrency: Number(process.env.BENCH_WORKER_CONCURRENCY ?? 0),
   logLevel: 'silent',
   port: 0,
@@ -100,5 +107,23 @@ function reset() {
   return true;
 }
 
-serveParent({ rss, latency, reset, 'profile-start': () => profiler.start(), 'profile-stop': stopProfile }, () => app.close());
+// A window of database work (PostgreSQL only): queries sent, backend CPU, this process's CPU.
+let window: { stop(): Promise<DatabaseWindow> } | undefined;
+async function databaseStart() {
+  if (!schema || !queries) throw new Error('db-start needs BENCH_DB=postgres');
+  window = await startDatabaseWindow(schema, queries, asyncfirstChannel(schema));
+  return true;
+}
+function databaseStop(): Promise<DatabaseWindow> {
+  if (!window) throw new Error('db-stop without db-start');
+  return window.stop();
+}
+
+serveParent(
+  { rss, latency, reset, 'profile-start': () => profiler.start(), 'profile-stop': stopProfile, 'db-start': databaseStart, 'db-stop': databaseStop },
+  async () => {
+    await app.close();
+    if (schema) await dropSchema(schema);
+  },
+);
 announce({ url, pid: process.pid });

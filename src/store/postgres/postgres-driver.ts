@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { isFinished, type JobState } from '../../core/job-states.js';
+import { isFinished } from '../../core/job-states.js';
 import type { Settled } from '../../engine/turn-batcher.js';
 import type { AcceptResult, AcceptWrite, Driver, DriverClaim, DriverEvents, EndingProblems, Finish, RecordChange, Requeue } from '../driver.js';
 import { type DeliveryRow, type JobRow, toClaimedJob, toDelivery, toJobRecord } from '../rows.js';
@@ -8,9 +8,7 @@ import {
   type CancelOutcome,
   type ClaimedJob,
   type DeliveryOutcome,
-  type DeliveryStatus,
   type JobEvent,
-  type JobOutcome,
   type JobProgress,
   type JobRecord,
   type LeaseState,
@@ -90,7 +88,7 @@ export class PostgresDriver implements Driver {
   /** The last failure of the database, until a statement succeeds again (reported once). */
   private failing = false;
 
-  constructor(private readonly options: PostgresDriverOptions) {
+  constructor(options: PostgresDriverOptions) {
     this.schema = options.schema ?? 'asyncfirst';
     if (!/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(this.schema)) throw new Error(`DATABASE_SCHEMA "${this.schema}" must be a plain SQL identifier`);
     this.channel = `asyncfirst_${this.schema}`;

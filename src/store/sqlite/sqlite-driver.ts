@@ -3,7 +3,6 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type BetterSqlite3 from 'better-sqlite3';
 import Database from 'better-sqlite3';
-import type { JobState } from '../../core/job-states.js';
 import { type Settled, settledOf } from '../../engine/turn-batcher.js';
 import type { AcceptResult, AcceptWrite, Driver, DriverClaim, DriverEvents, EndingProblems, Finish, RecordChange, Requeue } from '../driver.js';
 import { type JobRow, toClaimedJob, toDelivery, toJobRecord } from '../rows.js';
@@ -11,7 +10,6 @@ import {
   type CancelOutcome,
   type ClaimedJob,
   type DeliveryOutcome,
-  type DeliveryStatus,
   type JobEvent,
   type JobOutcome,
   type JobProgress,
