@@ -135,11 +135,16 @@ export const SQL = {
      WHERE seq IN (SELECT seq FROM jobs WHERE status = 'running' AND lease_expires_at <= ${DB_NOW} AND cancel_requested FOR UPDATE SKIP LOCKED)
      RETURNING ${JOB_COLUMNS}`,
   ),
-  /** Abandoned jobs with no attempts left end failed. $1 problem, $2 now. */
+  /**
+   * Abandoned jobs with no attempts left end failed. $1 problem, $2 now. Not one being canceled:
+   * a cancel committed after cancelAbandoned looked (or while it skipped the row as locked) was
+   * answered 202, so the job must end canceled, by the next claim's cancelAbandoned.
+   */
   failAbandoned: statement(
     'fail_abandoned',
     `UPDATE jobs SET version = version + 1, status = 'failed', error = $1, ${NO_LEASE}, updated_at = $2, finished_at = $2
-     WHERE seq IN (SELECT seq FROM jobs WHERE status = 'running' AND lease_expires_at <= ${DB_NOW} AND attempts >= max_attempts FOR UPDATE SKIP LOCKED)
+     WHERE seq IN (SELECT seq FROM jobs WHERE status = 'running' AND lease_expires_at <= ${DB_NOW} AND attempts >= max_attempts AND NOT cancel_requested
+                   FOR UPDATE SKIP LOCKED)
      RETURNING ${JOB_COLUMNS}`,
   ),
   /** Takes over abandoned jobs, oldest lease first, naming the owner that let go. $1 owner, $2 lease ms, $3 now, $4 limit. */
