@@ -401,6 +401,194 @@ describe.each(DRIVERS)('the $name driver', ({ database }) => {
     await expect(engine.acceptJob(acceptRequest('late'))).rejects.toMatchObject({ name: 'StoreUnavailableError' });
     await expect(engine.checkReady()).rejects.toMatchObject({ name: 'StoreUnavailableError' });
   });
+
+  // --- listing and counting --------------------------------------------------------------
+
+  const idsOf = (page: { jobs: Array<{ id: string }> }) => page.jobs.map((job) => job.id);
+
+  it("lists jobs newest first, filtered by principal, states, operation and creation time; without a principal, everyone's", async () => {
+    const engine = await setup();
+    const now = Date.now();
+    const a1 = await acceptOne(engine, 'a1', { now: now - 3000 });
+    const b1 = await acceptOne(engine, 'b1', { now: now - 2000, principal: 'bob' });
+    const a2 = await acceptOne(engine, 'a2', { now: now - 1000, operation: 'other' });
+    const a3 = await acceptOne(engine, 'a3', { now });
+    const claimed = await claimOne(engine, 'worker-a');
+    expect(claimed.id).toBe(a1);
+
+    const all = await engine.listJobs({});
+    expect(idsOf(all)).toEqual([a3, a2, b1, a1]);
+    expect(all.nextCursor).toBeUndefined();
+    expect(idsOf(await engine.listJobs({ principal: 'alice' }))).toEqual([a3, a2, a1]);
+    expect(idsOf(await engine.listJobs({ principal: 'bob' }))).toEqual([b1]);
+    expect(idsOf(await engine.listJobs({ principal: 'carol' }))).toEqual([]);
+    expect(idsOf(await engine.listJobs({ statuses: ['running'] }))).toEqual([a1]);
+    expect(idsOf(await engine.listJobs({ statuses: ['queued', 'running'] }))).toEqual([a3, a2, b1, a1]);
+    expect(idsOf(await engine.listJobs({ statuses: ['succeeded', 'failed', 'canceled'] }))).toEqual([]);
+    expect(idsOf(await engine.listJobs({ statuses: [] }))).toEqual([]);
+    expect(idsOf(await engine.listJobs({ operation: 'other' }))).toEqual([a2]);
+    expect(idsOf(await engine.listJobs({ createdAfter: now - 2000 }))).toEqual([a3, a2]);
+    expect(idsOf(await engine.listJobs({ createdBefore: now - 1000 }))).toEqual([b1, a1]);
+    expect(idsOf(await engine.listJobs({ createdAfter: now - 2500, createdBefore: now - 500 }))).toEqual([a2, b1]);
+    expect(idsOf(await engine.listJobs({ principal: 'alice', operation: 'createReport', statuses: ['queued'] }))).toEqual([a3]);
+
+    // The records are those getJob returns, with the lease of a running job and no input unless asked for.
+    const [running] = (await engine.listJobs({ statuses: ['running'] })).jobs;
+    expect(running).toMatchObject({ id: a1, principal: 'alice', status: 'running', attempts: 1, fence: 1, leaseOwner: 'worker-a', version: 1 });
+    expect(running?.leaseExpiresInMs).toBeGreaterThan(0);
+    expect(running?.leaseExpiresInMs).toBeLessThanOrEqual(30_000);
+    expect(running?.input).toBeUndefined();
+    const { leaseExpiresInMs: _left, ...stable } = running ?? {};
+    expect(await engine.getJob('alice', a1)).toMatchObject(stable);
+    const queued = (await engine.listJobs({ principal: 'bob' })).jobs[0];
+    expect(queued).toMatchObject({ id: b1, principal: 'bob', status: 'queued', fence: 0, createdAt: now - 2000 });
+    expect(queued?.leaseOwner).toBeUndefined();
+    expect(queued?.leaseExpiresInMs).toBeUndefined();
+    expect((await engine.listJobs({ principal: 'bob', withInput: true })).jobs[0]).toMatchObject({ id: b1, input: INPUT });
+
+    // A finished job holds no lease; its fence stays the last attempt's.
+    expect(await engine.finishJob(a1, claimed.fence, { status: 'succeeded', result: '{}' }, Date.now())).toBe(true);
+    const [finished] = (await engine.listJobs({ statuses: ['succeeded'] })).jobs;
+    expect(finished).toMatchObject({ id: a1, status: 'succeeded', fence: 1 });
+    expect(finished?.leaseOwner).toBeUndefined();
+    expect(finished?.leaseExpiresInMs).toBeUndefined();
+  });
+
+  it("measures what a lease has left on the store's lease clock: it runs down, renewal extends it, and a lapsed one is 0 or less", async () => {
+    const engine = await setup();
+    const id = await acceptOne(engine, 'leased');
+    const claimed = await claimOne(engine, 'worker-a', 150);
+    const left = async () => (await engine.getJob('alice', id))?.leaseExpiresInMs ?? Number.NaN;
+    const first = await left();
+    expect(first).toBeGreaterThan(0);
+    expect(first).toBeLessThanOrEqual(150);
+    await sleep(30);
+    expect(await left()).toBeLessThan(first);
+    expect((await engine.renewLease(id, claimed.fence, 60_000, Date.now())).held).toBe(true);
+    expect(await left()).toBeGreaterThan(150);
+    expect((await engine.renewLease(id, claimed.fence, 100, Date.now())).held).toBe(true);
+    await sleep(200);
+    expect(await left()).toBeLessThanOrEqual(0);
+    expect((await engine.getJob('alice', id))?.leaseOwner).toBe('worker-a');
+  });
+
+  it('pages with the cursor newest first, never repeating or skipping a job while new ones arrive', async () => {
+    const engine = await setup();
+    const older: string[] = [];
+    for (let i = 0; i < 7; i++) {
+      older.unshift(await acceptOne(engine, `old-${i}`));
+      await acceptOne(engine, `bobs-old-${i}`, { principal: 'bob' });
+    }
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    let pages = 0;
+    do {
+      const page = await engine.listJobs({ principal: 'alice', limit: 3, ...(cursor === undefined ? {} : { cursor }) });
+      expect(page.jobs.length).toBeLessThanOrEqual(3);
+      seen.push(...idsOf(page));
+      cursor = page.nextCursor;
+      pages++;
+      // Jobs keep arriving (alice's and bob's) while the listing pages.
+      await acceptOne(engine, `new-${pages}`);
+      await acceptOne(engine, `bobs-new-${pages}`, { principal: 'bob' });
+    } while (cursor !== undefined);
+    expect(pages).toBe(3);
+    expect(seen).toEqual(older);
+
+    // Bob has 10 jobs: a last page that is exactly full says there is no next one.
+    const first = await engine.listJobs({ principal: 'bob', limit: 5 });
+    expect(idsOf(first)).toHaveLength(5);
+    const second = await engine.listJobs({ principal: 'bob', limit: 5, cursor: first.nextCursor as string });
+    expect(idsOf(second)).toHaveLength(5);
+    expect(second.nextCursor).toBeUndefined();
+    expect(new Set([...idsOf(first), ...idsOf(second)]).size).toBe(10);
+  });
+
+  it('pages 50 jobs when no limit is asked for, and at most 200 however many are asked for', async () => {
+    const engine = await setup();
+    const outcomes = await Promise.all(Array.from({ length: 205 }, (_, i) => engine.acceptJob(acceptRequest(`many-${i}`))));
+    expect(outcomes.every((outcome) => outcome.kind === 'created')).toBe(true);
+    const standard = await engine.listJobs({});
+    expect(standard.jobs).toHaveLength(50);
+    expect(standard.nextCursor).toBeDefined();
+    const most = await engine.listJobs({ limit: 1000 });
+    expect(most.jobs).toHaveLength(200);
+    const rest = await engine.listJobs({ limit: 1000, cursor: most.nextCursor as string });
+    expect(rest.jobs).toHaveLength(5);
+    expect(rest.nextCursor).toBeUndefined();
+    expect(new Set([...idsOf(most), ...idsOf(rest)])).toEqual(new Set(outcomes.map((outcome) => outcome.jobId)));
+    expect((await engine.listJobs({ limit: 0 })).jobs).toHaveLength(1);
+  });
+
+  it('refuses a cursor no page gave out with the cursor-invalid problem', async () => {
+    const engine = await setup();
+    await acceptOne(engine, 'k1');
+    await acceptOne(engine, 'k2');
+    const { nextCursor } = await engine.listJobs({ limit: 1 });
+    expect(nextCursor).toEqual(expect.any(String));
+    const encoded = (text: string) => Buffer.from(text).toString('base64url');
+    for (const cursor of [
+      '',
+      'not a cursor',
+      `${nextCursor}!`,
+      `${nextCursor}=`,
+      encoded('p0'),
+      encoded('p-1'),
+      encoded('p1.5'),
+      encoded('p99999999999999999'),
+      encoded('12'),
+    ]) {
+      await expect(engine.listJobs({ cursor })).rejects.toMatchObject({
+        name: 'ProblemError',
+        problem: { type: 'urn:asyncfirst:problem:cursor-invalid', title: 'Invalid cursor', status: 400 },
+      });
+    }
+    // The cursor it gave out reads the next (here the last) page; one past the oldest job is an empty page, not an error.
+    const last = await engine.listJobs({ limit: 1, cursor: nextCursor as string });
+    expect(last.jobs).toHaveLength(1);
+    expect(last.nextCursor).toBeUndefined();
+    expect(await engine.listJobs({ cursor: encoded('p1') })).toEqual({ jobs: [] });
+  });
+
+  it('counts jobs by operation and state, and the idempotency records, which it reads back as stored', async () => {
+    const engine = await setup();
+    expect(await engine.countJobs()).toEqual([]);
+    expect(await engine.countIdempotencyRecords()).toBe(0);
+    const now = Date.now();
+    const first = await acceptOne(engine, 'c1', { now: now - 10 });
+    await acceptOne(engine, 'c2');
+    await acceptOne(engine, 'c3', { principal: 'bob' });
+    await acceptOne(engine, 'c4', { operation: 'other' });
+    const claimed = await claimOne(engine);
+    expect(claimed.id).toBe(first);
+    await engine.finishJob(first, claimed.fence, { status: 'succeeded', result: '{}' }, Date.now());
+    await claimOne(engine);
+    expect(await engine.countJobs()).toEqual([
+      { operation: 'createReport', status: 'queued', count: 1 },
+      { operation: 'createReport', status: 'running', count: 1 },
+      { operation: 'createReport', status: 'succeeded', count: 1 },
+      { operation: 'other', status: 'queued', count: 1 },
+    ]);
+    expect(await engine.countIdempotencyRecords()).toBe(4);
+    expect(await engine.getIdempotencyRecord('alice', 'createReport', 'c1')).toEqual({
+      principal: 'alice',
+      operation: 'createReport',
+      key: 'c1',
+      fingerprint: 'fp-c1',
+      jobId: first,
+      createdAt: now - 10,
+      expiresAt: now + 60_000,
+    });
+    expect(await engine.getIdempotencyRecord('bob', 'createReport', 'c1')).toBeUndefined();
+    expect(await engine.getIdempotencyRecord('alice', 'other', 'c1')).toBeUndefined();
+    // An expired record is still stored (and counted) until the sweeper deletes it.
+    const expired = await acceptOne(engine, 'c5', { now: now - 20, keyExpiresAt: now - 10 });
+    expect(await engine.getIdempotencyRecord('alice', 'createReport', 'c5')).toMatchObject({ jobId: expired, expiresAt: now - 10 });
+    expect(await engine.countIdempotencyRecords()).toBe(5);
+    expect(await engine.sweep(now, 0)).toEqual({ keys: 1, jobs: 0 });
+    expect(await engine.getIdempotencyRecord('alice', 'createReport', 'c5')).toBeUndefined();
+    expect(await engine.countIdempotencyRecords()).toBe(4);
+  });
 });
 
 describe('cross-process announcements (PostgreSQL LISTEN/NOTIFY)', () => {

@@ -11,6 +11,7 @@ export const PROBLEMS = {
   idempotencyKeyInvalid: { slug: 'idempotency-key-invalid', title: 'Invalid Idempotency-Key header', status: 400 },
   callbackUrlRefused: { slug: 'callback-url-refused', title: 'Callback-URL refused', status: 400 },
   badRequest: { slug: 'bad-request', title: 'Bad request', status: 400 },
+  cursorInvalid: { slug: 'cursor-invalid', title: 'Invalid cursor', status: 400 },
   unauthorized: { slug: 'unauthorized', title: 'Authentication required', status: 401 },
   notFound: { slug: 'not-found', title: 'Not found', status: 404 },
   jobNotFound: { slug: 'job-not-found', title: 'Job not found', status: 404 },

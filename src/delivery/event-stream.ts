@@ -172,6 +172,7 @@ function queuedEvent(job: JobRecord): JobEvent {
     createdAt: job.createdAt,
     updatedAt: job.createdAt,
     version: 0,
+    fence: 0,
   });
   return { id: 0, type: 'job.queued', data };
 }

@@ -9,15 +9,20 @@ import type {
   ClaimedJob,
   ClaimRequest,
   DeliveryOutcome,
+  IdempotencyRecord,
+  JobCount,
   JobEvent,
   JobOutcome,
+  JobPage,
   JobProgress,
+  JobQuery,
   JobRecord,
   LeaseState,
   Store,
   StoreFault,
   WebhookDelivery,
 } from '../store/store.js';
+import { listingOf, pageOf } from './job-listing.js';
 import { jobBody } from './job-view.js';
 import { TurnBatcher } from './turn-batcher.js';
 
@@ -123,6 +128,23 @@ export class JobEngine implements Store {
 
   getJobEvents(principal: string, id: string, afterVersion: number): Promise<{ job: JobRecord; events: JobEvent[] } | undefined> {
     return this.driver.getJobEvents(principal, id, afterVersion);
+  }
+
+  async listJobs(query: JobQuery): Promise<JobPage> {
+    const listing = listingOf(query);
+    return pageOf(listing, await this.driver.listJobs(listing));
+  }
+
+  countJobs(): Promise<JobCount[]> {
+    return this.driver.countJobs();
+  }
+
+  getIdempotencyRecord(principal: string, operation: string, key: string): Promise<IdempotencyRecord | undefined> {
+    return this.driver.getIdempotencyRecord(principal, operation, key);
+  }
+
+  countIdempotencyRecords(): Promise<number> {
+    return this.driver.countIdempotencyRecords();
   }
 
   cancelJob(principal: string, id: string, now: number): Promise<CancelOutcome> {

@@ -1,3 +1,4 @@
+import type { JobState } from '../core/job-states.js';
 import type { ProblemDetails } from '../core/problems.js';
 import type { Settled } from '../engine/turn-batcher.js';
 import type {
@@ -5,6 +6,8 @@ import type {
   CancelOutcome,
   ClaimedJob,
   DeliveryOutcome,
+  IdempotencyRecord,
+  JobCount,
   JobEvent,
   JobOutcome,
   JobProgress,
@@ -98,6 +101,25 @@ export interface Requeue {
   countsAttempt: boolean;
 }
 
+/** Which jobs to list: the engine's query with its cursor read as a position and its page size settled. */
+export interface JobListing {
+  principal?: string;
+  statuses?: readonly JobState[];
+  operation?: string;
+  createdAfter?: number;
+  createdBefore?: number;
+  /** Only jobs accepted before the one at this position; omitted: from the newest. */
+  beforePosition?: number;
+  limit: number;
+  withInput: boolean;
+}
+
+/** A listed job and its position: where it was accepted in the database's insertion order (what a cursor encodes). */
+export interface ListedJob {
+  position: number;
+  job: JobRecord;
+}
+
 export interface Driver {
   /** Which database: "sqlite" or "postgres". */
   readonly kind: string;
@@ -119,6 +141,13 @@ export interface Driver {
   jobVersions(ids: string[]): Promise<Map<string, number>>;
   /** The job and its events with a version above `afterVersion`, oldest first. */
   getJobEvents(principal: string, id: string, afterVersion: number): Promise<{ job: JobRecord; events: JobEvent[] } | undefined>;
+  /** Up to `limit` jobs that match, latest position first (an index the acceptance already writes serves the order). */
+  listJobs(listing: JobListing): Promise<ListedJob[]>;
+  /** The number of jobs per operation and state, ordered by operation then state. */
+  countJobs(): Promise<JobCount[]>;
+  /** The stored record of a key, live or expired. */
+  getIdempotencyRecord(principal: string, operation: string, key: string): Promise<IdempotencyRecord | undefined>;
+  countIdempotencyRecords(): Promise<number>;
 
   // --- the life of a job ----------------------------------------------------------------
   /** Cancels a queued job (it ends canceled), or flags a running one (`signalled`). */

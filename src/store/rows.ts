@@ -1,5 +1,5 @@
 import type { JobState } from '../core/job-states.js';
-import type { ClaimedJob, DeliveryStatus, JobProgress, JobRecord, WebhookDelivery } from './store.js';
+import type { ClaimedJob, DeliveryStatus, IdempotencyRecord, JobProgress, JobRecord, WebhookDelivery } from './store.js';
 
 /*
  * The rows both drivers read, in the columns both schemas share, and their mapping to records.
@@ -25,11 +25,22 @@ export interface JobRow {
   finished_at: number | null;
   /** Bumped by every change that records an event; the event's version. */
   version: number;
+  fence: number;
+  lease_owner: string | null;
 }
 
 export interface ClaimedRow extends JobRow {
   input: string;
-  fence: number;
+}
+
+export interface IdempotencyRow {
+  principal: string;
+  operation: string;
+  key: string;
+  fingerprint: string;
+  job_id: string;
+  created_at: number;
+  expires_at: number;
 }
 
 export interface DeliveryRow {
@@ -48,7 +59,8 @@ export interface DeliveryRow {
   updated_at: number;
 }
 
-export function toJobRecord(row: JobRow): JobRecord {
+/** The record of a job row; `leaseExpiresInMs` is what its lease has left, as the driver measures it on its lease clock (null: no lease). */
+export function toJobRecord(row: JobRow, leaseExpiresInMs: number | null): JobRecord {
   return {
     id: row.id,
     principal: row.principal,
@@ -67,6 +79,9 @@ export function toJobRecord(row: JobRow): JobRecord {
     updatedAt: row.updated_at,
     ...(row.finished_at === null ? {} : { finishedAt: row.finished_at }),
     version: row.version,
+    fence: row.fence,
+    ...(row.lease_owner === null ? {} : { leaseOwner: row.lease_owner }),
+    ...(leaseExpiresInMs === null ? {} : { leaseExpiresInMs }),
   };
 }
 
@@ -97,5 +112,17 @@ export function toDelivery(row: DeliveryRow): WebhookDelivery {
     ...(row.last_error === null ? {} : { lastError: row.last_error }),
     createdAt: row.created_at,
     updatedAt: row.updated_at,
+  };
+}
+
+export function toIdempotencyRecord(row: IdempotencyRow): IdempotencyRecord {
+  return {
+    principal: row.principal,
+    operation: row.operation,
+    key: row.key,
+    fingerprint: row.fingerprint,
+    jobId: row.job_id,
+    createdAt: row.created_at,
+    expiresAt: row.expires_at,
   };
 }

@@ -37,6 +37,14 @@ export interface Store {
   getJobEvents(principal: string, id: string, afterVersion: number): Promise<{ job: JobRecord; events: JobEvent[] } | undefined>;
   /** The current version of each of these jobs that exists; waiters compare them to find changes made by other processes. */
   jobVersions(ids: string[]): Promise<Map<string, number>>;
+  /** One page of jobs matching the query, newest (last accepted) first; `nextCursor` asks for the next page. Throws ProblemError cursor-invalid for a cursor no page gave out. */
+  listJobs(query: JobQuery): Promise<JobPage>;
+  /** How many jobs there are of each operation in each state (pairs with no jobs are left out). */
+  countJobs(): Promise<JobCount[]>;
+  /** The idempotency record stored for a key, live or expired (until the sweeper deletes it). */
+  getIdempotencyRecord(principal: string, operation: string, key: string): Promise<IdempotencyRecord | undefined>;
+  /** How many idempotency records are stored, live or expired. */
+  countIdempotencyRecords(): Promise<number>;
   /** True when changes made by other processes are announced (onJobsChanged fires for them); waiters then poll only as a backstop. */
   readonly announcesOtherProcesses: boolean;
   /** Claims due webhook deliveries with a lease; each claim counts as an attempt. */
@@ -104,6 +112,67 @@ export interface JobRecord {
   finishedAt?: number;
   /** Bumped by every change that records an event: the version of the job's newest event (0: none yet). */
   version: number;
+  /** Bumped by every claim: the fence the current (or last) attempt's writes present. */
+  fence: number;
+  /** The worker holding the lease of a running job. */
+  leaseOwner?: string;
+  /**
+   * While a lease is held: how long it had left when the job was read, on the store's lease clock
+   * (0 or less: it has lapsed and the next claim takes the job over). Never a time of day: SQLite
+   * measures leases on the machine's monotonic clock, PostgreSQL on the database's.
+   */
+  leaseExpiresInMs?: number;
+  /** The canonical JSON of the job's input ({body, params, query}); only when a listing asked for it (`withInput`). */
+  input?: string;
+}
+
+/** Which jobs listJobs returns: the filters combine, and an omitted one does not filter. */
+export interface JobQuery {
+  /** One principal's jobs; omitted: every principal's (for operators). */
+  principal?: string;
+  /** Jobs in any of these states (an empty list matches none). */
+  statuses?: readonly JobState[];
+  operation?: string;
+  /** Jobs created after this time (exclusive). */
+  createdAfter?: number;
+  /** Jobs created before this time (exclusive). */
+  createdBefore?: number;
+  /** Jobs per page: 50 when omitted, at most 200. */
+  limit?: number;
+  /** The `nextCursor` of the page before: this page starts after its last job. */
+  cursor?: string;
+  /** Each job's input too (it can be large: only when the caller reads it). */
+  withInput?: boolean;
+}
+
+/**
+ * A page of a listing, newest first. Paging with `nextCursor` neither repeats nor skips a job that
+ * existed when the first page was read; a job accepted meanwhile may or may not appear.
+ */
+export interface JobPage {
+  jobs: JobRecord[];
+  /** Absent on the last page. */
+  nextCursor?: string;
+}
+
+/** How many jobs of one operation are in one state. */
+export interface JobCount {
+  operation: string;
+  status: JobState;
+  count: number;
+}
+
+/** What binds an Idempotency-Key: the request it was first used with, and the job that request made. */
+export interface IdempotencyRecord {
+  principal: string;
+  operation: string;
+  key: string;
+  /** The fingerprint of that first request (a replay has the same one). */
+  fingerprint: string;
+  jobId: string;
+  createdAt: number;
+  /** From this time on, the key binds nothing: the same key makes a new job. */
+  expiresAt: number;
 }
 
 /** A running job's progress, as its handler last reported it. */

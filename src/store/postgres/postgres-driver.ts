@@ -2,12 +2,26 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { isFinished } from '../../core/job-states.js';
 import type { Settled } from '../../engine/turn-batcher.js';
-import type { AcceptResult, AcceptWrite, Driver, DriverClaim, DriverEvents, EndingProblems, Finish, RecordChange, Requeue } from '../driver.js';
-import { type DeliveryRow, type JobRow, toClaimedJob, toDelivery, toJobRecord } from '../rows.js';
+import type {
+  AcceptResult,
+  AcceptWrite,
+  Driver,
+  DriverClaim,
+  DriverEvents,
+  EndingProblems,
+  Finish,
+  JobListing,
+  ListedJob,
+  RecordChange,
+  Requeue,
+} from '../driver.js';
+import { type DeliveryRow, type IdempotencyRow, toClaimedJob, toDelivery, toIdempotencyRecord, toJobRecord } from '../rows.js';
 import {
   type CancelOutcome,
   type ClaimedJob,
   type DeliveryOutcome,
+  type IdempotencyRecord,
+  type JobCount,
   type JobEvent,
   type JobProgress,
   type JobRecord,
@@ -17,7 +31,7 @@ import {
 } from '../store.js';
 import { PostgresListener } from './listener.js';
 import { migrate } from './migrate.js';
-import { type ClaimedRow, SQL, type Statement } from './statements.js';
+import { type ClaimedRow, type ListedRow, type PostgresJobRow, SQL, type Statement } from './statements.js';
 
 export interface PostgresDriverOptions {
   connectionString: string;
@@ -259,7 +273,7 @@ export class PostgresDriver implements Driver {
    * Records what the changed rows did: the engine builds each event (and webhook delivery), and
    * they are inserted with one statement each, which also NOTIFYs (delivered at COMMIT).
    */
-  private async record(query: Query, changes: Changes, changed: { row: JobRow; type: string }[], now: number): Promise<JobRecord[]> {
+  private async record(query: Query, changes: Changes, changed: { row: PostgresJobRow; type: string }[], now: number): Promise<JobRecord[]> {
     const record = (this.hooks as { recordChange: RecordChange }).recordChange;
     const jobs: JobRecord[] = [];
     const events = { ids: [] as string[], versions: [] as number[], types: [] as string[], data: [] as string[], times: [] as number[] };
@@ -272,7 +286,7 @@ export class PostgresDriver implements Driver {
       attempts: [] as number[],
     };
     for (const { row, type } of changed) {
-      const job = toJobRecord(row);
+      const job = jobOf(row);
       jobs.push(job);
       const recorded = record(job, type, now);
       events.ids.push(job.id);
@@ -391,9 +405,9 @@ export class PostgresDriver implements Driver {
   }
 
   async getJob(principal: string, id: string): Promise<JobRecord | undefined> {
-    const [row] = await this.run<JobRow>(SQL.getJob, [id, principal]);
+    const [row] = await this.run<PostgresJobRow>(SQL.getJob, [id, principal]);
     if (!row) return undefined;
-    const job = toJobRecord(row);
+    const job = jobOf(row);
     if (job.callbackUrl) job.deliveries = (await this.run<DeliveryRow>(SQL.deliveriesOfJob, [id])).map(toDelivery);
     return job;
   }
@@ -405,7 +419,7 @@ export class PostgresDriver implements Driver {
   }
 
   async getJobEvents(principal: string, id: string, afterVersion: number): Promise<{ job: JobRecord; events: JobEvent[] } | undefined> {
-    const rows = await this.run<JobRow & { event_version: number | null; event_type: string | null; event_data: string | null }>(SQL.jobWithEvents, [
+    const rows = await this.run<PostgresJobRow & { event_version: number | null; event_type: string | null; event_data: string | null }>(SQL.jobWithEvents, [
       id,
       principal,
       afterVersion,
@@ -415,7 +429,35 @@ export class PostgresDriver implements Driver {
     const events = rows
       .filter((row) => row.event_version !== null)
       .map((row) => ({ id: row.event_version as number, type: row.event_type as string, data: row.event_data as string }));
-    return { job: toJobRecord(first), events };
+    return { job: jobOf(first), events };
+  }
+
+  async listJobs(listing: JobListing): Promise<ListedJob[]> {
+    const rows = await this.run<ListedRow>(listing.withInput ? SQL.listJobsWithInput : SQL.listJobs, [
+      listing.beforePosition ?? Number.MAX_SAFE_INTEGER,
+      listing.principal ?? null,
+      listing.statuses ?? null,
+      listing.operation ?? null,
+      listing.createdAfter ?? null,
+      listing.createdBefore ?? null,
+      listing.limit,
+    ]);
+    return rows.map((row) => ({ position: row.seq, job: listing.withInput ? { ...jobOf(row), input: row.input as string } : jobOf(row) }));
+  }
+
+  async countJobs(): Promise<JobCount[]> {
+    const rows = await this.run<{ operation: string; status: string; count: number }>(SQL.countJobs, []);
+    return rows.map((row) => ({ operation: row.operation, status: row.status as JobCount['status'], count: row.count }));
+  }
+
+  async getIdempotencyRecord(principal: string, operation: string, key: string): Promise<IdempotencyRecord | undefined> {
+    const [row] = await this.run<IdempotencyRow>(SQL.getIdempotencyRecord, [principal, operation, key]);
+    return row ? toIdempotencyRecord(row) : undefined;
+  }
+
+  async countIdempotencyRecords(): Promise<number> {
+    const [row] = await this.run<{ count: number }>(SQL.countIdempotencyRecords, []);
+    return row?.count ?? 0;
   }
 
   // --- the life of a job ------------------------------------------------------------------------
@@ -425,16 +467,16 @@ export class PostgresDriver implements Driver {
       // Each statement sees the newest committed row: a job can move between queued and running
       // in between them (claimed, retried, released), so try again until one matches or it is finished.
       for (let attempt = 0; ; attempt++) {
-        const [canceled] = await query<JobRow>(SQL.cancelQueuedJob, [this.problems.canceledBeforeRunning, now, id, principal]);
+        const [canceled] = await query<PostgresJobRow>(SQL.cancelQueuedJob, [this.problems.canceledBeforeRunning, now, id, principal]);
         if (canceled) {
           const [job] = await this.record(query, changes, [{ row: canceled, type: 'job.canceled' }], now);
           return { kind: 'canceled', job: job as JobRecord };
         }
-        const [signalled] = await query<JobRow>(SQL.requestCancel, [now, id, principal]);
-        if (signalled) return { kind: 'signalled', job: toJobRecord(signalled) };
-        const [row] = await query<JobRow>(SQL.getJob, [id, principal]);
+        const [signalled] = await query<PostgresJobRow>(SQL.requestCancel, [now, id, principal]);
+        if (signalled) return { kind: 'signalled', job: jobOf(signalled) };
+        const [row] = await query<PostgresJobRow>(SQL.getJob, [id, principal]);
         if (!row) return { kind: 'not-found' };
-        const job = toJobRecord(row);
+        const job = jobOf(row);
         if (isFinished(job.status) || attempt >= 10) return { kind: 'finished', job };
       }
     });
@@ -444,8 +486,8 @@ export class PostgresDriver implements Driver {
     const { owner, limit, now, leaseMs } = claim;
     return this.transaction(async (query, changes) => {
       const ended = [
-        ...(await query<JobRow>(SQL.cancelAbandoned, [this.problems.canceledWhileRunning, now])).map((row) => ({ row, type: 'job.canceled' })),
-        ...(await query<JobRow>(SQL.failAbandoned, [this.problems.abandoned, now])).map((row) => ({ row, type: 'job.failed' })),
+        ...(await query<PostgresJobRow>(SQL.cancelAbandoned, [this.problems.canceledWhileRunning, now])).map((row) => ({ row, type: 'job.canceled' })),
+        ...(await query<PostgresJobRow>(SQL.failAbandoned, [this.problems.abandoned, now])).map((row) => ({ row, type: 'job.failed' })),
       ];
       const taken = await query<ClaimedRow>(SQL.takeOverAbandoned, [owner, leaseMs, now, limit]);
       const queued =
@@ -466,7 +508,7 @@ export class PostgresDriver implements Driver {
 
   reportProgress(id: string, fence: number, progress: JobProgress, now: number): Promise<boolean> {
     return this.transaction(async (query, changes) => {
-      const [row] = await query<JobRow>(SQL.reportProgress, [JSON.stringify(progress), now, id, fence]);
+      const [row] = await query<PostgresJobRow>(SQL.reportProgress, [JSON.stringify(progress), now, id, fence]);
       if (row) await this.record(query, changes, [{ row, type: 'job.progress' }], now);
       return row !== undefined;
     });
@@ -478,7 +520,7 @@ export class PostgresDriver implements Driver {
     let finished: Set<string>;
     try {
       finished = await this.transaction(async (query, changes) => {
-        const rows = await query<JobRow>(SQL.finishJobs, [
+        const rows = await query<PostgresJobRow>(SQL.finishJobs, [
           sorted.map((finish) => finish.id),
           sorted.map((finish) => finish.fence),
           sorted.map((finish) => finish.outcome.status),
@@ -496,7 +538,7 @@ export class PostgresDriver implements Driver {
           rows.map((row) => ({ row, type: `job.${row.status}` })),
           now,
         );
-        return new Set(rows.map((row) => `${row.id}:${(row as JobRow & { fence: number }).fence}`));
+        return new Set(rows.map((row) => `${row.id}:${row.fence}`));
       });
     } catch (error) {
       return finishes.map(() => ({ ok: false, error }));
@@ -508,15 +550,15 @@ export class PostgresDriver implements Driver {
   requeueJob(id: string, fence: number, requeue: Requeue, now: number): Promise<boolean> {
     return this.transaction(async (query, changes) => {
       const [row] = requeue.countsAttempt
-        ? await query<JobRow>(SQL.retryJob, [requeue.error === undefined ? null : JSON.stringify(requeue.error), requeue.runAt, now, id, fence])
-        : await query<JobRow>(SQL.releaseJob, [requeue.runAt, now, id, fence]);
+        ? await query<PostgresJobRow>(SQL.retryJob, [requeue.error === undefined ? null : JSON.stringify(requeue.error), requeue.runAt, now, id, fence])
+        : await query<PostgresJobRow>(SQL.releaseJob, [requeue.runAt, now, id, fence]);
       if (row) {
         changes.queued = true;
         await this.record(query, changes, [{ row, type: 'job.queued' }], now);
         return true;
       }
       // A job whose cancel was asked (possibly from another process) is not queued again: it ends canceled.
-      const [canceled] = await query<JobRow>(SQL.finishCanceledRequest, [this.problems.canceledWhileRunning, now, id, fence]);
+      const [canceled] = await query<PostgresJobRow>(SQL.finishCanceledRequest, [this.problems.canceledWhileRunning, now, id, fence]);
       if (canceled) await this.record(query, changes, [{ row: canceled, type: 'job.canceled' }], now);
       return canceled !== undefined;
     });
@@ -579,6 +621,11 @@ export class PostgresDriver implements Driver {
     await this.listener.stop();
     await this.pool.end();
   }
+}
+
+/** The record of a row; the lease's time left was measured by the database, on its clock. */
+function jobOf(row: PostgresJobRow): JobRecord {
+  return toJobRecord(row, row.lease_expires_in);
 }
 
 function compare(a: string, b: string): number {

@@ -1,4 +1,4 @@
-import type { ClaimedRow as BaseClaimedRow } from '../rows.js';
+import type { ClaimedRow as BaseClaimedRow, JobRow } from '../rows.js';
 
 /**
  * Every SQL statement asyncfirst runs against PostgreSQL. How a job is accepted, claimed,
@@ -11,16 +11,55 @@ import type { ClaimedRow as BaseClaimedRow } from '../rows.js';
 /** Now on the database's clock, in milliseconds since the epoch. */
 const DB_NOW = `(extract(epoch from clock_timestamp()) * 1000)::bigint`;
 
-export const JOB_COLUMNS = `id, principal, operation, status, attempts, max_attempts, cancel_requested, progress, callback_url, result, result_location, error, run_at, created_at, updated_at, finished_at, version`;
+const JOB_COLUMN_NAMES = `id, principal, operation, status, attempts, max_attempts, cancel_requested, progress, callback_url, result, result_location, error, run_at, created_at, updated_at, finished_at, version, fence, lease_owner`;
+
+/**
+ * The columns a job is read with (qualified by `table` in statements that read another table
+ * too); its lease's expiry as what the lease has left, since a time on the database's clock
+ * means nothing to the machines that read it.
+ */
+function jobColumns(table?: string, extra = ''): string {
+  const of = (column: string) => (table === undefined ? column : `${table}.${column}`);
+  const names = extra === '' ? JOB_COLUMN_NAMES : `${JOB_COLUMN_NAMES}, ${extra}`;
+  return `${names.split(', ').map(of).join(', ')}, ${of('lease_expires_at')} - ${DB_NOW} AS lease_expires_in`;
+}
+
+const JOB_COLUMNS = jobColumns();
 const DELIVERY_COLUMNS = `id, job_id, url, event_type, payload, status, attempts, max_attempts, next_attempt_at, last_status, last_error, created_at, updated_at`;
-const CLAIMED_COLUMNS = `${JOB_COLUMNS}, input, fence`;
 /** Clears the lease of a job that leaves `running`. */
 const NO_LEASE = `lease_owner = NULL, lease_expires_at = NULL`;
 
+/** A job row as this driver reads it: what the lease has left, in milliseconds on the database's clock (null: no lease). */
+export interface PostgresJobRow extends JobRow {
+  lease_expires_in: number | null;
+}
+
 /** A claimed row; on a takeover it names the owner whose lease had expired. */
 export interface ClaimedRow extends BaseClaimedRow {
+  lease_expires_in: number | null;
   previous_owner?: string | null;
 }
+
+/** A listed row: its position, and its input when the listing asked for it. */
+export interface ListedRow extends PostgresJobRow {
+  seq: number;
+  input?: string;
+}
+
+/**
+ * Jobs newest first: an index scan of the primary key (seq) backwards from the cursor, filtering
+ * as it goes, so acceptance writes no index for listings. $1 before seq, $2 principal,
+ * $3 statuses, $4 operation, $5 created after, $6 created before (a null one does not filter), $7 limit.
+ */
+const listing = (columns: string) =>
+  `SELECT seq, ${columns} FROM jobs
+   WHERE seq < $1
+     AND ($2::text IS NULL OR principal = $2)
+     AND ($3::text[] IS NULL OR status = ANY($3::text[]))
+     AND ($4::text IS NULL OR operation = $4)
+     AND ($5::bigint IS NULL OR created_at > $5)
+     AND ($6::bigint IS NULL OR created_at < $6)
+   ORDER BY seq DESC LIMIT $7`;
 
 export interface Statement {
   name: string;
@@ -107,13 +146,27 @@ export const SQL = {
   /** The job and its events after a version, in one statement (one snapshot). */
   jobWithEvents: statement(
     'job_with_events',
-    `SELECT j.${JOB_COLUMNS.split(', ').join(', j.')}, e.version AS event_version, e.type AS event_type, e.data AS event_data
+    `SELECT ${jobColumns('j')}, e.version AS event_version, e.type AS event_type, e.data AS event_data
      FROM jobs j LEFT JOIN job_events e ON e.job_id = j.id AND e.version > $3
      WHERE j.id = $1 AND j.principal = $2
      ORDER BY e.version`,
   ),
   jobVersions: statement('job_versions', `SELECT id, version FROM jobs WHERE id = ANY($1::text[])`),
   deliveriesOfJob: statement('deliveries_of_job', `SELECT ${DELIVERY_COLUMNS} FROM webhook_deliveries WHERE job_id = $1 ORDER BY created_at, id`),
+
+  // --- listing and counting (for operators; nothing on a request's path) ---------------
+  listJobs: statement('list_jobs', listing(JOB_COLUMNS)),
+  listJobsWithInput: statement('list_jobs_with_input', listing(jobColumns(undefined, 'input'))),
+  /** Ordered as SQLite orders text (by code point), whatever the database's collation. */
+  countJobs: statement(
+    'count_jobs',
+    `SELECT operation, status, count(*) AS count FROM jobs GROUP BY operation, status ORDER BY operation COLLATE "C", status COLLATE "C"`,
+  ),
+  getIdempotencyRecord: statement(
+    'get_idempotency_record',
+    `SELECT principal, operation, key, fingerprint, job_id, created_at, expires_at FROM idempotency_keys WHERE principal = $1 AND operation = $2 AND key = $3`,
+  ),
+  countIdempotencyRecords: statement('count_idempotency_records', `SELECT count(*) AS count FROM idempotency_keys`),
 
   // --- canceling ------------------------------------------------------------------------
   cancelQueuedJob: statement(
@@ -159,7 +212,7 @@ export const SQL = {
      )
      UPDATE jobs SET version = version + 1, attempts = attempts + 1, fence = fence + 1, lease_owner = $1, lease_expires_at = ${DB_NOW} + $2, updated_at = $3
      FROM abandoned WHERE jobs.seq = abandoned.seq
-     RETURNING jobs.${CLAIMED_COLUMNS.split(', ').join(', jobs.')}, abandoned.lease_owner AS previous_owner`,
+     RETURNING ${jobColumns('jobs', 'input')}, abandoned.lease_owner AS previous_owner`,
   ),
   /** Claims due queued jobs, by run time then insertion; rows other claimers hold are skipped. $1 owner, $2 lease ms, $3 now, $4 limit. */
   claimQueued: statement(
@@ -170,7 +223,7 @@ export const SQL = {
      UPDATE jobs SET version = version + 1, status = 'running', attempts = attempts + 1, fence = fence + 1,
        lease_owner = $1, lease_expires_at = ${DB_NOW} + $2, updated_at = $3
      FROM due WHERE jobs.seq = due.seq
-     RETURNING jobs.${CLAIMED_COLUMNS.split(', ').join(', jobs.')}, jobs.seq`,
+     RETURNING ${jobColumns('jobs', 'input')}, jobs.seq`,
   ),
   /** $1 lease ms, $2 now, $3 id, $4 fence. */
   renewLease: statement(
@@ -212,7 +265,7 @@ export const SQL = {
        ${NO_LEASE}, updated_at = f.now, finished_at = f.now
      FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[]) AS f(id, fence, status, result, location, error, now)
      WHERE jobs.id = f.id AND jobs.fence = f.fence AND jobs.status = 'running'
-     RETURNING jobs.${JOB_COLUMNS.split(', ').join(', jobs.')}, jobs.fence`,
+     RETURNING ${jobColumns('jobs')}`,
   ),
   /** $1 error, $2 run at, $3 now, $4 id, $5 fence. */
   retryJob: statement(

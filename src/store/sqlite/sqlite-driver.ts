@@ -4,12 +4,26 @@ import { fileURLToPath } from 'node:url';
 import type BetterSqlite3 from 'better-sqlite3';
 import Database from 'better-sqlite3';
 import { type Settled, settledOf } from '../../engine/turn-batcher.js';
-import type { AcceptResult, AcceptWrite, Driver, DriverClaim, DriverEvents, EndingProblems, Finish, RecordChange, Requeue } from '../driver.js';
-import { type JobRow, toClaimedJob, toDelivery, toJobRecord } from '../rows.js';
+import type {
+  AcceptResult,
+  AcceptWrite,
+  Driver,
+  DriverClaim,
+  DriverEvents,
+  EndingProblems,
+  Finish,
+  JobListing,
+  ListedJob,
+  RecordChange,
+  Requeue,
+} from '../driver.js';
+import { toClaimedJob, toDelivery, toIdempotencyRecord, toJobRecord } from '../rows.js';
 import {
   type CancelOutcome,
   type ClaimedJob,
   type DeliveryOutcome,
+  type IdempotencyRecord,
+  type JobCount,
   type JobEvent,
   type JobOutcome,
   type JobProgress,
@@ -21,7 +35,7 @@ import {
 import { GroupCommit } from './group-commit.js';
 import { type LeaseClock, machineLeaseClock } from './lease-clock.js';
 import { migrate } from './schema.js';
-import { prepareStatements, type Statements } from './statements.js';
+import { prepareStatements, type SqliteJobRow, type Statements } from './statements.js';
 
 export interface SqliteDriverOptions {
   /** How long a write waits (off the event loop) for another connection's write lock before the store is "busy". */
@@ -192,8 +206,8 @@ export class SqliteDriver implements Driver {
    * Records the change the row's UPDATE made (it bumped the version): the event the engine builds
    * from the job, and its webhook delivery if the engine asks for one. Inside the transaction.
    */
-  private recordChange(row: JobRow, type: string, now: number): JobRecord {
-    const job = toJobRecord(row);
+  private recordChange(row: SqliteJobRow, type: string, now: number): JobRecord {
+    const job = this.jobOf(row);
     const recorded = (this.hooks as { recordChange: RecordChange }).recordChange(job, type, now);
     this.sql.insertEvent.run(job.id, job.version, type, recorded.data, now);
     this.changedInGroup.add(job.id);
@@ -232,7 +246,7 @@ export class SqliteDriver implements Driver {
     return this.read(() => {
       const row = this.sql.getJob.get(id, principal);
       if (!row) return undefined;
-      const job = toJobRecord(row);
+      const job = this.jobOf(row);
       if (job.callbackUrl) job.deliveries = this.sql.deliveriesOfJob.all(id).map(toDelivery);
       return job;
     });
@@ -249,9 +263,42 @@ export class SqliteDriver implements Driver {
         const row = this.sql.getJob.get(id, principal);
         if (!row) return undefined;
         const events = this.sql.eventsAfter.all(id, afterVersion).map((event) => ({ id: event.version, type: event.type, data: event.data }));
-        return { job: toJobRecord(row), events };
+        return { job: this.jobOf(row), events };
       })(),
     );
+  }
+
+  async listJobs(listing: JobListing): Promise<ListedJob[]> {
+    const parameters = {
+      principal: listing.principal ?? null,
+      statuses: listing.statuses === undefined ? null : JSON.stringify(listing.statuses),
+      operation: listing.operation ?? null,
+      createdAfter: listing.createdAfter ?? null,
+      createdBefore: listing.createdBefore ?? null,
+      before: listing.beforePosition ?? Number.MAX_SAFE_INTEGER,
+      limit: listing.limit,
+    };
+    return this.read(() =>
+      (listing.withInput ? this.sql.listJobsWithInput : this.sql.listJobs).all(parameters).map((row) => ({
+        position: row.seq,
+        job: listing.withInput ? { ...this.jobOf(row), input: row.input as string } : this.jobOf(row),
+      })),
+    );
+  }
+
+  async countJobs(): Promise<JobCount[]> {
+    return this.read(() => this.sql.countJobs.all().map((row) => ({ operation: row.operation, status: row.status as JobCount['status'], count: row.count })));
+  }
+
+  async getIdempotencyRecord(principal: string, operation: string, key: string): Promise<IdempotencyRecord | undefined> {
+    return this.read(() => {
+      const row = this.sql.getIdempotencyRecord.get(principal, operation, key);
+      return row ? toIdempotencyRecord(row) : undefined;
+    });
+  }
+
+  async countIdempotencyRecords(): Promise<number> {
+    return this.read(() => this.sql.countIdempotencyRecords.get()?.count ?? 0);
   }
 
   cancelJob(principal: string, id: string, now: number): Promise<CancelOutcome> {
@@ -262,7 +309,7 @@ export class SqliteDriver implements Driver {
         return { kind: 'signalled', job: this.mustGetJob(principal, id) };
       }
       const row = this.sql.getJob.get(id, principal);
-      return row ? { kind: 'finished', job: toJobRecord(row) } : { kind: 'not-found' };
+      return row ? { kind: 'finished', job: this.jobOf(row) } : { kind: 'not-found' };
     });
   }
 
@@ -412,7 +459,13 @@ export class SqliteDriver implements Driver {
   private mustGetJob(principal: string, id: string): JobRecord {
     const row = this.sql.getJob.get(id, principal);
     if (!row) throw new Error(`job ${id} vanished inside its own transaction`);
-    return toJobRecord(row);
+    return this.jobOf(row);
+  }
+
+  /** The record of a row, with what its lease has left on this driver's lease clock (a lease of another boot has lapsed). */
+  private jobOf(row: SqliteJobRow): JobRecord {
+    if (row.lease_expires_at === null) return toJobRecord(row, null);
+    return toJobRecord(row, row.lease_epoch === this.leaseClock.epoch ? row.lease_expires_at - this.leaseClock.now() : 0);
   }
 }
 

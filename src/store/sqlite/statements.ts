@@ -1,10 +1,44 @@
 import type BetterSqlite3 from 'better-sqlite3';
-import type { ClaimedRow, DeliveryRow, JobRow } from '../rows.js';
+import type { ClaimedRow, DeliveryRow, IdempotencyRow, JobRow } from '../rows.js';
 
 /** The columns a job is read with (GET /jobs/{id}). */
-const JOB_COLUMNS = `id, principal, operation, status, attempts, max_attempts, cancel_requested, progress, callback_url, result, result_location, error, run_at, created_at, updated_at, finished_at, version`;
+const JOB_COLUMNS = `id, principal, operation, status, attempts, max_attempts, cancel_requested, progress, callback_url, result, result_location, error, run_at, created_at, updated_at, finished_at, version, fence, lease_owner, lease_epoch, lease_expires_at`;
 const DELIVERY_COLUMNS = `id, job_id, url, event_type, payload, status, attempts, max_attempts, next_attempt_at, last_status, last_error, created_at, updated_at`;
-const CLAIMED_COLUMNS = `${JOB_COLUMNS}, input, fence`;
+const CLAIMED_COLUMNS = `${JOB_COLUMNS}, input`;
+
+/** A lease's expiry means something only on the lease clock of its epoch (lease-clock.ts). */
+interface LeaseColumns {
+  lease_epoch: string | null;
+  lease_expires_at: number | null;
+}
+export type SqliteJobRow = JobRow & LeaseColumns;
+export type SqliteClaimedRow = ClaimedRow & LeaseColumns;
+export type ListedRow = SqliteJobRow & { seq: number; input?: string };
+
+/** A listing's filters; a null one does not filter. `statuses` is a JSON array; `before` a seq. */
+export interface ListingParameters {
+  principal: string | null;
+  statuses: string | null;
+  operation: string | null;
+  createdAfter: number | null;
+  createdBefore: number | null;
+  before: number;
+  limit: number;
+}
+
+/**
+ * Jobs newest first: the scan walks the table's own B-tree (seq, the rowid) backwards from the
+ * cursor and filters as it goes, so acceptance writes no index for listings.
+ */
+const listing = (columns: string) =>
+  `SELECT seq, ${columns} FROM jobs
+   WHERE seq < @before
+     AND (@principal IS NULL OR principal = @principal)
+     AND (@statuses IS NULL OR status IN (SELECT value FROM json_each(@statuses)))
+     AND (@operation IS NULL OR operation = @operation)
+     AND (@createdAfter IS NULL OR created_at > @createdAfter)
+     AND (@createdBefore IS NULL OR created_at < @createdBefore)
+   ORDER BY seq DESC LIMIT @limit`;
 
 export interface EventRow {
   version: number;
@@ -35,8 +69,8 @@ export function prepareStatements(db: BetterSqlite3.Database) {
     ),
 
     // --- reading and canceling ----------------------------------------------------------
-    getJob: db.prepare<[string, string], JobRow>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ? AND principal = ?`),
-    cancelQueuedJob: db.prepare<[string, number, number, string, string], JobRow>(
+    getJob: db.prepare<[string, string], SqliteJobRow>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ? AND principal = ?`),
+    cancelQueuedJob: db.prepare<[string, number, number, string, string], SqliteJobRow>(
       `UPDATE jobs SET version = version + 1, status = 'canceled', error = ?, updated_at = ?, finished_at = ? WHERE id = ? AND principal = ? AND status = 'queued'
        RETURNING ${JOB_COLUMNS}`,
     ),
@@ -48,13 +82,13 @@ export function prepareStatements(db: BetterSqlite3.Database) {
     // A lease has expired when it was taken on another clock (another boot: see lease-clock.ts)
     // or its expiry on this clock has passed. Parameters: (lease clock epoch, lease clock now).
     /** Abandoned (lease expired) jobs whose cancellation was asked end as canceled. */
-    cancelAbandoned: db.prepare<[string, number, number, string, number], JobRow>(
+    cancelAbandoned: db.prepare<[string, number, number, string, number], SqliteJobRow>(
       `UPDATE jobs SET version = version + 1, status = 'canceled', error = ?, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
        WHERE status = 'running' AND (lease_epoch IS NOT ? OR lease_expires_at <= ?) AND cancel_requested = 1
        RETURNING ${JOB_COLUMNS}`,
     ),
     /** Abandoned jobs with no attempts left end as failed rather than crash a worker forever. */
-    failAbandoned: db.prepare<[string, number, number, string, number], JobRow>(
+    failAbandoned: db.prepare<[string, number, number, string, number], SqliteJobRow>(
       `UPDATE jobs SET version = version + 1, status = 'failed', error = ?, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
        WHERE status = 'running' AND (lease_epoch IS NOT ? OR lease_expires_at <= ?) AND attempts >= max_attempts
        RETURNING ${JOB_COLUMNS}`,
@@ -63,12 +97,12 @@ export function prepareStatements(db: BetterSqlite3.Database) {
     abandonedJobs: db.prepare<[string, number, number], { seq: number; lease_owner: string | null }>(
       `SELECT seq, lease_owner FROM jobs WHERE status = 'running' AND (lease_epoch IS NOT ? OR lease_expires_at <= ?) ORDER BY lease_expires_at LIMIT ?`,
     ),
-    takeOver: db.prepare<[string, string, number, number, number], ClaimedRow>(
+    takeOver: db.prepare<[string, string, number, number, number], SqliteClaimedRow>(
       `UPDATE jobs SET version = version + 1, attempts = attempts + 1, fence = fence + 1, lease_owner = ?, lease_epoch = ?, lease_expires_at = ?, updated_at = ?
        WHERE seq = ? AND status = 'running'
        RETURNING ${CLAIMED_COLUMNS}`,
     ),
-    claimQueued: db.prepare<[string, string, number, number, number, number], ClaimedRow>(
+    claimQueued: db.prepare<[string, string, number, number, number, number], SqliteClaimedRow>(
       `UPDATE jobs SET version = version + 1, status = 'running', attempts = attempts + 1, fence = fence + 1, lease_owner = ?, lease_epoch = ?, lease_expires_at = ?, updated_at = ?
        WHERE seq IN (SELECT seq FROM jobs WHERE status = 'queued' AND run_at <= ? ORDER BY run_at, seq LIMIT ?)
        RETURNING ${CLAIMED_COLUMNS}`,
@@ -78,7 +112,7 @@ export function prepareStatements(db: BetterSqlite3.Database) {
        RETURNING cancel_requested`,
     ),
 
-    reportProgress: db.prepare<[string, number, string, number], JobRow>(
+    reportProgress: db.prepare<[string, number, string, number], SqliteJobRow>(
       `UPDATE jobs SET version = version + 1, progress = ?, updated_at = ? WHERE id = ? AND fence = ? AND status = 'running'
        RETURNING ${JOB_COLUMNS}`,
     ),
@@ -88,7 +122,7 @@ export function prepareStatements(db: BetterSqlite3.Database) {
      * Cancel wins: once DELETE /jobs/{id} has asked (cancel_requested), the attempt's outcome is
      * discarded and the job ends canceled with the given problem, whatever the handler did.
      */
-    finishJob: db.prepare<[string, string | null, string | null, string, string | null, number, number, string, number], JobRow>(
+    finishJob: db.prepare<[string, string | null, string | null, string, string | null, number, number, string, number], SqliteJobRow>(
       `UPDATE jobs SET version = version + 1,
          status = CASE WHEN cancel_requested = 1 THEN 'canceled' ELSE ? END,
          result = CASE WHEN cancel_requested = 1 THEN NULL ELSE ? END,
@@ -98,17 +132,17 @@ export function prepareStatements(db: BetterSqlite3.Database) {
        WHERE id = ? AND fence = ? AND status = 'running'
        RETURNING ${JOB_COLUMNS}`,
     ),
-    retryJob: db.prepare<[string | null, number, number, string, number], JobRow>(
+    retryJob: db.prepare<[string | null, number, number, string, number], SqliteJobRow>(
       `UPDATE jobs SET version = version + 1, status = 'queued', error = ?, run_at = ?, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?
        WHERE id = ? AND fence = ? AND status = 'running' AND cancel_requested = 0
        RETURNING ${JOB_COLUMNS}`,
     ),
-    finishCanceledRequest: db.prepare<[string, number, number, string, number], JobRow>(
+    finishCanceledRequest: db.prepare<[string, number, number, string, number], SqliteJobRow>(
       `UPDATE jobs SET version = version + 1, status = 'canceled', error = ?, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
        WHERE id = ? AND fence = ? AND status = 'running' AND cancel_requested = 1
        RETURNING ${JOB_COLUMNS}`,
     ),
-    releaseJob: db.prepare<[number, number, string, number], JobRow>(
+    releaseJob: db.prepare<[number, number, string, number], SqliteJobRow>(
       `UPDATE jobs SET version = version + 1, status = 'queued', attempts = attempts - 1, run_at = ?, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?
        WHERE id = ? AND fence = ? AND status = 'running' AND cancel_requested = 0
        RETURNING ${JOB_COLUMNS}`,
@@ -121,6 +155,17 @@ export function prepareStatements(db: BetterSqlite3.Database) {
     eventsAfter: db.prepare<[string, number], EventRow>(`SELECT version, type, data FROM job_events WHERE job_id = ? AND version > ? ORDER BY version`),
     /** ? is a JSON array of job ids. */
     jobVersions: db.prepare<[string], { id: string; version: number }>(`SELECT id, version FROM jobs WHERE id IN (SELECT value FROM json_each(?))`),
+
+    // --- listing and counting (for operators; nothing on a request's path) ---------------
+    listJobs: db.prepare<[ListingParameters], ListedRow>(listing(JOB_COLUMNS)),
+    listJobsWithInput: db.prepare<[ListingParameters], ListedRow>(listing(CLAIMED_COLUMNS)),
+    countJobs: db.prepare<[], { operation: string; status: string; count: number }>(
+      `SELECT operation, status, count(*) AS count FROM jobs GROUP BY operation, status ORDER BY operation, status`,
+    ),
+    getIdempotencyRecord: db.prepare<[string, string, string], IdempotencyRow>(
+      `SELECT principal, operation, key, fingerprint, job_id, created_at, expires_at FROM idempotency_keys WHERE principal = ? AND operation = ? AND key = ?`,
+    ),
+    countIdempotencyRecords: db.prepare<[], { count: number }>(`SELECT count(*) AS count FROM idempotency_keys`),
 
     // --- webhook deliveries -------------------------------------------------------------
     insertDelivery: db.prepare<[string, string, string, string, string, number, number, number, number]>(
