@@ -31,7 +31,7 @@ import {
 } from '../store.js';
 import { PostgresListener } from './listener.js';
 import { migrate } from './migrate.js';
-import { type ClaimedRow, type ListedRow, type PostgresJobRow, SQL, type Statement } from './statements.js';
+import { type ClaimRow, type ListedRow, type PostgresJobRow, SQL, type Statement } from './statements.js';
 
 export interface PostgresDriverOptions {
   connectionString: string;
@@ -485,15 +485,15 @@ export class PostgresDriver implements Driver {
   claimJobs(claim: DriverClaim): Promise<ClaimedJob[]> {
     const { owner, limit, now, leaseMs } = claim;
     return this.transaction(async (query, changes) => {
-      const ended = [
-        ...(await query<PostgresJobRow>(SQL.cancelAbandoned, [this.problems.canceledWhileRunning, now])).map((row) => ({ row, type: 'job.canceled' })),
-        ...(await query<PostgresJobRow>(SQL.failAbandoned, [this.problems.abandoned, now])).map((row) => ({ row, type: 'job.failed' })),
-      ];
-      const taken = await query<ClaimedRow>(SQL.takeOverAbandoned, [owner, leaseMs, now, limit]);
-      const queued =
-        taken.length < limit ? (await query<ClaimedRow & { seq: number }>(SQL.claimQueued, [owner, leaseMs, now, limit - taken.length])).sort(byDueOrder) : [];
-      const claimedRows = [...taken, ...queued];
-      await this.record(query, changes, [...ended, ...claimedRows.map((row) => ({ row, type: 'job.running' }))], now);
+      // One statement ends or takes over abandoned jobs and claims due ones; one more records their events.
+      const rows = await query<ClaimRow>(SQL.claimJobs, [owner, leaseMs, now, limit, this.problems.canceledWhileRunning, this.problems.abandoned]);
+      const claimedRows = rows.filter((row) => row.change === 'job.running').sort(byClaimOrder);
+      await this.record(
+        query,
+        changes,
+        rows.map((row) => ({ row, type: row.change })),
+        now,
+      );
       return claimedRows.map((row) => ({
         ...toClaimedJob(row),
         ...(row.previous_owner ? { takenOverFrom: row.previous_owner } : {}),
@@ -632,8 +632,11 @@ function compare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-function byDueOrder(a: { run_at: number; seq: number }, b: { run_at: number; seq: number }): number {
-  return a.run_at - b.run_at || a.seq - b.seq;
+/** Takeovers first (they waited longest), then due jobs by run time and insertion. */
+function byClaimOrder(a: ClaimRow, b: ClaimRow): number {
+  const aTaken = a.previous_owner ? 0 : 1;
+  const bTaken = b.previous_owner ? 0 : 1;
+  return aTaken - bTaken || a.run_at - b.run_at || a.seq - b.seq;
 }
 
 /** Database errors that mean "not now" become StoreUnavailableError; others (bugs) pass through. */

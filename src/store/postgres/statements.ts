@@ -25,6 +25,8 @@ function jobColumns(table?: string, extra = ''): string {
 }
 
 const JOB_COLUMNS = jobColumns();
+/** A claimed (or ended) row: the job, its input and its position. */
+const CLAIM_COLUMNS = (table: string) => `${jobColumns(table, 'input')}, ${table}.seq`;
 const DELIVERY_COLUMNS = `id, job_id, url, event_type, payload, status, attempts, max_attempts, next_attempt_at, last_status, last_error, created_at, updated_at`;
 /** Clears the lease of a job that leaves `running`. */
 const NO_LEASE = `lease_owner = NULL, lease_expires_at = NULL`;
@@ -38,6 +40,12 @@ export interface PostgresJobRow extends JobRow {
 export interface ClaimedRow extends BaseClaimedRow {
   lease_expires_in: number | null;
   previous_owner?: string | null;
+}
+
+/** A row of one claim: claimed (job.running, a takeover naming its previous owner), or ended as abandoned. */
+export interface ClaimRow extends ClaimedRow {
+  seq: number;
+  change: 'job.running' | 'job.canceled' | 'job.failed';
 }
 
 /** A listed row: its position, and its input when the listing asked for it. */
@@ -181,49 +189,46 @@ export const SQL = {
   ),
 
   // --- claiming and leasing (a lease has expired when lease_expires_at <= DB_NOW) ---------
-  /** Abandoned jobs whose cancel was asked end canceled. $1 problem, $2 now. */
-  cancelAbandoned: statement(
-    'cancel_abandoned',
-    `UPDATE jobs SET version = version + 1, status = 'canceled', error = $1, ${NO_LEASE}, updated_at = $2, finished_at = $2
-     WHERE seq IN (SELECT seq FROM jobs WHERE status = 'running' AND lease_expires_at <= ${DB_NOW} AND cancel_requested FOR UPDATE SKIP LOCKED)
-     RETURNING ${JOB_COLUMNS}`,
-  ),
   /**
-   * Abandoned jobs with no attempts left end failed. $1 problem, $2 now. Not one being canceled:
-   * a cancel committed after cancelAbandoned looked (or while it skipped the row as locked) was
-   * answered 202, so the job must end canceled, by the next claim's cancelAbandoned.
+   * One claim, in one statement (one round trip): abandoned jobs (their lease expired) whose
+   * cancel was asked end canceled; abandoned ones with no attempts left end failed; the others
+   * are taken over, oldest lease first, naming the owner that let go; then due queued jobs fill
+   * what is left of the limit, by run time then insertion. Rows other claimers hold are skipped.
+   * The four parts touch disjoint rows (the guards partition them), so each row changes once.
+   * A job being canceled is never failed or taken over: a cancel committed after this statement
+   * looked (or while it skipped the row as locked) was answered 202, so the job must end
+   * canceled, by the next claim. Each row says what happened to it (`change`).
+   * $1 owner, $2 lease ms, $3 now, $4 limit, $5 the canceled-while-running problem, $6 the abandoned problem.
    */
-  failAbandoned: statement(
-    'fail_abandoned',
-    `UPDATE jobs SET version = version + 1, status = 'failed', error = $1, ${NO_LEASE}, updated_at = $2, finished_at = $2
-     WHERE seq IN (SELECT seq FROM jobs WHERE status = 'running' AND lease_expires_at <= ${DB_NOW} AND attempts >= max_attempts AND NOT cancel_requested
-                   FOR UPDATE SKIP LOCKED)
-     RETURNING ${JOB_COLUMNS}`,
-  ),
-  /** Takes over abandoned jobs, oldest lease first, naming the owner that let go. $1 owner, $2 lease ms, $3 now, $4 limit. */
-  takeOverAbandoned: statement(
-    'take_over_abandoned',
-    `WITH abandoned AS (
-       -- The guards repeat the ones of cancelAbandoned and failAbandoned: a row they skipped because
-       -- it was locked (a cancel being asked) must not be taken over here once it is free.
+  claimJobs: statement(
+    'claim_jobs',
+    `WITH canceled AS (
+       UPDATE jobs SET version = version + 1, status = 'canceled', error = $5, ${NO_LEASE}, updated_at = $3, finished_at = $3
+       WHERE seq IN (SELECT seq FROM jobs WHERE status = 'running' AND lease_expires_at <= ${DB_NOW} AND cancel_requested FOR UPDATE SKIP LOCKED)
+       RETURNING ${CLAIM_COLUMNS('jobs')}, NULL::text AS previous_owner, 'job.canceled' AS change
+     ), failed AS (
+       UPDATE jobs SET version = version + 1, status = 'failed', error = $6, ${NO_LEASE}, updated_at = $3, finished_at = $3
+       WHERE seq IN (SELECT seq FROM jobs WHERE status = 'running' AND lease_expires_at <= ${DB_NOW} AND attempts >= max_attempts AND NOT cancel_requested
+                     FOR UPDATE SKIP LOCKED)
+       RETURNING ${CLAIM_COLUMNS('jobs')}, NULL::text AS previous_owner, 'job.failed' AS change
+     ), abandoned AS (
        SELECT seq, lease_owner FROM jobs
        WHERE status = 'running' AND lease_expires_at <= ${DB_NOW} AND attempts < max_attempts AND NOT cancel_requested
        ORDER BY lease_expires_at LIMIT $4 FOR UPDATE SKIP LOCKED
+     ), taken AS (
+       UPDATE jobs SET version = version + 1, attempts = attempts + 1, fence = fence + 1, lease_owner = $1, lease_expires_at = ${DB_NOW} + $2, updated_at = $3
+       FROM abandoned WHERE jobs.seq = abandoned.seq
+       RETURNING ${CLAIM_COLUMNS('jobs')}, abandoned.lease_owner AS previous_owner, 'job.running' AS change
+     ), due AS (
+       SELECT seq FROM jobs WHERE status = 'queued' AND run_at <= $3 ORDER BY run_at, seq
+       LIMIT GREATEST(0, $4 - (SELECT count(*) FROM taken)) FOR UPDATE SKIP LOCKED
+     ), queued AS (
+       UPDATE jobs SET version = version + 1, status = 'running', attempts = attempts + 1, fence = fence + 1,
+         lease_owner = $1, lease_expires_at = ${DB_NOW} + $2, updated_at = $3
+       FROM due WHERE jobs.seq = due.seq
+       RETURNING ${CLAIM_COLUMNS('jobs')}, NULL::text AS previous_owner, 'job.running' AS change
      )
-     UPDATE jobs SET version = version + 1, attempts = attempts + 1, fence = fence + 1, lease_owner = $1, lease_expires_at = ${DB_NOW} + $2, updated_at = $3
-     FROM abandoned WHERE jobs.seq = abandoned.seq
-     RETURNING ${jobColumns('jobs', 'input')}, abandoned.lease_owner AS previous_owner`,
-  ),
-  /** Claims due queued jobs, by run time then insertion; rows other claimers hold are skipped. $1 owner, $2 lease ms, $3 now, $4 limit. */
-  claimQueued: statement(
-    'claim_queued',
-    `WITH due AS (
-       SELECT seq FROM jobs WHERE status = 'queued' AND run_at <= $3 ORDER BY run_at, seq LIMIT $4 FOR UPDATE SKIP LOCKED
-     )
-     UPDATE jobs SET version = version + 1, status = 'running', attempts = attempts + 1, fence = fence + 1,
-       lease_owner = $1, lease_expires_at = ${DB_NOW} + $2, updated_at = $3
-     FROM due WHERE jobs.seq = due.seq
-     RETURNING ${jobColumns('jobs', 'input')}, jobs.seq`,
+     SELECT * FROM canceled UNION ALL SELECT * FROM failed UNION ALL SELECT * FROM taken UNION ALL SELECT * FROM queued`,
   ),
   /** $1 lease ms, $2 now, $3 id, $4 fence. */
   renewLease: statement(
