@@ -77,7 +77,7 @@ export const DEFAULT_CONFIG: AsyncFirstConfig = {
   databaseSchema: 'asyncfirst',
   databasePoolMax: 10,
   databaseStatementTimeoutMs: 10_000,
-  workerConcurrency: 4,
+  workerConcurrency: 100,
   logLevel: 'info',
   bodyLimit: 1024 * 1024,
   bodyMaxDepth: 64,

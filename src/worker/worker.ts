@@ -29,7 +29,10 @@ export interface WorkerOptions {
 
 interface RunningJob {
   job: ClaimedJob;
-  controller: AbortController;
+  /** Made when the handler first reads `signal`: most handlers never do, and each costs an allocation in the drain loop. */
+  controller?: AbortController;
+  /** Why the attempt was aborted, if it was (a signal read later starts out aborted with it). */
+  abortReason?: Error;
   cancelRequested: boolean;
   leaseLost: boolean;
   released: boolean;
@@ -106,7 +109,7 @@ export class Worker {
     const entry = this.running.get(jobId);
     if (!entry) return false;
     entry.cancelRequested = true;
-    entry.controller.abort(new Error('the job was canceled'));
+    abort(entry, new Error('the job was canceled'));
     return true;
   }
 
@@ -129,7 +132,7 @@ export class Worker {
     const left = [...this.running.values()];
     for (const entry of left) {
       entry.released = true;
-      entry.controller.abort(new Error('the server is shutting down'));
+      abort(entry, new Error('the server is shutting down'));
     }
     const now = Date.now();
     await Promise.all(left.map((entry) => this.options.store.releaseJob(entry.job.id, entry.job.fence, now).catch(() => false)));
@@ -137,11 +140,10 @@ export class Worker {
   }
 
   private run(job: ClaimedJob): void {
-    const controller = new AbortController();
     const leaseRenewedAt = this.claimAskedAt.get(job) ?? performance.now();
     // The self-fencing timer is armed at the first renewal tick (within JOB_LEASE_MS/5, well before
     // its deadline), so the many jobs that finish sooner never pay for a timer.
-    const entry = { job, controller, cancelRequested: false, leaseLost: false, released: false, leaseRenewedAt } as RunningJob;
+    const entry = { job, cancelRequested: false, leaseLost: false, released: false, leaseRenewedAt } as RunningJob;
     if (job.takenOverFrom !== undefined) {
       this.options.log.warn(
         { jobId: job.id, attempt: job.attempts, previousOwner: job.takenOverFrom },
@@ -168,7 +170,9 @@ export class Worker {
       let childLog: FastifyBaseLogger | undefined;
       const context = {
         principal: job.principal,
-        signal: entry.controller.signal,
+        get signal() {
+          return signalOf(entry);
+        },
         // The child logger is made only for handlers that log: creating one per job costs in the drain loop.
         get log() {
           childLog ??= log.child({ jobId: job.id });
@@ -273,7 +277,7 @@ export class Worker {
   private giveUp(entry: RunningJob): void {
     if (entry.released || entry.leaseLost || !this.running.has(entry.job.id)) return;
     entry.leaseLost = true;
-    entry.controller.abort(new Error('the lease on this job could not be renewed in time; the attempt was given up'));
+    abort(entry, new Error('the lease on this job could not be renewed in time; the attempt was given up'));
     this.options.log.warn(
       { jobId: entry.job.id, sinceRenewalMs: Math.round(performance.now() - entry.leaseRenewedAt), leaseMs: this.options.leaseMs },
       'could not renew a lease in time; gave the attempt up so that no two workers run the job at once',
@@ -291,7 +295,7 @@ export class Worker {
       }
       if (!lease.held && !entry.released) {
         entry.leaseLost = true;
-        entry.controller.abort(new Error('the lease on this job was lost to another worker'));
+        abort(entry, new Error('the lease on this job was lost to another worker'));
         this.options.log.warn({ jobId: entry.job.id }, 'lease lost; the job is another worker’s now');
       } else if (lease.cancelRequested && !entry.cancelRequested) {
         this.cancel(entry.job.id);
@@ -300,4 +304,19 @@ export class Worker {
       this.options.log.warn({ err: error, jobId: entry.job.id }, 'renewing a lease failed; will try again');
     }
   }
+}
+
+/** Aborts a running attempt: its signal fires now, or starts out aborted if the handler reads it later. */
+function abort(entry: RunningJob, reason: Error): void {
+  entry.abortReason ??= reason;
+  entry.controller?.abort(reason);
+}
+
+/** The attempt's AbortSignal, made on first use. */
+function signalOf(entry: RunningJob): AbortSignal {
+  if (!entry.controller) {
+    entry.controller = new AbortController();
+    if (entry.abortReason) entry.controller.abort(entry.abortReason);
+  }
+  return entry.controller.signal;
 }
