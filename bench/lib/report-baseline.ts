@@ -120,7 +120,22 @@ function profiledPair(results: BenchResults, current: ProfileName, before: Profi
     .sort((a, b) => b.change - a.change)
     .slice(0, 5)
     .map((entry) => `\`${entry.name}\` +${formatFixed(entry.change, 1)} points`);
-  return ` Profiled one after the other (sections below): the current code at ${ours.throughput} — ${shares(ours)} of its main thread; ${short} at ${theirs.throughput} — ${shares(theirs)}.${grown.length ? ` The largest gains in share (self time, by function name): ${grown.join(', ')}.` : ''}`;
+  // Shares hide what changed when the rates differ: per unit (request or job) of wall time, in µs.
+  const perUnit = (run: ProfileRun, percent: number) => (percent / 100) * (1e6 / run.rate);
+  const srcShare = (run: ProfileRun) => run.summary.modules.filter((entry) => entry.name.startsWith('src/')).reduce((sum, entry) => sum + entry.percent, 0);
+  const parts: Array<[string, (run: ProfileRun) => number]> = [
+    ['BEGIN/COMMIT', (run) => sqliteShare(run, true)],
+    ['the statements', (run) => sqliteShare(run, false)],
+    ["asyncfirst's own JavaScript (src/, self time)", srcShare],
+    ['node internals', (run) => run.summary.modules.find((entry) => entry.name === 'node internals')?.percent ?? 0],
+    ['garbage collection', (run) => functionShare(run, '(garbage collector)')],
+    ['idle', (run) => functionShare(run, '(idle)')],
+  ];
+  const unit = current.startsWith('drain') ? 'job' : 'request';
+  const perUnitText = parts
+    .map(([label, share]) => `${label} ${formatFixed(perUnit(ours, share(ours)), 1)} µs against ${formatFixed(perUnit(theirs, share(theirs)), 1)}`)
+    .join(', ');
+  return ` Profiled one after the other (sections below): the current code at ${ours.throughput} — ${shares(ours)} of its main thread; ${short} at ${theirs.throughput} — ${shares(theirs)}. Per ${unit} of the main thread's time: ${perUnitText}.${grown.length ? ` The largest gains in share (self time, by function name): ${grown.join(', ')}.` : ''}`;
 }
 
 /** The drain settings both the current code and the baseline completed, with after / before. */
