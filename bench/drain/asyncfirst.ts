@@ -1,4 +1,5 @@
-// Drain: N createReport jobs already stored, a no-op handler, asyncfirst's embedded worker; one process.
+// Drain: N createReport jobs already stored, asyncfirst's embedded worker; one process.
+// --handler=noop|report|sleep5 (lib/shared.ts DrainHandler); --concurrency=default leaves WORKER_CONCURRENCY at its default.
 // Prints {"system":"asyncfirst", "jobs", "drained", "seconds", "jobsPerSec", "fillJobsPerSec", ...}.
 // --database=postgres: the same on PostgreSQL, in a schema of its own (dropped at the end), with
 // DATABASE_POOL_MAX=--pool connections (default 10); the result also says what the drain cost the
@@ -10,18 +11,22 @@ import Database from 'better-sqlite3';
 import pg from 'pg';
 import type { operations } from '../../generated/api.js';
 import { createAsyncFirst } from '../../src/app.js';
-import { demoSecurity, parseApiKeys } from '../../src/demo/service.js';
+import { DEFAULT_CONFIG } from '../../src/config.js';
+import { demoSecurity, parseApiKeys, reportHandlers } from '../../src/demo/service.js';
 import { JobEngine } from '../../src/engine/job-engine.js';
 import { driverFor, openSqliteEngine } from '../../src/engine/open-engine.js';
 import type { Handlers } from '../../src/handlers.js';
 import { fingerprintRequest } from '../../src/idempotency/fingerprint.js';
 import { announceDrain, announceError, argNumber, argValue, cpuProfiler, exitWithParent } from '../lib/child-side.js';
 import { asyncfirstChannel, benchSchemaName, countQueries, type DatabaseWindow, dropSchema, namedConnectionUrl, startDatabaseWindow } from '../lib/postgres.js';
-import { BENCH_API_KEYS, BENCH_PRINCIPAL, CONTRACT_PATH, noopReport, PG_URL, REPORT_BODY } from '../lib/shared.js';
+import { BENCH_API_KEYS, BENCH_PRINCIPAL, CONTRACT_PATH, type DrainHandler, drainBody, noopReport, PG_URL, sleepingReport } from '../lib/shared.js';
 
 exitWithParent();
 const jobs = argNumber('jobs', 1000);
-const concurrency = argNumber('concurrency', 8);
+const defaultConcurrency = argValue('concurrency', '8') === 'default';
+const concurrency = defaultConcurrency ? DEFAULT_CONFIG.workerConcurrency : argNumber('concurrency', 8);
+const handlerKind = argValue('handler', 'noop') as DrainHandler;
+const body = drainBody(handlerKind);
 const timeoutMs = argNumber('timeout', 120) * 1000;
 const onPostgres = argValue('database', 'sqlite') === 'postgres';
 const poolMax = argNumber('pool', 10);
@@ -62,7 +67,7 @@ try {
         driverFor({ ...database, databaseSchema: schema, databasePoolMax: poolMax, busyTimeoutMs: 5000, databaseStatementTimeoutMs: 60_000 }),
       )
     : await openSqliteEngine(dbPath);
-  const { fingerprint, canonicalInput } = fingerprintRequest('createReport', { params: {}, query: {}, body: REPORT_BODY });
+  const { fingerprint, canonicalInput } = fingerprintRequest('createReport', { params: {}, query: {}, body });
   const fillStart = performance.now();
   const batch = 1000;
   for (let first = 0; first < jobs; first += batch) {
@@ -92,11 +97,28 @@ try {
   const everyHandlerRan = new Promise<void>((resolve) => {
     allRan = resolve;
   });
+  const counted = () => {
+    if (++ran === jobs) allRan();
+  };
   const handlers: Handlers<operations> = {
-    createReport({ body }) {
-      if (++ran === jobs) allRan();
-      return noopReport(body);
-    },
+    // The no-op stays synchronous: the row that shows the worker's own cost per job.
+    createReport:
+      handlerKind === 'noop'
+        ? ({ body }) => {
+            counted();
+            return noopReport(body);
+          }
+        : handlerKind === 'report'
+          ? async (input, context) => {
+              const report = await reportHandlers.createReport(input, context);
+              counted();
+              return report;
+            }
+          : async ({ body }) => {
+              const report = await sleepingReport(body);
+              counted();
+              return report;
+            },
     estimateReport({ query }) {
       return { rows: query.rows, format: query.format ?? 'csv', estimatedBytes: 0 };
     },
@@ -105,7 +127,7 @@ try {
     contract: CONTRACT_PATH,
     handlers,
     security: demoSecurity(parseApiKeys(BENCH_API_KEYS)),
-    config: { ...database, logLevel: 'silent', workerConcurrency: concurrency },
+    config: { ...database, logLevel: 'silent', ...(defaultConcurrency ? {} : { workerConcurrency: concurrency }) },
   });
   const succeeded = await succeededCounter();
 
@@ -136,7 +158,7 @@ try {
   await app.close();
   announceDrain({
     system: onPostgres ? 'asyncfirst-pg' : 'asyncfirst',
-    config: onPostgres && poolMax !== 10 ? `concurrency ${concurrency}, pool ${poolMax}` : `concurrency ${concurrency}`,
+    config: `concurrency ${concurrency}${defaultConcurrency ? ' (the default)' : ''}${onPostgres && poolMax !== 10 ? `, pool ${poolMax}` : ''}`,
     concurrency,
     jobs,
     drained,

@@ -1,5 +1,5 @@
 import { relative } from 'node:path';
-import { COMPARABLE_CONCURRENCY, type DrainPart, type DrainRow } from '../parts/drain.js';
+import { COMPARABLE_CONCURRENCY, type DrainPart, type DrainRow, HANDLER_ROWS } from '../parts/drain.js';
 import { HTTP_LABELS, type HttpPart } from '../parts/http.js';
 import { DEFAULT_WORKER_CONCURRENCY, type LatencyPart } from '../parts/latency.js';
 import { POSTGRES_PROFILES, type ProfilePart, type ProfileRun } from '../parts/profile.js';
@@ -100,6 +100,39 @@ export function judgeGoals(results: BenchResults): Goal[] {
       status: 'not measured',
     });
 
+  // Real handlers (issue: drain as users run it): both at concurrency 50, and asyncfirst at its defaults.
+  const handlerRuns = HANDLER_ROWS.map((pair) => {
+    const oursRow = results.drain?.rows.find((row) => row.system === pair.ours);
+    const bullRow = results.drain?.rows.find((row) => row.system === pair.bull);
+    return { pair, at50: oursRow && comparablePair(oursRow), byDefault: defaultRun(oursRow), bull: bullRow && comparablePair(bullRow) };
+  });
+  const handlerName = (handler: 'report' | 'sleep5') => (handler === 'report' ? "the demo's createReport" : 'a 5 ms wait');
+  for (const [goal, need, pick] of [
+    ['Drain with real handlers ≥ 3x BullMQ jobs/s, both at concurrency 50', 3, (entry: (typeof handlerRuns)[number]) => entry.at50],
+    ["Drain with real handlers at asyncfirst's default settings ≥ 2x BullMQ's at concurrency 50", 2, (entry: (typeof handlerRuns)[number]) => entry.byDefault],
+  ] as const) {
+    const measured = handlerRuns.flatMap((entry) => {
+      const ours = pick(entry);
+      return ours && entry.bull ? [{ handler: entry.pair.handler, ours, bull: entry.bull, ratio: ours.jobsPerSec / entry.bull.jobsPerSec }] : [];
+    });
+    if (measured.length < handlerRuns.length) {
+      goals.push({ goal, measured: '–', status: 'not measured' });
+      continue;
+    }
+    const worst = Math.min(...measured.map((entry) => entry.ratio));
+    goals.push({
+      goal,
+      measured: measured
+        .map(
+          (entry) =>
+            `${handlerName(entry.handler)}: ${x(entry.ratio)} (${formatInt(entry.ours.jobsPerSec)} at ${entry.ours.config} vs ${formatInt(entry.bull.jobsPerSec)} jobs/s)`,
+        )
+        .join('; '),
+      status: worst >= need ? 'met' : 'missed',
+      ...(worst >= need ? {} : { by: `${x(need - worst)} short at the worst` }),
+    });
+  }
+
   const latency = results.latency;
   if (latency && latency.fromResponse.count > 0) {
     const p50 = latency.fromResponse.p50;
@@ -145,10 +178,15 @@ export function judgeGoals(results: BenchResults): Goal[] {
 const ON_POSTGRES: ReadonlyArray<DrainRow['system']> = ['asyncfirst-pg', 'graphile'];
 const COMPARABLE = `concurrency ${COMPARABLE_CONCURRENCY}`;
 
-/** On PostgreSQL, asyncfirst's and graphile-worker's runs at the comparable concurrency. */
+/** On PostgreSQL, asyncfirst's and graphile-worker's runs at the comparable concurrency; with a real handler, each system's run at it. */
 function comparablePair(row: DrainRow): DrainRow['best'] {
-  if (!ON_POSTGRES.includes(row.system)) return undefined;
+  if (!ON_POSTGRES.includes(row.system) && !HANDLER_ROWS.some((pair) => pair.ours === row.system || pair.bull === row.system)) return undefined;
   return row.runs.find((run) => run.config === COMPARABLE && run.drained === run.jobs);
+}
+
+/** A real-handler row's run at asyncfirst's default settings. */
+function defaultRun(row: DrainRow | undefined): DrainRow['best'] {
+  return row?.runs.find((run) => run.config.includes('(the default)') && run.drained === run.jobs);
 }
 
 /**
@@ -156,6 +194,13 @@ function comparablePair(row: DrainRow): DrainRow['best'] {
  * graphile-worker's (its best, or its run at the comparable concurrency).
  */
 function drainVersus(results: BenchResults, row: DrainRow, jobsPerSec: number, comparable = false): string {
+  const handlerPair = HANDLER_ROWS.find((pair) => pair.ours === row.system || pair.bull === row.system);
+  if (handlerPair) {
+    if (row.system === handlerPair.bull) return '';
+    const bullRow = results.drain?.rows.find((candidate) => candidate.system === handlerPair.bull);
+    const reference = bullRow ? comparablePair(bullRow) : undefined;
+    return reference ? `${x(jobsPerSec / reference.jobsPerSec)} BullMQ (${COMPARABLE})` : '';
+  }
   if (ON_POSTGRES.includes(row.system)) {
     const graphile = results.drain?.rows.find((candidate) => candidate.system === 'graphile');
     if (!graphile || row.system === 'graphile') return '';
@@ -456,7 +501,7 @@ export function markdown(results: BenchResults, chartFile: string | undefined): 
     const drain = results.drain;
     out.push('## Drain', '');
     out.push(
-      `${formatInt(drain.jobs)} createReport jobs stored first, then the worker started with a no-op handler that returns a valid Report; the time until every job is recorded as done (asyncfirst: \`succeeded\` rows; BullMQ: \`completed\` events; pg-boss: \`completed\` rows; graphile-worker: no job left, as it deletes a job when it completes), in one process per run. Each system was tried at several settings, taking turns; the best is compared, and on PostgreSQL asyncfirst and graphile-worker also at the same concurrency, ${COMPARABLE_CONCURRENCY}.`,
+      `${formatInt(drain.jobs)} createReport jobs stored first, then the worker started with a no-op handler that returns a valid Report; the time until every job is recorded as done (asyncfirst: \`succeeded\` rows; BullMQ: \`completed\` events; pg-boss: \`completed\` rows; graphile-worker: no job left, as it deletes a job when it completes), in one process per run. Each system was tried at several settings, taking turns; the best is compared, and on PostgreSQL asyncfirst and graphile-worker also at the same concurrency, ${COMPARABLE_CONCURRENCY}. The rows with a real handler run as users run them: the demo's own \`createReport\` (async; it builds and hashes a report of one row — BullMQ's processor calls the same function) and a handler that awaits a 5 ms timer before returning its Report (a handler that waits on the network), both systems at concurrency ${COMPARABLE_CONCURRENCY} and asyncfirst also at its default settings; every BullMQ processor returns the same Report, which BullMQ stores as the job's return value, as asyncfirst stores the result.`,
       '',
     );
     const roundTrips = (run: NonNullable<DrainRow['best']> | undefined) =>

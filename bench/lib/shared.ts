@@ -21,6 +21,25 @@ export function noopReport(body: { title: string; rows: number }): { title: stri
   return { title: body.title, format: 'csv', rowCount: body.rows, bytes: 0, sha256: '0'.repeat(64) };
 }
 
+/**
+ * The handler a drain runs: `noop` returns a valid Report at once (synchronous); `report` is the
+ * demo's own createReport (async: builds and hashes the report, here of one row); `sleep5` awaits
+ * a 5 ms timer first, like a handler that waits on the network.
+ */
+export type DrainHandler = 'noop' | 'report' | 'sleep5';
+export const DRAIN_HANDLERS: readonly DrainHandler[] = ['noop', 'report', 'sleep5'];
+
+/** The stored input of a drain's jobs: one row for the demo's real handler, so the job stays short. */
+export function drainBody(handler: DrainHandler): { title: string; rows: number; format: 'csv' } {
+  return handler === 'report' ? { title: REPORT_BODY.title, rows: 1, format: 'csv' } : REPORT_BODY;
+}
+
+/** A handler that waits 5 ms (a timer, as for a network call), then returns a valid Report. */
+export async function sleepingReport(body: { title: string; rows: number }): Promise<ReturnType<typeof noopReport>> {
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  return noopReport(body);
+}
+
 /** Where the peers' backing services are; environment variables override. */
 export const REDIS_HOST = process.env.BENCH_REDIS_HOST ?? '127.0.0.1';
 export const REDIS_PORT = Number(process.env.BENCH_REDIS_PORT ?? 6379);

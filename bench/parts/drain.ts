@@ -11,7 +11,17 @@ import type { DatabaseWindow } from '../lib/postgres.js';
  * after the current one at each setting.
  */
 
-export type DrainSystem = 'asyncfirst' | 'asyncfirst-baseline' | 'bullmq' | 'pgboss' | 'asyncfirst-pg' | 'graphile';
+export type DrainSystem =
+  | 'asyncfirst'
+  | 'asyncfirst-baseline'
+  | 'bullmq'
+  | 'pgboss'
+  | 'asyncfirst-pg'
+  | 'graphile'
+  | 'asyncfirst-report'
+  | 'bullmq-report'
+  | 'asyncfirst-sleep5'
+  | 'bullmq-sleep5';
 
 export const DRAIN_LABELS: Record<DrainSystem, string> = {
   asyncfirst: 'asyncfirst worker',
@@ -20,7 +30,20 @@ export const DRAIN_LABELS: Record<DrainSystem, string> = {
   pgboss: 'pg-boss work()',
   'asyncfirst-pg': 'asyncfirst worker on PostgreSQL',
   graphile: 'graphile-worker',
+  'asyncfirst-report': "asyncfirst worker, the demo's createReport",
+  'bullmq-report': "BullMQ Worker, the demo's createReport",
+  'asyncfirst-sleep5': 'asyncfirst worker, a 5 ms wait',
+  'bullmq-sleep5': 'BullMQ Worker, a 5 ms wait',
 };
+
+/** The rows with a real handler (and their BullMQ reference), measured at concurrency 50 and, for asyncfirst, at its default. */
+export const HANDLER_ROWS: ReadonlyArray<{ ours: DrainSystem; bull: DrainSystem; handler: 'report' | 'sleep5' }> = [
+  { ours: 'asyncfirst-report', bull: 'bullmq-report', handler: 'report' },
+  { ours: 'asyncfirst-sleep5', bull: 'bullmq-sleep5', handler: 'sleep5' },
+];
+
+/** The setting of the default-settings run of a handler row (bench/drain/asyncfirst.ts). */
+export const DEFAULT_SETTING = '--concurrency=default';
 
 /** The concurrency asyncfirst and graphile-worker are compared at on PostgreSQL. */
 export const COMPARABLE_CONCURRENCY = 50;
@@ -92,10 +115,46 @@ function settings(quick: boolean): Record<DrainSystem, string[][]> {
           [COMPARABLE_CONCURRENCY, 500],
         ]
     ).map(([value, localQueue]) => [`--concurrency=${value}`, ...(localQueue ? [`--local-queue=${localQueue}`] : [])]),
+    // Real handlers, as users run them: both at concurrency 50, and asyncfirst at its default settings.
+    'asyncfirst-report': [
+      ['--handler=report', `--concurrency=${COMPARABLE_CONCURRENCY}`],
+      ['--handler=report', DEFAULT_SETTING],
+    ],
+    'bullmq-report': [['--handler=report', `--concurrency=${COMPARABLE_CONCURRENCY}`]],
+    'asyncfirst-sleep5': [
+      ['--handler=sleep5', `--concurrency=${COMPARABLE_CONCURRENCY}`],
+      ['--handler=sleep5', DEFAULT_SETTING],
+    ],
+    'bullmq-sleep5': [['--handler=sleep5', `--concurrency=${COMPARABLE_CONCURRENCY}`]],
   };
 }
 
-const ORDER: DrainSystem[] = ['asyncfirst', 'asyncfirst-baseline', 'bullmq', 'pgboss', 'asyncfirst-pg', 'graphile'];
+/** The drain child each system runs (bench/drain/<name>.ts). */
+const CHILD: Record<DrainSystem, string> = {
+  asyncfirst: 'asyncfirst',
+  'asyncfirst-baseline': 'asyncfirst',
+  bullmq: 'bullmq',
+  pgboss: 'pgboss',
+  'asyncfirst-pg': 'asyncfirst',
+  graphile: 'graphile',
+  'asyncfirst-report': 'asyncfirst',
+  'bullmq-report': 'bullmq',
+  'asyncfirst-sleep5': 'asyncfirst',
+  'bullmq-sleep5': 'bullmq',
+};
+
+const ORDER: DrainSystem[] = [
+  'asyncfirst',
+  'asyncfirst-baseline',
+  'bullmq',
+  'pgboss',
+  'asyncfirst-pg',
+  'graphile',
+  'asyncfirst-report',
+  'bullmq-report',
+  'asyncfirst-sleep5',
+  'bullmq-sleep5',
+];
 
 function plans(quick: boolean, systems: DrainSystem[]): Plan[][] {
   const all = settings(quick);
@@ -133,6 +192,8 @@ export async function runDrain(context: BenchContext): Promise<DrainPart> {
   );
   const skips: Partial<Record<DrainSystem, string | undefined>> = {
     bullmq: context.skip.bullmq,
+    'bullmq-report': context.skip.bullmq,
+    'bullmq-sleep5': context.skip.bullmq,
     pgboss: context.skip.pgboss,
     'asyncfirst-pg': context.skip.postgres,
     graphile: context.skip.postgres,
@@ -150,7 +211,7 @@ export async function runDrain(context: BenchContext): Promise<DrainPart> {
       const row = rows.get(plan.system);
       if (!row || row.skipped || row.failed) continue;
       const baseline = plan.system === 'asyncfirst-baseline';
-      const entry = `bench/drain/${baseline || plan.system === 'asyncfirst-pg' ? 'asyncfirst' : plan.system}.ts`;
+      const entry = `bench/drain/${CHILD[plan.system]}.ts`;
       try {
         const message = await runOnce(
           entry,
@@ -165,7 +226,7 @@ export async function runDrain(context: BenchContext): Promise<DrainPart> {
         const run = { ...(message as unknown as DrainRun), system: plan.system };
         row.runs.push(run);
         context.log(
-          `[drain] ${row.label.padEnd(32)} ${run.config.padEnd(40)} ${formatInt(run.jobsPerSec).padStart(7)} jobs/s  (${run.drained}/${run.jobs} in ${run.seconds.toFixed(2)} s; filled at ${formatInt(run.fillJobsPerSec)} jobs/s)`,
+          `[drain] ${row.label.padEnd(48)} ${run.config.padEnd(30)} ${formatInt(run.jobsPerSec).padStart(7)} jobs/s  (${run.drained}/${run.jobs} in ${run.seconds.toFixed(2)} s; filled at ${formatInt(run.fillJobsPerSec)} jobs/s)`,
         );
       } catch (error) {
         row.failed = (error as Error).message.split('\n').slice(0, 3).join(' ');
