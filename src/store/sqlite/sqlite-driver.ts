@@ -93,6 +93,7 @@ function fileIdentity(path: string): string | undefined {
 export class SqliteDriver implements Driver {
   readonly kind = 'sqlite';
   readonly announcesOtherProcesses = false;
+  /** @internal The connection, for tests and tools in this repository; not part of the published types. */
   readonly db: BetterSqlite3.Database;
   private readonly sql: Statements;
   private readonly writes: GroupCommit;

@@ -46,11 +46,29 @@ export interface EventRow {
   data: string;
 }
 
+/** Bind parameters as better-sqlite3 takes them: a tuple, or one object of named parameters. */
+type BindArguments<Parameters> = Parameters extends unknown[] ? Parameters : [Parameters];
+
+/**
+ * A prepared statement as the driver uses it. better-sqlite3's own Statement type cannot be named
+ * in emitted declarations, so the statements are typed with this one.
+ */
+export interface PreparedStatement<Parameters extends unknown[] | object, Result> {
+  run(...parameters: BindArguments<Parameters>): BetterSqlite3.RunResult;
+  get(...parameters: BindArguments<Parameters>): Result | undefined;
+  all(...parameters: BindArguments<Parameters>): Result[];
+}
+
+interface PreparingDatabase {
+  prepare<Parameters extends unknown[] | object = unknown[], Result = unknown>(source: string): PreparedStatement<Parameters, Result>;
+}
+
 /**
  * Every SQL statement asyncfirst runs against SQLite, prepared once per connection.
  * How a job is claimed, leased, finished or swept is read here and nowhere else.
  */
-export function prepareStatements(db: BetterSqlite3.Database) {
+export function prepareStatements(connection: BetterSqlite3.Database) {
+  const db = connection as unknown as PreparingDatabase;
   return {
     // --- acceptance ---------------------------------------------------------------------
     findIdempotencyKey: db.prepare<[string, string, string], { fingerprint: string; job_id: string; expires_at: number }>(

@@ -1,0 +1,149 @@
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+/*
+ * The package as a user gets it: `npm pack` (which builds dist/ on prepack), the tarball installed
+ * into a new project outside this repository (so nothing resolves through the repository's own
+ * node_modules), and that project's strict `tsc` against the published declarations.
+ */
+
+const repo = resolve(import.meta.dirname, '..');
+const repoVersion = (name: string) => (JSON.parse(readFileSync(join(repo, 'node_modules', name, 'package.json'), 'utf8')) as { version: string }).version;
+
+let work: string;
+let tarball: string;
+let consumer: string;
+
+function run(command: string, args: string[], cwd: string): string {
+  return execFileSync(command, args, {
+    cwd,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, npm_config_audit: 'false', npm_config_fund: 'false' },
+  });
+}
+
+beforeAll(() => {
+  work = mkdtempSync(join(tmpdir(), 'asyncfirst-package-'));
+  run('npm', ['pack', '--pack-destination', work], repo);
+  tarball = join(work, readdirSync(work).find((file) => file.endsWith('.tgz'))!);
+  consumer = join(work, 'consumer');
+  execFileSync('mkdir', [consumer]);
+  writeFileSync(join(consumer, 'package.json'), `${JSON.stringify({ name: 'consumer', private: true, type: 'module' })}\n`);
+  // --ignore-scripts: the declarations and the client need no native addon; the cache serves what it holds.
+  run(
+    'npm',
+    ['install', '--prefer-offline', '--ignore-scripts', tarball, `typescript@${repoVersion('typescript')}`, `@types/node@${repoVersion('@types/node')}`],
+    consumer,
+  );
+}, 240_000);
+
+afterAll(() => {
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+describe('the packed tarball', () => {
+  it('ships dist/ (JavaScript, declarations, source maps, the PostgreSQL migrations), README and LICENSE, and nothing of the repository else', () => {
+    const files = run('tar', ['tzf', tarball], work)
+      .split('\n')
+      .filter(Boolean)
+      .map((file) => file.replace(/^package\//, ''));
+    expect(files).toEqual(expect.arrayContaining(['package.json', 'README.md', 'LICENSE', 'dist/index.js', 'dist/index.d.ts', 'dist/index.js.map']));
+    expect(files).toEqual(expect.arrayContaining(['dist/client/index.js', 'dist/client/index.d.ts', 'dist/store/postgres/migrations/0001_jobs.sql']));
+    expect(files.filter((file) => !file.startsWith('dist/') && !['package.json', 'README.md', 'LICENSE'].includes(file))).toEqual([]);
+    expect(files.some((file) => file.startsWith('dist/demo/'))).toBe(false);
+    const manifest = JSON.parse(readFileSync(join(consumer, 'node_modules/asyncfirst/package.json'), 'utf8')) as Record<string, unknown>;
+    expect(manifest.private).toBeUndefined();
+    expect(manifest.license).toBe('MIT');
+    expect(readFileSync(join(consumer, 'node_modules/asyncfirst/LICENSE'), 'utf8')).toMatch(/^MIT License/);
+  });
+
+  it('asyncfirst/client imports none of Fastify, better-sqlite3, pg, pino or the server modules', () => {
+    const packageRoot = join(consumer, 'node_modules/asyncfirst');
+    const seen = new Set<string>();
+    const packages = new Set<string>();
+    const visit = (file: string) => {
+      if (seen.has(file)) return;
+      seen.add(file);
+      const source = readFileSync(file, 'utf8');
+      for (const match of source.matchAll(/(?:^|\n)\s*(?:import|export)\s[^'"]*?from\s*'([^']+)'|import\(\s*'([^']+)'\s*\)|(?:^|\n)\s*import\s*'([^']+)'/g)) {
+        const specifier = match[1] ?? match[2] ?? match[3]!;
+        if (specifier.startsWith('.')) visit(resolve(dirname(file), specifier));
+        else packages.add(specifier);
+      }
+    };
+    visit(join(packageRoot, 'dist/client/index.js'));
+    const modules = [...seen].map((file) => file.slice(packageRoot.length + 1)).sort();
+    expect(modules).toContain('dist/client/index.js');
+    expect(modules.filter((file) => /^dist\/(http|store|engine|runtime|worker|delivery|contract)\/|^dist\/(app|cli|index)\.js$/.test(file))).toEqual([]);
+    expect([...packages].filter((name) => /^(fastify|@fastify\/|better-sqlite3|pg|pino|openapi-backend|ajv)/.test(name))).toEqual([]);
+    // And at run time: importing it under plain node loads, without the native addon being built.
+    const keys = run(
+      'node',
+      ['--input-type=module', '-e', "const c = await import('asyncfirst/client'); console.log(Object.keys(c).sort().join(','))"],
+      consumer,
+    );
+    expect(keys.trim()).toBe('JobFailedError,createClient,retryingFetch');
+  });
+
+  it('type-checks a service against the published declarations with --strict, exactOptionalPropertyTypes and skipLibCheck off', () => {
+    expect(existsSync(join(consumer, 'node_modules/@types/better-sqlite3'))).toBe(false);
+    expect(existsSync(join(consumer, 'node_modules/@types/pg'))).toBe(false);
+    writeFileSync(
+      join(consumer, 'tsconfig.json'),
+      JSON.stringify({
+        compilerOptions: {
+          target: 'ES2022',
+          module: 'NodeNext',
+          moduleResolution: 'NodeNext',
+          strict: true,
+          exactOptionalPropertyTypes: true,
+          noUncheckedIndexedAccess: true,
+          skipLibCheck: false,
+          noEmit: true,
+          types: ['node'],
+        },
+        include: ['service.ts', 'api.ts'],
+      }),
+    );
+    writeFileSync(
+      join(consumer, 'service.ts'),
+      `import { createAsyncFirst, type Handlers, PermanentJobError, runProcess, SqliteDriver } from 'asyncfirst';
+import { createClient } from 'asyncfirst/client';
+import type { operations, paths } from './api.js';
+
+const handlers: Handlers<operations> = {
+  async createReport({ body }, { signal, progress, log }) {
+    if (body.rows > 1_000_000) throw new PermanentJobError('too many rows');
+    await progress(50, 'half way');
+    log.info({ aborted: signal.aborted }, 'building');
+    return { title: body.title, format: body.format ?? 'csv', rowCount: body.rows, bytes: 0, sha256: '' };
+  },
+  estimateReport({ query }) {
+    return { rows: query.rows, format: query.format ?? 'csv', estimatedBytes: query.rows * 10 };
+  },
+};
+export const options = { contract: 'openapi.yaml', handlers, config: { databaseUrl: 'jobs.db', port: 3000 } };
+export async function start(): Promise<string> {
+  const app = await createAsyncFirst(options);
+  return app.listen();
+}
+export const worker = () => runProcess(options, 'worker');
+export const client = createClient<paths>({ baseUrl: 'http://localhost:3000' });
+export const driverClass: typeof SqliteDriver = SqliteDriver;
+`,
+    );
+    copyFileSync(join(repo, 'generated/api.ts'), join(consumer, 'api.ts'));
+    const tsc = join(consumer, 'node_modules/typescript/bin/tsc');
+    let output = '';
+    try {
+      output = run('node', [tsc, '-p', '.'], consumer);
+    } catch (error) {
+      output = String((error as { stdout?: string }).stdout ?? error);
+    }
+    expect(output).toBe('');
+  });
+});
