@@ -57,6 +57,12 @@ const SELF_FENCE_SHARE = 0.8;
 export class Worker {
   readonly owner = `worker-${process.pid}-${randomBytes(4).toString('hex')}`;
   private readonly running = new Map<string, RunningJob>();
+  /**
+   * Handlers running now (at most `concurrency`). A job whose handler has returned stays in
+   * `running`, its lease renewed, until its outcome is recorded; its slot is free already, so the
+   * next claim is asked in the same turn as the outcome and, on SQLite, shares its commit.
+   */
+  private handlersRunning = 0;
   private readonly claimAskedAt = new WeakMap<ClaimedJob, number>();
   private readonly loop: ClaimLoop<ClaimedJob>;
   /** One timer renews the leases of every running job (the renewals share a commit). */
@@ -64,7 +70,7 @@ export class Worker {
 
   constructor(private readonly options: WorkerOptions) {
     this.loop = new ClaimLoop({
-      free: () => options.concurrency - this.running.size,
+      free: () => options.concurrency - this.handlersRunning,
       claim: async (limit) => {
         // The lease runs from before the claim was asked: the database may have started it at any point since.
         const askedAt = performance.now();
@@ -99,7 +105,7 @@ export class Worker {
     this.loop.notify();
   }
 
-  /** Number of handlers running now. */
+  /** Number of jobs this worker holds now: handlers running, and outcomes being recorded. */
   get activeJobs(): number {
     return this.running.size;
   }
@@ -151,6 +157,7 @@ export class Worker {
       );
     }
     this.running.set(job.id, entry);
+    this.handlersRunning++;
     entry.done = this.execute(entry).finally(() => {
       clearTimeout(entry.selfFence);
       this.running.delete(job.id);
@@ -185,6 +192,10 @@ export class Worker {
     } catch (error) {
       outcome = { ok: false, error };
     }
+    // The slot is free: claim more now (the claim is asked before the outcome below, so that both
+    // are written in one turn: on SQLite one transaction, on PostgreSQL side by side).
+    this.handlersRunning--;
+    this.notify();
     if (entry.released || entry.leaseLost) return;
 
     // While the store is unavailable the outcome is recorded again and again (the lease is still
