@@ -37,6 +37,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/jobs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The caller's jobs, newest first (an operator's: every principal's), filtered and paged
+         * @description Filters combine; an omitted one does not filter. Page with `nextCursor`: paging neither repeats nor skips a job that existed when the first page was read. Principals named in ADMIN_PRINCIPALS (or chosen by the `operators` function) see every principal's jobs.
+         */
+        get: operations["listJobs"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/jobs/{id}": {
         parameters: {
             query?: never;
@@ -161,6 +181,12 @@ export interface components {
             error?: components["schemas"]["Problem"];
             /** @description Present when the submission sent Callback-URL. */
             deliveries?: components["schemas"]["WebhookDelivery"][];
+        };
+        JobPage: {
+            /** @description Newest first. */
+            jobs: components["schemas"]["Job"][];
+            /** @description Pass as `cursor` for the next page; absent on the last page. */
+            nextCursor?: string;
         };
         JobAccepted: {
             /** @enum {string} */
@@ -421,6 +447,50 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+        };
+    };
+    listJobs: {
+        parameters: {
+            query?: {
+                /** @description Jobs in any of these states (repeat the parameter for several). */
+                status?: ("queued" | "running" | "succeeded" | "failed" | "canceled")[];
+                /** @description Jobs of this operationId. */
+                operation?: string;
+                /** @description Jobs accepted after this time (exclusive). */
+                createdAfter?: string;
+                /** @description Jobs accepted before this time (exclusive). */
+                createdBefore?: string;
+                /** @description The `nextCursor` of the page before. */
+                cursor?: string;
+                /** @description Jobs per page. */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page of jobs. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobPage"];
+                };
+            };
+            /** @description A filter does not match its schema (`validation-failed`, see `errors`), or the cursor is not one a page gave out (`cursor-invalid`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            503: components["responses"]["ServiceUnavailable"];
         };
     };
     getJob: {

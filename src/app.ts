@@ -9,6 +9,7 @@ import type { WebhookDispatcher } from './delivery/webhook-dispatcher.js';
 import { decodeWebhookSecret } from './delivery/webhook-signature.js';
 import { openJobEngine } from './engine/open-engine.js';
 import type { AnyHandler } from './handlers.js';
+import type { IsOperator } from './http/job-routes.js';
 import type { SecurityHandler } from './http/security.js';
 import { buildServer } from './http/server.js';
 import { ContractValidators } from './http/validation.js';
@@ -31,6 +32,8 @@ export interface AsyncFirstOptions<HandlerMap> {
   /** One function per security scheme of the contract: credential → principal. */
   security?: Record<string, SecurityHandler>;
   operations?: { [OperationId in keyof HandlerMap]?: OperationOptions };
+  /** Chooses operators in code, besides those named in ADMIN_PRINCIPALS: they list and retry every principal's jobs. */
+  operators?: IsOperator;
   /** Settings over those read from the environment. */
   config?: Partial<AsyncFirstConfig>;
   /** Use this store instead of opening DATABASE_URL (tests, other backends). */
@@ -135,6 +138,7 @@ export async function createAsyncFirst<HandlerMap extends object>(options: Async
         maxAttempts: prepared.maxAttempts,
       },
       securityHandlers: options.security ?? {},
+      isOperator: operatorsOf(config.adminPrincipals, options.operators),
       runtime,
       limits: {
         bodyLimit: config.bodyLimit,
@@ -180,6 +184,17 @@ export async function createAsyncFirst<HandlerMap extends object>(options: Async
 export async function createAsyncFirstWorker<HandlerMap extends object>(options: AsyncFirstOptions<HandlerMap>): Promise<AsyncFirstBackground> {
   const { config, runtime, log } = await prepare(options);
   return background(config, runtime, log);
+}
+
+/** Operators: the principals ADMIN_PRINCIPALS names (comma-separated), and those the application's function chooses. */
+function operatorsOf(adminPrincipals: string, chosen: IsOperator | undefined): IsOperator {
+  const named = new Set(
+    adminPrincipals
+      .split(',')
+      .map((principal) => principal.trim())
+      .filter(Boolean),
+  );
+  return (principal, request) => named.has(principal) || (chosen?.(principal, request) ?? false);
 }
 
 /** WEBHOOK_SECRET: comma-separated whsec_ secrets (several during a rotation). */

@@ -56,6 +56,8 @@ export interface AsyncFirstConfig {
   sseMaxStreamsPerPrincipal: number;
   /** SSE_HEARTBEAT_MS: how often an idle event stream gets a comment line. */
   sseHeartbeatMs: number;
+  /** ADMIN_PRINCIPALS: comma-separated principals who are operators: they list, count and retry every principal's jobs. */
+  adminPrincipals: string;
   /** WEBHOOK_SECRET: comma-separated whsec_… secrets; every delivery is signed with each (rotation). */
   webhookSecret: string;
   /** WEBHOOK_ALLOWED_HOSTS: comma-separated host names or CIDRs that callbacks may reach although not public. */
@@ -99,6 +101,7 @@ export const DEFAULT_CONFIG: AsyncFirstConfig = {
   changeCheckMs: 250,
   sseMaxStreamsPerPrincipal: 10,
   sseHeartbeatMs: 15_000,
+  adminPrincipals: '',
   webhookSecret: '',
   webhookAllowedHosts: '',
   webhookTimeoutMs: 10_000,
@@ -136,6 +139,7 @@ const ENV_NAMES: Record<keyof AsyncFirstConfig, string> = {
   changeCheckMs: 'CHANGE_CHECK_MS',
   sseMaxStreamsPerPrincipal: 'SSE_MAX_STREAMS_PER_PRINCIPAL',
   sseHeartbeatMs: 'SSE_HEARTBEAT_MS',
+  adminPrincipals: 'ADMIN_PRINCIPALS',
   webhookSecret: 'WEBHOOK_SECRET',
   webhookAllowedHosts: 'WEBHOOK_ALLOWED_HOSTS',
   webhookTimeoutMs: 'WEBHOOK_TIMEOUT_MS',

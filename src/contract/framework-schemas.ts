@@ -65,6 +65,15 @@ export const JobSchema = {
   },
 } as const;
 
+export const JobPageSchema = {
+  type: 'object',
+  required: ['jobs'],
+  properties: {
+    jobs: { type: 'array', items: { $ref: '#/components/schemas/Job' }, description: 'Newest first.' },
+    nextCursor: { type: 'string', description: 'Pass as `cursor` for the next page; absent on the last page.' },
+  },
+} as const;
+
 export const JobProgressSchema = {
   type: 'object',
   required: ['percent'],
@@ -101,6 +110,7 @@ export const WebhookEventSchema = {
 export const FRAMEWORK_SCHEMAS = {
   JobStatus: JobStatusSchema,
   Job: JobSchema,
+  JobPage: JobPageSchema,
   JobAccepted: JobAcceptedSchema,
   JobProgress: JobProgressSchema,
   WebhookDelivery: WebhookDeliverySchema,

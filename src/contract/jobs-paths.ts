@@ -1,8 +1,47 @@
-/** The jobs API as the served document describes it: /jobs/{id}, its result and its event stream. */
+import { JobStatusSchema } from './framework-schemas.js';
+
+/** The jobs API as the served document describes it: the listing, /jobs/{id}, its result, its event stream and its retry. */
 
 const json = (ref: string) => ({ 'application/json': { schema: { $ref: `#/components/schemas/${ref}` } } });
 const response = (name: string) => ({ $ref: `#/components/responses/${name}` });
+const problem = { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } };
 const header = (name: string) => ({ $ref: `#/components/headers/${name}` });
+
+/** GET /jobs's query parameters; the route validates its query string with the same schemas. */
+export const JOB_LISTING_PARAMETERS = [
+  {
+    name: 'status',
+    in: 'query',
+    required: false,
+    description: 'Jobs in any of these states (repeat the parameter for several).',
+    style: 'form',
+    explode: true,
+    schema: { type: 'array', items: JobStatusSchema, minItems: 1, maxItems: 5 },
+  },
+  { name: 'operation', in: 'query', required: false, description: 'Jobs of this operationId.', schema: { type: 'string', minLength: 1, maxLength: 200 } },
+  {
+    name: 'createdAfter',
+    in: 'query',
+    required: false,
+    description: 'Jobs accepted after this time (exclusive).',
+    schema: { type: 'string', format: 'date-time' },
+  },
+  {
+    name: 'createdBefore',
+    in: 'query',
+    required: false,
+    description: 'Jobs accepted before this time (exclusive).',
+    schema: { type: 'string', format: 'date-time' },
+  },
+  {
+    name: 'cursor',
+    in: 'query',
+    required: false,
+    description: 'The `nextCursor` of the page before.',
+    schema: { type: 'string', minLength: 1, maxLength: 64 },
+  },
+  { name: 'limit', in: 'query', required: false, description: 'Jobs per page.', schema: { type: 'integer', minimum: 1, maximum: 200, default: 50 } },
+] as const;
 
 /** The /jobs paths, with the security that any job-creating credential satisfies (undefined: none). */
 export function jobsPaths(security: Record<string, string[]>[] | undefined): Record<string, Record<string, unknown>> {
@@ -10,6 +49,26 @@ export function jobsPaths(security: Record<string, string[]>[] | undefined): Rec
   const unauthorized = security ? { '401': response('Unauthorized') } : {};
   const waited = { 'Retry-After': header('RetryAfter'), 'Preference-Applied': header('PreferenceApplied') };
   return {
+    '/jobs': {
+      get: {
+        ...common,
+        operationId: 'listJobs',
+        summary: "The caller's jobs, newest first (an operator's: every principal's), filtered and paged",
+        description:
+          'Filters combine; an omitted one does not filter. Page with `nextCursor`: paging neither repeats nor skips a job that existed when the first page was read. ' +
+          "Principals named in ADMIN_PRINCIPALS (or chosen by the `operators` function) see every principal's jobs.",
+        parameters: JOB_LISTING_PARAMETERS,
+        responses: {
+          '200': { description: 'One page of jobs.', content: json('JobPage') },
+          '400': {
+            description: 'A filter does not match its schema (`validation-failed`, see `errors`), or the cursor is not one a page gave out (`cursor-invalid`).',
+            content: problem,
+          },
+          ...unauthorized,
+          '503': response('ServiceUnavailable'),
+        },
+      },
+    },
     '/jobs/{id}': {
       parameters: [{ $ref: '#/components/parameters/JobId' }],
       get: {

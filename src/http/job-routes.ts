@@ -1,5 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { JOB_LISTING_PARAMETERS } from '../contract/jobs-paths.js';
 import { JOB_ID_PATTERN } from '../core/ids.js';
+import type { JobState } from '../core/job-states.js';
 import { ProblemError } from '../core/problems.js';
 import { awaitJob } from '../delivery/await-job.js';
 import type { JobEventStreams } from '../delivery/event-stream.js';
@@ -16,11 +18,31 @@ export interface JobRouteDeps {
   watch: JobWatch;
   streams: JobEventStreams;
   longPollMaxSeconds: number;
+  /** Whether a principal is an operator, who lists, counts and retries every principal's jobs. */
+  isOperator: IsOperator;
 }
+
+/** Tells whether a principal is an operator (ADMIN_PRINCIPALS, or the application's `operators` function). */
+export type IsOperator = (principal: string, request: FastifyRequest) => boolean | Promise<boolean>;
+
+interface ListingQuery {
+  status?: JobState[];
+  operation?: string;
+  createdAfter?: string;
+  createdBefore?: string;
+  cursor?: string;
+  limit?: number;
+}
+
+/** GET /jobs's query string, as the served document declares it (unknown parameters are left alone: an API key may travel there). */
+const LISTING_QUERY_SCHEMA = {
+  type: 'object',
+  properties: Object.fromEntries(JOB_LISTING_PARAMETERS.map((parameter) => [parameter.name, parameter.schema])),
+};
 
 type JobRequest = FastifyRequest<{ Params: { id: string } }>;
 
-/** The jobs API: a principal sees, waits for, streams and cancels its own jobs only. */
+/** The jobs API: a principal lists, sees, waits for, streams and cancels its own jobs only; an operator lists every principal's. */
 export function registerJobRoutes(server: FastifyInstance, deps: JobRouteDeps): void {
   const notFound = (id: string) => new ProblemError('jobNotFound', `There is no job ${id} for this principal.`);
   const onRequest = async (request: FastifyRequest) => {
@@ -47,6 +69,29 @@ export function registerJobRoutes(server: FastifyInstance, deps: JobRouteDeps): 
       request.raw.off('close', onClose);
     }
   };
+
+  /** Whose jobs the request may reach: the caller's, or (undefined) everyone's for an operator. */
+  const scopeOf = async (request: FastifyRequest): Promise<string | undefined> =>
+    (await deps.isOperator(request.principal, request)) ? undefined : request.principal;
+
+  server.get<{ Querystring: ListingQuery }>('/jobs', { onRequest, schema: { querystring: LISTING_QUERY_SCHEMA } }, async (request, reply) => {
+    const { status, operation, createdAfter, createdBefore, cursor, limit } = request.query;
+    const principal = await scopeOf(request);
+    const page = await deps.store.listJobs({
+      ...(principal === undefined ? {} : { principal }),
+      ...(status === undefined ? {} : { statuses: status }),
+      ...(operation === undefined ? {} : { operation }),
+      ...(createdAfter === undefined ? {} : { createdAfter: Date.parse(createdAfter) }),
+      ...(createdBefore === undefined ? {} : { createdBefore: Date.parse(createdBefore) }),
+      ...(cursor === undefined ? {} : { cursor }),
+      ...(limit === undefined ? {} : { limit }),
+    });
+    const next = page.nextCursor === undefined ? '' : `,"nextCursor":${JSON.stringify(page.nextCursor)}`;
+    return reply
+      .code(200)
+      .type('application/json; charset=utf-8')
+      .send(`{"jobs":[${page.jobs.map(jobBody).join(',')}]${next}}`);
+  });
 
   server.get<{ Params: { id: string } }>('/jobs/:id', { onRequest }, async (request, reply) => send(reply, 200, await readJob(request, reply)));
 

@@ -8,7 +8,7 @@ import type { AnyHandler } from '../handlers.js';
 import type { JobRuntime } from '../runtime/job-runtime.js';
 import { type ConnectionLimits, clientErrorAnswerer, limitedServerFactory } from './connections.js';
 import { registerDocumentRoutes } from './document-routes.js';
-import { registerJobRoutes } from './job-routes.js';
+import { type IsOperator, registerJobRoutes } from './job-routes.js';
 import { registerOperationRoute } from './operation-routes.js';
 import { problemFor, sendProblem } from './problem-replies.js';
 import { jsonBodyParser } from './request-body.js';
@@ -26,6 +26,8 @@ export interface ServerDeps {
     maxAttempts: (operationId: string) => number;
   };
   securityHandlers: Record<string, SecurityHandler>;
+  /** Whether a principal is an operator (sees and retries every principal's jobs). */
+  isOperator: IsOperator;
   /** The engine and the waiters the routes use; its readiness is /readyz. */
   runtime: JobRuntime;
   limits: {
@@ -114,7 +116,9 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     watch: runtime.watch,
     streams: runtime.streams,
     longPollMaxSeconds: limits.longPollMaxSeconds,
+    isOperator: deps.isOperator,
   });
+  methodsByPath.set('/jobs', new Set(['GET', 'HEAD']));
   methodsByPath.set('/jobs/:id', new Set(['GET', 'HEAD', 'DELETE']));
   methodsByPath.set('/jobs/:id/result', new Set(['GET', 'HEAD']));
   methodsByPath.set('/jobs/:id/events', new Set(['GET', 'HEAD']));

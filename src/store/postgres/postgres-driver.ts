@@ -15,6 +15,7 @@ import type {
   RecordChange,
   Requeue,
 } from '../driver.js';
+import { listingScans, newestFirst } from '../listing-scans.js';
 import { type DeliveryRow, type IdempotencyRow, toClaimedJob, toDelivery, toIdempotencyRecord, toJobRecord } from '../rows.js';
 import {
   type CancelOutcome,
@@ -433,16 +434,26 @@ export class PostgresDriver implements Driver {
   }
 
   async listJobs(listing: JobListing): Promise<ListedJob[]> {
-    const rows = await this.run<ListedRow>(listing.withInput ? SQL.listJobsWithInput : SQL.listJobs, [
+    const filters = [
       listing.beforePosition ?? Number.MAX_SAFE_INTEGER,
-      listing.principal ?? null,
-      listing.statuses ?? null,
       listing.operation ?? null,
       listing.createdAfter ?? null,
       listing.createdBefore ?? null,
       listing.limit,
-    ]);
-    return rows.map((row) => ({ position: row.seq, job: listing.withInput ? { ...jobOf(row), input: row.input as string } : jobOf(row) }));
+    ];
+    const statements = {
+      every: listing.withInput ? SQL.listEveryJobWithInput : SQL.listEveryJob,
+      inState: listing.withInput ? SQL.listJobsInStateWithInput : SQL.listJobsInState,
+      ownInState: listing.withInput ? SQL.listOwnJobsInStateWithInput : SQL.listOwnJobsInState,
+    };
+    // One scan after another: a listing holds one pooled connection at a time, never five.
+    const results: ListedJob[][] = [];
+    for (const scan of listingScans(listing)) {
+      const scope = scan.scope === 'every' ? [] : scan.scope === 'inState' ? [scan.status] : [scan.status, scan.principal];
+      const rows = await this.run<ListedRow>(statements[scan.scope], [...filters, ...scope]);
+      results.push(rows.map((row) => ({ position: row.seq, job: listing.withInput ? { ...jobOf(row), input: row.input as string } : jobOf(row) })));
+    }
+    return newestFirst(results, listing.limit);
   }
 
   async countJobs(): Promise<JobCount[]> {

@@ -55,19 +55,21 @@ export interface ListedRow extends PostgresJobRow {
 }
 
 /**
- * Jobs newest first: an index scan of the primary key (seq) backwards from the cursor, filtering
- * as it goes, so acceptance writes no index for listings. $1 before seq, $2 principal,
- * $3 statuses, $4 operation, $5 created after, $6 created before (a null one does not filter), $7 limit.
+ * Jobs newest first, backwards from the cursor, in one of three scans (src/store/listing-scans.ts):
+ * every job (the primary key, seq), the jobs in one state (jobs_status), or one principal's jobs
+ * in one state (jobs_principal_status); the other filters apply as it goes. $1 before seq,
+ * $2 operation, $3 created after, $4 created before (a null one does not filter), $5 limit,
+ * then $6 state and $7 principal as the scope uses them.
  */
-const listing = (columns: string) =>
+const LISTING_SCOPES = { every: 'TRUE', inState: 'status = $6', ownInState: 'principal = $7 AND status = $6' } as const;
+const listing = (columns: string, scope: keyof typeof LISTING_SCOPES) =>
   `SELECT seq, ${columns} FROM jobs
-   WHERE seq < $1
-     AND ($2::text IS NULL OR principal = $2)
-     AND ($3::text[] IS NULL OR status = ANY($3::text[]))
-     AND ($4::text IS NULL OR operation = $4)
-     AND ($5::bigint IS NULL OR created_at > $5)
-     AND ($6::bigint IS NULL OR created_at < $6)
-   ORDER BY seq DESC LIMIT $7`;
+   WHERE ${LISTING_SCOPES[scope]}
+     AND seq < $1
+     AND ($2::text IS NULL OR operation = $2)
+     AND ($3::bigint IS NULL OR created_at > $3)
+     AND ($4::bigint IS NULL OR created_at < $4)
+   ORDER BY seq DESC LIMIT $5`;
 
 export interface Statement {
   name: string;
@@ -163,8 +165,12 @@ export const SQL = {
   deliveriesOfJob: statement('deliveries_of_job', `SELECT ${DELIVERY_COLUMNS} FROM webhook_deliveries WHERE job_id = $1 ORDER BY created_at, id`),
 
   // --- listing and counting (for operators; nothing on a request's path) ---------------
-  listJobs: statement('list_jobs', listing(JOB_COLUMNS)),
-  listJobsWithInput: statement('list_jobs_with_input', listing(jobColumns(undefined, 'input'))),
+  listEveryJob: statement('list_every_job', listing(JOB_COLUMNS, 'every')),
+  listEveryJobWithInput: statement('list_every_job_with_input', listing(jobColumns(undefined, 'input'), 'every')),
+  listJobsInState: statement('list_jobs_in_state', listing(JOB_COLUMNS, 'inState')),
+  listJobsInStateWithInput: statement('list_jobs_in_state_with_input', listing(jobColumns(undefined, 'input'), 'inState')),
+  listOwnJobsInState: statement('list_own_jobs_in_state', listing(JOB_COLUMNS, 'ownInState')),
+  listOwnJobsInStateWithInput: statement('list_own_jobs_in_state_with_input', listing(jobColumns(undefined, 'input'), 'ownInState')),
   /** Ordered as SQLite orders text (by code point), whatever the database's collation. */
   countJobs: statement(
     'count_jobs',

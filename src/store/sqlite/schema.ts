@@ -100,6 +100,13 @@ const MIGRATIONS: string[] = [
   DROP INDEX job_events_job;
   CREATE UNIQUE INDEX job_events_job ON job_events (job_id, version);
   `,
+  `
+  -- Listings newest first read an index instead of scanning every job: the jobs in one state (an
+  -- operator's GET /jobs?status=failed), and one principal's jobs in one state (a caller's GET /jobs
+  -- reads one range per state and merges them). Each acceptance and each change of state writes them.
+  CREATE INDEX jobs_status ON jobs (status, seq);
+  CREATE INDEX jobs_principal_status ON jobs (principal, status, seq);
+  `,
 ];
 
 /** Brings the schema of an open database up to date, in one transaction. */

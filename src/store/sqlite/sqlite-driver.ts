@@ -17,6 +17,7 @@ import type {
   RecordChange,
   Requeue,
 } from '../driver.js';
+import { listingScans, newestFirst } from '../listing-scans.js';
 import { toClaimedJob, toDelivery, toIdempotencyRecord, toJobRecord } from '../rows.js';
 import {
   type CancelOutcome,
@@ -270,20 +271,27 @@ export class SqliteDriver implements Driver {
   }
 
   async listJobs(listing: JobListing): Promise<ListedJob[]> {
-    const parameters = {
-      principal: listing.principal ?? null,
-      statuses: listing.statuses === undefined ? null : JSON.stringify(listing.statuses),
+    const filters = {
       operation: listing.operation ?? null,
       createdAfter: listing.createdAfter ?? null,
       createdBefore: listing.createdBefore ?? null,
       before: listing.beforePosition ?? Number.MAX_SAFE_INTEGER,
       limit: listing.limit,
     };
+    const statements = {
+      every: listing.withInput ? this.sql.listEveryJobWithInput : this.sql.listEveryJob,
+      inState: listing.withInput ? this.sql.listJobsInStateWithInput : this.sql.listJobsInState,
+      ownInState: listing.withInput ? this.sql.listOwnJobsInStateWithInput : this.sql.listOwnJobsInState,
+    };
     return this.read(() =>
-      (listing.withInput ? this.sql.listJobsWithInput : this.sql.listJobs).all(parameters).map((row) => ({
-        position: row.seq,
-        job: listing.withInput ? { ...this.jobOf(row), input: row.input as string } : this.jobOf(row),
-      })),
+      newestFirst(
+        listingScans(listing).map((scan) =>
+          statements[scan.scope]
+            .all({ ...filters, principal: scan.scope === 'ownInState' ? scan.principal : null, status: scan.scope === 'every' ? null : scan.status })
+            .map((row) => ({ position: row.seq, job: listing.withInput ? { ...this.jobOf(row), input: row.input as string } : this.jobOf(row) })),
+        ),
+        listing.limit,
+      ),
     );
   }
 

@@ -15,10 +15,10 @@ export type SqliteJobRow = JobRow & LeaseColumns;
 export type SqliteClaimedRow = ClaimedRow & LeaseColumns;
 export type ListedRow = SqliteJobRow & { seq: number; input?: string };
 
-/** A listing's filters; a null one does not filter. `statuses` is a JSON array; `before` a seq. */
+/** A listing's filters; a null one does not filter. `before` is a seq. */
 export interface ListingParameters {
   principal: string | null;
-  statuses: string | null;
+  status: string | null;
   operation: string | null;
   createdAfter: number | null;
   createdBefore: number | null;
@@ -27,14 +27,15 @@ export interface ListingParameters {
 }
 
 /**
- * Jobs newest first: the scan walks the table's own B-tree (seq, the rowid) backwards from the
- * cursor and filters as it goes, so acceptance writes no index for listings.
+ * Jobs newest first, backwards from the cursor, in one of three scans (src/store/listing-scans.ts):
+ * every job (the table's own B-tree, seq being the rowid), the jobs in one state (jobs_status), or
+ * one principal's jobs in one state (jobs_principal_status). The other filters apply as it goes.
  */
-const listing = (columns: string) =>
+const LISTING_SCOPES = { every: 'TRUE', inState: 'status = @status', ownInState: 'principal = @principal AND status = @status' } as const;
+const listing = (columns: string, scope: keyof typeof LISTING_SCOPES) =>
   `SELECT seq, ${columns} FROM jobs
-   WHERE seq < @before
-     AND (@principal IS NULL OR principal = @principal)
-     AND (@statuses IS NULL OR status IN (SELECT value FROM json_each(@statuses)))
+   WHERE ${LISTING_SCOPES[scope]}
+     AND seq < @before
      AND (@operation IS NULL OR operation = @operation)
      AND (@createdAfter IS NULL OR created_at > @createdAfter)
      AND (@createdBefore IS NULL OR created_at < @createdBefore)
@@ -175,8 +176,12 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
     jobVersions: db.prepare<[string], { id: string; version: number }>(`SELECT id, version FROM jobs WHERE id IN (SELECT value FROM json_each(?))`),
 
     // --- listing and counting (for operators; nothing on a request's path) ---------------
-    listJobs: db.prepare<[ListingParameters], ListedRow>(listing(JOB_COLUMNS)),
-    listJobsWithInput: db.prepare<[ListingParameters], ListedRow>(listing(CLAIMED_COLUMNS)),
+    listEveryJob: db.prepare<[ListingParameters], ListedRow>(listing(JOB_COLUMNS, 'every')),
+    listEveryJobWithInput: db.prepare<[ListingParameters], ListedRow>(listing(CLAIMED_COLUMNS, 'every')),
+    listJobsInState: db.prepare<[ListingParameters], ListedRow>(listing(JOB_COLUMNS, 'inState')),
+    listJobsInStateWithInput: db.prepare<[ListingParameters], ListedRow>(listing(CLAIMED_COLUMNS, 'inState')),
+    listOwnJobsInState: db.prepare<[ListingParameters], ListedRow>(listing(JOB_COLUMNS, 'ownInState')),
+    listOwnJobsInStateWithInput: db.prepare<[ListingParameters], ListedRow>(listing(CLAIMED_COLUMNS, 'ownInState')),
     countJobs: db.prepare<[], { operation: string; status: string; count: number }>(
       `SELECT operation, status, count(*) AS count FROM jobs GROUP BY operation, status ORDER BY operation, status`,
     ),
