@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { AsyncFirstApp } from '../src/app.js';
 import { openSqliteEngine } from '../src/engine/open-engine.js';
 import { submitReport, tempDir } from './helpers.js';
-import { customApp, gate, readJobRow, waitFor } from './worker-test-support.js';
+import { customApp, gate, waitFor } from './worker-test-support.js';
 
 describe('a cancel asked from another process before the worker sees it', () => {
   const cleanups: Array<() => Promise<void> | void> = [];
@@ -30,7 +30,7 @@ describe('a cancel asked from another process before the worker sees it', () => 
 
     const accepted = await submitReport(app, { title: 'Q3', rows: 5 }, { 'idempotency-key': 'cancel-then-fail' });
     const jobId = accepted.json<{ job_id: string }>().job_id;
-    await waitFor('the job to run', () => (readJobRow(tmp.dbPath, jobId)?.status === 'running' ? true : undefined));
+    await waitFor('the job to run', async () => ((await app.store.getJob('alice', jobId))?.status === 'running' ? true : undefined));
 
     // Another process's connection asks for the cancel; this process's worker is not told.
     const other = await openSqliteEngine(tmp.dbPath);
@@ -39,11 +39,11 @@ describe('a cancel asked from another process before the worker sees it', () => 
     expect(outcome.kind).toBe('signalled');
 
     failNow.open();
-    await waitFor('the job to end canceled', () => (readJobRow(tmp.dbPath, jobId)?.status === 'canceled' ? true : undefined));
-    const row = readJobRow(tmp.dbPath, jobId);
-    expect(row?.status).toBe('canceled');
-    expect(row?.attempts).toBe(1);
-    expect(JSON.parse(row?.error ?? '{}').type).toBe('urn:asyncfirst:problem:job-canceled');
+    await waitFor('the job to end canceled', async () => ((await app.store.getJob('alice', jobId))?.status === 'canceled' ? true : undefined));
+    const job = await app.store.getJob('alice', jobId);
+    expect(job?.status).toBe('canceled');
+    expect(job?.attempts).toBe(1);
+    expect(job?.error?.type).toBe('urn:asyncfirst:problem:job-canceled');
     // It was not queued again: the handler ran once.
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(calls).toBe(1);

@@ -3,7 +3,7 @@ import type { AsyncFirstApp } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
 import type { AnyHandler } from '../src/handlers.js';
 import { ALICE, BOB, submitReport, tempDir, waitForJob } from './helpers.js';
-import { customApp, gate, readJobRow, sleep, waitFor } from './worker-test-support.js';
+import { customApp, expectNoLease, gate, sleep, waitFor } from './worker-test-support.js';
 
 const REPORT = { title: 'ok', format: 'csv', rowCount: 1, bytes: 1, sha256: 'd'.repeat(64) };
 
@@ -62,6 +62,7 @@ describe('DELETE /jobs/{id} cancels a job', () => {
     };
     const { app: acceptor, dbPath } = await appWith(handler, 0);
     const id = await submit(acceptor, 'queued-then-canceled');
+    const stored = () => acceptor.store.getJob('alice', id);
 
     const response = await cancel(acceptor, id);
     expect(response.statusCode).toBe(200);
@@ -70,15 +71,17 @@ describe('DELETE /jobs/{id} cancels a job', () => {
     const body = response.json<JobView>();
     expect(body).toMatchObject({ id, status: 'canceled', attempts: 0 });
     expect(body.finishedAt).toBeDefined();
-    expect(readJobRow(dbPath, id)).toMatchObject({ status: 'canceled', attempts: 0, lease_owner: null });
-    expect(readJobRow(dbPath, id)?.finished_at).not.toBeNull();
+    const canceled = await stored();
+    expect(canceled).toMatchObject({ status: 'canceled', attempts: 0 });
+    expectNoLease(canceled);
+    expect(canceled?.finishedAt).toBeDefined();
 
     // A worker on the same file runs a later job, so it has looked at the queue, and never the canceled one.
     const { app: worker } = await appWith(handler, 2, dbPath);
     const laterId = await submit(worker, 'later-job');
     expect(((await waitForJob(worker, laterId)) as JobView).status).toBe('succeeded');
     expect(ran).toEqual(['later-job']);
-    expect(readJobRow(dbPath, id)).toMatchObject({ status: 'canceled', attempts: 0, fence: 0 });
+    expect(await stored()).toMatchObject({ status: 'canceled', attempts: 0, fence: 0 });
 
     // Canceling again: it has finished (canceled), so there is nothing to cancel.
     const again = await cancel(acceptor, id);
@@ -97,10 +100,10 @@ describe('DELETE /jobs/{id} cancels a job', () => {
           reject(context.signal.reason);
         });
       });
-    const { app, dbPath } = await appWith(handler, 1);
+    const { app } = await appWith(handler, 1);
     const id = await submit(app, 'running-then-canceled');
     await waitFor('the handler to start', () => (started ? true : undefined));
-    expect(readJobRow(dbPath, id)?.status).toBe('running');
+    expect((await app.store.getJob('alice', id))?.status).toBe('running');
 
     const response = await cancel(app, id);
     expect(response.statusCode).toBe(202);
@@ -113,9 +116,11 @@ describe('DELETE /jobs/{id} cancels a job', () => {
     expect(job.error?.type).toBe('urn:asyncfirst:problem:job-canceled');
     expect(abortReason).toBeInstanceOf(Error);
     expect((abortReason as Error).message).toMatch(/canceled/);
-    const row = readJobRow(dbPath, id);
-    expect(row).toMatchObject({ status: 'canceled', cancel_requested: 1, lease_owner: null, result: null });
-    expect(row?.finished_at).not.toBeNull();
+    const stored = await app.store.getJob('alice', id);
+    expect(stored).toMatchObject({ status: 'canceled', cancelRequested: true });
+    expectNoLease(stored);
+    expect(stored?.result).toBeUndefined();
+    expect(stored?.finishedAt).toBeDefined();
   });
 
   it('cancels a job running in another process on the same file: its worker sees the flag at lease renewal and aborts', async () => {
@@ -143,7 +148,10 @@ describe('DELETE /jobs/{id} cancels a job', () => {
     expect(job.status).toBe('canceled');
     expect(job.error?.type).toBe('urn:asyncfirst:problem:job-canceled');
     expect(aborted).toBe(true);
-    expect(readJobRow(dbPath, id)).toMatchObject({ status: 'canceled', lease_owner: null, result: null });
+    const stored = await front.store.getJob('alice', id);
+    expect(stored?.status).toBe('canceled');
+    expectNoLease(stored);
+    expect(stored?.result).toBeUndefined();
   });
 
   it('ends a running job canceled even if its handler ignores the signal and returns a result', async () => {
@@ -156,7 +164,7 @@ describe('DELETE /jobs/{id} cancels a job', () => {
       await new Promise<void>((resolve) => release.push(resolve));
       return REPORT;
     };
-    const { app, dbPath } = await appWith(handler, 1);
+    const { app } = await appWith(handler, 1);
     const id = await submit(app, 'stubborn');
     await waitFor('the handler to start', () => (release.length > 0 ? true : undefined));
 
@@ -165,7 +173,9 @@ describe('DELETE /jobs/{id} cancels a job', () => {
     for (const resolve of release) resolve();
     const job = (await waitForJob(app, id)) as JobView;
     expect(job.status).toBe('canceled');
-    expect(readJobRow(dbPath, id)).toMatchObject({ status: 'canceled', result: null });
+    const stored = await app.store.getJob('alice', id);
+    expect(stored?.status).toBe('canceled');
+    expect(stored?.result).toBeUndefined();
   });
 
   it('a 202 cancel wins over a handler in another process that returns after the flag was stored, before its worker saw it', async () => {
@@ -188,9 +198,9 @@ describe('DELETE /jobs/{id} cancels a job', () => {
     expect(job.status).toBe('canceled');
     expect(job.result).toBeUndefined();
     expect(job.error.type).toBe('urn:asyncfirst:problem:job-canceled');
-    const row = readJobRow(dbPath, id);
-    expect(row?.status).toBe('canceled');
-    expect(row?.result).toBeNull();
+    const stored = await front.store.getJob('alice', id);
+    expect(stored?.status).toBe('canceled');
+    expect(stored?.result).toBeUndefined();
   });
 
   it('never answers 202 to a cancel whose job then succeeds: every 202 ends canceled, every 409 had finished', async () => {
@@ -212,10 +222,11 @@ describe('DELETE /jobs/{id} cancels a job', () => {
   });
 
   it('answers 409 problem+json for a finished job and leaves it unchanged', async () => {
-    const { app, dbPath } = await appWith(async () => REPORT, 1);
+    const { app } = await appWith(async () => REPORT, 1);
     const id = await submit(app, 'finished');
     expect(((await waitForJob(app, id)) as JobView).status).toBe('succeeded');
-    const before = readJobRow(dbPath, id);
+    const before = await app.store.getJob('alice', id);
+    expect(before?.status).toBe('succeeded');
 
     const response = await cancel(app, id);
     expect(response.statusCode).toBe(409);
@@ -227,11 +238,11 @@ describe('DELETE /jobs/{id} cancels a job', () => {
       jobStatus: 'succeeded',
     });
     expect(response.json<Problem>().detail).toContain(id);
-    expect(readJobRow(dbPath, id)).toEqual(before);
+    expect(await app.store.getJob('alice', id)).toEqual(before);
   });
 
   it("answers 404 to DELETE and GET of another principal's job, and leaves the job alone", async () => {
-    const { app, dbPath } = await appWith(async () => REPORT, 0);
+    const { app } = await appWith(async () => REPORT, 0);
     const id = await submit(app, 'alices-job');
 
     for (const method of ['DELETE', 'GET'] as const) {
@@ -240,7 +251,7 @@ describe('DELETE /jobs/{id} cancels a job', () => {
       expect(response.headers['content-type']).toMatch(/^application\/problem\+json/);
       expect(response.json<Problem>()).toMatchObject({ type: 'urn:asyncfirst:problem:job-not-found', status: 404 });
     }
-    expect(readJobRow(dbPath, id)).toMatchObject({ status: 'queued', cancel_requested: 0, principal: 'alice' });
+    expect(await app.store.getJob('alice', id)).toMatchObject({ status: 'queued', cancelRequested: false, principal: 'alice' });
     const own = await app.server.inject({ method: 'GET', url: `/jobs/${id}`, headers: ALICE });
     expect(own.json<JobView>().status).toBe('queued');
   });
@@ -258,11 +269,11 @@ describe('DELETE /jobs/{id} cancels a job', () => {
   });
 
   it('answers 401 problem+json to a DELETE without credentials', async () => {
-    const { app, dbPath } = await appWith(async () => REPORT, 0);
+    const { app } = await appWith(async () => REPORT, 0);
     const id = await submit(app, 'anonymous-cancel');
     const response = await app.server.inject({ method: 'DELETE', url: `/jobs/${id}` });
     expect(response.statusCode).toBe(401);
     expect(response.headers['content-type']).toMatch(/^application\/problem\+json/);
-    expect(readJobRow(dbPath, id)?.status).toBe('queued');
+    expect((await app.store.getJob('alice', id))?.status).toBe('queued');
   });
 });

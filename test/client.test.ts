@@ -1,7 +1,6 @@
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import net from 'node:net';
-import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { components, paths } from '../generated/api.js';
 import type { AsyncFirstApp } from '../src/app.js';
@@ -10,7 +9,7 @@ import type { AsyncFirstConfig } from '../src/config.js';
 import { PROBLEM_TYPE_BASE } from '../src/core/problems.js';
 import { createDemo } from '../src/demo/service.js';
 import type { AnyHandler } from '../src/handlers.js';
-import { API_KEYS, tempDir } from './helpers.js';
+import { API_KEYS, allJobs, tempDir } from './helpers.js';
 import { customApp, gate, REPO_ROOT, sleep, waitFor } from './worker-test-support.js';
 
 /*
@@ -30,16 +29,14 @@ const reportFor = (input: unknown): Report => {
   return { title, format: 'csv', rowCount: rows, bytes: rows * 10, sha256: 'b'.repeat(64) };
 };
 
-function storedRows(dbPath: string): { jobs: { id: string }[]; keys: { key: string; job_id: string }[] } {
-  const db = new Database(dbPath, { readonly: true });
-  try {
-    return {
-      jobs: db.prepare<[], { id: string }>('SELECT id FROM jobs').all(),
-      keys: db.prepare<[], { key: string; job_id: string }>('SELECT key, job_id FROM idempotency_keys').all(),
-    };
-  } finally {
-    db.close();
-  }
+/** The job ids the app's store holds, how many idempotency records, and the job each of these (alice's createReport) keys binds. */
+async function stored(app: AsyncFirstApp, keys: string[]): Promise<{ jobIds: string[]; records: number; jobOfKey: Array<string | undefined> }> {
+  const records = await Promise.all(keys.map((key) => app.store.getIdempotencyRecord('alice', 'createReport', key)));
+  return {
+    jobIds: (await allJobs(app.store)).map((job) => job.id),
+    records: await app.store.countIdempotencyRecords(),
+    jobOfKey: records.map((record) => record?.jobId),
+  };
 }
 
 /** The job reference of a submission's answer (the 202 body), failing the test on anything else. */
@@ -140,7 +137,7 @@ describe('the typed client against a real server', () => {
   }
 
   it('POST without an Idempotency-Key sends a generated time-ordered UUIDv7 key, the one the server stored', async () => {
-    const { address, dbPath } = await serve({ config: { workerConcurrency: 0 } });
+    const { app, address } = await serve({ config: { workerConcurrency: 0 } });
     const { api, sent } = recordingClient(address);
 
     const first = await api.POST('/reports', { body: { title: 'Q1', rows: 10 } });
@@ -157,9 +154,10 @@ describe('the typed client against a real server', () => {
     expect((keys[0] as string) < (keys[1] as string)).toBe(true);
     expect(accepted(second.data).job_id).not.toBe(accepted(first.data).job_id);
 
-    const rows = storedRows(dbPath);
-    expect(rows.keys.map((row) => row.key).sort()).toEqual([...keys].sort());
-    expect(rows.keys.find((row) => row.key === keys[0])?.job_id).toBe(accepted(first.data).job_id);
+    // The server stored exactly these two keys, the first for the first job.
+    const rows = await stored(app, keys as string[]);
+    expect(rows.records).toBe(2);
+    expect(rows.jobOfKey).toEqual([accepted(first.data).job_id, accepted(second.data).job_id]);
 
     // A key given by the caller is sent as is.
     const own = await api.POST('/reports', { body: { title: 'Q1', rows: 10 }, params: { header: { 'Idempotency-Key': 'caller-key-1' } } });
@@ -271,7 +269,7 @@ describe('the typed client against a real server', () => {
   });
 
   it('retries a submission whose answer was lost after the server committed: same key, the replay, exactly one job', async () => {
-    const { address, dbPath } = await serve();
+    const { app, address } = await serve();
     const proxy = await startDroppingProxy(address);
     cleanups.push(proxy.close);
     const { api } = recordingClient(proxy.origin, { baseDelayMs: 20 });
@@ -286,9 +284,7 @@ describe('the typed client against a real server', () => {
     expect(proxy.keys).toHaveLength(2);
     expect(proxy.keys[0]).toMatch(UUID_V7);
     expect(proxy.keys[1]).toBe(proxy.keys[0]);
-    const rows = storedRows(dbPath);
-    expect(rows.jobs).toEqual([{ id: job.job_id }]);
-    expect(rows.keys).toEqual([{ key: proxy.keys[0], job_id: job.job_id }]);
+    expect(await stored(app, [proxy.keys[0] as string])).toEqual({ jobIds: [job.job_id], records: 1, jobOfKey: [job.job_id] });
 
     await expect(api.waitFor(job, { timeout: 10_000 })).resolves.toMatchObject({ title: 'Lost answer', rowCount: 42 });
   });

@@ -1,7 +1,7 @@
-import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createDemo } from '../src/demo/service.js';
-import { ALICE, API_KEYS, startDemo, submitReport } from './helpers.js';
+import type { Store } from '../src/store/store.js';
+import { ALICE, API_KEYS, allJobs, startDemo, submitReport } from './helpers.js';
 
 const CONCURRENT = 50;
 
@@ -13,16 +13,13 @@ interface Answer {
   body: string;
 }
 
-function readRows(dbPath: string) {
-  const db = new Database(dbPath, { readonly: true });
-  try {
-    return {
-      jobs: db.prepare<[], { id: string; input: string }>('SELECT id, input FROM jobs ORDER BY seq').all(),
-      keys: db.prepare<[], { key: string; job_id: string }>('SELECT key, job_id FROM idempotency_keys').all(),
-    };
-  } finally {
-    db.close();
-  }
+/** What the store holds: every job with its input (oldest first), how many idempotency records, and the job alice's `key` binds. */
+async function readStored(store: Store, key: string) {
+  return {
+    jobs: (await allJobs(store, { withInput: true })).map((job) => ({ id: job.id, input: job.input as string })),
+    records: await store.countIdempotencyRecords(),
+    jobOfKey: (await store.getIdempotencyRecord('alice', 'createReport', key))?.jobId,
+  };
 }
 
 /** POST /reports over the socket; every call is its own request, all started before any answer is read. */
@@ -66,11 +63,11 @@ describe('concurrent submissions with one Idempotency-Key', () => {
     // Open the client's connections first: requests on fresh connections trickle in one per event-loop
     // turn, while requests on open ones are written together and reach the server in the same turn.
     await Promise.all(Array.from({ length: CONCURRENT }, () => fetch(`${base}/healthz`).then((response) => response.text())));
-    return { base, dbPath: demo.dbPath, overlap };
+    return { base, store, overlap };
   };
 
   it(`creates exactly one job for ${CONCURRENT} racing identical submissions, and every answer is 202 with its id`, async () => {
-    const { base, dbPath, overlap } = await listen();
+    const { base, store, overlap } = await listen();
     const answers = await Promise.all(Array.from({ length: CONCURRENT }, () => post(base, 'race-1', { title: 'race', rows: 3 })));
     expect(overlap.max).toBeGreaterThan(1);
 
@@ -88,13 +85,13 @@ describe('concurrent submissions with one Idempotency-Key', () => {
     expect(answers.filter((answer) => answer.replayed === null)).toHaveLength(1);
     expect(answers.filter((answer) => answer.replayed === 'true')).toHaveLength(CONCURRENT - 1);
 
-    const { jobs, keys } = readRows(dbPath);
+    const { jobs, records, jobOfKey } = await readStored(store, 'race-1');
     expect(jobs.map((job) => job.id)).toEqual([jobId]);
-    expect(keys).toEqual([{ key: 'race-1', job_id: jobId }]);
+    expect({ records, jobOfKey }).toEqual({ records: 1, jobOfKey: jobId });
   });
 
   it(`creates exactly one job when ${CONCURRENT} submissions race with one key and different bodies; the others get 422`, async () => {
-    const { base, dbPath, overlap } = await listen();
+    const { base, store, overlap } = await listen();
     const answers = await Promise.all(Array.from({ length: CONCURRENT }, (_, i) => post(base, 'race-2', { title: `body-${i}`, rows: 3 })));
     expect(overlap.max).toBeGreaterThan(1);
 
@@ -113,15 +110,15 @@ describe('concurrent submissions with one Idempotency-Key', () => {
       expect((JSON.parse(answer.body) as { type: string }).type).toBe('urn:asyncfirst:problem:idempotency-key-reused');
     }
 
-    const { jobs, keys } = readRows(dbPath);
+    const { jobs, records, jobOfKey } = await readStored(store, 'race-2');
     expect(jobs.map((job) => job.id)).toEqual([jobId]);
     // The stored job is the winner's request, and the key points at it.
     expect((JSON.parse((jobs[0] as { input: string }).input) as { body: { title: string } }).body.title).toBe(`body-${winner}`);
-    expect(keys).toEqual([{ key: 'race-2', job_id: jobId }]);
+    expect({ records, jobOfKey }).toEqual({ records: 1, jobOfKey: jobId });
   });
 
   it('answers each racing submission 202 exactly when its body is the one stored, 422 otherwise', async () => {
-    const { base, dbPath, overlap } = await listen();
+    const { base, store, overlap } = await listen();
     const variants = [
       { title: 'A', rows: 1 },
       { title: 'B', rows: 1 },
@@ -130,10 +127,10 @@ describe('concurrent submissions with one Idempotency-Key', () => {
     const answers = await Promise.all(Array.from({ length: CONCURRENT }, (_, i) => post(base, 'race-3', variants[i % variants.length])));
     expect(overlap.max).toBeGreaterThan(1);
 
-    const { jobs, keys } = readRows(dbPath);
+    const { jobs, records, jobOfKey } = await readStored(store, 'race-3');
     expect(jobs).toHaveLength(1);
     const stored = jobs[0] as { id: string; input: string };
-    expect(keys).toEqual([{ key: 'race-3', job_id: stored.id }]);
+    expect({ records, jobOfKey }).toEqual({ records: 1, jobOfKey: stored.id });
     const storedBody = (JSON.parse(stored.input) as { body: { title: string; rows: number } }).body;
 
     let created = 0;
@@ -162,9 +159,9 @@ describe('concurrent submissions with one Idempotency-Key', () => {
       const jobIds = new Set(answers.map((answer) => answer.json<{ job_id: string }>().job_id));
       expect(jobIds.size).toBe(1);
       expect(answers.filter((answer) => answer.headers['idempotent-replayed'] === undefined)).toHaveLength(1);
-      const { jobs, keys } = readRows(demo.dbPath);
+      const { jobs, records, jobOfKey } = await readStored(first.store, 'race-4');
       expect(jobs.map((job) => job.id)).toEqual([...jobIds]);
-      expect(keys).toEqual([{ key: 'race-4', job_id: [...jobIds][0] }]);
+      expect({ records, jobOfKey }).toEqual({ records: 1, jobOfKey: [...jobIds][0] });
     } finally {
       await other.close();
     }

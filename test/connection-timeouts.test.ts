@@ -3,7 +3,7 @@ import type { AsyncFirstApp } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
 import { PROBLEM_TYPE_BASE } from '../src/core/problems.js';
 import { createDemo } from '../src/demo/service.js';
-import { API_KEYS, countRows, tempDir } from './helpers.js';
+import { API_KEYS, countStored, tempDir } from './helpers.js';
 import { openConnection, type RawResponse } from './raw-connection.js';
 
 /** Asserts a 408 request-timeout problem that closes the connection. */
@@ -38,7 +38,7 @@ describe('slow and idle clients over a real socket', () => {
   }
 
   it('cuts off a client that never finishes its headers and one that never finishes its body with 408, while GET /healthz is answered at once', async () => {
-    const { address, port, dbPath } = await listen({ headersTimeoutMs: 400, requestTimeoutMs: 900 });
+    const { app, address, port } = await listen({ headersTimeoutMs: 400, requestTimeoutMs: 900 });
     const slowHeaders = openConnection(port, 'POST /reports HTTP/1.1\r\nHost: localhost\r\nX-API-Key: key-a\r\n');
     const slowBody = openConnection(
       port,
@@ -78,7 +78,7 @@ describe('slow and idle clients over a real socket', () => {
     const [unauthorized, timedOut] = slowBodyUnauthenticated.responses();
     expect(unauthorized?.status).toBe(401);
     expectRequestTimeout(timedOut);
-    expect(countRows(dbPath)).toEqual({ jobs: 0, keys: 0 });
+    expect(await countStored(app.store)).toEqual({ jobs: 0, keys: 0 });
   });
 
   it('closes a connection that sends nothing at all after the headers timeout', async () => {

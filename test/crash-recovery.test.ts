@@ -1,6 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { ALICE, tempDir } from './helpers.js';
-import { type DemoProcess, killDemoProcess, readAllJobRows, type StoredJobRow, sleep, startDemoProcess } from './worker-test-support.js';
+import { openSqliteEngine } from '../src/engine/open-engine.js';
+import type { JobRecord, Store } from '../src/store/store.js';
+import { ALICE, allJobs, readStoreOn, tempDir } from './helpers.js';
+import { type DemoProcess, expectNoLease, killDemoProcess, sleep, startDemoProcess } from './worker-test-support.js';
 
 const SUBMISSIONS = 200;
 const CLIENT_CONCURRENCY = 20;
@@ -59,10 +61,10 @@ async function waitForAll(address: string, ids: string[], timeoutMs: number): Pr
 
 describe('crash recovery', () => {
   const processes: DemoProcess[] = [];
-  const cleanups: Array<() => void> = [];
+  const cleanups: Array<() => void | Promise<void>> = [];
   afterEach(async () => {
     for (const demo of processes.splice(0)) await killDemoProcess(demo);
-    for (const cleanup of cleanups.splice(0)) cleanup();
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   });
 
   async function start(mode: 'serve' | 'worker', env: Record<string, string>) {
@@ -71,12 +73,21 @@ describe('crash recovery', () => {
     return demo;
   }
 
+  /** A job engine of the test's own on the file the demo processes write: it reads what they committed. */
+  async function readerOf(dbPath: string): Promise<Store> {
+    const reader = await openSqliteEngine(dbPath);
+    cleanups.push(() => reader.close());
+    return reader;
+  }
+
   it('keeps every acknowledged job through a SIGKILL mid-load: stored, replayed with the same job_id, and completed after restart', async () => {
     const tmp = tempDir();
     cleanups.push(tmp.cleanup);
     const env = { DATABASE_URL: tmp.dbPath, WORKER_CONCURRENCY: '2', JOB_LEASE_MS: '500', WORKER_POLL_MS: '50' };
     const first = await start('serve', env);
     const firstAddress = first.address as string;
+    const reader = await readerOf(tmp.dbPath);
+    const anyRunning = async () => (await reader.listJobs({ statuses: ['running'], limit: 1 })).jobs.length > 0;
 
     const submissions: Submission[] = Array.from({ length: SUBMISSIONS }, (_, index) => ({
       key: `crash-${index}`,
@@ -97,7 +108,7 @@ describe('crash recovery', () => {
           expect(response.headers.get('x-job-id')).toBe(body.job_id);
           acknowledged.set(submission.key, { submission, jobId: body.job_id as string });
           // Kill mid-work: enough acknowledged, and the worker's claim of some job committed (so a lease is left behind).
-          if (acknowledged.size >= KILL_AFTER_ACKS && !killed && readAllJobRows(tmp.dbPath).some((row) => row.status === 'running')) {
+          if (acknowledged.size >= KILL_AFTER_ACKS && !killed && (await anyRunning()) && !killed) {
             killed = true;
             first.child.kill('SIGKILL');
           }
@@ -114,16 +125,16 @@ describe('crash recovery', () => {
     expect(connectionErrors).toBeLessThanOrEqual(CLIENT_CONCURRENCY);
 
     // Every acknowledged job is in the file the killed process left behind, as it was acknowledged.
-    const afterCrash = new Map(readAllJobRows(tmp.dbPath).map((row) => [row.id, row]));
+    const afterCrash = new Map((await allJobs(reader)).map((job) => [job.id, job]));
     for (const { submission, jobId } of acknowledged.values()) {
-      const row = afterCrash.get(jobId);
-      expect(row, `acknowledged job ${jobId} (${submission.key}) is missing after the crash`).toBeDefined();
-      expect(row).toMatchObject({ principal: 'alice', operation: 'createReport' });
+      const job = afterCrash.get(jobId);
+      expect(job, `acknowledged job ${jobId} (${submission.key}) is missing after the crash`).toBeDefined();
+      expect(job).toMatchObject({ principal: 'alice', operation: 'createReport' });
     }
     // The killed process's worker was in the middle of jobs (the queue was far from empty): their leases were left behind.
-    const runningAtCrash = [...afterCrash.values()].filter((row) => row.status === 'running').map((row) => row.id);
+    const runningAtCrash = [...afterCrash.values()].filter((job) => job.status === 'running').map((job) => job.id);
     const byStatus: Record<string, number> = {};
-    for (const row of afterCrash.values()) byStatus[row.status] = (byStatus[row.status] ?? 0) + 1;
+    for (const job of afterCrash.values()) byStatus[job.status] = (byStatus[job.status] ?? 0) + 1;
     expect(runningAtCrash.length, `jobs by status after the crash: ${JSON.stringify(byStatus)}`).toBeGreaterThan(0);
 
     const second = await start('serve', { ...env, WORKER_CONCURRENCY: '4' });
@@ -147,13 +158,14 @@ describe('crash recovery', () => {
     }
 
     // Jobs the killed process was running were taken over once its leases expired: a second attempt each.
-    const rows = new Map(readAllJobRows(tmp.dbPath).map((row): [string, StoredJobRow] => [row.id, row]));
+    const jobs = new Map((await allJobs(reader)).map((job): [string, JobRecord] => [job.id, job]));
     for (const id of runningAtCrash) {
-      expect(rows.get(id)).toMatchObject({ status: 'succeeded', lease_owner: null });
-      expect(rows.get(id)?.attempts).toBeGreaterThanOrEqual(2);
+      expect(jobs.get(id)?.status).toBe('succeeded');
+      expectNoLease(jobs.get(id));
+      expect(jobs.get(id)?.attempts).toBeGreaterThanOrEqual(2);
     }
     // One job per key: the replays created nothing.
-    expect(rows.size).toBe(afterCrash.size);
+    expect(jobs.size).toBe(afterCrash.size);
   });
 
   it('runs jobs accepted by a server without a worker in a separate worker process on the same file', async () => {
@@ -173,7 +185,12 @@ describe('crash recovery', () => {
     ids.forEach((id, index) => {
       expect(views.get(id)).toMatchObject({ status: 'succeeded', attempts: 1, result: { rowCount: 100 + index, title: `split ${index}` } });
     });
-    for (const row of readAllJobRows(tmp.dbPath)) expect(row).toMatchObject({ status: 'succeeded', lease_owner: null, fence: 1 });
+    const stored = await readStoreOn(tmp.dbPath, (store) => allJobs(store));
+    expect(stored.map((job) => job.id)).toEqual(ids);
+    for (const job of stored) {
+      expect(job).toMatchObject({ status: 'succeeded', fence: 1 });
+      expectNoLease(job);
+    }
 
     // Both stop cleanly on SIGTERM.
     server.child.kill('SIGTERM');

@@ -1,11 +1,11 @@
 import { type ClientRequest, get as httpGet, type IncomingMessage } from 'node:http';
-import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { AsyncFirstApp } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
 import { PROBLEM_TYPE_BASE } from '../src/core/problems.js';
 import { reportHandlers } from '../src/demo/service.js';
 import { type AnyHandler, PermanentJobError } from '../src/handlers.js';
+import type { Store } from '../src/store/store.js';
 import { ALICE, BOB, tempDir } from './helpers.js';
 import { customApp, type DemoProcess, gates, killDemoProcess, startDemoProcess, waitFor } from './worker-test-support.js';
 
@@ -134,14 +134,9 @@ type SseEvent = Extract<SseItem, { kind: 'event' }>;
 const typesOf = (events: SseEvent[]) => events.map((event) => event.event);
 const idsOf = (events: SseEvent[]) => events.map((event) => Number(event.id));
 
-/** The job's rows of the job_events table, read with a separate read-only connection. */
-function readEventRows(dbPath: string, jobId: string): EventRow[] {
-  const db = new Database(dbPath, { readonly: true });
-  try {
-    return db.prepare<[string], EventRow>('SELECT version AS id, type, data FROM job_events WHERE job_id = ? ORDER BY version').all(jobId);
-  } finally {
-    db.close();
-  }
+/** The events the store recorded for one of alice's jobs, oldest first (none for an unknown job). */
+async function storedEvents(store: Store, jobId: string): Promise<EventRow[]> {
+  return (await store.getJobEvents('alice', jobId, 0))?.events ?? [];
 }
 
 /** Asserts the common shape: strictly increasing ids, data is this job's JSON with the status the event names. */
@@ -264,7 +259,7 @@ describe('GET /jobs/{id}/events streams the job’s changes over a real socket',
   }
 
   it('sends job.queued (id 0), job.running, job.progress with rising percent, job.succeeded in order, with the job as data, then ends', async () => {
-    const { address, dbPath } = await server();
+    const { address, app } = await server();
     const id = await accept(address, 'Streamed demo report', 300_000);
     const { reader, response } = await stream(address, id);
     expect(response.headers['cache-control']).toBe('no-cache');
@@ -288,14 +283,14 @@ describe('GET /jobs/{id}/events streams the job’s changes over a real socket',
     expect(finished.result?.rowCount).toBe(300_000);
 
     // Everything after the synthetic job.queued is the job's event log, in the stored order.
-    const rows = readEventRows(dbPath, id);
+    const rows = await storedEvents(app.store, id);
     expect(events.slice(1).map((event) => ({ id: Number(event.id), type: event.event, data: event.data }))).toEqual(rows);
     // The stream ended by itself after the terminal event.
     expect(await reader.next()).toBeUndefined();
   });
 
   it('resumes with Last-Event-ID: a reconnect gets exactly the events after that id, none twice and none missed', async () => {
-    const { address, dbPath } = await server();
+    const { address, app } = await server();
     const title = 'steps-resume';
     const id = await accept(address, title);
     const first = await stream(address, id);
@@ -314,7 +309,7 @@ describe('GET /jobs/{id}/events streams the job’s changes over a real socket',
     expectWellFormed(replayed, id);
     expect(replayed.map((event) => (JSON.parse(event.data) as JobView).progress?.percent)).toEqual([20, 70, 70]);
 
-    const rows = readEventRows(dbPath, id);
+    const rows = await storedEvents(app.store, id);
     expect(replayed.map((event) => ({ id: Number(event.id), type: event.event, data: event.data }))).toEqual(rows.filter((row) => row.id > Number(lastId)));
     // Together, the two connections saw the whole history once: what a fresh stream replays now.
     const fresh = await (await stream(address, id)).reader.rest();
@@ -329,15 +324,15 @@ describe('GET /jobs/{id}/events streams the job’s changes over a real socket',
   const asRow = (event: SseEvent) => ({ id: Number(event.id), type: event.event, data: event.data });
 
   it('sends a finished job’s terminal event, then ends, to a Last-Event-ID past its end, of another job, or not a number', async () => {
-    const { address, dbPath } = await server();
+    const { address, app } = await server();
     const id = await accept(address, 'fail');
     expect(typesOf(await (await stream(address, id)).reader.rest()).at(-1)).toBe('job.failed');
-    const rows = readEventRows(dbPath, id);
+    const rows = await storedEvents(app.store, id);
     const terminal = rows.at(-1) as EventRow;
     expect(terminal.type).toBe('job.failed');
     const otherId = await accept(address, 'Another job with events');
     await (await stream(address, otherId)).reader.rest();
-    const otherEventId = (readEventRows(dbPath, otherId)[0] as EventRow).id;
+    const otherEventId = ((await storedEvents(app.store, otherId))[0] as EventRow).id;
 
     for (const lastEventId of [String(terminal.id + 1), String(terminal.id + 1_000_000), String(otherEventId), 'not-a-number', '99999999999999999999999']) {
       const { reader, response } = await stream(address, id, { ...ALICE, 'last-event-id': lastEventId });
@@ -347,18 +342,18 @@ describe('GET /jobs/{id}/events streams the job’s changes over a real socket',
       expect((JSON.parse(events[0]?.data ?? '{}') as JobView).error?.type, lastEventId).toBe(`${PROBLEM_TYPE_BASE}job-handler-failed`);
     }
     // Streams only read: the log is as it was.
-    expect(readEventRows(dbPath, id)).toEqual(rows);
+    expect(await storedEvents(app.store, id)).toEqual(rows);
   });
 
   it('sends a running job’s newest event first to a Last-Event-ID it never sent, then the later events; a valid id gets only what came after it', async () => {
-    const { address, dbPath } = await server();
+    const { address, app } = await server();
     const title = 'steps-current-state';
     const id = await accept(address, title);
     const watching = await stream(address, id);
     const seen = await watching.reader.eventsUntil((event) => event.event === 'job.progress' && (JSON.parse(event.data) as JobView).progress?.percent === 20);
     expect(typesOf(seen)).toEqual(['job.queued', 'job.running', 'job.progress', 'job.progress']);
     watching.reader.close();
-    const newest = readEventRows(dbPath, id).at(-1) as EventRow;
+    const newest = (await storedEvents(app.store, id)).at(-1) as EventRow;
     expect(asRow(seen.at(-1) as SseEvent)).toEqual(newest);
 
     // The handler is held at 20%: nothing newer can exist yet.
@@ -369,17 +364,17 @@ describe('GET /jobs/{id}/events streams the job’s changes over a real socket',
     const later = await future.reader.rest();
     expect(typesOf(later)).toEqual(['job.progress', 'job.succeeded']);
     expectWellFormed(later, id);
-    const rows = readEventRows(dbPath, id);
+    const rows = await storedEvents(app.store, id);
     expect(later.map(asRow)).toEqual(rows.filter((row) => row.id > newest.id));
     // The valid id: exactly what came after it, the same two events.
     expect((await resumed.reader.rest()).map(asRow)).toEqual(rows.filter((row) => row.id > newest.id));
   });
 
   it('sends job.queued (id 0) first to a Last-Event-ID it never sent when the job has no events yet, then the later ones', async () => {
-    const { address, dbPath } = await server({ workerConcurrency: 0 });
+    const { address, app } = await server({ workerConcurrency: 0 });
     for (const lastEventId of ['1000000000', 'not-a-number']) {
       const id = await accept(address, `gated-never-claimed-${lastEventId}`);
-      expect(readEventRows(dbPath, id)).toEqual([]);
+      expect(await storedEvents(app.store, id)).toEqual([]);
       const { reader } = await stream(address, id, { ...ALICE, 'last-event-id': lastEventId });
       const queued = await reader.eventsUntil(() => true);
       expect(
@@ -392,7 +387,7 @@ describe('GET /jobs/{id}/events streams the job’s changes over a real socket',
       expect(cancel.status).toBe(200);
       const rest = await reader.rest();
       expect(typesOf(rest), lastEventId).toEqual(['job.canceled']);
-      expect(rest.map(asRow), lastEventId).toEqual(readEventRows(dbPath, id));
+      expect(rest.map(asRow), lastEventId).toEqual(await storedEvents(app.store, id));
     }
   });
 
@@ -518,6 +513,6 @@ describe('GET /jobs/{id}/events streams the job’s changes over a real socket',
     expect(new Set(types.slice(2, -1))).toEqual(new Set(['job.progress']));
     expectWellFormed(events, id);
     expect((JSON.parse(events.at(-1)?.data ?? '{}') as JobView).result?.rowCount).toBe(300_000);
-    expect(events.slice(1).map((event) => ({ id: Number(event.id), type: event.event, data: event.data }))).toEqual(readEventRows(tmp.dbPath, id));
+    expect(events.slice(1).map((event) => ({ id: Number(event.id), type: event.event, data: event.data }))).toEqual(await storedEvents(local.app.store, id));
   });
 });

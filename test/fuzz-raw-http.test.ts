@@ -11,12 +11,12 @@
  * Bounded like the inject suite: RUNS runs and BUDGET_MS per property; FUZZ_SEED replays a reported seed.
  */
 import { connect } from 'node:net';
-import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import type { AsyncFirstConfig } from '../src/config.js';
 import { JOB_ID_PATTERN } from '../src/core/ids.js';
-import { countRows, problemFault, showBytes, startFuzzDemo } from './helpers.js';
+import type { Store } from '../src/store/store.js';
+import { countStored, findJob, problemFault, showBytes, startFuzzDemo } from './helpers.js';
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 100);
 const BUDGET_MS = Number(process.env.FUZZ_BUDGET_MS ?? 800);
@@ -551,36 +551,27 @@ const UNFINISHED_REQUEST = fc.tuple(fc.constantFrom('head', 'body', 'chunks'), T
 
 interface Listening {
   port: number;
-  dbPath: string;
-  db: Database.Database;
+  store: Store;
   close: () => Promise<void>;
 }
 
 let principalNumber = 0;
 
-/** The demo (fresh principals' keys, webhooks on, a small body limit) listening on 127.0.0.1, with a read-only look at its file. */
+/** The demo (fresh principals' keys, webhooks on, a small body limit) listening on 127.0.0.1, with its store to look at what it stored. */
 async function listening(config: Partial<AsyncFirstConfig>): Promise<Listening> {
   const demo = await startFuzzDemo({ port: 0, host: '127.0.0.1', bodyLimit: BODY_LIMIT, webhookSecret: SECRET, longPollMaxSeconds: 0, ...config });
   const port = Number(new URL(await demo.app.listen()).port);
-  const db = new Database(demo.dbPath, { readonly: true });
-  return {
-    port,
-    dbPath: demo.dbPath,
-    db,
-    async close() {
-      db.close();
-      await demo.close();
-    },
-  };
+  return { port, store: demo.app.store, close: () => demo.close() };
 }
 
 /** Sends one generated request as a new principal and judges everything the server answered on the connection. */
 async function judged(target: Listening, request: RawRequest): Promise<void> {
   const findings: string[] = [];
-  const bytes = requestBytes(request, `fuzz-raw-${++principalNumber}`);
-  const before = countRows(target.dbPath);
+  const principal = `fuzz-raw-${++principalNumber}`;
+  const bytes = requestBytes(request, principal);
+  const before = await countStored(target.store);
   const { received, timedOut, error } = await exchange(target.port, bytes, request.splits);
-  const after = countRows(target.dbPath);
+  const after = await countStored(target.store);
   const { responses, rest } = parseResponses(received);
   const got = responses.length
     ? responses.map(renderResponse).join('\n     then ')
@@ -589,15 +580,15 @@ async function judged(target: Listening, request: RawRequest): Promise<void> {
   if (responses.length === 0) findings.push('no HTTP response');
   if (rest.length > 0 && responses.length > 0) findings.push(`bytes after the last response: ${showBytes(rest, 200)}`);
   let accepted = 0;
-  responses.forEach((response, index) => {
+  for (const [index, response] of responses.entries()) {
     const { answer, fault, jobId, replayed } = judgeResponse(response);
     if (fault) findings.push(`response ${index + 1} is ${fault}`);
     else if (index === 0 && !allows(request.answers, answer)) findings.push(`the answer ${answer} is not one of ${request.answers.join(', ')}`);
     if (jobId && !fault) {
       if (!replayed) accepted++;
-      if (!target.db.prepare('SELECT 1 FROM jobs WHERE id = ?').get(jobId)) findings.push(`job ${jobId} of a 202 is not stored`);
+      if (!(await findJob(target.store, jobId))) findings.push(`job ${jobId} of a 202 is not stored`);
     }
-  });
+  }
   if (after.jobs !== before.jobs + accepted || after.keys !== before.keys + accepted) {
     findings.push(`the stored rows went ${JSON.stringify(before)} → ${JSON.stringify(after)} for ${accepted} new job(s)`);
   }

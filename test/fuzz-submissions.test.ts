@@ -12,7 +12,6 @@
  * FUZZ_SEED=<seed> replays it; FUZZ_RUNS and FUZZ_BUDGET_MS make a longer local run.
  */
 import { readFileSync } from 'node:fs';
-import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import type { LightMyRequestResponse } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -22,7 +21,7 @@ import { DEFAULT_CONFIG } from '../src/config.js';
 import type { OpenApiDocument } from '../src/contract/load.js';
 import { JOB_ID_PATTERN } from '../src/core/ids.js';
 import { JOB_STATES } from '../src/core/job-states.js';
-import { countRows, problemFault, showBytes, startFuzzDemo, tempDir } from './helpers.js';
+import { countStored, findJob, problemFault, showBytes, startFuzzDemo, tempDir } from './helpers.js';
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 100);
 const BUDGET_MS = Number(process.env.FUZZ_BUDGET_MS ?? 800);
@@ -570,12 +569,10 @@ function expectationText(faults: Fault[]): string {
     : ['one of', ...lines].join('\n');
 }
 
-/** One fuzz target: a running app, its database file and a read-only look at it. */
+/** One fuzz target: a running app (its store shows what was stored) and the operation fuzzed. */
 interface Target {
   app: AsyncFirstApp;
-  dbPath: string;
   operation: string;
-  db: Database.Database;
 }
 
 let principalNumber = 0;
@@ -612,7 +609,7 @@ async function submit(
 ): Promise<string | undefined> {
   const allFaults = expectation.reused ? [...faults, { answer: '422 idempotency-key-reused', why: 'the key was used for a different request' }] : faults;
   const expected = expectation.replayOf && faults.every((fault) => fault.soft) ? `a 202 replaying job ${expectation.replayOf}` : expectationText(allFaults);
-  const before = countRows(target.dbPath);
+  const before = await countStored(target.app.store);
   let response: LightMyRequestResponse;
   try {
     response = await answer(target.app, request);
@@ -620,7 +617,7 @@ async function submit(
     findings.add(request, expected, undefined, (error as Error).message.split('\n')[0]!);
     return undefined;
   }
-  const after = countRows(target.dbPath);
+  const after = await countStored(target.app.store);
   const outcome = outcomeOf(response, target.operation);
   const hard = allFaults.filter((fault) => !fault.soft);
   const fail = (why: string) => findings.add(request, expected, response, why);
@@ -634,7 +631,7 @@ async function submit(
       fail(`a refused request changed the stored rows: ${JSON.stringify(before)} → ${JSON.stringify(after)}`);
     return undefined;
   }
-  const stored = target.db.prepare<[string], { operation: string }>('SELECT operation FROM jobs WHERE id = ?').get(outcome.jobId);
+  const stored = await findJob(target.app.store, outcome.jobId);
   if (stored?.operation !== target.operation) fail(`job ${outcome.jobId} is not stored as a ${target.operation} job`);
   const added = outcome.replayed ? 0 : 1;
   if (after.jobs !== before.jobs + added || after.keys !== before.keys + added) {
@@ -1114,11 +1111,8 @@ describe('fuzzing POST /reports (createReport) through inject', () => {
   let close: () => Promise<void>;
   beforeAll(async () => {
     const demo = await startFuzzDemo({ bodyLimit: BODY_LIMIT, webhookSecret: SECRET, longPollMaxSeconds: 0 });
-    target = { app: demo.app, dbPath: demo.dbPath, operation: 'createReport', db: new Database(demo.dbPath, { readonly: true }) };
-    close = async () => {
-      target.db.close();
-      await demo.close();
-    };
+    target = { app: demo.app, operation: 'createReport' };
+    close = () => demo.close();
   });
   afterAll(() => close());
 
@@ -1178,7 +1172,7 @@ describe('fuzzing POST /reports (createReport) through inject', () => {
         const request = submissionRequest(submission, nextPrincipal());
         const faults = submissionFaults(submission, REPORT_REQUEST);
         const pointer = submission.pointer!;
-        const before = countRows(target.dbPath);
+        const before = await countStored(target.app.store);
         const response = await answer(target.app, request);
         const outcome = outcomeOf(response, target.operation);
         const expected = `400 validation-failed with an error {in: "body", pointer: "${pointer}"}`;
@@ -1189,7 +1183,7 @@ describe('fuzzing POST /reports (createReport) through inject', () => {
         } else if (!(outcome.body.errors as Array<{ in: string; pointer: string }>).some((error) => error.in === 'body' && error.pointer === pointer)) {
           findings.add(request, expected, response, `errors do not name ${pointer || '/'}`);
         }
-        if (JSON.stringify(countRows(target.dbPath)) !== JSON.stringify(before)) findings.note('a refused request changed the stored rows');
+        if (JSON.stringify(await countStored(target.app.store)) !== JSON.stringify(before)) findings.note('a refused request changed the stored rows');
         await expectServerUp(target, findings);
         findings.throwIfAny();
       },
@@ -1536,7 +1530,7 @@ describe('fuzzing POST /reports (createReport) through inject', () => {
           : estimate.kind === 'mutated'
             ? `400 validation-failed with an error {in: "query", pointer: "${estimate.pointer}"}`
             : '200 with an Estimate, or a 4xx problem';
-      const before = countRows(target.dbPath);
+      const before = await countStored(target.app.store);
       const response = await answer(target.app, request).catch((error: Error) => {
         findings.add(request, expected, undefined, error.message.split('\n')[0]!);
         return undefined;
@@ -1571,7 +1565,7 @@ describe('fuzzing POST /reports (createReport) through inject', () => {
           }
         }
       }
-      if (JSON.stringify(countRows(target.dbPath)) !== JSON.stringify(before)) findings.note('a synchronous request changed the stored rows');
+      if (JSON.stringify(await countStored(target.app.store)) !== JSON.stringify(before)) findings.note('a synchronous request changed the stored rows');
       await expectServerUp(target, findings);
       findings.throwIfAny();
     });
@@ -1690,7 +1684,7 @@ describe('fuzzing POST /reports (createReport) through inject', () => {
       const request: HttpRequest = { method: job.method, url: path, headers };
       const answers = jobAnswers(job);
       const expected = answers.join(' or ');
-      const before = countRows(target.dbPath);
+      const before = await countStored(target.app.store);
       const response = await answer(target.app, request).catch((error: Error) => {
         findings.add(request, expected, undefined, error.message.split('\n')[0]!);
         return undefined;
@@ -1699,7 +1693,7 @@ describe('fuzzing POST /reports (createReport) through inject', () => {
         const why = jobAnswerFault(response, answers, ownId, job);
         if (why) findings.add(request, expected, response, why);
       }
-      if (JSON.stringify(countRows(target.dbPath)) !== JSON.stringify(before)) findings.note('a jobs-API request changed the stored rows');
+      if (JSON.stringify(await countStored(target.app.store)) !== JSON.stringify(before)) findings.note('a jobs-API request changed the stored rows');
       await expectServerUp(target, findings);
       findings.throwIfAny();
     });
@@ -1753,9 +1747,8 @@ describe('fuzzing a free-form body (a second contract) through inject', () => {
       security: { ApiKeyAuth: principal },
       config: { databaseUrl: tmp.dbPath, logLevel: 'silent', workerConcurrency: 0, bodyLimit: BODY_LIMIT },
     });
-    target = { app, dbPath: tmp.dbPath, operation: 'storeDocument', db: new Database(tmp.dbPath, { readonly: true }) };
+    target = { app, operation: 'storeDocument' };
     close = async () => {
-      target.db.close();
       await app.close();
       tmp.cleanup();
     };

@@ -1,8 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AsyncFirstApp } from '../src/app.js';
 import type { AnyHandler } from '../src/handlers.js';
-import { ALICE, submitReport, tempDir } from './helpers.js';
-import { customApp, type DemoProcess, gate, killDemoProcess, readAllJobRows, readJobRow, startDemoProcess, waitFor } from './worker-test-support.js';
+import { ALICE, allJobs, readStoreOn, submitReport, tempDir } from './helpers.js';
+import { customApp, type DemoProcess, expectNoLease, gate, killDemoProcess, startDemoProcess, waitFor } from './worker-test-support.js';
 
 const REPORT = { title: 'ok', format: 'csv', rowCount: 1, bytes: 1, sha256: 'e'.repeat(64) };
 
@@ -23,12 +23,12 @@ describe('app.close() while a handler runs', () => {
     return { app, dbPath: tmp.dbPath };
   }
 
-  async function submitAndWaitRunning(running: AsyncFirstApp, dbPath: string, key: string, started: () => boolean) {
+  async function submitAndWaitRunning(running: AsyncFirstApp, key: string, started: () => boolean) {
     const accepted = await submitReport(running, { title: key, rows: 1 }, { 'idempotency-key': key });
     expect(accepted.statusCode).toBe(202);
     const id = accepted.json<{ job_id: string }>().job_id;
     await waitFor('the handler to start', () => (started() ? true : undefined));
-    expect(readJobRow(dbPath, id)).toMatchObject({ status: 'running', attempts: 1 });
+    expect(await running.store.getJob('alice', id)).toMatchObject({ status: 'running', attempts: 1 });
     return id;
   }
 
@@ -44,16 +44,18 @@ describe('app.close() while a handler runs', () => {
       await finish.promise;
       return REPORT;
     }, 5000);
-    const id = await submitAndWaitRunning(running, dbPath, 'finishes-in-grace', () => started);
+    const id = await submitAndWaitRunning(running, 'finishes-in-grace', () => started);
 
     const closed = running.close();
     // The handler finishes a moment after shutdown began, well within the grace period.
     setTimeout(finish.open, 100);
     await closed;
     expect(aborted).toBe(false);
-    const row = readJobRow(dbPath, id);
-    expect(row).toMatchObject({ status: 'succeeded', attempts: 1, lease_owner: null });
-    expect(JSON.parse(row?.result ?? 'null')).toEqual(REPORT);
+    // The app has closed: read the file as another process would.
+    const job = await readStoreOn(dbPath, (store) => store.getJob('alice', id));
+    expect(job).toMatchObject({ status: 'succeeded', attempts: 1 });
+    expectNoLease(job);
+    expect(JSON.parse(job?.result ?? 'null')).toEqual(REPORT);
   });
 
   it('releases a handler that outlives shutdownGraceMs back to the queue without counting the attempt', async () => {
@@ -69,16 +71,19 @@ describe('app.close() while a handler runs', () => {
       await never.promise;
       return REPORT;
     }, 200);
-    const id = await submitAndWaitRunning(running, dbPath, 'outlives-grace', () => started);
+    const id = await submitAndWaitRunning(running, 'outlives-grace', () => started);
 
     await running.close();
     expect((abortReason as Error | undefined)?.message).toMatch(/shutting down/);
-    const row = readJobRow(dbPath, id);
-    expect(row).toMatchObject({ status: 'queued', attempts: 0, lease_owner: null, lease_expires_at: null, result: null, finished_at: null });
+    const job = await readStoreOn(dbPath, (store) => store.getJob('alice', id));
+    expect(job).toMatchObject({ status: 'queued', attempts: 0 });
+    expectNoLease(job);
+    expect(job?.result).toBeUndefined();
+    expect(job?.finishedAt).toBeUndefined();
     // The handler's late end changes nothing: its claim was given back.
     never.open();
     await new Promise((resolve) => setTimeout(resolve, 50));
-    expect(readJobRow(dbPath, id)).toEqual(row);
+    expect(await readStoreOn(dbPath, (store) => store.getJob('alice', id))).toEqual(job);
   });
 
   it('answers requests that arrive during shutdown with 503 problem+json and stores nothing', async () => {
@@ -89,7 +94,7 @@ describe('app.close() while a handler runs', () => {
       await finish.promise;
       return REPORT;
     }, 5000);
-    const id = await submitAndWaitRunning(running, dbPath, 'in-flight', () => started);
+    const id = await submitAndWaitRunning(running, 'in-flight', () => started);
 
     const closed = running.close();
     const requests = [
@@ -106,8 +111,8 @@ describe('app.close() while a handler runs', () => {
     }
     finish.open();
     await closed;
-    const rows = readAllJobRows(dbPath);
-    expect(rows.map((row) => [row.id, row.status, row.cancel_requested])).toEqual([[id, 'succeeded', 0]]);
+    const jobs = await readStoreOn(dbPath, (store) => allJobs(store));
+    expect(jobs.map((job) => [job.id, job.status, job.cancelRequested])).toEqual([[id, 'succeeded', false]]);
   });
 });
 
@@ -139,7 +144,8 @@ describe('SIGTERM to the demo process', () => {
     const { code, signal } = await demo.exited;
     expect(signal, demo.stderr()).toBeNull();
     expect(code, demo.stderr()).toBe(0);
-    const row = readJobRow(tmp.dbPath, job_id);
-    expect(row).toMatchObject({ id: job_id, principal: 'alice', operation: 'createReport', status: 'queued', attempts: 0, lease_owner: null });
+    const job = await readStoreOn(tmp.dbPath, (store) => store.getJob('alice', job_id));
+    expect(job).toMatchObject({ id: job_id, principal: 'alice', operation: 'createReport', status: 'queued', attempts: 0 });
+    expectNoLease(job);
   });
 });

@@ -1,11 +1,13 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import { decodeTime } from 'ulid';
 import { type AsyncFirstApp, createAsyncFirst } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
 import { PROBLEM_TYPE_BASE, PROBLEMS } from '../src/core/problems.js';
 import { createDemo, reportHandlers } from '../src/demo/service.js';
+import { openSqliteEngine } from '../src/engine/open-engine.js';
+import type { JobQuery, JobRecord, Store } from '../src/store/store.js';
 
 export const ALICE = { 'x-api-key': 'key-a' };
 export const BOB = { 'x-api-key': 'key-b' };
@@ -57,14 +59,40 @@ export async function waitForJob(app: AsyncFirstApp, id: string, headers: Record
   }
 }
 
-/** How many jobs and idempotency records the database file holds (read through its own connection). */
-export function countRows(dbPath: string): { jobs: number; keys: number } {
-  const db = new Database(dbPath, { readonly: true });
+/** How many jobs and idempotency records the store holds. */
+export async function countStored(store: Store): Promise<{ jobs: number; keys: number }> {
+  const counts = await store.countJobs();
+  return { jobs: counts.reduce((sum, count) => sum + count.count, 0), keys: await store.countIdempotencyRecords() };
+}
+
+/** Every job the store holds that matches `query`, oldest (first accepted) first: listJobs paged with its cursor. */
+export async function allJobs(store: Store, query: Omit<JobQuery, 'cursor' | 'limit'> = {}): Promise<JobRecord[]> {
+  const jobs: JobRecord[] = [];
+  let cursor: string | undefined;
+  do {
+    const page = await store.listJobs({ ...query, limit: 200, ...(cursor === undefined ? {} : { cursor }) });
+    jobs.push(...page.jobs);
+    cursor = page.nextCursor;
+  } while (cursor !== undefined);
+  return jobs.reverse();
+}
+
+/** A job of any principal by its id, as an operator finds it: among the jobs created in the id's millisecond (a ULID's time). */
+export async function findJob(store: Store, id: string): Promise<JobRecord | undefined> {
+  const createdAt = decodeTime(id);
+  return (await allJobs(store, { createdAfter: createdAt - 1, createdBefore: createdAt + 1 })).find((job) => job.id === id);
+}
+
+/**
+ * Runs `read` on a job engine of its own on the database file, and closes it: a second process's
+ * view (what was committed), for a file whose app has closed or that another process writes.
+ */
+export async function readStoreOn<T>(dbPath: string, read: (store: Store) => Promise<T>): Promise<T> {
+  const store = await openSqliteEngine(dbPath);
   try {
-    const count = (table: string) => db.prepare<[], { n: number }>(`SELECT count(*) AS n FROM ${table}`).get()?.n ?? -1;
-    return { jobs: count('jobs'), keys: count('idempotency_keys') };
+    return await read(store);
   } finally {
-    db.close();
+    await store.close();
   }
 }
 

@@ -1,10 +1,10 @@
 import { connect } from 'node:net';
-import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ProblemError } from '../src/core/problems.js';
 import { MAX_KEY_LENGTH, parseIdempotencyKey } from '../src/idempotency/key.js';
-import { ALICE, countRows, startDemo, submitReport } from './helpers.js';
+import type { Store } from '../src/store/store.js';
+import { ALICE, countStored, startDemo, submitReport } from './helpers.js';
 
 const MISSING = 'urn:asyncfirst:problem:idempotency-key-missing';
 const INVALID = 'urn:asyncfirst:problem:idempotency-key-invalid';
@@ -54,6 +54,12 @@ function rawExchange(port: number, head: string[], body: string): Promise<{ stat
   });
 }
 
+/** How many idempotency records the store holds, and which of these keys (alice's, for createReport) it holds. */
+async function storedKeys(store: Store, keys: string[]): Promise<{ records: number; keys: string[] }> {
+  const held = await Promise.all(keys.map(async (key) => ((await store.getIdempotencyRecord('alice', 'createReport', key)) ? [key] : [])));
+  return { records: await store.countIdempotencyRecords(), keys: held.flat() };
+}
+
 describe('the Idempotency-Key header over HTTP', () => {
   let demo: Awaited<ReturnType<typeof startDemo>> | undefined;
   const open = async (config: { port?: number } = {}) => {
@@ -72,35 +78,30 @@ describe('the Idempotency-Key header over HTTP', () => {
   };
 
   it('answers a submission without Idempotency-Key 400 idempotency-key-missing and stores nothing', async () => {
-    const { app, dbPath } = await open();
+    const { app } = await open();
     const response = await submitReport(app, BODY);
     expectProblem(response, MISSING);
     expect(response.json<{ detail: string }>().detail).toMatch(/Idempotency-Key/);
-    expect(countRows(dbPath)).toEqual({ jobs: 0, keys: 0 });
+    expect(await countStored(app.store)).toEqual({ jobs: 0, keys: 0 });
   });
 
   it('answers an empty key 400 idempotency-key-invalid', async () => {
-    const { app, dbPath } = await open();
+    const { app } = await open();
     expectProblem(await submitReport(app, BODY, { 'idempotency-key': '' }), INVALID);
     expectProblem(await submitReport(app, BODY, { 'idempotency-key': '""' }), INVALID);
-    expect(countRows(dbPath)).toEqual({ jobs: 0, keys: 0 });
+    expect(await countStored(app.store)).toEqual({ jobs: 0, keys: 0 });
   });
 
   it('accepts a key of 255 characters and refuses one of 256', async () => {
-    const { app, dbPath } = await open();
+    const { app } = await open();
     const longest = 'k'.repeat(MAX_KEY_LENGTH);
     expect(MAX_KEY_LENGTH).toBe(255);
     const accepted = await submitReport(app, BODY, { 'idempotency-key': longest });
     expect(accepted.statusCode).toBe(202);
     expectProblem(await submitReport(app, BODY, { 'idempotency-key': `${longest}k` }), INVALID);
-    expect(countRows(dbPath)).toEqual({ jobs: 1, keys: 1 });
+    expect(await countStored(app.store)).toEqual({ jobs: 1, keys: 1 });
 
-    const db = new Database(dbPath, { readonly: true });
-    try {
-      expect(db.prepare<[], { key: string }>('SELECT key FROM idempotency_keys').get()?.key).toBe(longest);
-    } finally {
-      db.close();
-    }
+    expect(await storedKeys(app.store, [longest])).toEqual({ records: 1, keys: [longest] });
   });
 
   it.each([
@@ -110,9 +111,9 @@ describe('the Idempotency-Key header over HTTP', () => {
     ['a Latin-1 letter', 'café'],
     ['a non-Latin letter', 'ключ'],
   ])('answers a key with %s 400 idempotency-key-invalid', async (_name, key) => {
-    const { app, dbPath } = await open();
+    const { app } = await open();
     expectProblem(await submitReport(app, BODY, { 'idempotency-key': key }), INVALID);
-    expect(countRows(dbPath)).toEqual({ jobs: 0, keys: 0 });
+    expect(await countStored(app.store)).toEqual({ jobs: 0, keys: 0 });
   });
 
   it.each([
@@ -121,15 +122,15 @@ describe('the Idempotency-Key header over HTTP', () => {
     ['an escape other than \\" or \\\\', '"ab\\nc"'],
     ['a lone quote', '"'],
   ])('answers %s 400 idempotency-key-invalid', async (_name, key) => {
-    const { app, dbPath } = await open();
+    const { app } = await open();
     const response = await submitReport(app, BODY, { 'idempotency-key': key });
     expectProblem(response, INVALID);
     expect(response.json<{ detail: string }>().detail).toMatch(/quoted string/);
-    expect(countRows(dbPath)).toEqual({ jobs: 0, keys: 0 });
+    expect(await countStored(app.store)).toEqual({ jobs: 0, keys: 0 });
   });
 
   it('treats the quoted form "abc" as the same key as abc', async () => {
-    const { app, dbPath } = await open();
+    const { app } = await open();
     const quoted = await submitReport(app, BODY, { 'idempotency-key': '"abc"' });
     const bare = await submitReport(app, BODY, { 'idempotency-key': 'abc' });
     const escaped = await submitReport(app, BODY, { 'idempotency-key': '"a\\"b\\\\c"' });
@@ -144,21 +145,11 @@ describe('the Idempotency-Key header over HTTP', () => {
     expect(escapedBare.json<{ job_id: string }>().job_id).toBe(escaped.json<{ job_id: string }>().job_id);
     expect(escaped.json<{ job_id: string }>().job_id).not.toBe(quoted.json<{ job_id: string }>().job_id);
 
-    const db = new Database(dbPath, { readonly: true });
-    try {
-      expect(
-        db
-          .prepare<[], { key: string }>('SELECT key FROM idempotency_keys ORDER BY key')
-          .all()
-          .map((row) => row.key),
-      ).toEqual(['a"b\\c', 'abc']);
-    } finally {
-      db.close();
-    }
+    expect(await storedKeys(app.store, ['a"b\\c', 'abc'])).toEqual({ records: 2, keys: ['a"b\\c', 'abc'] });
   });
 
   it('answers Idempotency-Key sent on two header lines 400 over a real socket, even with equal values', async () => {
-    const { app, dbPath } = await open({ port: 0 });
+    const { app } = await open({ port: 0 });
     const port = Number(new URL(await app.listen()).port);
     const payload = JSON.stringify(BODY);
 
@@ -173,26 +164,16 @@ describe('the Idempotency-Key header over HTTP', () => {
       expect(problem.type).toBe(INVALID);
       expect(problem.detail).toMatch(/more than one header line/);
     }
-    expect(countRows(dbPath)).toEqual({ jobs: 0, keys: 0 });
+    expect(await countStored(app.store)).toEqual({ jobs: 0, keys: 0 });
 
     // One line whose value has a comma is one key (what Node would have joined two lines into).
     const single = await rawExchange(port, ['Idempotency-Key: a, b'], payload);
     expect(single.status).toBe(202);
-    const db = new Database(dbPath, { readonly: true });
-    try {
-      expect(
-        db
-          .prepare<[], { key: string }>('SELECT key FROM idempotency_keys')
-          .all()
-          .map((row) => row.key),
-      ).toEqual(['a, b']);
-    } finally {
-      db.close();
-    }
+    expect(await storedKeys(app.store, ['a, b'])).toEqual({ records: 1, keys: ['a, b'] });
   });
 
   it('answers a key with non-ASCII bytes sent on a real socket 400 idempotency-key-invalid, even at its ends', async () => {
-    const { app, dbPath } = await open({ port: 0 });
+    const { app } = await open({ port: 0 });
     const port = Number(new URL(await app.listen()).port);
     const accepted = await rawExchange(port, ['Idempotency-Key: abc'], JSON.stringify(BODY));
     expect(accepted.status).toBe(202);
@@ -203,7 +184,7 @@ describe('the Idempotency-Key header over HTTP', () => {
       expect(response.headers.get('idempotent-replayed')).toBeUndefined();
       expect((JSON.parse(response.body) as { type: string }).type).toBe(INVALID);
     }
-    expect(countRows(dbPath)).toEqual({ jobs: 1, keys: 1 });
+    expect(await countStored(app.store)).toEqual({ jobs: 1, keys: 1 });
   });
 });
 

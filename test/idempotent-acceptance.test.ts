@@ -1,48 +1,30 @@
-import Database from 'better-sqlite3';
 import { decodeTime } from 'ulid';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AsyncFirstConfig } from '../src/config.js';
 import { fingerprintRequest } from '../src/idempotency/fingerprint.js';
-import { ALICE, BOB, startDemo, submitReport } from './helpers.js';
+import type { IdempotencyRecord, JobRecord, Store } from '../src/store/store.js';
+import { ALICE, allJobs, BOB, readStoreOn, startDemo, submitReport } from './helpers.js';
 
 /** 26 characters of Crockford base32 (no I, L, O, U); the first is at most 7 (48-bit time). */
 const ULID = /^[0-7][0-9A-HJKMNP-TV-Z]{25}$/;
 const PROBLEM_JSON = /^application\/problem\+json/;
 
-interface JobRow {
-  seq: number;
-  id: string;
-  principal: string;
-  operation: string;
-  input: string;
-  status: string;
-  attempts: number;
-  created_at: number;
-}
-
-interface KeyRow {
-  principal: string;
-  operation: string;
-  key: string;
-  fingerprint: string;
-  job_id: string;
-  created_at: number;
-  expires_at: number;
-}
-
-/** What the SQLite file holds, read through a second, read-only connection (so only committed rows count). */
-function readRows(dbPath: string): { jobs: JobRow[]; keys: KeyRow[] } {
-  const db = new Database(dbPath, { readonly: true });
-  try {
-    return {
-      jobs: db.prepare<[], JobRow>('SELECT seq, id, principal, operation, input, status, attempts, created_at FROM jobs ORDER BY seq').all(),
-      keys: db
-        .prepare<[], KeyRow>('SELECT principal, operation, key, fingerprint, job_id, created_at, expires_at FROM idempotency_keys ORDER BY principal, key')
-        .all(),
-    };
-  } finally {
-    db.close();
-  }
+/**
+ * What the SQLite file holds, read by a job engine of its own (a second process: only committed
+ * rows count): every job, oldest first, with its input; and the idempotency records of the keys
+ * named (alice's, or [principal, key]), which must be every record the file holds.
+ */
+async function readRows(dbPath: string, named: Array<string | [string, string]>): Promise<{ jobs: JobRecord[]; keys: IdempotencyRecord[] }> {
+  return readStoreOn(dbPath, async (store: Store) => {
+    const keys: IdempotencyRecord[] = [];
+    for (const name of named) {
+      const [principal, key] = typeof name === 'string' ? ['alice', name] : name;
+      const record = await store.getIdempotencyRecord(principal, 'createReport', key);
+      if (record) keys.push(record);
+    }
+    expect(await store.countIdempotencyRecords(), 'idempotency records other than those of the keys named').toBe(keys.length);
+    return { jobs: await allJobs(store, { withInput: true }), keys };
+  });
 }
 
 describe('idempotent acceptance of an asynchronous operation', () => {
@@ -86,20 +68,20 @@ describe('idempotent acceptance of an asynchronous operation', () => {
     expect(response.statusCode).toBe(202);
     const jobId = response.json<{ job_id: string }>().job_id;
 
-    const { jobs, keys } = readRows(dbPath);
+    const { jobs, keys } = await readRows(dbPath, ['durable-1']);
     expect(jobs).toHaveLength(1);
-    const [job] = jobs as [JobRow];
+    const [job] = jobs as [JobRecord];
     expect(job).toMatchObject({ id: jobId, principal: 'alice', operation: 'createReport', status: 'queued', attempts: 0 });
     // The stored input is the validated request (the contract's default format applied).
     const input = { body: { title: 'Q3', rows: 5, format: 'csv' }, params: {}, query: {} };
-    expect(JSON.parse(job.input)).toEqual(input);
+    expect(JSON.parse(job.input as string)).toEqual(input);
 
     expect(keys).toHaveLength(1);
-    const [key] = keys as [KeyRow];
-    expect(key).toMatchObject({ principal: 'alice', operation: 'createReport', key: 'durable-1', job_id: jobId });
+    const [key] = keys as [IdempotencyRecord];
+    expect(key).toMatchObject({ principal: 'alice', operation: 'createReport', key: 'durable-1', jobId });
     expect(key.fingerprint).toBe(fingerprintRequest('createReport', input).fingerprint);
-    expect(key.created_at).toBe(job.created_at);
-    expect(key.expires_at - key.created_at).toBe(app.config.idempotencyRetentionMs);
+    expect(key.createdAt).toBe(job.createdAt);
+    expect(key.expiresAt - key.createdAt).toBe(app.config.idempotencyRetentionMs);
   });
 
   it('replays the same key and body (keys in another order, quoted header form) with the same job and no second row', async () => {
@@ -127,10 +109,10 @@ describe('idempotent acceptance of an asynchronous operation', () => {
       expect(replay.headers['retry-after']).toBe(first.headers['retry-after']);
     }
 
-    const { jobs, keys } = readRows(dbPath);
+    const { jobs, keys } = await readRows(dbPath, ['replay-1']);
     expect(jobs.map((job) => job.id)).toEqual([jobId]);
     expect(keys).toHaveLength(1);
-    expect(keys[0]?.job_id).toBe(jobId);
+    expect(keys[0]?.jobId).toBe(jobId);
   });
 
   it('answers the same key with a different body 422 problem+json and leaves the stored record unchanged', async () => {
@@ -138,7 +120,7 @@ describe('idempotent acceptance of an asynchronous operation', () => {
     const first = await submitReport(app, { title: 'Q3', rows: 5 }, { 'idempotency-key': 'mismatch-1' });
     expect(first.statusCode).toBe(202);
     const jobId = first.json<{ job_id: string }>().job_id;
-    const before = readRows(dbPath);
+    const before = await readRows(dbPath, ['mismatch-1']);
 
     for (const other of [
       { title: 'Q3', rows: 6 },
@@ -153,9 +135,9 @@ describe('idempotent acceptance of an asynchronous operation', () => {
       expect(reused.json()).toMatchObject({ type: 'urn:asyncfirst:problem:idempotency-key-reused', status: 422 });
     }
 
-    const after = readRows(dbPath);
+    const after = await readRows(dbPath, ['mismatch-1']);
     expect(after.keys).toEqual(before.keys);
-    expect(after.keys[0]).toMatchObject({ key: 'mismatch-1', job_id: jobId, fingerprint: before.keys[0]?.fingerprint });
+    expect(after.keys[0]).toMatchObject({ key: 'mismatch-1', jobId, fingerprint: before.keys[0]?.fingerprint });
     expect(after.jobs).toEqual(before.jobs);
 
     // The key still belongs to the first request.
@@ -186,7 +168,12 @@ describe('idempotent acceptance of an asynchronous operation', () => {
     expect(bobOther.statusCode).toBe(202);
     expect(aliceOther.statusCode).toBe(202);
 
-    const { jobs, keys } = readRows(dbPath);
+    const { jobs, keys } = await readRows(dbPath, [
+      ['alice', 'shared-1'],
+      ['alice', 'shared-2'],
+      ['bob', 'shared-1'],
+      ['bob', 'shared-2'],
+    ]);
     expect(jobs).toHaveLength(4);
     expect(jobs.find((job) => job.id === aliceJob)?.principal).toBe('alice');
     expect(jobs.find((job) => job.id === bobJob)?.principal).toBe('bob');
@@ -204,12 +191,12 @@ describe('idempotent acceptance of an asynchronous operation', () => {
     expect(invalid.statusCode).toBe(400);
     expect(invalid.headers['content-type']).toMatch(PROBLEM_JSON);
     expect(invalid.json()).toMatchObject({ type: 'urn:asyncfirst:problem:validation-failed' });
-    expect(readRows(dbPath)).toEqual({ jobs: [], keys: [] });
+    expect(await readRows(dbPath, ['after-400'])).toEqual({ jobs: [], keys: [] });
 
     const valid = await submitReport(app, { title: 'Q3', rows: 5 }, { 'idempotency-key': 'after-400' });
     expect(valid.statusCode).toBe(202);
     expect(valid.headers['idempotent-replayed']).toBeUndefined();
-    const { jobs, keys } = readRows(dbPath);
+    const { jobs, keys } = await readRows(dbPath, ['after-400']);
     expect(jobs.map((job) => job.id)).toEqual([valid.json<{ job_id: string }>().job_id]);
     expect(keys.map((key) => key.key)).toEqual(['after-400']);
   });
@@ -227,12 +214,12 @@ describe('idempotent acceptance of an asynchronous operation', () => {
       payload: JSON.stringify({ title: 'Q3', rows: 5 }),
     });
     expect(noCredential.statusCode).toBe(401);
-    expect(readRows(dbPath)).toEqual({ jobs: [], keys: [] });
+    expect(await readRows(dbPath, ['after-401'])).toEqual({ jobs: [], keys: [] });
 
     const valid = await submitReport(app, { title: 'Q3', rows: 5 }, { 'idempotency-key': 'after-401' });
     expect(valid.statusCode).toBe(202);
     expect(valid.headers['idempotent-replayed']).toBeUndefined();
-    expect(readRows(dbPath).jobs.map((job) => job.id)).toEqual([valid.json<{ job_id: string }>().job_id]);
+    expect((await readRows(dbPath, ['after-401'])).jobs.map((job) => job.id)).toEqual([valid.json<{ job_id: string }>().job_id]);
   });
 
   it('binds a key only for idempotencyRetentionMs: after expiry the same key and body create a new job', async () => {
@@ -240,11 +227,11 @@ describe('idempotent acceptance of an asynchronous operation', () => {
     const first = await submitReport(app, { title: 'Q3', rows: 5 }, { 'idempotency-key': 'expiring-1' });
     expect(first.statusCode).toBe(202);
     const firstJob = first.json<{ job_id: string }>().job_id;
-    const [record] = readRows(dbPath).keys;
-    expect(record?.expires_at).toBe((record?.created_at ?? 0) + 50);
+    const [record] = (await readRows(dbPath, ['expiring-1'])).keys;
+    expect(record?.expiresAt).toBe((record?.createdAt ?? 0) + 50);
 
     // Wait (by the stored expiry, not a guess) until the record has expired.
-    const expiresAt = record?.expires_at ?? 0;
+    const expiresAt = record?.expiresAt ?? 0;
     while (Date.now() <= expiresAt) await new Promise((resolve) => setTimeout(resolve, 10));
 
     const second = await submitReport(app, { title: 'Q3', rows: 5 }, { 'idempotency-key': 'expiring-1' });
@@ -253,11 +240,11 @@ describe('idempotent acceptance of an asynchronous operation', () => {
     const secondJob = second.json<{ job_id: string }>().job_id;
     expect(secondJob).not.toBe(firstJob);
 
-    const { jobs, keys } = readRows(dbPath);
+    const { jobs, keys } = await readRows(dbPath, ['expiring-1']);
     expect(jobs.map((job) => job.id)).toEqual([firstJob, secondJob]);
     expect(keys).toHaveLength(1);
-    expect(keys[0]).toMatchObject({ key: 'expiring-1', job_id: secondJob, fingerprint: record?.fingerprint });
-    expect(keys[0]?.expires_at).toBeGreaterThan(expiresAt);
+    expect(keys[0]).toMatchObject({ key: 'expiring-1', jobId: secondJob, fingerprint: record?.fingerprint });
+    expect(keys[0]?.expiresAt).toBeGreaterThan(expiresAt);
   });
 
   it('gives jobs ULID ids (26 Crockford base32 characters) that sort by their creation millisecond and carry the creation time', async () => {
@@ -277,7 +264,7 @@ describe('idempotent acceptance of an asynchronous operation', () => {
     for (const id of ids) expect(id).toMatch(ULID);
     expect(new Set(ids).size).toBe(ids.length);
 
-    const { jobs } = readRows(dbPath);
+    const jobs = await readStoreOn(dbPath, (store) => allJobs(store));
     expect(jobs).toHaveLength(30);
     expect(jobs.slice(0, 10).map((job) => job.id)).toEqual(ids);
     // In insertion order (seq), the ids' times never go back; within one millisecond their order is random.
@@ -285,7 +272,7 @@ describe('idempotent acceptance of an asynchronous operation', () => {
     expect([...times].sort((a, b) => a - b)).toEqual(times);
     for (const job of jobs) {
       expect(job.id).toMatch(ULID);
-      expect(decodeTime(job.id)).toBe(job.created_at);
+      expect(decodeTime(job.id)).toBe(job.createdAt);
     }
   });
 });

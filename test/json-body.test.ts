@@ -1,11 +1,11 @@
-import Database from 'better-sqlite3';
 import type { LightMyRequestResponse } from 'fastify';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type AsyncFirstApp, createAsyncFirst } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
 import type { OpenApiDocument } from '../src/contract/load.js';
 import { PROBLEM_TYPE_BASE } from '../src/core/problems.js';
-import { ALICE, countRows, startDemo, tempDir } from './helpers.js';
+import type { Store } from '../src/store/store.js';
+import { ALICE, allJobs, countStored, startDemo, tempDir } from './helpers.js';
 import { openConnection } from './raw-connection.js';
 
 /** Asserts an application/problem+json answer of this status and slug; returns its body. */
@@ -22,16 +22,9 @@ function reportWithTitleBytes(...title: number[]): Buffer {
   return Buffer.concat([Buffer.from('{"title":"'), Buffer.from(title), Buffer.from('","rows":1}')]);
 }
 
-function storedTitles(dbPath: string): string[] {
-  const db = new Database(dbPath, { readonly: true });
-  try {
-    return db
-      .prepare<[], { input: string }>('SELECT input FROM jobs ORDER BY seq')
-      .all()
-      .map((row) => (JSON.parse(row.input) as { body: { title: string } }).body.title);
-  } finally {
-    db.close();
-  }
+/** The titles of the stored jobs' inputs, oldest job first. */
+async function storedTitles(store: Store): Promise<string[]> {
+  return (await allJobs(store, { withInput: true })).map((job) => (JSON.parse(job.input as string) as { body: { title: string } }).body.title);
 }
 
 describe('JSON bodies are UTF-8 (demo, POST /reports)', () => {
@@ -50,7 +43,7 @@ describe('JSON bodies are UTF-8 (demo, POST /reports)', () => {
     // Decoded leniently, both of these were "\uFFFD" and the second replayed the first's job.
     expectProblem(await post(reportWithTitleBytes(0xff), 'broken-body'), 400, 'malformed-body');
     expectProblem(await post(reportWithTitleBytes(0xfe), 'broken-body'), 400, 'malformed-body');
-    expect(countRows(demo.dbPath)).toEqual({ jobs: 0, keys: 0 });
+    expect(await countStored(demo.app.store)).toEqual({ jobs: 0, keys: 0 });
   });
 
   it('refuses overlong encodings, encoded surrogates and a sequence cut short', async () => {
@@ -62,7 +55,7 @@ describe('JSON bodies are UTF-8 (demo, POST /reports)', () => {
     ].entries()) {
       expectProblem(await post(reportWithTitleBytes(...bytes), `bad-sequence-${index}`), 400, 'malformed-body');
     }
-    expect(countRows(demo.dbPath)).toEqual({ jobs: 0, keys: 0 });
+    expect(await countStored(demo.app.store)).toEqual({ jobs: 0, keys: 0 });
   });
 
   it('accepts UTF-8 text, including a U+FFFD the client meant, and stores it as sent', async () => {
@@ -71,14 +64,14 @@ describe('JSON bodies are UTF-8 (demo, POST /reports)', () => {
       const response = await post(Buffer.from(JSON.stringify({ title, rows: 1 })), `utf8-${index}`);
       expect(response.statusCode).toBe(202);
     }
-    expect(storedTitles(demo.dbPath)).toEqual(titles);
+    expect(await storedTitles(demo.app.store)).toEqual(titles);
     const replay = await post(Buffer.from(JSON.stringify({ title: titles[0], rows: 1 })), 'utf8-0');
     expect(replay.statusCode).toBe(202);
     expect(replay.headers['idempotent-replayed']).toBe('true');
   });
 
   it('refuses a declared charset other than UTF-8 with 415 before reading the body', async () => {
-    const before = countRows(demo.dbPath);
+    const before = await countStored(demo.app.store);
     const body = JSON.stringify({ title: 'T', rows: 1 });
     for (const [index, contentType] of [
       'application/json; charset=latin1',
@@ -90,7 +83,7 @@ describe('JSON bodies are UTF-8 (demo, POST /reports)', () => {
       const problem = expectProblem(await post(body, `charset-${index}`, contentType), 415, 'unsupported-media-type');
       expect(problem.detail).toMatch(/UTF-8; got charset=/);
     }
-    expect(countRows(demo.dbPath)).toEqual(before);
+    expect(await countStored(demo.app.store)).toEqual(before);
   });
 
   it('accepts charset=utf-8 in any case, quoted or not', async () => {
@@ -100,11 +93,11 @@ describe('JSON bodies are UTF-8 (demo, POST /reports)', () => {
   });
 
   it('keeps refusing __proto__ and constructor.prototype members with 400 malformed-body', async () => {
-    const before = countRows(demo.dbPath);
+    const before = await countStored(demo.app.store);
     expectProblem(await post('{"title":"T","rows":1,"__proto__":{"polluted":true}}', 'proto'), 400, 'malformed-body');
     expectProblem(await post('{"title":"T","rows":1,"constructor":{"prototype":{"polluted":true}}}', 'constructor'), 400, 'malformed-body');
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
-    expect(countRows(demo.dbPath)).toEqual(before);
+    expect(await countStored(demo.app.store)).toEqual(before);
   });
 
   it('answers a charset other than UTF-8 over a socket without waiting for the body', async () => {
@@ -158,11 +151,11 @@ describe('free-form JSON bodies (application/json and application/merge-patch+js
     let key = 0;
     const post = (payload: string | Buffer, contentType = 'application/json') =>
       app.server.inject({ method: 'POST', url: '/documents', headers: { 'content-type': contentType, 'idempotency-key': `document-${++key}` }, payload });
-    return { app, dbPath: tmp.dbPath, post };
+    return { app, post };
   }
 
   it('refuses 5,000 levels of arrays with 400 validation-failed pointing at the body, and stores nothing', async () => {
-    const { post, dbPath } = await start();
+    const { app, post } = await start();
     const deep = `${'['.repeat(5000)}${']'.repeat(5000)}`;
     for (const contentType of ['application/json', 'application/merge-patch+json']) {
       const problem = expectProblem(await post(deep, contentType), 400, 'validation-failed');
@@ -170,40 +163,40 @@ describe('free-form JSON bodies (application/json and application/merge-patch+js
     }
     const objects = `${'{"a":'.repeat(5000)}1${'}'.repeat(5000)}`;
     expectProblem(await post(objects), 400, 'validation-failed');
-    expect(countRows(dbPath)).toEqual({ jobs: 0, keys: 0 });
+    expect(await countStored(app.store)).toEqual({ jobs: 0, keys: 0 });
   });
 
   it('accepts 64 levels of nesting and refuses 65 (the default BODY_MAX_DEPTH)', async () => {
-    const { post, dbPath } = await start();
+    const { app, post } = await start();
     expect((await post(`${'['.repeat(64)}${']'.repeat(64)}`)).statusCode).toBe(202);
     expect((await post(`{"a":${'[{"b":'.repeat(31)}1${'}]'.repeat(31)}}`)).statusCode).toBe(202);
     expectProblem(await post(`${'['.repeat(65)}${']'.repeat(65)}`), 400, 'validation-failed');
     expectProblem(await post(`{"a":${'[{"b":'.repeat(32)}1${'}]'.repeat(32)}}`), 400, 'validation-failed');
-    expect(countRows(dbPath)).toEqual({ jobs: 2, keys: 2 });
+    expect(await countStored(app.store)).toEqual({ jobs: 2, keys: 2 });
   });
 
   it('takes its nesting limit from BODY_MAX_DEPTH', async () => {
-    const { post, dbPath } = await start({ bodyMaxDepth: 3 });
+    const { app, post } = await start({ bodyMaxDepth: 3 });
     expect((await post('{"a":[{"b":1}]}')).statusCode).toBe(202);
     const problem = expectProblem(await post('{"a":[{"b":[]}]}'), 400, 'validation-failed');
     expect(problem.errors?.[0]?.message).toMatch(/deeper than 3 levels/);
-    expect(countRows(dbPath)).toEqual({ jobs: 1, keys: 1 });
+    expect(await countStored(app.store)).toEqual({ jobs: 1, keys: 1 });
   });
 
   it('reads application/merge-patch+json as UTF-8 JSON with the same checks as application/json', async () => {
-    const { post, dbPath } = await start();
+    const { app, post } = await start();
     expect((await post('{"name":"naïve"}', 'application/merge-patch+json')).statusCode).toBe(202);
     expectProblem(await post(Buffer.from([0x7b, 0x22, 0xff, 0x22, 0x3a, 0x31, 0x7d]), 'application/merge-patch+json'), 400, 'malformed-body');
     expectProblem(await post('{"__proto__":{"polluted":true}}', 'application/merge-patch+json'), 400, 'malformed-body');
     expectProblem(await post('{"a":', 'application/merge-patch+json'), 400, 'malformed-body');
-    expect(countRows(dbPath)).toEqual({ jobs: 1, keys: 1 });
+    expect(await countStored(app.store)).toEqual({ jobs: 1, keys: 1 });
   });
 
   it('still answers a body over BODY_LIMIT with 413, in either media type', async () => {
-    const { post, dbPath } = await start({ bodyLimit: 64 });
+    const { app, post } = await start({ bodyLimit: 64 });
     for (const contentType of ['application/json', 'application/merge-patch+json']) {
       expectProblem(await post(JSON.stringify({ padding: 'x'.repeat(100) }), contentType), 413, 'payload-too-large');
     }
-    expect(countRows(dbPath)).toEqual({ jobs: 0, keys: 0 });
+    expect(await countStored(app.store)).toEqual({ jobs: 0, keys: 0 });
   });
 });

@@ -6,8 +6,9 @@ import { problem } from '../src/core/problems.js';
 import { createDemo } from '../src/demo/service.js';
 import { openSqliteEngine } from '../src/engine/open-engine.js';
 import { machineLeaseClock } from '../src/store/sqlite/lease-clock.js';
+import type { JobRecord } from '../src/store/store.js';
 import { API_KEYS, submitReport, tempDir, waitForJob } from './helpers.js';
-import { customApp, readJobRow, sleep, waitFor } from './worker-test-support.js';
+import { customApp, expectNoLease, sleep, waitFor } from './worker-test-support.js';
 
 describe('a worker that cannot renew its lease', () => {
   const apps: AsyncFirstApp[] = [];
@@ -113,23 +114,25 @@ describe('a dead worker’s job is taken over when its lease expires', () => {
     const claimed = await acceptor.store.claimJobs({ owner: 'dead', limit: 1, now: claimedAt, leaseMs });
     expect(claimed).toHaveLength(1);
     expect(claimed[0]).toMatchObject({ id, attempts: 1, fence: 1 });
-    const row = readJobRow(tmp.dbPath, id);
-    expect(row).toMatchObject({ status: 'running', lease_owner: 'dead', lease_epoch: machineLeaseClock().epoch, fence: 1 });
-    // The lease is measured on the machine's monotonic clock, not the wall clock.
-    expect(row?.lease_expires_at).toBeGreaterThanOrEqual(leaseClockAtClaim + leaseMs);
-    expect(row?.lease_expires_at).toBeLessThanOrEqual(machineLeaseClock().now() + leaseMs);
-    return { dbPath: tmp.dbPath, id, acceptor, rescuer, fence: claimed[0]?.fence ?? 0, leaseExpiresAt: claimedAt + leaseMs };
+    const job = await acceptor.store.getJob('alice', id);
+    const leaseClockAtRead = machineLeaseClock().now();
+    expect(job).toMatchObject({ status: 'running', leaseOwner: 'dead', fence: 1 });
+    // The lease is measured on the machine's monotonic clock (of this boot), not the wall clock:
+    // it runs leaseMs from the claim, less what has passed on that clock since.
+    expect(job?.leaseExpiresInMs).toBeLessThanOrEqual(leaseMs);
+    expect(job?.leaseExpiresInMs).toBeGreaterThanOrEqual(leaseMs - (leaseClockAtRead - leaseClockAtClaim));
+    return { id, acceptor, rescuer, fence: claimed[0]?.fence ?? 0, leaseExpiresAt: claimedAt + leaseMs };
   }
 
   it('leaves the job to its owner until the lease expires, then a worker on the same file takes it over and completes it (attempts 2)', async () => {
-    const { dbPath, id, rescuer, leaseExpiresAt } = await jobHeldByDeadWorker(1000, { rescuer: { workerConcurrency: 2, leaseMs: 500 } });
+    const { id, rescuer, leaseExpiresAt } = await jobHeldByDeadWorker(1000, { rescuer: { workerConcurrency: 2, leaseMs: 500 } });
     if (!rescuer) throw new Error('no rescuer app');
     rescuer.startBackground();
 
     // The rescuer polls every 20 ms; while the dead worker's lease holds, the job stays the dead worker's.
     let samples = 0;
     while (Date.now() < leaseExpiresAt - 100) {
-      expect(readJobRow(dbPath, id)).toMatchObject({ status: 'running', lease_owner: 'dead', fence: 1, attempts: 1 });
+      expect(await rescuer.store.getJob('alice', id)).toMatchObject({ status: 'running', leaseOwner: 'dead', fence: 1, attempts: 1 });
       samples++;
       await sleep(50);
     }
@@ -139,15 +142,17 @@ describe('a dead worker’s job is taken over when its lease expires', () => {
     expect(job.status).toBe('succeeded');
     expect(job.attempts).toBe(2);
     expect(job.result?.rowCount).toBe(20);
-    expect(readJobRow(dbPath, id)).toMatchObject({ status: 'succeeded', attempts: 2, fence: 2, lease_owner: null, lease_epoch: null, lease_expires_at: null });
+    const stored = await rescuer.store.getJob('alice', id);
+    expect(stored).toMatchObject({ status: 'succeeded', attempts: 2, fence: 2 });
+    expectNoLease(stored);
   });
 
   it("refuses the dead worker's late write with its old fence and leaves the row unchanged", async () => {
-    const { dbPath, id, acceptor, rescuer, fence } = await jobHeldByDeadWorker(50, { rescuer: { workerConcurrency: 1 } });
+    const { id, acceptor, rescuer, fence } = await jobHeldByDeadWorker(50, { rescuer: { workerConcurrency: 1 } });
     if (!rescuer) throw new Error('no rescuer app');
     rescuer.startBackground();
     expect(((await waitForJob(rescuer, id)) as JobView).status).toBe('succeeded');
-    const before = readJobRow(dbPath, id);
+    const before = await acceptor.store.getJob('alice', id);
     expect(before).toMatchObject({ status: 'succeeded', fence: 2 });
 
     const lateFailure = await acceptor.store.finishJob(id, fence, { status: 'failed', error: problem('jobHandlerFailed', 'late') }, Date.now());
@@ -157,28 +162,35 @@ describe('a dead worker’s job is taken over when its lease expires', () => {
     const lateRenewal = await acceptor.store.renewLease(id, fence, 60_000, Date.now());
     expect([lateFailure, lateSuccess, lateRetry, lateRelease]).toEqual([false, false, false, false]);
     expect(lateRenewal.held).toBe(false);
-    expect(readJobRow(dbPath, id)).toEqual(before);
+    expect(await acceptor.store.getJob('alice', id)).toEqual(before);
   });
 
   it("refuses a stale fence even while the job is still running under the new owner's lease", async () => {
-    const { dbPath, id, acceptor, fence } = await jobHeldByDeadWorker(50);
+    const { id, acceptor, fence } = await jobHeldByDeadWorker(50);
     await sleep(80);
     // A second claimant (plain store call) takes the job over after the lease expired.
     const [takenOver] = await acceptor.store.claimJobs({ owner: 'alive', limit: 1, now: Date.now(), leaseMs: 60_000 });
     expect(takenOver).toMatchObject({ id, fence: fence + 1, attempts: 2 });
-    const before = readJobRow(dbPath, id);
-    expect(before).toMatchObject({ status: 'running', lease_owner: 'alive' });
+    // What the lease has left runs down between two reads; everything else stays as it was.
+    const apartFromLeaseTime = (job: JobRecord | undefined) => ({ ...job, leaseExpiresInMs: undefined });
+    const before = await acceptor.store.getJob('alice', id);
+    expect(before).toMatchObject({ status: 'running', leaseOwner: 'alive' });
 
     expect(await acceptor.store.finishJob(id, fence, { status: 'succeeded', result: '{}' }, Date.now())).toBe(false);
-    expect(readJobRow(dbPath, id)).toEqual(before);
+    const after = await acceptor.store.getJob('alice', id);
+    expect(apartFromLeaseTime(after)).toEqual(apartFromLeaseTime(before));
+    // The refused write did not renew the lease.
+    expect(after?.leaseExpiresInMs).toBeLessThanOrEqual(before?.leaseExpiresInMs ?? Number.NaN);
     expect(await acceptor.store.finishJob(id, fence + 1, { status: 'succeeded', result: '{"ok":1}' }, Date.now())).toBe(true);
-    expect(readJobRow(dbPath, id)).toMatchObject({ status: 'succeeded', result: '{"ok":1}', lease_owner: null });
+    const finished = await acceptor.store.getJob('alice', id);
+    expect(finished).toMatchObject({ status: 'succeeded', result: '{"ok":1}' });
+    expectNoLease(finished);
   });
 
   it('fails an abandoned job that has no attempts left with job-lease-expired', async () => {
-    const { dbPath, id, rescuer } = await jobHeldByDeadWorker(50, { maxAttempts: 1, rescuer: { workerConcurrency: 1 } });
+    const { id, rescuer } = await jobHeldByDeadWorker(50, { maxAttempts: 1, rescuer: { workerConcurrency: 1 } });
     if (!rescuer) throw new Error('no rescuer app');
-    expect(readJobRow(dbPath, id)).toMatchObject({ max_attempts: 1, attempts: 1 });
+    expect(await rescuer.store.getJob('alice', id)).toMatchObject({ maxAttempts: 1, attempts: 1 });
     rescuer.startBackground();
 
     const job = (await waitForJob(rescuer, id)) as JobView;
@@ -186,9 +198,11 @@ describe('a dead worker’s job is taken over when its lease expires', () => {
     expect(job.attempts).toBe(1);
     expect(job.error?.type).toBe('urn:asyncfirst:problem:job-lease-expired');
     expect(job.result).toBeUndefined();
-    const row = readJobRow(dbPath, id);
-    expect(row).toMatchObject({ status: 'failed', attempts: 1, fence: 1, lease_owner: null, result: null });
-    expect(row?.finished_at).not.toBeNull();
+    const stored = await rescuer.store.getJob('alice', id);
+    expect(stored).toMatchObject({ status: 'failed', attempts: 1, fence: 1 });
+    expectNoLease(stored);
+    expect(stored?.result).toBeUndefined();
+    expect(stored?.finishedAt).toBeDefined();
   });
 });
 
@@ -224,13 +238,13 @@ describe('lease renewal', () => {
     const accepted = await submitReport(first, { title: 'long', rows: 1 }, { 'idempotency-key': 'long-running' });
     expect(accepted.statusCode).toBe(202);
     const id = accepted.json<{ job_id: string }>().job_id;
-    const owner = await waitFor('the job to be claimed', () => readJobRow(tmp.dbPath, id)?.lease_owner ?? undefined);
+    const owner = await waitFor('the job to be claimed', async () => (await first.store.getJob('alice', id))?.leaseOwner);
     expect([first.worker?.owner, second.worker?.owner]).toContain(owner);
 
     const job = (await waitForJob(first, id)) as JobView;
     expect(job.status).toBe('succeeded');
     expect(job.attempts).toBe(1);
     expect(runs).toEqual([{ attempt: 1, aborted: false }]);
-    expect(readJobRow(tmp.dbPath, id)).toMatchObject({ status: 'succeeded', attempts: 1, fence: 1 });
+    expect(await first.store.getJob('alice', id)).toMatchObject({ status: 'succeeded', attempts: 1, fence: 1 });
   });
 });

@@ -1,4 +1,3 @@
-import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { AsyncFirstApp } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
@@ -6,8 +5,8 @@ import { PROBLEM_TYPE_BASE } from '../src/core/problems.js';
 import { buildReport } from '../src/demo/report.js';
 import { reportHandlers } from '../src/demo/service.js';
 import { type AnyHandler, PermanentJobError, seeOther } from '../src/handlers.js';
-import { ALICE, BOB, tempDir } from './helpers.js';
-import { customApp, gates, readAllJobRows, readJobRow, sleep, waitFor } from './worker-test-support.js';
+import { ALICE, allJobs, BOB, tempDir } from './helpers.js';
+import { customApp, gates, sleep, waitFor } from './worker-test-support.js';
 
 /*
  * Prefer: wait=N over a real socket: GET /jobs/{id} and GET /jobs/{id}/result hold the request
@@ -83,7 +82,7 @@ describe('Prefer: wait=N over a real socket', () => {
     return reportHandlers.createReport({ params: {}, query: {}, body }, context);
   };
 
-  let shared: { app: AsyncFirstApp; address: string; dbPath: string } | undefined;
+  let shared: { app: AsyncFirstApp; address: string } | undefined;
   const apps: AsyncFirstApp[] = [];
   const cleanups: Array<() => void> = [];
   beforeAll(async () => {
@@ -104,7 +103,7 @@ describe('Prefer: wait=N over a real socket', () => {
     cleanups.push(tmp.cleanup);
     const app = await customApp({ dbPath: tmp.dbPath, createReport: handler, config: { port: 0, host: '127.0.0.1', ...config } });
     const address = await app.listen();
-    return { app, address, dbPath: tmp.dbPath };
+    return { app, address };
   }
 
   /** The shared app, or (with config) an app of the test's own. */
@@ -144,7 +143,7 @@ describe('Prefer: wait=N over a real socket', () => {
 
   describe('GET /jobs/{id} with Prefer: wait=N', () => {
     it('holds the request until the job finishes, then answers 200 with the finished job, Preference-Applied and Vary: Prefer', async () => {
-      const { address, dbPath } = await server();
+      const { address, app } = await server();
       const id = await accept(address, 'gated-lp-finish');
       await waitUntilRunning(address, id);
 
@@ -168,7 +167,7 @@ describe('Prefer: wait=N over a real socket', () => {
       expect(response.headers.get('retry-after')).toBeNull();
       const job = (await response.json()) as JobView;
       expect(job).toMatchObject({ id, status: 'succeeded', attempts: 1, result: REPORT });
-      expect(readJobRow(dbPath, id)).toMatchObject({ status: 'succeeded', result: JSON.stringify(REPORT) });
+      expect(await app.store.getJob('alice', id)).toMatchObject({ status: 'succeeded', result: JSON.stringify(REPORT) });
     });
 
     it('answers after about N seconds with the unfinished job when it does not finish', async () => {
@@ -246,7 +245,7 @@ describe('Prefer: wait=N over a real socket', () => {
 
   describe('a submission with Prefer: wait=N', () => {
     it('answers 200 with the result body, X-Job-ID, Content-Location, Preference-Applied and Vary when the job finishes in time', async () => {
-      const { address, dbPath } = await server();
+      const { address, app } = await server();
       const input = { title: 'Fast report', rows: 100, format: 'json' as const };
       const response = await submit(address, 'wait-fast', input, { prefer: 'wait=5' });
 
@@ -264,11 +263,11 @@ describe('Prefer: wait=N over a real socket', () => {
       expect(Object.keys(body).sort()).toEqual(['bytes', 'format', 'rowCount', 'sha256', 'title']);
       expect(body.rowCount).toBe(100);
       expect(body.sha256).toMatch(/^[0-9a-f]{64}$/);
-      expect(readJobRow(dbPath, id as string)).toMatchObject({ status: 'succeeded', result: JSON.stringify(expected) });
+      expect(await app.store.getJob('alice', id as string)).toMatchObject({ status: 'succeeded', result: JSON.stringify(expected) });
     });
 
     it('answers 202 with the acceptance after about N seconds when the job is still running', async () => {
-      const { address, dbPath } = await server();
+      const { address, app } = await server();
       const asked = Date.now();
       const response = await submit(address, 'wait-slow', { title: 'gated-wait-slow', rows: 7 }, { prefer: 'wait=1' });
       const elapsed = Date.now() - asked;
@@ -283,7 +282,7 @@ describe('Prefer: wait=N over a real socket', () => {
       expect(response.headers.get('location')).toBe(body.location);
       expect(response.headers.get('x-job-id')).toBe(body.job_id);
       expect(started).toContain('gated-wait-slow');
-      expect(readJobRow(dbPath, body.job_id)?.status).toBe('running');
+      expect((await app.store.getJob('alice', body.job_id))?.status).toBe('running');
     });
 
     it('answers 202 at once for Prefer: respond-async, wait=5, although the job would finish in time', async () => {
@@ -302,7 +301,7 @@ describe('Prefer: wait=N over a real socket', () => {
     });
 
     it('answers a replayed submission with Prefer: wait the same way: 200 with the result and Idempotent-Replayed once the job is done', async () => {
-      const { address, dbPath } = await server();
+      const { address, app } = await server();
       const body = { title: 'gated-replay', rows: 7 };
       const id = await accept(address, 'wait-replay', body);
       await waitUntilRunning(address, id);
@@ -337,8 +336,10 @@ describe('Prefer: wait=N over a real socket', () => {
       expect(plain.status).toBe(202);
       expect(plain.headers.get('idempotent-replayed')).toBe('true');
       expect(((await plain.json()) as Accepted).job_id).toBe(id);
-      expect(readAllJobRows(dbPath).filter((row) => row.id === id)).toHaveLength(1);
-      expect(readIdempotencyJobIds(dbPath, 'wait-replay')).toEqual([id]);
+      expect((await allJobs(app.store)).filter((job) => job.id === id)).toHaveLength(1);
+      // The key's one record (alice's: bob never used it) points at the job.
+      expect((await app.store.getIdempotencyRecord('alice', 'createReport', 'wait-replay'))?.jobId).toBe(id);
+      expect(await app.store.getIdempotencyRecord('bob', 'createReport', 'wait-replay')).toBeUndefined();
     });
   });
 
@@ -372,7 +373,7 @@ describe('Prefer: wait=N over a real socket', () => {
     });
 
     it('answers the stored problem with status 500 for a job whose handler failed', async () => {
-      const { address, dbPath } = await server();
+      const { address, app } = await server();
       const id = await accept(address, 'result-failed', { title: 'fail', rows: 7 });
       const job = (await (await getJob(address, id, { prefer: 'wait=5' })).json()) as JobView;
       expect(job.status).toBe('failed');
@@ -387,12 +388,12 @@ describe('Prefer: wait=N over a real socket', () => {
         detail: 'the report source is gone',
         instance: `/jobs/${id}`,
       });
-      const stored = JSON.parse(readJobRow(dbPath, id)?.error ?? 'null') as Problem;
+      const stored = (await app.store.getJob('alice', id))?.error as Problem;
       expect(problem).toEqual({ ...stored, instance: `/jobs/${id}` });
     });
 
     it('answers the stored problem with status 409 for a canceled job', async () => {
-      const { address, dbPath } = await server();
+      const { address, app } = await server();
       const id = await accept(address, 'gated-result-canceled');
       await waitUntilRunning(address, id);
       const cancel = await fetch(`${address}/jobs/${id}`, { method: 'DELETE', headers: ALICE });
@@ -405,12 +406,12 @@ describe('Prefer: wait=N over a real socket', () => {
       expect(response.headers.get('content-type')).toMatch(/^application\/problem\+json/);
       const problem = (await response.json()) as Problem;
       expect(problem).toMatchObject({ type: `${PROBLEM_TYPE_BASE}job-canceled`, status: 409, instance: `/jobs/${id}` });
-      const stored = JSON.parse(readJobRow(dbPath, id)?.error ?? 'null') as Problem;
+      const stored = (await app.store.getJob('alice', id))?.error as Problem;
       expect(problem).toEqual({ ...stored, instance: `/jobs/${id}` });
     });
 
     it('answers 303 See Other with the Location the handler returned with seeOther()', async () => {
-      const { address, dbPath } = await server();
+      const { address, app } = await server();
       const id = await accept(address, 'result-see-other', { title: 'see-other', rows: 7 });
       const job = (await (await getJob(address, id, { prefer: 'wait=5' })).json()) as JobView;
       expect(job).toMatchObject({ status: 'succeeded', resultLocation: '/reports/files/abc' });
@@ -418,7 +419,7 @@ describe('Prefer: wait=N over a real socket', () => {
       const response = await getJob(address, id, {}, '/result');
       expect(response.status).toBe(303);
       expect(response.headers.get('location')).toBe('/reports/files/abc');
-      expect(readJobRow(dbPath, id)).toMatchObject({ status: 'succeeded', result: 'null' });
+      expect(await app.store.getJob('alice', id)).toMatchObject({ status: 'succeeded', result: 'null' });
 
       // A submission that waits for such a job answers 303 as well.
       const waited = await submit(address, 'result-see-other-2', { title: 'see-other', rows: 8 }, { prefer: 'wait=5' });
@@ -430,16 +431,3 @@ describe('Prefer: wait=N over a real socket', () => {
     });
   });
 });
-
-/** The job ids the idempotency records of one key point at. */
-function readIdempotencyJobIds(dbPath: string, key: string): string[] {
-  const db = new Database(dbPath, { readonly: true });
-  try {
-    return db
-      .prepare<[string], { job_id: string }>('SELECT job_id FROM idempotency_keys WHERE key = ?')
-      .all(key)
-      .map((row) => row.job_id);
-  } finally {
-    db.close();
-  }
-}

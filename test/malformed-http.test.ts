@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AsyncFirstApp } from '../src/app.js';
 import { PROBLEM_TYPE_BASE } from '../src/core/problems.js';
 import { createDemo } from '../src/demo/service.js';
-import { API_KEYS, countRows, tempDir } from './helpers.js';
+import { API_KEYS, countStored, tempDir } from './helpers.js';
 import { openConnection } from './raw-connection.js';
 
 /*
@@ -97,7 +97,7 @@ describe('requests below HTTP parsing, over a real socket', () => {
       expect(Number(response?.headers['content-length'])).toBe(Buffer.byteLength(response?.body ?? ''));
       const body = JSON.parse(response?.body ?? '{}');
       expect(body).toEqual({ type: `${PROBLEM_TYPE_BASE}${slug}`, title: expect.any(String), status, detail: expect.stringMatching(detail) });
-      expect(countRows(tmp.dbPath)).toEqual({ jobs: 0, keys: 0 });
+      expect(await countStored(app.store)).toEqual({ jobs: 0, keys: 0 });
     });
   }
 
@@ -121,7 +121,7 @@ describe('requests below HTTP parsing, over a real socket', () => {
   });
 
   it('answers a valid submission with its 202 first when unparseable bytes are pipelined behind it, then the 400', async () => {
-    const before = countRows(tmp.dbPath);
+    const before = await countStored(app.store);
     const body = '{"title":"T","rows":1}';
     const connection = openConnection(
       port,
@@ -133,7 +133,7 @@ describe('requests below HTTP parsing, over a real socket', () => {
     const jobId = JSON.parse(responses[0]?.body ?? '{}').job_id;
     expect(typeof jobId).toBe('string');
     expect(JSON.parse(responses[1]?.body ?? '{}')).toMatchObject({ type: `${PROBLEM_TYPE_BASE}bad-request` });
-    expect(countRows(tmp.dbPath)).toEqual({ jobs: before.jobs + 1, keys: before.keys + 1 });
+    expect(await countStored(app.store)).toEqual({ jobs: before.jobs + 1, keys: before.keys + 1 });
   });
 
   it('only closes the connection, writing nothing more, when a response has already begun on it', async () => {

@@ -1,10 +1,10 @@
-import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AsyncFirstApp } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
 import type { AnyHandler, HandlerContext } from '../src/handlers.js';
-import { ALICE, tempDir } from './helpers.js';
-import { customApp, fetchJob, gate, readJobRow, storeWithLeaseClockAhead, waitFor } from './worker-test-support.js';
+import type { JobRecord, Store } from '../src/store/store.js';
+import { ALICE, readStoreOn, tempDir } from './helpers.js';
+import { customApp, expectNoLease, fetchJob, gate, storeWithLeaseClockAhead, waitFor } from './worker-test-support.js';
 
 /*
  * context.progress(percent, message): stored on the running job, shown by GET /jobs/{id}, logged
@@ -25,16 +25,10 @@ interface EventRow {
   data: string;
 }
 
-/** The job's rows of job_events and its stored progress column, read with a separate read-only connection. */
-function readProgressState(dbPath: string, jobId: string): { events: EventRow[]; progress: unknown } {
-  const db = new Database(dbPath, { readonly: true });
-  try {
-    const events = db.prepare<[string], EventRow>('SELECT version AS id, type, data FROM job_events WHERE job_id = ? ORDER BY version').all(jobId);
-    const row = db.prepare<[string], { progress: string | null }>('SELECT progress FROM jobs WHERE id = ?').get(jobId);
-    return { events, progress: row?.progress ? (JSON.parse(row.progress) as unknown) : null };
-  } finally {
-    db.close();
-  }
+/** One of alice's jobs as stored, its events (oldest first) and its stored progress, read in one go. */
+async function readProgressState(store: Store, jobId: string): Promise<{ job: JobRecord | undefined; events: EventRow[]; progress: unknown }> {
+  const stored = await store.getJobEvents('alice', jobId, 0);
+  return { job: stored?.job, events: stored?.events ?? [], progress: stored?.job.progress ?? null };
 }
 
 const progressOfEvent = (row: EventRow) => (JSON.parse(row.data) as JobView).progress;
@@ -79,7 +73,7 @@ describe('context.progress() on a running job', () => {
   it('shows {percent: 40, message: "step 2"} in GET /jobs/{id} while running, and stores a job.progress event', async () => {
     const finish = held();
     const reported = gate();
-    const { address, dbPath } = await listen(async (_input, context) => {
+    const { app, address } = await listen(async (_input, context) => {
       await context.progress(40, 'step 2');
       reported.open();
       await finish.promise;
@@ -92,7 +86,7 @@ describe('context.progress() on a running job', () => {
     expect(job.status).toBe('running');
     expect(job.progress).toEqual({ percent: 40, message: 'step 2' });
 
-    const { events, progress } = readProgressState(dbPath, id);
+    const { events, progress } = await readProgressState(app.store, id);
     expect(progress).toEqual({ percent: 40, message: 'step 2' });
     expect(events.map((row) => row.type)).toEqual(['job.running', 'job.progress']);
     const logged = JSON.parse((events[1] as EventRow).data) as JobView;
@@ -104,14 +98,14 @@ describe('context.progress() on a running job', () => {
       return view.status === 'succeeded' ? view : undefined;
     });
     expect(done.status).toBe('succeeded');
-    expect(readProgressState(dbPath, id).events.map((row) => row.type)).toEqual(['job.running', 'job.progress', 'job.succeeded']);
+    expect((await readProgressState(app.store, id)).events.map((row) => row.type)).toEqual(['job.running', 'job.progress', 'job.succeeded']);
   });
 
   it('clamps percent to 0..100 and rejects a percent that is not a number without writing it', async () => {
     const finish = held();
     const reported = gate();
     const rejections: unknown[] = [];
-    const { address, dbPath } = await listen(async (_input, context) => {
+    const { app, address } = await listen(async (_input, context) => {
       await context.progress(-5, 'below');
       await context.progress(150, 'above');
       await context.progress(Number.NaN, 'not a number').catch((error: unknown) => rejections.push(error));
@@ -124,7 +118,7 @@ describe('context.progress() on a running job', () => {
 
     expect(rejections).toHaveLength(1);
     expect(rejections[0]).toBeInstanceOf(TypeError);
-    const { events, progress } = readProgressState(dbPath, id);
+    const { events, progress } = await readProgressState(app.store, id);
     expect(events.filter((row) => row.type === 'job.progress').map(progressOfEvent)).toEqual([
       { percent: 0, message: 'below' },
       { percent: 100, message: 'above' },
@@ -153,7 +147,7 @@ describe('context.progress() on a running job', () => {
     const [taken] = await thief.claimJobs({ owner: 'thief', limit: 1, now: Date.now(), leaseMs: 60_000 });
     await thief.close();
     expect(taken).toMatchObject({ id, fence: 2 });
-    const before = readProgressState(dbPath, id);
+    const before = await readProgressState(app.store, id);
     expect(before.events.map((row) => row.type)).toEqual(['job.running', 'job.progress', 'job.running']);
 
     proceed.open();
@@ -162,10 +156,10 @@ describe('context.progress() on a running job', () => {
     // Let the handler's outcome reach the store as well.
     await waitFor('the worker to let go of the job', () => (app.worker?.activeJobs === 0 ? true : undefined));
 
-    const after = readProgressState(dbPath, id);
+    const after = await readProgressState(app.store, id);
     expect(after.events).toEqual(before.events);
     expect(after.progress).toEqual({ percent: 10, message: 'before' });
-    expect(readJobRow(dbPath, id)).toMatchObject({ status: 'running', lease_owner: 'thief', fence: 2 });
+    expect(after.job).toMatchObject({ status: 'running', leaseOwner: 'thief', fence: 2 });
     const job = await getJob(address, id);
     expect(job.progress).toEqual({ percent: 10, message: 'before' });
   });
@@ -207,7 +201,7 @@ describe('context.progress() on a running job', () => {
     const thief = await storeWithLeaseClockAhead(dbPath, 120_000);
     await thief.claimJobs({ owner: 'thief', limit: 1, now: Date.now(), leaseMs: 60_000 });
     await thief.close();
-    const before = readProgressState(dbPath, id);
+    const before = await readProgressState(app.store, id);
     expect(before.events.map((row) => row.type)).toEqual(['job.running', 'job.progress', 'job.running']);
 
     // The worker's next lease renewal finds the lease gone and aborts the handler.
@@ -216,10 +210,10 @@ describe('context.progress() on a running job', () => {
     await waitFor('the worker to let go of the job', () => (app.worker?.activeJobs === 0 ? true : undefined));
     expect(await Promise.all(late)).toEqual(['resolved', 'resolved']);
 
-    const after = readProgressState(dbPath, id);
+    const after = await readProgressState(app.store, id);
     expect(after.events).toEqual(before.events);
     expect(after.progress).toEqual({ percent: 10, message: 'before' });
-    expect(readJobRow(dbPath, id)).toMatchObject({ status: 'running', lease_owner: 'thief' });
+    expect(after.job).toMatchObject({ status: 'running', leaseOwner: 'thief' });
   });
 
   it('does not write progress after shutdown released the job back to the queue', async () => {
@@ -252,9 +246,11 @@ describe('context.progress() on a running job', () => {
     expect(late).toHaveLength(1);
     expect(await late[0]).toBe('resolved');
 
-    const { events, progress } = readProgressState(dbPath, id);
+    // The app has closed: read the file as another process would.
+    const { job, events, progress } = await readStoreOn(dbPath, (store) => readProgressState(store, id));
     expect(events.map((row) => row.type)).toEqual(['job.running', 'job.progress', 'job.queued']);
     expect(progress).toEqual({ percent: 10, message: 'before' });
-    expect(readJobRow(dbPath, id)).toMatchObject({ status: 'queued', attempts: 0, lease_owner: null });
+    expect(job).toMatchObject({ status: 'queued', attempts: 0 });
+    expectNoLease(job);
   });
 });

@@ -1,11 +1,10 @@
-import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AsyncFirstApp } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
 import { PROBLEM_TYPE_BASE } from '../src/core/problems.js';
 import { buildReport } from '../src/demo/report.js';
 import { createDemo } from '../src/demo/service.js';
-import { API_KEYS, tempDir } from './helpers.js';
+import { API_KEYS, allJobs, tempDir } from './helpers.js';
 
 const ALICE_KEY = { 'x-api-key': 'key-a' };
 
@@ -50,7 +49,7 @@ describe('the demo over a real TCP socket', () => {
   it('accepts, replays, refuses a changed body with 422, and runs the job to the deterministic report', async () => {
     const tmp = tempDir();
     cleanups.push(tmp.cleanup);
-    const { address } = await listen(tmp.dbPath);
+    const { app, address } = await listen(tmp.dbPath);
     const input = { title: 'Socket report', rows: 12_345, format: 'json' as const };
 
     const accepted = await submit(address, 'socket-1', input);
@@ -82,13 +81,10 @@ describe('the demo over a real TCP socket', () => {
     expect(result.sha256).toMatch(/^[0-9a-f]{64}$/);
     expect(result).toEqual(await buildReport(input, new AbortController().signal));
 
-    const db = new Database(tmp.dbPath, { readonly: true });
-    try {
-      expect(db.prepare('SELECT id, status, attempts FROM jobs').all()).toEqual([{ id: acceptedBody.job_id, status: 'succeeded', attempts: 1 }]);
-      expect(db.prepare('SELECT key, job_id FROM idempotency_keys').all()).toEqual([{ key: 'socket-1', job_id: acceptedBody.job_id }]);
-    } finally {
-      db.close();
-    }
+    const jobs = await allJobs(app.store);
+    expect(jobs.map(({ id, status, attempts }) => ({ id, status, attempts }))).toEqual([{ id: acceptedBody.job_id, status: 'succeeded', attempts: 1 }]);
+    expect(await app.store.countIdempotencyRecords()).toBe(1);
+    expect((await app.store.getIdempotencyRecord('alice', 'createReport', 'socket-1'))?.jobId).toBe(acceptedBody.job_id);
   });
 
   it('shows Retry-After on GET /jobs/{id} while the job is unfinished and none once it has finished', async () => {

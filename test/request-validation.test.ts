@@ -1,11 +1,10 @@
-import Database from 'better-sqlite3';
 import type { LightMyRequestResponse } from 'fastify';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createAsyncFirst } from '../src/app.js';
 import { readContractFile } from '../src/contract/load.js';
 import { PROBLEM_TYPE_BASE } from '../src/core/problems.js';
 import { demoSecurity, parseApiKeys, reportHandlers } from '../src/demo/service.js';
-import { ALICE, API_KEYS, startDemo, submitReport, tempDir } from './helpers.js';
+import { ALICE, API_KEYS, countStored, startDemo, submitReport, tempDir } from './helpers.js';
 
 interface Violation {
   in: string;
@@ -24,15 +23,6 @@ function expectProblem(response: LightMyRequestResponse, status: number, slug: s
   return body as { type: string; status: number; title: string; detail?: string; errors?: Violation[] };
 }
 
-function countJobs(dbPath: string): number {
-  const db = new Database(dbPath, { readonly: true });
-  try {
-    return (db.prepare('SELECT COUNT(*) AS n FROM jobs').get() as { n: number }).n;
-  } finally {
-    db.close();
-  }
-}
-
 describe('request validation against the contract (demo)', () => {
   let demo: Awaited<ReturnType<typeof startDemo>>;
   beforeAll(async () => {
@@ -46,7 +36,7 @@ describe('request validation against the contract (demo)', () => {
   it('rejects a body missing a required property with pointer /title, and stores no job', async () => {
     const body = expectProblem(await submit({ rows: 5 }), 400, 'validation-failed');
     expect(body.errors).toContainEqual({ in: 'body', pointer: '/title', message: 'is required' });
-    expect(countJobs(demo.dbPath)).toBe(0);
+    expect((await countStored(demo.app.store)).jobs).toBe(0);
   });
 
   it('rejects an additional body property with pointer /x', async () => {
@@ -71,7 +61,7 @@ describe('request validation against the contract (demo)', () => {
   it('does not coerce body types: rows "5" is a violation, not the number 5', async () => {
     const body = expectProblem(await submit({ title: 'T', rows: '5' }), 400, 'validation-failed');
     expect(body.errors).toEqual([{ in: 'body', pointer: '/rows', message: 'must be integer' }]);
-    expect(countJobs(demo.dbPath)).toBe(0);
+    expect((await countStored(demo.app.store)).jobs).toBe(0);
   });
 
   it('reports every violation of a body at once', async () => {
@@ -115,7 +105,7 @@ describe('request validation against the contract (demo)', () => {
       payload: '{"title": "T", "rows": ',
     });
     expectProblem(response, 400, 'malformed-body');
-    expect(countJobs(demo.dbPath)).toBe(0);
+    expect((await countStored(demo.app.store)).jobs).toBe(0);
   });
 
   it('answers a content type the operation does not declare with 415', async () => {
@@ -127,7 +117,7 @@ describe('request validation against the contract (demo)', () => {
     });
     const body = expectProblem(response, 415, 'unsupported-media-type');
     expect(body.detail).toContain('text/plain');
-    expect(countJobs(demo.dbPath)).toBe(0);
+    expect((await countStored(demo.app.store)).jobs).toBe(0);
   });
 
   it('answers an unknown path with 404 problem+json', async () => {
@@ -163,7 +153,7 @@ describe('body limit', () => {
     expect(small.statusCode).toBe(202);
     const large = await submitReport(demo.app, { title: 'x'.repeat(150), rows: 1 }, { 'idempotency-key': 'limit-large' });
     expectProblem(large, 413, 'payload-too-large');
-    expect(countJobs(demo.dbPath)).toBe(1);
+    expect((await countStored(demo.app.store)).jobs).toBe(1);
   });
 });
 

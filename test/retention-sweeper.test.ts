@@ -1,4 +1,3 @@
-import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { operations } from '../generated/api.js';
 import { type AsyncFirstApp, createAsyncFirst } from '../src/app.js';
@@ -6,7 +5,8 @@ import { readContractFile } from '../src/contract/load.js';
 import { buildReport } from '../src/demo/report.js';
 import { demoSecurity, parseApiKeys, reportHandlers } from '../src/demo/service.js';
 import type { Handlers } from '../src/handlers.js';
-import { API_KEYS, countRows, startDemo, submitReport, tempDir, waitForJob } from './helpers.js';
+import type { Store } from '../src/store/store.js';
+import { API_KEYS, allJobs, countStored, startDemo, submitReport, tempDir, waitForJob } from './helpers.js';
 
 const IDEMPOTENCY_RETENTION_MS = 10_000;
 const JOB_RETENTION_MS = 2_000;
@@ -22,22 +22,28 @@ interface KeyRow {
   expires_at: number;
 }
 
-function readRows(dbPath: string): { jobs: JobRow[]; keys: KeyRow[] } {
-  const db = new Database(dbPath, { readonly: true });
-  try {
-    return {
-      jobs: db.prepare('SELECT id, status, finished_at FROM jobs ORDER BY seq').all() as JobRow[],
-      keys: db.prepare('SELECT key, job_id, expires_at FROM idempotency_keys ORDER BY key').all() as KeyRow[],
-    };
-  } finally {
-    db.close();
+/** The keys the tests submit (alice's, for createReport). */
+const KEYS = ['k', 'key-a-done', 'key-b-held'];
+
+/**
+ * What the store holds: every job, oldest first, and the idempotency records of KEYS, by key;
+ * fails if it holds any other record.
+ */
+async function readRows(store: Store): Promise<{ jobs: JobRow[]; keys: KeyRow[] }> {
+  const keys: KeyRow[] = [];
+  for (const key of KEYS) {
+    const record = await store.getIdempotencyRecord('alice', 'createReport', key);
+    if (record) keys.push({ key: record.key, job_id: record.jobId, expires_at: record.expiresAt });
   }
+  expect(await store.countIdempotencyRecords(), 'idempotency records of keys other than KEYS').toBe(keys.length);
+  const jobs = (await allJobs(store)).map((job) => ({ id: job.id, status: job.status, finished_at: job.finishedAt ?? null }));
+  return { jobs, keys };
 }
 
-async function until<T>(read: () => T | undefined, what: string, timeoutMs = 10_000): Promise<T> {
+async function until<T>(read: () => T | undefined | Promise<T | undefined>, what: string, timeoutMs = 10_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const value = read();
+    const value = await read();
     if (value !== undefined) return value;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 10));
@@ -90,14 +96,14 @@ describe('the retention sweeper', () => {
     expect(acceptedA.statusCode).toBe(202);
     const jobA: string = acceptedA.json().job_id;
     expect((await waitForJob(running, jobA)).status).toBe('succeeded');
-    const keyAExpiresAt = readRows(tmp.dbPath).keys[0]?.expires_at ?? Number.POSITIVE_INFINITY;
+    const keyAExpiresAt = (await readRows(running.store)).keys[0]?.expires_at ?? Number.POSITIVE_INFINITY;
     await until(() => (Date.now() + IDEMPOTENCY_RETENTION_MS > keyAExpiresAt ? true : undefined), 'the clock to move past key A');
     const acceptedB = await submitReport(running, { title: 'hold', rows: 3 }, { 'idempotency-key': 'key-b-held' });
     expect(acceptedB.statusCode).toBe(202);
     const jobB: string = acceptedB.json().job_id;
-    await until(() => (readRows(tmp.dbPath).jobs.find((job) => job.id === jobB)?.status === 'running' ? true : undefined), 'job B to run');
+    await until(async () => ((await readRows(running.store)).jobs.find((job) => job.id === jobB)?.status === 'running' ? true : undefined), 'job B to run');
 
-    const before = readRows(tmp.dbPath);
+    const before = await readRows(running.store);
     const finishedA = before.jobs.find((job) => job.id === jobA)?.finished_at;
     const keyA = before.keys.find((key) => key.key === 'key-a-done');
     const keyB = before.keys.find((key) => key.key === 'key-b-held');
@@ -110,23 +116,23 @@ describe('the retention sweeper', () => {
 
     // 1 ms before job A's retention ends: nothing is deleted.
     expect(await running.sweeper.sweepNow(finishedA! + JOB_RETENTION_MS - 1)).toEqual({ keys: 0, jobs: 0 });
-    expect(readRows(tmp.dbPath)).toEqual(before);
+    expect(await readRows(running.store)).toEqual(before);
 
     // Job A's retention is over; its key is not yet expired and stays; running job B stays.
     expect(await running.sweeper.sweepNow(finishedA! + JOB_RETENTION_MS)).toEqual({ keys: 0, jobs: 1 });
-    let rows = readRows(tmp.dbPath);
+    let rows = await readRows(running.store);
     expect(rows.jobs.map((job) => job.id)).toEqual([jobB]);
     expect(rows.keys.map((key) => key.key)).toEqual(['key-a-done', 'key-b-held']);
 
     // The moment key A expires (and key B, made later, does not): key A goes, key B and job B stay.
     expect(await running.sweeper.sweepNow(keyA!.expires_at)).toEqual({ keys: 1, jobs: 0 });
-    rows = readRows(tmp.dbPath);
+    rows = await readRows(running.store);
     expect(rows.keys).toEqual([keyB]);
     expect(rows.jobs).toEqual([{ id: jobB, status: 'running', finished_at: null }]);
 
     // An unfinished job is never swept, however old.
     expect(await running.sweeper.sweepNow(keyB!.expires_at + 365 * 24 * 3_600_000)).toEqual({ keys: 1, jobs: 0 });
-    rows = readRows(tmp.dbPath);
+    rows = await readRows(running.store);
     expect(rows.keys).toEqual([]);
     expect(rows.jobs.map((job) => [job.id, job.status])).toEqual([[jobB, 'running']]);
 
@@ -139,7 +145,7 @@ describe('the retention sweeper', () => {
     const jobA2View = await waitForJob(running, jobA2);
     expect(jobA2View.status).toBe('succeeded');
     expect(jobA2View.result).toEqual(await buildReport({ title: 'done', rows: 3 }, new AbortController().signal));
-    rows = readRows(tmp.dbPath);
+    rows = await readRows(running.store);
     expect(rows.keys.map((key) => [key.key, key.job_id])).toEqual([['key-a-done', jobA2]]);
 
     // A replay now answers the new job.
@@ -167,17 +173,17 @@ describe('the retention sweeper', () => {
     const first = await submitReport(running, { title: 'short-lived', rows: 2 }, { 'idempotency-key': 'k' });
     const firstId: string = first.json().job_id;
     expect((await waitForJob(running, firstId)).status).toBe('succeeded');
-    const finishedAt = readRows(tmp.dbPath).jobs[0]?.finished_at;
+    const finishedAt = (await readRows(running.store)).jobs[0]?.finished_at;
     expect(finishedAt).toBeTypeOf('number');
 
     expect(await running.sweeper.sweepNow(finishedAt! + JOB_RETENTION_MS)).toEqual({ keys: 0, jobs: 1 });
-    expect(readRows(tmp.dbPath).keys).toHaveLength(1);
+    expect((await readRows(running.store)).keys).toHaveLength(1);
 
     const second = await submitReport(running, { title: 'short-lived', rows: 2 }, { 'idempotency-key': 'k' });
     expect(second.statusCode).toBe(202);
     expect(second.headers['idempotent-replayed']).toBeUndefined();
     expect(second.json().job_id).not.toBe(firstId);
-    expect(readRows(tmp.dbPath).keys.map((key) => key.job_id)).toEqual([second.json().job_id]);
+    expect((await readRows(running.store)).keys.map((key) => key.job_id)).toEqual([second.json().job_id]);
   });
 });
 
@@ -186,15 +192,29 @@ describe('a large sweep', () => {
     const demo = await startDemo({ workerConcurrency: 0, sweepIntervalMs: 3_600_000 });
     try {
       const total = 3000;
-      const db = new Database(demo.dbPath);
-      const insert = db.prepare(
-        `INSERT INTO jobs (id, principal, operation, input, status, attempts, max_attempts, run_at, created_at, updated_at, finished_at)
-         VALUES (?, 'alice', 'createReport', '{}', 'succeeded', 1, 5, 0, 0, 0, 1)`,
+      // Jobs that finished long ago (at time 1), put there through the store; their keys stay live.
+      const store = demo.app.store;
+      const now = Date.now();
+      const accepted = await Promise.all(
+        Array.from({ length: total }, (_, i) =>
+          store.acceptJob({
+            principal: 'alice',
+            operation: 'createReport',
+            key: `old-${i}`,
+            fingerprint: `old-${i}`,
+            input: '{}',
+            maxAttempts: 5,
+            now,
+            keyExpiresAt: now + 3_600_000,
+          }),
+        ),
       );
-      db.transaction(() => {
-        for (let i = 0; i < total; i++) insert.run(`old-${i}`);
-      })();
-      db.close();
+      expect(accepted.every((outcome) => outcome.kind === 'created')).toBe(true);
+      const claimed = await store.claimJobs({ owner: 'old', limit: total, now, leaseMs: 60_000 });
+      expect(claimed).toHaveLength(total);
+      const finished = await Promise.all(claimed.map((job) => store.finishJob(job.id, job.fence, { status: 'succeeded', result: '{}' }, 1)));
+      expect(finished.every(Boolean)).toBe(true);
+      expect(await countStored(store)).toEqual({ jobs: total, keys: total });
 
       // Count the event-loop turns that run while the sweep is under way.
       let turns = 0;
@@ -209,7 +229,7 @@ describe('a large sweep', () => {
       sweeping = false;
 
       expect(deleted).toEqual({ keys: 0, jobs: total });
-      expect(countRows(demo.dbPath).jobs).toBe(0);
+      expect(await countStored(store)).toEqual({ jobs: 0, keys: total });
       // 500 jobs a batch: at least one turn between each two of the 6 batches.
       expect(turns).toBeGreaterThanOrEqual(total / 500 - 1);
     } finally {

@@ -1,11 +1,10 @@
-import Database from 'better-sqlite3';
 import type { LightMyRequestResponse } from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type AsyncFirstApp, createAsyncFirst } from '../src/app.js';
 import type { OpenApiDocument } from '../src/contract/load.js';
 import { PROBLEM_TYPE_BASE } from '../src/core/problems.js';
 import type { HandlerContext } from '../src/handlers.js';
-import { ALICE, BOB, startDemo, submitReport, tempDir, waitForJob } from './helpers.js';
+import { ALICE, allJobs, BOB, countStored, startDemo, submitReport, tempDir, waitForJob } from './helpers.js';
 
 function expectUnauthorized(response: LightMyRequestResponse) {
   expect(response.statusCode).toBe(401);
@@ -27,13 +26,7 @@ describe('the demo’s API key and bearer schemes', () => {
     });
     expectUnauthorized(response);
     expect(String(response.headers['www-authenticate'])).toMatch(/^Bearer\b/);
-    const db = new Database(demo.dbPath, { readonly: true });
-    try {
-      expect(db.prepare('SELECT COUNT(*) AS n FROM jobs').get()).toEqual({ n: 0 });
-      expect(db.prepare('SELECT COUNT(*) AS n FROM idempotency_keys').get()).toEqual({ n: 0 });
-    } finally {
-      db.close();
-    }
+    expect(await countStored(demo.app.store)).toEqual({ jobs: 0, keys: 0 });
   });
 
   it('answers 401 for a wrong X-API-Key and a wrong bearer token, on operations and on /jobs/{id}', async () => {
@@ -78,12 +71,7 @@ describe('the demo’s API key and bearer schemes', () => {
     const job = await waitForJob(demo.app, job_id, { authorization: 'Bearer key-a' });
     expect(job.status).toBe('succeeded');
 
-    const db = new Database(demo.dbPath, { readonly: true });
-    try {
-      expect(db.prepare('SELECT principal FROM jobs').all()).toEqual([{ principal: 'alice' }]);
-    } finally {
-      db.close();
-    }
+    expect((await allJobs(demo.app.store)).map((stored) => stored.principal)).toEqual(['alice']);
   });
 
   it('hides a job from another principal: GET and DELETE answer 404', async () => {
@@ -139,7 +127,7 @@ describe('security declared inline', () => {
     });
     apps.push(app);
     app.startBackground();
-    return { app, dbPath: tmp.dbPath };
+    return { app };
   }
 
   it('runs an operation with security: [] as principal "anonymous", in the request and in the stored job', async () => {
@@ -162,7 +150,7 @@ describe('security declared inline', () => {
       },
     };
     const seen: string[] = [];
-    const { app, dbPath } = await start(
+    const { app } = await start(
       contract,
       {
         whoami: (_input, context) => ({ principal: context.principal }),
@@ -197,17 +185,10 @@ describe('security declared inline', () => {
     expect(job.result).toEqual({ principal: 'anonymous' });
     expect(seen).toEqual(['anonymous']);
 
-    const db = new Database(dbPath, { readonly: true });
-    try {
-      expect(db.prepare('SELECT principal, operation, status FROM jobs WHERE id = ?').get(job_id)).toEqual({
-        principal: 'anonymous',
-        operation: 'runTask',
-        status: 'succeeded',
-      });
-      expect(db.prepare('SELECT principal FROM idempotency_keys WHERE key = ?').get('anon-task')).toEqual({ principal: 'anonymous' });
-    } finally {
-      db.close();
-    }
+    expect(await app.store.getJob('anonymous', job_id)).toMatchObject({ principal: 'anonymous', operation: 'runTask', status: 'succeeded' });
+    // The one idempotency record stored is the anonymous principal's.
+    expect(await app.store.countIdempotencyRecords()).toBe(1);
+    expect(await app.store.getIdempotencyRecord('anonymous', 'runTask', 'anon-task')).toMatchObject({ principal: 'anonymous', jobId: job_id });
   });
 
   it('passes an HTTP basic credential to its handler as "user:pass" and uses the principal it returns', async () => {

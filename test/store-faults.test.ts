@@ -3,8 +3,10 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ALICE, countRows, tempDir } from './helpers.js';
-import { type DemoProcess, killDemoProcess, readJobRow, sleep, startDemoProcess, waitFor } from './worker-test-support.js';
+import { openSqliteEngine } from '../src/engine/open-engine.js';
+import type { Store } from '../src/store/store.js';
+import { ALICE, countStored, readStoreOn, tempDir } from './helpers.js';
+import { type DemoProcess, killDemoProcess, sleep, startDemoProcess, waitFor } from './worker-test-support.js';
 
 /*
  * Faults of the store, with the server as a real child process: another process holding the
@@ -37,11 +39,18 @@ async function expectUnavailable(response: Response): Promise<void> {
 
 describe('store faults', () => {
   const processes: DemoProcess[] = [];
-  const cleanups: Array<() => void> = [];
+  const cleanups: Array<() => unknown> = [];
   afterEach(async () => {
     for (const demo of processes.splice(0)) await killDemoProcess(demo);
-    for (const cleanup of cleanups.splice(0).reverse()) cleanup();
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   });
+
+  /** A job engine of the test's own on the file the server processes write: it reads what they committed. */
+  async function readerOf(dbPath: string): Promise<Store> {
+    const reader = await openSqliteEngine(dbPath);
+    cleanups.push(() => reader.close());
+    return reader;
+  }
 
   async function serve(env: Record<string, string>, options: Parameters<typeof startDemoProcess>[2] = {}): Promise<DemoProcess & { address: string }> {
     const demo = await startDemoProcess('serve', env, options);
@@ -87,7 +96,7 @@ describe('store faults', () => {
     } finally {
       if (blocker.inTransaction) blocker.exec('ROLLBACK');
     }
-    expect(countRows(tmp.dbPath)).toEqual({ jobs: 2, keys: 2 });
+    expect(await readStoreOn(tmp.dbPath, countStored)).toEqual({ jobs: 2, keys: 2 });
   });
 
   it('answers 503 store-unavailable, fails /readyz and logs at error once the database file is removed; nothing is acknowledged after it', async () => {
@@ -122,7 +131,7 @@ describe('store faults', () => {
 
     // A restart on the path finds a new, empty file: none of the refused submissions was kept or bound its key.
     const restarted = await serve({ DATABASE_URL: tmp.dbPath, WORKER_CONCURRENCY: '0' });
-    expect(countRows(tmp.dbPath)).toEqual({ jobs: 0, keys: 0 });
+    expect(await readStoreOn(tmp.dbPath, countStored)).toEqual({ jobs: 0, keys: 0 });
     const again = await submit(restarted.address, 'after-removal-0');
     expect(again.status).toBe(202);
     expect(again.headers.get('idempotent-replayed')).toBeNull();
@@ -202,8 +211,9 @@ describe('store faults', () => {
       // Killed and restarted: every acknowledged job is there, and each key replays its job.
       await killDemoProcess(processes.pop());
       const restarted = await serve(env);
+      const reader = await readerOf(dbPath);
       for (const [key, jobId] of acknowledged) {
-        expect(readJobRow(dbPath, jobId)?.id).toBe(jobId);
+        expect((await reader.getJob('alice', jobId))?.id).toBe(jobId);
         const replay = await submit(restarted.address, key, key === 'after-space-freed' ? undefined : { title, rows: 5 });
         expect(replay.status).toBe(202);
         expect(replay.headers.get('idempotent-replayed')).toBe('true');
@@ -222,7 +232,9 @@ describe('store faults', () => {
     const accepted = await submit(owner.address, 'long-job', { title: 'long', rows: 4000 });
     expect(accepted.status).toBe(202);
     const jobId = ((await accepted.json()) as { job_id: string }).job_id;
-    await waitFor('the owner to start the job', () => (readJobRow(tmp.dbPath, jobId)?.status === 'running' ? true : undefined));
+    const reader = await readerOf(tmp.dbPath);
+    const stored = () => reader.getJob('alice', jobId);
+    await waitFor('the owner to start the job', async () => ((await stored())?.status === 'running' ? true : undefined));
 
     const ahead = await startDemoProcess(
       'worker',
@@ -231,10 +243,10 @@ describe('store faults', () => {
     );
     processes.push(ahead);
 
-    await waitFor('the job to finish', () => (readJobRow(tmp.dbPath, jobId)?.status === 'succeeded' ? true : undefined), 15_000, 50);
+    await waitFor('the job to finish', async () => ((await stored())?.status === 'succeeded' ? true : undefined), 15_000, 50);
     const runs = readFileSync(runLog, 'utf8').trim().split('\n');
     expect(runs).toEqual([`${jobId} 1 ${owner.child.pid}`]);
-    expect(readJobRow(tmp.dbPath, jobId)).toMatchObject({ status: 'succeeded', attempts: 1, fence: 1 });
+    expect(await stored()).toMatchObject({ status: 'succeeded', attempts: 1, fence: 1 });
     expect(ahead.logs().some((line) => line.msg.startsWith('took over a job'))).toBe(false);
   });
 });

@@ -1,6 +1,6 @@
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ALICE, countRows, startDemo, submitReport } from './helpers.js';
+import { ALICE, countStored, startDemo, submitReport } from './helpers.js';
 
 const UNAVAILABLE = 'urn:asyncfirst:problem:store-unavailable';
 const BODY = { title: 'Q3', rows: 5 };
@@ -40,20 +40,20 @@ describe('the store cannot take a write', () => {
     expectUnavailable(refused);
     expect(refused.headers.location).toBeUndefined();
     expect(refused.headers['x-job-id']).toBeUndefined();
-    expect(countRows(dbPath)).toEqual({ jobs: 0, keys: 0 });
+    expect(await countStored(app.store)).toEqual({ jobs: 0, keys: 0 });
 
     // A replay of the refused request is refused the same way while the lock is held.
     expectUnavailable(await submitReport(app, BODY, { 'idempotency-key': 'busy-1' }));
 
     lock.exec('ROLLBACK');
-    expect(countRows(dbPath)).toEqual({ jobs: 0, keys: 0 });
+    expect(await countStored(app.store)).toEqual({ jobs: 0, keys: 0 });
 
     // The key was not used up: the same key and body now create the job.
     const accepted = await submitReport(app, BODY, { 'idempotency-key': 'busy-1' });
     expect(accepted.statusCode).toBe(202);
     expect(accepted.headers['idempotent-replayed']).toBeUndefined();
     const jobId = accepted.json<{ job_id: string }>().job_id;
-    expect(countRows(dbPath)).toEqual({ jobs: 1, keys: 1 });
+    expect(await countStored(app.store)).toEqual({ jobs: 1, keys: 1 });
 
     const replay = await submitReport(app, BODY, { 'idempotency-key': 'busy-1' });
     expect(replay.statusCode).toBe(202);
@@ -69,14 +69,14 @@ describe('the store cannot take a write', () => {
     const answers = await Promise.all(Array.from({ length: 5 }, (_, i) => submitReport(app, BODY, { 'idempotency-key': `group-${i}` })));
     for (const answer of answers) expectUnavailable(answer);
     lock.exec('ROLLBACK');
-    expect(countRows(dbPath)).toEqual({ jobs: 0, keys: 0 });
+    expect(await countStored(app.store)).toEqual({ jobs: 0, keys: 0 });
 
     const retried = await Promise.all(Array.from({ length: 5 }, (_, i) => submitReport(app, BODY, { 'idempotency-key': `group-${i}` })));
     for (const answer of retried) {
       expect(answer.statusCode).toBe(202);
       expect(answer.headers['idempotent-replayed']).toBeUndefined();
     }
-    expect(countRows(dbPath)).toEqual({ jobs: 5, keys: 5 });
+    expect(await countStored(app.store)).toEqual({ jobs: 5, keys: 5 });
   });
 
   it('still answers GET /jobs/{id} while the write lock is held (reads do not wait for writers), but DELETE answers 503', async () => {

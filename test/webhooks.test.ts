@@ -1,7 +1,6 @@
 import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
 import http, { type IncomingHttpHeaders } from 'node:http';
 import net, { type AddressInfo } from 'node:net';
-import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AsyncFirstApp } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
@@ -10,8 +9,8 @@ import { CallbackPolicy } from '../src/delivery/callback-url.js';
 import { sendWebhook } from '../src/delivery/webhook-sender.js';
 import { signWebhook, verifyWebhook, WebhookVerificationError } from '../src/delivery/webhook-signature.js';
 import type { AnyHandler } from '../src/handlers.js';
-import type { DeliveryRow } from '../src/store/rows.js';
-import { ALICE, tempDir } from './helpers.js';
+import type { Store, WebhookDelivery } from '../src/store/store.js';
+import { ALICE, countStored, readStoreOn, tempDir } from './helpers.js';
 import { customApp, fetchJob, sleep, waitFor } from './worker-test-support.js';
 
 /*
@@ -113,24 +112,9 @@ interface WebhookEvent {
   data: JobView;
 }
 
-function readDeliveryRows(dbPath: string, jobId: string): DeliveryRow[] {
-  const db = new Database(dbPath, { readonly: true });
-  try {
-    return db.prepare<[string], DeliveryRow>('SELECT * FROM webhook_deliveries WHERE job_id = ? ORDER BY created_at').all(jobId);
-  } finally {
-    db.close();
-  }
-}
-
-function countRows(dbPath: string): { jobs: number; keys: number } {
-  const db = new Database(dbPath, { readonly: true });
-  try {
-    const jobs = db.prepare<[], { n: number }>('SELECT count(*) AS n FROM jobs').get()?.n ?? -1;
-    const keys = db.prepare<[], { n: number }>('SELECT count(*) AS n FROM idempotency_keys').get()?.n ?? -1;
-    return { jobs, keys };
-  } finally {
-    db.close();
-  }
+/** The webhook deliveries stored with one of alice's jobs, oldest first. */
+async function storedDeliveries(store: Store, jobId: string): Promise<WebhookDelivery[]> {
+  return (await store.getJob('alice', jobId))?.deliveries ?? [];
 }
 
 /** Callback URLs whose host is a non-public IPv4 address in another spelling, each refused at submission. */
@@ -276,7 +260,7 @@ describe('webhooks: signed, retried, durable deliveries of a job’s terminal ev
 
   it('POSTs a signed {type: job.succeeded, timestamp, data: job} to the Callback-URL, which verifyWebhook accepts and a tampered body fails', async () => {
     const hook = await receiver();
-    const { address, dbPath } = await listen();
+    const { app, address } = await listen();
     const id = await submitAccepted(address, 'hook-ok', `${hook.origin}/hook?tenant=7`);
 
     const [request] = (await requestCount(hook, 1)) as [Received];
@@ -307,15 +291,15 @@ describe('webhooks: signed, retried, durable deliveries of a job’s terminal ev
     const { deliveries: _deliveries, ...jobWithoutDeliveries } = job;
     expect(event.data).toEqual(jobWithoutDeliveries);
 
-    const rows = readDeliveryRows(dbPath, id);
+    const rows = await storedDeliveries(app.store, id);
     expect(rows).toHaveLength(1);
-    expect(rows[0]).toMatchObject({ id: request.headers['webhook-id'], url: `${hook.origin}/hook?tenant=7`, event_type: 'job.succeeded', status: 'succeeded' });
+    expect(rows[0]).toMatchObject({ id: request.headers['webhook-id'], url: `${hook.origin}/hook?tenant=7`, eventType: 'job.succeeded', status: 'succeeded' });
     expect(rows[0]?.payload).toBe(request.body);
   });
 
   it('retries a receiver that fails twice (503, 503, 200) with the same webhook-id, records success after 3 attempts, and never sends again', async () => {
     const hook = await receiver((index) => ({ status: index < 2 ? 503 : 200 }));
-    const { address, dbPath } = await listen();
+    const { app, address } = await listen();
     const id = await submitAccepted(address, 'hook-retry', `${hook.origin}/hook`);
 
     const requests = await requestCount(hook, 3);
@@ -335,9 +319,9 @@ describe('webhooks: signed, retried, durable deliveries of a job’s terminal ev
     // Many dispatcher polls later (20 ms each) nothing more was sent.
     await sleep(400);
     expect(hook.requests).toHaveLength(3);
-    const rows = readDeliveryRows(dbPath, id);
+    const rows = await storedDeliveries(app.store, id);
     expect(rows).toHaveLength(1);
-    expect(rows[0]).toMatchObject({ status: 'succeeded', attempts: 3, last_status: 200 });
+    expect(rows[0]).toMatchObject({ status: 'succeeded', attempts: 3, lastStatus: 200 });
   });
 
   it('honours Retry-After: after a 429 with Retry-After: 1 the next attempt comes at least a second later', async () => {
@@ -355,7 +339,7 @@ describe('webhooks: signed, retried, durable deliveries of a job’s terminal ev
 
   it('stops at once when the receiver answers 410 Gone: the delivery fails after 1 attempt', async () => {
     const hook = await receiver(() => ({ status: 410 }));
-    const { address, dbPath } = await listen();
+    const { app, address } = await listen();
     const id = await submitAccepted(address, 'hook-410', `${hook.origin}/hook`);
 
     const { delivery } = await settledDelivery(address, id);
@@ -363,7 +347,7 @@ describe('webhooks: signed, retried, durable deliveries of a job’s terminal ev
     expect(delivery.lastError).toMatch(/410/);
     await sleep(300);
     expect(hook.requests).toHaveLength(1);
-    expect(readDeliveryRows(dbPath, id)[0]).toMatchObject({ status: 'failed', attempts: 1, last_status: 410 });
+    expect((await storedDeliveries(app.store, id))[0]).toMatchObject({ status: 'failed', attempts: 1, lastStatus: 410 });
   });
 
   it('retries an attempt the receiver does not answer in time (timeout), with the same webhook-id, then delivers', async () => {
@@ -381,7 +365,7 @@ describe('webhooks: signed, retried, durable deliveries of a job’s terminal ev
 
   it('marks the delivery failed after the last attempt (webhookMaxAttempts 2), keeping the last status and error', async () => {
     const hook = await receiver(() => ({ status: 503 }));
-    const { address, dbPath } = await listen({ config: { webhookMaxAttempts: 2 } });
+    const { app, address } = await listen({ config: { webhookMaxAttempts: 2 } });
     const id = await submitAccepted(address, 'hook-exhausted', `${hook.origin}/hook`);
 
     const { delivery } = await settledDelivery(address, id);
@@ -391,7 +375,7 @@ describe('webhooks: signed, retried, durable deliveries of a job’s terminal ev
     await sleep(300);
     expect(hook.requests).toHaveLength(2);
     expect(new Set(hook.requests.map((request) => request.headers['webhook-id'])).size).toBe(1);
-    expect(readDeliveryRows(dbPath, id)[0]).toMatchObject({ status: 'failed', attempts: 2, max_attempts: 2, last_status: 503 });
+    expect((await storedDeliveries(app.store, id))[0]).toMatchObject({ status: 'failed', attempts: 2, maxAttempts: 2, lastStatus: 503 });
   });
 
   it('marks a delivery failed when every attempt times out (webhookMaxAttempts 2)', async () => {
@@ -434,7 +418,8 @@ describe('webhooks: signed, retried, durable deliveries of a job’s terminal ev
     expect(pending.status).toBe('pending');
     await first.app.close();
     expect(hook.requests).toHaveLength(1);
-    expect(readDeliveryRows(dbPath, id)[0]).toMatchObject({ status: 'pending', attempts: 1, last_status: 503 });
+    // The app has closed: read the file as another process would.
+    expect((await readStoreOn(dbPath, (store) => storedDeliveries(store, id)))[0]).toMatchObject({ status: 'pending', attempts: 1, lastStatus: 503 });
 
     const second = await listen({ dbPath });
     const [firstAttempt, retry] = (await requestCount(hook, 2)) as [Received, Received];
@@ -483,7 +468,7 @@ describe('webhooks: signed, retried, durable deliveries of a job’s terminal ev
 
   it('refuses non-public and non-http Callback-URLs with 400 callback-url-refused and stores no job (no allowlist)', async () => {
     // No worker: the one accepted job below must never be delivered to the public internet.
-    const { address, dbPath } = await listen({ config: { webhookAllowedHosts: '', workerConcurrency: 0 } });
+    const { app, address } = await listen({ config: { webhookAllowedHosts: '', workerConcurrency: 0 } });
     const refused = [
       'http://127.0.0.1/hook',
       'http://127.0.0.1:8080/hook',
@@ -512,16 +497,16 @@ describe('webhooks: signed, retried, durable deliveries of a job’s terminal ev
       expect(problem.status, url).toBe(400);
       expect(problem.detail, url).toMatch(/Callback-URL/);
     }
-    expect(countRows(dbPath)).toEqual({ jobs: 0, keys: 0 });
+    expect(await countStored(app.store)).toEqual({ jobs: 0, keys: 0 });
 
     // A public URL is accepted and stored with the job.
     const accepted = await submit(address, 'ssrf-public', 'https://hooks.example.com/asyncfirst');
     expect(accepted.status).toBe(202);
-    expect(countRows(dbPath)).toEqual({ jobs: 1, keys: 1 });
+    expect(await countStored(app.store)).toEqual({ jobs: 1, keys: 1 });
   });
 
   it('refuses any Callback-URL with 400 when WEBHOOK_SECRET is unset, and stores no job', async () => {
-    const { app, address, dbPath } = await listen({ config: { webhookSecret: '', webhookAllowedHosts: '127.0.0.1', workerConcurrency: 0 } });
+    const { app, address } = await listen({ config: { webhookSecret: '', webhookAllowedHosts: '127.0.0.1', workerConcurrency: 0 } });
     expect(app.dispatcher).toBeUndefined();
     for (const [index, url] of ['https://hooks.example.com/asyncfirst', 'http://127.0.0.1:9/hook'].entries()) {
       const response = await submit(address, `nosecret-${index}`, url);
@@ -531,40 +516,33 @@ describe('webhooks: signed, retried, durable deliveries of a job’s terminal ev
       expect(problem.type, url).toBe(`${PROBLEM_TYPE_BASE}callback-url-refused`);
       expect(problem.detail, url).toMatch(/WEBHOOK_SECRET/);
     }
-    expect(countRows(dbPath)).toEqual({ jobs: 0, keys: 0 });
+    expect(await countStored(app.store)).toEqual({ jobs: 0, keys: 0 });
     // The same submission without a Callback-URL is fine.
     expect((await submit(address, 'nosecret-plain', undefined)).status).toBe(202);
-    expect(countRows(dbPath)).toEqual({ jobs: 1, keys: 1 });
+    expect(await countStored(app.store)).toEqual({ jobs: 1, keys: 1 });
   });
   it.each(DISGUISED_NON_PUBLIC_URLS)('refuses Callback-URL %s (%s) with 400 callback-url-refused and stores no job', async (url) => {
-    const { address, dbPath } = await listen({ config: { webhookAllowedHosts: '', workerConcurrency: 0 } });
+    const { app, address } = await listen({ config: { webhookAllowedHosts: '', workerConcurrency: 0 } });
     const response = await submit(address, 'disguised', url);
     expect(response.status).toBe(400);
     expect(response.headers.get('content-type')).toMatch(/^application\/problem\+json/);
     const problem = (await response.json()) as { type: string; status: number; detail?: string };
     expect(problem).toMatchObject({ type: `${PROBLEM_TYPE_BASE}callback-url-refused`, status: 400 });
     expect(problem.detail).toMatch(/^Callback-URL points at .+, which is not a public address\.$/);
-    expect(countRows(dbPath)).toEqual({ jobs: 0, keys: 0 });
+    expect(await countStored(app.store)).toEqual({ jobs: 0, keys: 0 });
   });
 
   it('accepts a Callback-URL whose IPv6 literal embeds a public IPv4 address (NAT64 of 8.8.8.8), storing it with the job', async () => {
-    const { address, dbPath } = await listen({ config: { webhookAllowedHosts: '', workerConcurrency: 0 } });
+    const { app, address } = await listen({ config: { webhookAllowedHosts: '', workerConcurrency: 0 } });
     const response = await submit(address, 'nat64-public', 'http://[64:ff9b::8.8.8.8]/hook');
     expect(response.status).toBe(202);
     const { job_id } = (await response.json()) as { job_id: string };
-    expect(countRows(dbPath)).toEqual({ jobs: 1, keys: 1 });
-    const db = new Database(dbPath, { readonly: true });
-    try {
-      expect(db.prepare<[string], { callback_url: string | null }>('SELECT callback_url FROM jobs WHERE id = ?').get(job_id)).toEqual({
-        callback_url: 'http://[64:ff9b::8.8.8.8]/hook',
-      });
-    } finally {
-      db.close();
-    }
+    expect(await countStored(app.store)).toEqual({ jobs: 1, keys: 1 });
+    expect((await app.store.getJob('alice', job_id))?.callbackUrl).toBe('http://[64:ff9b::8.8.8.8]/hook');
   });
 
   it('refuses two Callback-URL header lines with 400 callback-url-refused, although each alone is accepted, and stores no job', async () => {
-    const { address, dbPath } = await listen({ config: { webhookAllowedHosts: '', workerConcurrency: 0 } });
+    const { app, address } = await listen({ config: { webhookAllowedHosts: '', workerConcurrency: 0 } });
     const body = JSON.stringify({ title: 'two lines', rows: 1 });
     const head = ['POST /reports HTTP/1.1', `Host: ${new URL(address).host}`, 'Content-Type: application/json', `Content-Length: ${Buffer.byteLength(body)}`];
     head.push('X-API-Key: key-a', 'Idempotency-Key: two-callback-lines', 'Connection: close');
@@ -576,11 +554,11 @@ describe('webhooks: signed, retried, durable deliveries of a job’s terminal ev
       status: 400,
       detail: 'Send one Callback-URL header line; this request has 2.',
     });
-    expect(countRows(dbPath)).toEqual({ jobs: 0, keys: 0 });
+    expect(await countStored(app.store)).toEqual({ jobs: 0, keys: 0 });
 
     const once = await rawExchange(address, [...head, 'Callback-URL: https://a.example.com/hook'], body);
     expect(once.status).toBe(202);
-    expect(countRows(dbPath)).toEqual({ jobs: 1, keys: 1 });
+    expect(await countStored(app.store)).toEqual({ jobs: 1, keys: 1 });
   });
 });
 

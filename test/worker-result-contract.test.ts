@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AsyncFirstApp } from '../src/app.js';
 import { submitReport, tempDir, waitForJob } from './helpers.js';
-import { customApp, readJobRow } from './worker-test-support.js';
+import { customApp, expectNoLease } from './worker-test-support.js';
 
 const RESULT_INVALID = 'urn:asyncfirst:problem:job-result-invalid';
 const VALID_REPORT = { title: 'Q3', format: 'csv', rowCount: 10, bytes: 120, sha256: 'ab'.repeat(32) };
@@ -23,7 +23,7 @@ describe("a job result is checked against the operation's 200 schema", () => {
     cleanup = undefined;
   });
 
-  /** Runs one createReport job whose handler returns `result`; gives the finished job and its stored row. */
+  /** Runs one createReport job whose handler returns `result`; gives the finished job as served and as stored. */
   async function runJobReturning(result: unknown, key: string) {
     const tmp = tempDir();
     cleanup = tmp.cleanup;
@@ -40,7 +40,9 @@ describe("a job result is checked against the operation's 200 schema", () => {
     expect(accepted.statusCode).toBe(202);
     const id = accepted.json<{ job_id: string }>().job_id;
     const job = (await waitForJob(app, id)) as JobView;
-    return { job, row: readJobRow(tmp.dbPath, id), calls: () => calls };
+    const row = await app.store.getJob('alice', id);
+    expect(row?.id).toBe(id);
+    return { job, row, calls: () => calls };
   }
 
   it('fails the job with job-result-invalid naming the violation when rowCount is a string, and stores no result', async () => {
@@ -55,8 +57,10 @@ describe("a job result is checked against the operation's 200 schema", () => {
     expect(job.error?.detail).toContain('/rowCount must be integer');
     // A broken result is a bug in the handler: it is not retried.
     expect(calls()).toBe(1);
-    expect(row).toMatchObject({ status: 'failed', attempts: 1, result: null, lease_owner: null });
-    expect(JSON.parse(row?.error ?? 'null')).toEqual(job.error);
+    expect(row).toMatchObject({ status: 'failed', attempts: 1 });
+    expect(row?.result).toBeUndefined();
+    expectNoLease(row);
+    expect(row?.error).toEqual(job.error);
   });
 
   it('names a missing required property and an undeclared one', async () => {
@@ -66,14 +70,14 @@ describe("a job result is checked against the operation's 200 schema", () => {
     expect(job.error?.type).toBe(RESULT_INVALID);
     expect(job.error?.detail).toContain('/sha256 is required');
     expect(job.error?.detail).toContain('/extra is not allowed');
-    expect(row?.result).toBeNull();
+    expect(row?.result).toBeUndefined();
   });
 
   it('fails a job whose handler returns nothing at all', async () => {
     const { job, row } = await runJobReturning(undefined, 'no-result');
     expect(job.status).toBe('failed');
     expect(job.error?.type).toBe(RESULT_INVALID);
-    expect(row?.result).toBeNull();
+    expect(row?.result).toBeUndefined();
   });
 
   it('stores a result that matches the schema and shows it as the job result', async () => {
@@ -82,6 +86,6 @@ describe("a job result is checked against the operation's 200 schema", () => {
     expect(job.error).toBeUndefined();
     expect(job.result).toEqual(VALID_REPORT);
     expect(JSON.parse(row?.result ?? 'null')).toEqual(VALID_REPORT);
-    expect(row?.error).toBeNull();
+    expect(row?.error).toBeUndefined();
   });
 });

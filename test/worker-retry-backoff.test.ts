@@ -5,7 +5,7 @@ import type { AsyncFirstConfig } from '../src/config.js';
 import { type AnyHandler, PermanentJobError } from '../src/handlers.js';
 import { retryDelayMs } from '../src/worker/backoff.js';
 import { ALICE, submitReport, tempDir, waitForJob } from './helpers.js';
-import { customApp, readJobRow, waitFor } from './worker-test-support.js';
+import { customApp, expectNoLease, waitFor } from './worker-test-support.js';
 
 const HANDLER_FAILED = 'urn:asyncfirst:problem:job-handler-failed';
 
@@ -50,7 +50,7 @@ describe('worker retries with backoff', () => {
 
   it('retries a handler that throws twice and ends succeeded on attempt 3, showing queued + last error + a future nextAttemptAt in between', async () => {
     const attempts: number[] = [];
-    const { app: running, dbPath } = await start(
+    const { app: running } = await start(
       async (_input, context) => {
         const attempt = context.job?.attempt ?? 0;
         attempts.push(attempt);
@@ -82,9 +82,11 @@ describe('worker retries with backoff', () => {
       const nextAttemptAt = Date.parse(view.nextAttemptAt ?? '');
       expect(nextAttemptAt).toBeGreaterThan(askedAt);
       expect(nextAttemptAt).toBeGreaterThan(Date.parse(view.updatedAt));
-      const row = readJobRow(dbPath, id);
-      expect(row).toMatchObject({ status: 'queued', attempts: failedAttempt, lease_owner: null, lease_expires_at: null, result: null });
-      expect(row?.run_at).toBe(nextAttemptAt);
+      const stored = await running.store.getJob('alice', id);
+      expect(stored).toMatchObject({ status: 'queued', attempts: failedAttempt });
+      expectNoLease(stored);
+      expect(stored?.result).toBeUndefined();
+      expect(stored?.runAt).toBe(nextAttemptAt);
     }
 
     const done = (await waitForJob(running, id)) as JobView;
@@ -94,14 +96,16 @@ describe('worker retries with backoff', () => {
     expect(done.nextAttemptAt).toBeUndefined();
     expect(done.result).toEqual({ title: 'retried', format: 'csv', rowCount: 1, bytes: 1, sha256: 'a'.repeat(64) });
     expect(attempts).toEqual([1, 2, 3]);
-    const row = readJobRow(dbPath, id);
-    expect(row).toMatchObject({ status: 'succeeded', attempts: 3, error: null, lease_owner: null });
-    expect(JSON.parse(row?.result ?? 'null')).toEqual(done.result);
+    const stored = await running.store.getJob('alice', id);
+    expect(stored).toMatchObject({ status: 'succeeded', attempts: 3 });
+    expect(stored?.error).toBeUndefined();
+    expectNoLease(stored);
+    expect(JSON.parse(stored?.result ?? 'null')).toEqual(done.result);
   });
 
   it('fails a handler that always throws after the per-operation maxAttempts, with job-handler-failed details and no stack trace', async () => {
     let calls = 0;
-    const { app: running, dbPath } = await start(
+    const { app: running } = await start(
       async () => {
         calls++;
         throw new Error('the report source is unreachable');
@@ -129,16 +133,18 @@ describe('worker retries with backoff', () => {
 
     const response = await running.server.inject({ method: 'GET', url: `/jobs/${id}`, headers: ALICE });
     expect(response.body).not.toMatch(/stack|\n\s+at |worker-retry-backoff|\.ts:\d+/);
-    const row = readJobRow(dbPath, id);
-    expect(row).toMatchObject({ status: 'failed', attempts: 3, max_attempts: 3, result: null, lease_owner: null });
-    expect(row?.finished_at).not.toBeNull();
-    expect(row?.error).not.toMatch(/stack|\n\s+at |\.ts:\d+/);
-    expect(JSON.parse(row?.error ?? 'null')).toEqual(done.error);
+    const stored = await running.store.getJob('alice', id);
+    expect(stored).toMatchObject({ status: 'failed', attempts: 3, maxAttempts: 3 });
+    expect(stored?.result).toBeUndefined();
+    expectNoLease(stored);
+    expect(stored?.finishedAt).toBeDefined();
+    expect(JSON.stringify(stored?.error)).not.toMatch(/stack|\n\s+at |\.ts:\d+/);
+    expect(stored?.error).toEqual(done.error);
   });
 
   it('fails a job at once, on attempt 1, when its handler throws PermanentJobError', async () => {
     let calls = 0;
-    const { app: running, dbPath } = await start(async () => {
+    const { app: running } = await start(async () => {
       calls++;
       throw new PermanentJobError('the title names a report that does not exist');
     });
@@ -153,7 +159,9 @@ describe('worker retries with backoff', () => {
     expect(done.maxAttempts).toBe(5);
     expect(done.error).toMatchObject({ type: HANDLER_FAILED, detail: 'the title names a report that does not exist', attempt: 1 });
     expect(calls).toBe(1);
-    expect(readJobRow(dbPath, id)).toMatchObject({ status: 'failed', attempts: 1, lease_owner: null });
+    const stored = await running.store.getJob('alice', id);
+    expect(stored).toMatchObject({ status: 'failed', attempts: 1 });
+    expectNoLease(stored);
   });
 });
 

@@ -1,6 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import Database from 'better-sqlite3';
 import { expect } from 'vitest';
 import { type AsyncFirstApp, createAsyncFirst, type OperationOptions } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
@@ -8,55 +7,22 @@ import { demoSecurity, parseApiKeys, reportHandlers } from '../src/demo/service.
 import { openSqliteEngine } from '../src/engine/open-engine.js';
 import type { AnyHandler } from '../src/handlers.js';
 import { machineLeaseClock } from '../src/store/sqlite/lease-clock.js';
-import type { Store } from '../src/store/store.js';
+import type { JobRecord, Store } from '../src/store/store.js';
 import { ALICE, API_KEYS } from './helpers.js';
 
 /*
  * Support for the worker, lease, cancel, shutdown and crash tests: an app on the demo contract
- * with a job handler of the test's choosing, the stored job row, and the demo as a child process.
+ * with a job handler of the test's choosing, the stored job's lease, and the demo as a child process.
  */
 
 export const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const CONTRACT_PATH = fileURLToPath(new URL('../openapi.yaml', import.meta.url));
 
-/** The row of the `jobs` table, as stored. */
-export interface StoredJobRow {
-  id: string;
-  principal: string;
-  operation: string;
-  status: string;
-  attempts: number;
-  max_attempts: number;
-  run_at: number;
-  lease_owner: string | null;
-  lease_epoch: string | null;
-  lease_expires_at: number | null;
-  fence: number;
-  cancel_requested: number;
-  result: string | null;
-  error: string | null;
-  finished_at: number | null;
-  updated_at: number;
-}
-
-/** Reads one job row with a separate read-only connection. */
-export function readJobRow(dbPath: string, id: string): StoredJobRow | undefined {
-  const db = new Database(dbPath, { readonly: true });
-  try {
-    return db.prepare<[string], StoredJobRow>('SELECT * FROM jobs WHERE id = ?').get(id);
-  } finally {
-    db.close();
-  }
-}
-
-/** Reads every job row with a separate read-only connection. */
-export function readAllJobRows(dbPath: string): StoredJobRow[] {
-  const db = new Database(dbPath, { readonly: true });
-  try {
-    return db.prepare<[], StoredJobRow>('SELECT * FROM jobs ORDER BY seq').all();
-  } finally {
-    db.close();
-  }
+/** Asserts that a stored job holds no lease: no worker owns it and no lease time runs. */
+export function expectNoLease(job: JobRecord | undefined): void {
+  expect(job).toBeDefined();
+  expect(job?.leaseOwner).toBeUndefined();
+  expect(job?.leaseExpiresInMs).toBeUndefined();
 }
 
 /**
