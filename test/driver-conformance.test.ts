@@ -589,6 +589,60 @@ describe.each(DRIVERS)('the $name driver', ({ database }) => {
     expect(await engine.getIdempotencyRecord('alice', 'createReport', 'c5')).toBeUndefined();
     expect(await engine.countIdempotencyRecords()).toBe(4);
   });
+
+  it('queues a failed or canceled job again as new (same id, fresh attempts, job.queued), refuses the others, and scopes it to a principal unless none is given', async () => {
+    const engine = await setup();
+    const failed = await acceptOne(engine, 'failed', { callbackUrl: 'https://hooks.example.com/done' });
+    const claimed = await claimOne(engine);
+    await engine.reportProgress(failed, claimed.fence, { percent: 40 }, Date.now());
+    expect(await engine.finishJob(failed, claimed.fence, { status: 'failed', error: problem('jobHandlerFailed', 'boom') }, Date.now())).toBe(true);
+    let queued = 0;
+    const changed = new Set<string>();
+    engine.onJobsQueued(() => queued++);
+    engine.onJobsChanged((ids) => {
+      for (const id of ids) changed.add(id);
+    });
+
+    expect(await engine.retryEndedJob('bob', failed, Date.now())).toEqual({ kind: 'not-found' });
+    const now = Date.now();
+    const retried = await engine.retryEndedJob('alice', failed, now);
+    expect(retried).toMatchObject({ kind: 'queued', job: { id: failed, status: 'queued', attempts: 0, maxAttempts: 3, version: 4, runAt: now } });
+    const job = await engine.getJob('alice', failed);
+    expect(job).toMatchObject({ status: 'queued', attempts: 0, cancelRequested: false, fence: claimed.fence });
+    expect(job?.error).toBeUndefined();
+    expect(job?.progress).toBeUndefined();
+    expect(job?.finishedAt).toBeUndefined();
+    expect(queued).toBeGreaterThan(0);
+    expect(changed.has(failed)).toBe(true);
+    const events = (await engine.getJobEvents('alice', failed, 0))?.events ?? [];
+    expect(events.map((event) => [event.id, event.type])).toEqual([
+      [1, 'job.running'],
+      [2, 'job.progress'],
+      [3, 'job.failed'],
+      [4, 'job.queued'],
+    ]);
+    expect(JSON.parse(events[3]?.data as string)).toMatchObject({ id: failed, status: 'queued', attempts: 0 });
+    // Repeating the retry changes nothing: the job is queued now.
+    expect(await engine.retryEndedJob('alice', failed, Date.now())).toMatchObject({ kind: 'not-retryable', job: { status: 'queued', version: 4 } });
+
+    // It runs again as a new job would: claimed with a new fence, and its new ending has a webhook delivery of its own.
+    const again = await claimOne(engine);
+    expect(again).toMatchObject({ id: failed, attempts: 1, fence: claimed.fence + 1 });
+    expect(await engine.retryEndedJob('alice', failed, Date.now())).toMatchObject({ kind: 'not-retryable', job: { status: 'running' } });
+    expect(await engine.finishJob(failed, again.fence, { status: 'succeeded', result: '{"ok":true}' }, Date.now())).toBe(true);
+    const succeeded = await engine.getJob('alice', failed);
+    expect(succeeded?.deliveries?.map((delivery) => delivery.eventType)).toEqual(['job.failed', 'job.succeeded']);
+    expect(await engine.retryEndedJob('alice', failed, Date.now())).toMatchObject({ kind: 'not-retryable', job: { status: 'succeeded' } });
+
+    // A canceled job, retried with no principal (an operator), by another process.
+    const canceled = await acceptOne(engine, 'canceled', { principal: 'bob', now: Date.now() + 60_000 });
+    expect((await engine.cancelJob('bob', canceled, Date.now())).kind).toBe('canceled');
+    const other = await open();
+    expect(await other.retryEndedJob(undefined, canceled, Date.now())).toMatchObject({ kind: 'queued', job: { principal: 'bob', status: 'queued' } });
+    expect(await other.retryEndedJob(undefined, '01ARZ3NDEKTSV4RRFFQ69G5FAV', Date.now())).toEqual({ kind: 'not-found' });
+    expect((await engine.getJob('bob', canceled))?.error).toBeUndefined();
+    expect((await claimOne(engine)).id).toBe(canceled);
+  });
 });
 
 describe('cross-process announcements (PostgreSQL LISTEN/NOTIFY)', () => {

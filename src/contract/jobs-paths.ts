@@ -123,6 +123,28 @@ export function jobsPaths(security: Record<string, string[]>[] | undefined): Rec
         },
       },
     },
+    '/jobs/{id}/retry': {
+      parameters: [{ $ref: '#/components/parameters/JobId' }],
+      post: {
+        ...common,
+        operationId: 'retryJob',
+        summary: 'Queue a failed or canceled job again: the same id, a fresh attempt budget, a job.queued event',
+        description:
+          'The job runs again as a new job would: its waiters, event streams and webhook (a new delivery when it ends) see it. ' +
+          "Safe to repeat: once queued, a repeat answers 409 and changes nothing. Operators may retry every principal's jobs.",
+        responses: {
+          '202': {
+            description: 'The job is queued again.',
+            headers: { Location: header('JobLocation'), 'Retry-After': header('RetryAfter') },
+            content: json('Job'),
+          },
+          ...unauthorized,
+          '404': response('NotFound'),
+          '409': { description: 'The job is queued, running or succeeded (`job-not-retryable`; `jobStatus` says which).', content: problem },
+          '503': response('ServiceUnavailable'),
+        },
+      },
+    },
     '/jobs/{id}/events': {
       parameters: [{ $ref: '#/components/parameters/JobId' }],
       get: {

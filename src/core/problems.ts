@@ -18,6 +18,7 @@ export const PROBLEMS = {
   methodNotAllowed: { slug: 'method-not-allowed', title: 'Method not allowed', status: 405 },
   requestTimeout: { slug: 'request-timeout', title: 'Request not received in time', status: 408 },
   jobFinished: { slug: 'job-finished', title: 'Job already finished', status: 409 },
+  jobNotRetryable: { slug: 'job-not-retryable', title: 'Job not failed or canceled', status: 409 },
   payloadTooLarge: { slug: 'payload-too-large', title: 'Request body too large', status: 413 },
   unsupportedMediaType: { slug: 'unsupported-media-type', title: 'Unsupported media type', status: 415 },
   expectationFailed: { slug: 'expectation-failed', title: 'Expectation failed', status: 417 },

@@ -18,6 +18,7 @@ import type {
   JobQuery,
   JobRecord,
   LeaseState,
+  RetryEndedOutcome,
   Store,
   StoreFault,
   WebhookDelivery,
@@ -149,6 +150,10 @@ export class JobEngine implements Store {
 
   cancelJob(principal: string, id: string, now: number): Promise<CancelOutcome> {
     return this.driver.cancelJob(principal, id, now);
+  }
+
+  retryEndedJob(principal: string | undefined, id: string, now: number): Promise<RetryEndedOutcome> {
+    return this.driver.retryEndedJob(principal, id, now);
   }
 
   claimJobs(claim: ClaimRequest): Promise<ClaimedJob[]> {

@@ -121,6 +121,23 @@ export function registerJobRoutes(server: FastifyInstance, deps: JobRouteDeps): 
     await deps.streams.handle(request, reply, notFound);
   });
 
+  server.post<{ Params: { id: string } }>('/jobs/:id/retry', { onRequest }, async (request, reply) => {
+    const { id } = request.params;
+    if (!JOB_ID_PATTERN.test(id)) throw notFound(id);
+    const outcome = await deps.store.retryEndedJob(await scopeOf(request), id, Date.now());
+    switch (outcome.kind) {
+      case 'not-found':
+        throw notFound(id);
+      case 'not-retryable':
+        throw new ProblemError('jobNotRetryable', `Job ${id} is ${outcome.job.status}; only a failed or canceled job can be retried.`, {
+          extra: { jobStatus: outcome.job.status },
+        });
+      case 'queued':
+        reply.header('location', `/jobs/${id}`);
+        return send(reply, 202, outcome.job);
+    }
+  });
+
   server.delete<{ Params: { id: string } }>('/jobs/:id', { onRequest }, async (request, reply) => {
     const { id } = request.params;
     if (!JOB_ID_PATTERN.test(id)) throw notFound(id);

@@ -122,6 +122,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   methodsByPath.set('/jobs/:id', new Set(['GET', 'HEAD', 'DELETE']));
   methodsByPath.set('/jobs/:id/result', new Set(['GET', 'HEAD']));
   methodsByPath.set('/jobs/:id/events', new Set(['GET', 'HEAD']));
+  methodsByPath.set('/jobs/:id/retry', new Set(['POST']));
 
   // Known path, other method: 405 with Allow, not 404.
   for (const [url, methods] of methodsByPath) {

@@ -13,6 +13,7 @@ import type {
   JobProgress,
   JobRecord,
   LeaseState,
+  RetryEndedOutcome,
   StoreFault,
   WebhookDelivery,
 } from './store.js';
@@ -152,6 +153,8 @@ export interface Driver {
   // --- the life of a job ----------------------------------------------------------------
   /** Cancels a queued job (it ends canceled), or flags a running one (`signalled`). */
   cancelJob(principal: string, id: string, now: number): Promise<CancelOutcome>;
+  /** Queues a failed or canceled job again (attempts 0, no result, error or progress, due now), recording job.queued. `principal` undefined: any principal's. */
+  retryEndedJob(principal: string | undefined, id: string, now: number): Promise<RetryEndedOutcome>;
   /**
    * Ends abandoned jobs that were being canceled (canceled) or have no attempts left (failed),
    * then claims up to `limit`: abandoned jobs first (their lease expired), then due queued jobs,

@@ -19,6 +19,11 @@ export interface Store {
   /** Cancels a queued job, or flags a running one so its handler is aborted. */
   cancelJob(principal: string, id: string, now: number): Promise<CancelOutcome>;
   /**
+   * Queues a failed or canceled job again, as new: the same id, a fresh attempt budget, no result or
+   * error, due now, and a job.queued event. `principal` undefined: any principal's job (operators).
+   */
+  retryEndedJob(principal: string | undefined, id: string, now: number): Promise<RetryEndedOutcome>;
+  /**
    * Claims up to `limit` runnable jobs (queued and due, or running with an expired lease). Abandoned
    * jobs with no attempts left fail (job-lease-expired); abandoned ones whose cancel was asked end canceled.
    */
@@ -219,6 +224,9 @@ export type CancelOutcome =
   | { kind: 'signalled'; job: JobRecord }
   | { kind: 'finished'; job: JobRecord }
   | { kind: 'not-found' };
+
+/** How a retry of an ended job went: queued again, refused (it is queued, running or succeeded: `job` says), or no such job for this principal. */
+export type RetryEndedOutcome = { kind: 'queued'; job: JobRecord } | { kind: 'not-retryable'; job: JobRecord } | { kind: 'not-found' };
 
 export interface ClaimRequest {
   owner: string;

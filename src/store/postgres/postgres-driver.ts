@@ -27,6 +27,7 @@ import {
   type JobProgress,
   type JobRecord,
   type LeaseState,
+  type RetryEndedOutcome,
   StoreUnavailableError,
   type WebhookDelivery,
 } from '../store.js';
@@ -490,6 +491,19 @@ export class PostgresDriver implements Driver {
         const job = jobOf(row);
         if (isFinished(job.status) || attempt >= 10) return { kind: 'finished', job };
       }
+    });
+  }
+
+  retryEndedJob(principal: string | undefined, id: string, now: number): Promise<RetryEndedOutcome> {
+    return this.transaction(async (query, changes) => {
+      const [row] = await query<PostgresJobRow>(SQL.retryEndedJob, [id, principal ?? null, now]);
+      if (row) {
+        changes.queued = true;
+        const [job] = await this.record(query, changes, [{ row, type: 'job.queued' }], now);
+        return { kind: 'queued', job: job as JobRecord };
+      }
+      const [current] = await query<PostgresJobRow>(SQL.getJobOfScope, [id, principal ?? null]);
+      return current ? { kind: 'not-retryable', job: jobOf(current) } : { kind: 'not-found' };
     });
   }
 

@@ -194,6 +194,16 @@ export const SQL = {
     `UPDATE jobs SET cancel_requested = true, updated_at = $1 WHERE id = $2 AND principal = $3 AND status = 'running' RETURNING ${JOB_COLUMNS}`,
   ),
 
+  /** An ended (failed or canceled) job queued again as new: same id and fence count, a fresh attempt budget. $1 id, $2 principal (null: any), $3 now. */
+  retryEndedJob: statement(
+    'retry_ended_job',
+    `UPDATE jobs SET version = version + 1, status = 'queued', attempts = 0, cancel_requested = false, progress = NULL, result = NULL, result_location = NULL,
+       error = NULL, run_at = $3, updated_at = $3, finished_at = NULL, ${NO_LEASE}
+     WHERE id = $1 AND ($2::text IS NULL OR principal = $2) AND status IN ('failed', 'canceled')
+     RETURNING ${JOB_COLUMNS}`,
+  ),
+  getJobOfScope: statement('get_job_of_scope', `SELECT ${JOB_COLUMNS} FROM jobs WHERE id = $1 AND ($2::text IS NULL OR principal = $2)`),
+
   // --- claiming and leasing (a lease has expired when lease_expires_at <= DB_NOW) ---------
   /**
    * One claim, in one statement (one round trip): abandoned jobs (their lease expired) whose

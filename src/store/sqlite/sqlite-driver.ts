@@ -30,6 +30,7 @@ import {
   type JobProgress,
   type JobRecord,
   type LeaseState,
+  type RetryEndedOutcome,
   StoreUnavailableError,
   type WebhookDelivery,
 } from '../store.js';
@@ -319,6 +320,19 @@ export class SqliteDriver implements Driver {
       }
       const row = this.sql.getJob.get(id, principal);
       return row ? { kind: 'finished', job: this.jobOf(row) } : { kind: 'not-found' };
+    });
+  }
+
+  retryEndedJob(principal: string | undefined, id: string, now: number): Promise<RetryEndedOutcome> {
+    return this.write(() => {
+      const scope = { id, principal: principal ?? null };
+      const row = this.sql.retryEndedJob.get({ ...scope, now });
+      if (row) {
+        this.jobsQueuedInGroup = true;
+        return { kind: 'queued', job: this.recordChange(row, 'job.queued', now) };
+      }
+      const current = this.sql.getJobOfScope.get(scope);
+      return current ? { kind: 'not-retryable', job: this.jobOf(current) } : { kind: 'not-found' };
     });
   }
 

@@ -97,6 +97,17 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
       `UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ? AND principal = ? AND status = 'running'`,
     ),
 
+    /** An ended (failed or canceled) job queued again as new: same id and fence count, a fresh attempt budget. A null principal: any. */
+    retryEndedJob: db.prepare<[{ id: string; principal: string | null; now: number }], SqliteJobRow>(
+      `UPDATE jobs SET version = version + 1, status = 'queued', attempts = 0, cancel_requested = 0, progress = NULL, result = NULL, result_location = NULL,
+         error = NULL, run_at = @now, updated_at = @now, finished_at = NULL, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL
+       WHERE id = @id AND (@principal IS NULL OR principal = @principal) AND status IN ('failed', 'canceled')
+       RETURNING ${JOB_COLUMNS}`,
+    ),
+    getJobOfScope: db.prepare<[{ id: string; principal: string | null }], SqliteJobRow>(
+      `SELECT ${JOB_COLUMNS} FROM jobs WHERE id = @id AND (@principal IS NULL OR principal = @principal)`,
+    ),
+
     // --- claiming and leasing -----------------------------------------------------------
     // A lease has expired when it was taken on another clock (another boot: see lease-clock.ts)
     // or its expiry on this clock has passed. Parameters: (lease clock epoch, lease clock now).
