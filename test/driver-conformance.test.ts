@@ -555,7 +555,7 @@ describe.each(DRIVERS)('the $name driver', ({ database }) => {
     expect(await engine.countJobs()).toEqual([]);
     expect(await engine.countIdempotencyRecords()).toBe(0);
     const now = Date.now();
-    const first = await acceptOne(engine, 'c1', { now: now - 10 });
+    const first = await acceptOne(engine, 'c1', { now: now - 10, keyExpiresAt: now + 60_000 });
     await acceptOne(engine, 'c2');
     await acceptOne(engine, 'c3', { principal: 'bob' });
     await acceptOne(engine, 'c4', { operation: 'other' });
