@@ -57,6 +57,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/jobs/counts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * How many jobs there are of each operation in each state (operators only)
+         * @description Kept by the database as jobs change (no job is counted per request) and served for COUNTS_CACHE_MS, so dashboards and scrapes may poll it.
+         */
+        get: operations["countJobs"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/jobs/{id}": {
         parameters: {
             query?: never;
@@ -209,6 +229,19 @@ export interface components {
             jobs: components["schemas"]["Job"][];
             /** @description Pass as `cursor` for the next page; absent on the last page. */
             nextCursor?: string;
+        };
+        JobCounts: {
+            /** @description Jobs per operation and state, by operation then state; a pair with no jobs is left out. */
+            counts: {
+                operation: string;
+                status: components["schemas"]["JobStatus"];
+                count: number;
+            }[];
+            /**
+             * Format: date-time
+             * @description When they were read (they are served for COUNTS_CACHE_MS).
+             */
+            asOf: string;
         };
         JobAccepted: {
             /** @enum {string} */
@@ -512,6 +545,37 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthorized"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    countJobs: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The counts. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobCounts"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description The caller is not an operator (`forbidden`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             503: components["responses"]["ServiceUnavailable"];
         };
     };

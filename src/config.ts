@@ -58,6 +58,8 @@ export interface AsyncFirstConfig {
   sseHeartbeatMs: number;
   /** ADMIN_PRINCIPALS: comma-separated principals who are operators: they list, count and retry every principal's jobs. */
   adminPrincipals: string;
+  /** COUNTS_CACHE_MS: how long the job counts (GET /jobs/counts) are served before the store is read again. */
+  countsCacheMs: number;
   /** WEBHOOK_SECRET: comma-separated whsec_… secrets; every delivery is signed with each (rotation). */
   webhookSecret: string;
   /** WEBHOOK_ALLOWED_HOSTS: comma-separated host names or CIDRs that callbacks may reach although not public. */
@@ -102,6 +104,7 @@ export const DEFAULT_CONFIG: AsyncFirstConfig = {
   sseMaxStreamsPerPrincipal: 10,
   sseHeartbeatMs: 15_000,
   adminPrincipals: '',
+  countsCacheMs: 2000,
   webhookSecret: '',
   webhookAllowedHosts: '',
   webhookTimeoutMs: 10_000,
@@ -140,6 +143,7 @@ const ENV_NAMES: Record<keyof AsyncFirstConfig, string> = {
   sseMaxStreamsPerPrincipal: 'SSE_MAX_STREAMS_PER_PRINCIPAL',
   sseHeartbeatMs: 'SSE_HEARTBEAT_MS',
   adminPrincipals: 'ADMIN_PRINCIPALS',
+  countsCacheMs: 'COUNTS_CACHE_MS',
   webhookSecret: 'WEBHOOK_SECRET',
   webhookAllowedHosts: 'WEBHOOK_ALLOWED_HOSTS',
   webhookTimeoutMs: 'WEBHOOK_TIMEOUT_MS',

@@ -643,6 +643,64 @@ describe.each(DRIVERS)('the $name driver', ({ database }) => {
     expect((await engine.getJob('bob', canceled))?.error).toBeUndefined();
     expect((await claimOne(engine)).id).toBe(canceled);
   });
+
+  it('keeps the counts right through every change — batches, claims, takeovers, abandonment, cancels, retries, releases, sweeps — from two processes', async () => {
+    const engine = await setup();
+    const other = await open();
+    /** What the counts must be: every job, listed and counted by hand. */
+    const counted = async () => {
+      const tally = new Map<string, number>();
+      let cursor: string | undefined;
+      do {
+        const page = await engine.listJobs({ limit: 200, ...(cursor === undefined ? {} : { cursor }) });
+        for (const job of page.jobs) tally.set(`${job.operation}|${job.status}`, (tally.get(`${job.operation}|${job.status}`) ?? 0) + 1);
+        cursor = page.nextCursor;
+      } while (cursor !== undefined);
+      return [...tally]
+        .map(([pair, count]) => {
+          const [operation = '', status = ''] = pair.split('|');
+          return { operation, status, count };
+        })
+        .sort((a, b) => (a.operation === b.operation ? (a.status < b.status ? -1 : 1) : a.operation < b.operation ? -1 : 1));
+    };
+    const check = async () => {
+      const expected = await counted();
+      expect(await engine.countJobs()).toEqual(expected);
+      expect(await other.countJobs()).toEqual(expected);
+    };
+
+    const now = Date.now();
+    await Promise.all(
+      Array.from({ length: 6 }, (_, i) => engine.acceptJob(acceptRequest(`b${i}`, { now: now - 100 + i, operation: i % 2 ? 'other' : 'createReport' }))),
+    );
+    await Promise.all(Array.from({ length: 3 }, (_, i) => other.acceptJob(acceptRequest(`o${i}`, { now: now - 50 + i, principal: 'bob' }))));
+    await check();
+    const [first, second, third, fourth] = await engine.claimJobs({ owner: 'a', limit: 4, now: Date.now(), leaseMs: 30_000 });
+    await check();
+    await engine.reportProgress(first?.id as string, first?.fence as number, { percent: 5 }, Date.now());
+    await engine.renewLease(first?.id as string, first?.fence as number, 30_000, Date.now());
+    await Promise.all([
+      engine.finishJob(first?.id as string, first?.fence as number, { status: 'succeeded', result: '{}' }, Date.now()),
+      engine.finishJob(second?.id as string, second?.fence as number, { status: 'failed', error: problem('jobHandlerFailed', 'x') }, Date.now()),
+    ]);
+    await other.retryJob(third?.id as string, third?.fence as number, problem('jobHandlerFailed', 'again'), Date.now(), Date.now());
+    await other.releaseJob(fourth?.id as string, fourth?.fence as number, Date.now());
+    await check();
+    await other.cancelJob('alice', (await engine.listJobs({ statuses: ['queued'], limit: 1 })).jobs[0]?.id as string, Date.now());
+    const running = await claimOne(other, 'b', 1);
+    await other.cancelJob(running.principal, running.id, Date.now());
+    await sleep(20);
+    // The lapsed lease of a job being canceled ends it canceled; another lapsed one is taken over.
+    await claimOne(engine, 'c', 1);
+    await sleep(20);
+    await engine.claimJobs({ owner: 'd', limit: 10, now: Date.now(), leaseMs: 30_000 });
+    await check();
+    expect((await engine.retryEndedJob(undefined, second?.id as string, Date.now())).kind).toBe('queued');
+    await check();
+    await engine.sweep(Date.now() + 1, Date.now() + 1);
+    await check();
+    expect(await engine.countJobs()).not.toEqual([]);
+  });
 });
 
 describe('cross-process announcements (PostgreSQL LISTEN/NOTIFY)', () => {

@@ -74,6 +74,23 @@ export const JobPageSchema = {
   },
 } as const;
 
+export const JobCountsSchema = {
+  type: 'object',
+  required: ['counts', 'asOf'],
+  properties: {
+    counts: {
+      type: 'array',
+      description: 'Jobs per operation and state, by operation then state; a pair with no jobs is left out.',
+      items: {
+        type: 'object',
+        required: ['operation', 'status', 'count'],
+        properties: { operation: { type: 'string' }, status: { $ref: '#/components/schemas/JobStatus' }, count: { type: 'integer', minimum: 1 } },
+      },
+    },
+    asOf: { type: 'string', format: 'date-time', description: 'When they were read (they are served for COUNTS_CACHE_MS).' },
+  },
+} as const;
+
 export const JobProgressSchema = {
   type: 'object',
   required: ['percent'],
@@ -111,6 +128,7 @@ export const FRAMEWORK_SCHEMAS = {
   JobStatus: JobStatusSchema,
   Job: JobSchema,
   JobPage: JobPageSchema,
+  JobCounts: JobCountsSchema,
   JobAccepted: JobAcceptedSchema,
   JobProgress: JobProgressSchema,
   WebhookDelivery: WebhookDeliverySchema,

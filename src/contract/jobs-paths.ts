@@ -69,6 +69,21 @@ export function jobsPaths(security: Record<string, string[]>[] | undefined): Rec
         },
       },
     },
+    '/jobs/counts': {
+      get: {
+        ...common,
+        operationId: 'countJobs',
+        summary: 'How many jobs there are of each operation in each state (operators only)',
+        description:
+          'Kept by the database as jobs change (no job is counted per request) and served for COUNTS_CACHE_MS, so dashboards and scrapes may poll it.',
+        responses: {
+          '200': { description: 'The counts.', content: json('JobCounts') },
+          ...unauthorized,
+          '403': { description: 'The caller is not an operator (`forbidden`).', content: problem },
+          '503': response('ServiceUnavailable'),
+        },
+      },
+    },
     '/jobs/{id}': {
       parameters: [{ $ref: '#/components/parameters/JobId' }],
       get: {

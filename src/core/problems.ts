@@ -13,6 +13,7 @@ export const PROBLEMS = {
   badRequest: { slug: 'bad-request', title: 'Bad request', status: 400 },
   cursorInvalid: { slug: 'cursor-invalid', title: 'Invalid cursor', status: 400 },
   unauthorized: { slug: 'unauthorized', title: 'Authentication required', status: 401 },
+  forbidden: { slug: 'forbidden', title: 'Operators only', status: 403 },
   notFound: { slug: 'not-found', title: 'Not found', status: 404 },
   jobNotFound: { slug: 'job-not-found', title: 'Job not found', status: 404 },
   methodNotAllowed: { slug: 'method-not-allowed', title: 'Method not allowed', status: 405 },

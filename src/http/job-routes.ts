@@ -6,6 +6,7 @@ import { ProblemError } from '../core/problems.js';
 import { awaitJob } from '../delivery/await-job.js';
 import type { JobEventStreams } from '../delivery/event-stream.js';
 import type { JobWatch } from '../delivery/job-watch.js';
+import type { CachedCounts } from '../engine/cached-counts.js';
 import { jobBody, jobHeaders } from '../engine/job-view.js';
 import type { JobRecord, Store } from '../store/store.js';
 import { parsePrefer } from './prefer.js';
@@ -13,6 +14,8 @@ import type { Authenticate } from './security.js';
 
 export interface JobRouteDeps {
   store: Store;
+  /** The job counts, read at most once per COUNTS_CACHE_MS. */
+  counts: CachedCounts;
   authenticate: Authenticate;
   cancelRunningJob: (jobId: string) => void;
   watch: JobWatch;
@@ -91,6 +94,17 @@ export function registerJobRoutes(server: FastifyInstance, deps: JobRouteDeps): 
       .code(200)
       .type('application/json; charset=utf-8')
       .send(`{"jobs":[${page.jobs.map(jobBody).join(',')}]${next}}`);
+  });
+
+  server.get('/jobs/counts', { onRequest }, async (request, reply) => {
+    if ((await scopeOf(request)) !== undefined) {
+      throw new ProblemError('forbidden', 'Only operators (ADMIN_PRINCIPALS) may read the counts of every job.');
+    }
+    const { counts, asOf } = await deps.counts.current();
+    return reply
+      .code(200)
+      .type('application/json; charset=utf-8')
+      .send(JSON.stringify({ counts, asOf: new Date(asOf).toISOString() }));
   });
 
   server.get<{ Params: { id: string } }>('/jobs/:id', { onRequest }, async (request, reply) => send(reply, 200, await readJob(request, reply)));

@@ -111,6 +111,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   );
   registerJobRoutes(server, {
     store: runtime.store,
+    counts: runtime.counts,
     authenticate: jobsAuthenticate,
     cancelRunningJob: (jobId) => runtime.cancelRunningJob(jobId),
     watch: runtime.watch,
@@ -119,6 +120,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     isOperator: deps.isOperator,
   });
   methodsByPath.set('/jobs', new Set(['GET', 'HEAD']));
+  methodsByPath.set('/jobs/counts', new Set(['GET', 'HEAD']));
   methodsByPath.set('/jobs/:id', new Set(['GET', 'HEAD', 'DELETE']));
   methodsByPath.set('/jobs/:id/result', new Set(['GET', 'HEAD']));
   methodsByPath.set('/jobs/:id/events', new Set(['GET', 'HEAD']));

@@ -5,6 +5,7 @@ import type { CallbackPolicy } from '../delivery/callback-url.js';
 import { JobEventStreams } from '../delivery/event-stream.js';
 import { JobWatch } from '../delivery/job-watch.js';
 import { WebhookDispatcher } from '../delivery/webhook-dispatcher.js';
+import { CachedCounts } from '../engine/cached-counts.js';
 import type { Store } from '../store/store.js';
 import { Sweeper } from '../worker/sweeper.js';
 import { type JobOperation, Worker } from '../worker/worker.js';
@@ -34,6 +35,8 @@ export class JobRuntime {
   readonly worker: Worker | undefined;
   readonly dispatcher: WebhookDispatcher | undefined;
   readonly sweeper: Sweeper;
+  /** The job counts by operation and state, read at most once per COUNTS_CACHE_MS (GET /jobs/counts). */
+  readonly counts: CachedCounts;
   private started = false;
   private stopping = false;
   private stopped: Promise<void> | undefined;
@@ -45,6 +48,7 @@ export class JobRuntime {
     this.watch = new JobWatch((ids) => store.jobVersions(ids), store.announcesOtherProcesses ? config.changeCheckMs * 8 : config.changeCheckMs);
     store.onJobsChanged((jobIds) => this.watch.changed(jobIds));
     store.onEverythingChanged(() => this.watch.changedAll());
+    this.counts = new CachedCounts(() => store.countJobs(), config.countsCacheMs);
     this.streams = new JobEventStreams({
       store,
       watch: this.watch,

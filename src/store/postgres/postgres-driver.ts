@@ -458,7 +458,10 @@ export class PostgresDriver implements Driver {
   }
 
   async countJobs(): Promise<JobCount[]> {
-    const rows = await this.run<{ operation: string; status: string; count: number }>(SQL.countJobs, []);
+    const rows = await this.transaction(async (query) => {
+      await query(SQL.lockJobCounts, []);
+      return query<{ operation: string; status: string; count: number }>(SQL.countJobs, []);
+    });
     return rows.map((row) => ({ operation: row.operation, status: row.status as JobCount['status'], count: row.count }));
   }
 

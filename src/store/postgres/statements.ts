@@ -172,9 +172,22 @@ export const SQL = {
   listOwnJobsInState: statement('list_own_jobs_in_state', listing(JOB_COLUMNS, 'ownInState')),
   listOwnJobsInStateWithInput: statement('list_own_jobs_in_state_with_input', listing(jobColumns(undefined, 'input'), 'ownInState')),
   /** Ordered as SQLite orders text (by code point), whatever the database's collation. */
+  /** Serializes folds of the counters (in one schema), so each fold sees the one before it committed. */
+  lockJobCounts: statement('lock_job_counts', `SELECT pg_advisory_xact_lock(hashtext('asyncfirst:job_counts:' || current_schema()))`),
+  /**
+   * The counters migration 3's triggers keep: the deltas folded into one row per operation and state
+   * (a delta appended meanwhile by a transaction not yet committed stays, and is folded next time).
+   */
   countJobs: statement(
     'count_jobs',
-    `SELECT operation, status, count(*) AS count FROM jobs GROUP BY operation, status ORDER BY operation COLLATE "C", status COLLATE "C"`,
+    `WITH folded AS (
+       DELETE FROM job_count_deltas RETURNING operation, status, delta
+     ), kept AS (
+       INSERT INTO job_count_deltas (operation, status, delta)
+       SELECT operation, status, sum(delta)::bigint FROM folded GROUP BY operation, status HAVING sum(delta) <> 0
+       RETURNING operation, status, delta
+     )
+     SELECT operation, status, delta AS count FROM kept WHERE delta > 0 ORDER BY operation COLLATE "C", status COLLATE "C"`,
   ),
   getIdempotencyRecord: statement(
     'get_idempotency_record',

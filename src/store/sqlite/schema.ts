@@ -107,6 +107,29 @@ const MIGRATIONS: string[] = [
   CREATE INDEX jobs_status ON jobs (status, seq);
   CREATE INDEX jobs_principal_status ON jobs (principal, status, seq);
   `,
+  `
+  -- How many jobs there are of each operation in each state, kept by triggers in the transaction of
+  -- every change (counting them took a second per 2 million jobs, with the event loop held).
+  CREATE TABLE job_counts (
+    operation TEXT    NOT NULL,
+    status    TEXT    NOT NULL,
+    count     INTEGER NOT NULL,
+    PRIMARY KEY (operation, status)
+  ) WITHOUT ROWID;
+  INSERT INTO job_counts (operation, status, count) SELECT operation, status, count(*) FROM jobs WHERE true GROUP BY operation, status;
+  CREATE TRIGGER jobs_counted_in AFTER INSERT ON jobs BEGIN
+    INSERT INTO job_counts (operation, status, count) VALUES (NEW.operation, NEW.status, 1)
+      ON CONFLICT (operation, status) DO UPDATE SET count = count + 1;
+  END;
+  CREATE TRIGGER jobs_counted_moved AFTER UPDATE OF status ON jobs WHEN OLD.status IS NOT NEW.status BEGIN
+    UPDATE job_counts SET count = count - 1 WHERE operation = OLD.operation AND status = OLD.status;
+    INSERT INTO job_counts (operation, status, count) VALUES (NEW.operation, NEW.status, 1)
+      ON CONFLICT (operation, status) DO UPDATE SET count = count + 1;
+  END;
+  CREATE TRIGGER jobs_counted_out AFTER DELETE ON jobs BEGIN
+    UPDATE job_counts SET count = count - 1 WHERE operation = OLD.operation AND status = OLD.status;
+  END;
+  `,
 ];
 
 /** Brings the schema of an open database up to date, in one transaction. */
