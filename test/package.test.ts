@@ -113,6 +113,7 @@ describe('the packed tarball', () => {
       join(consumer, 'service.ts'),
       `import { createAsyncFirst, type Handlers, PermanentJobError, runProcess, SqliteDriver } from 'asyncfirst';
 import { createClient } from 'asyncfirst/client';
+import { createTestApp, runHandler } from 'asyncfirst/testing';
 import type { operations, paths } from './api.js';
 
 const handlers: Handlers<operations> = {
@@ -134,6 +135,15 @@ export async function start(): Promise<string> {
 export const worker = () => runProcess(options, 'worker');
 export const client = createClient<paths>({ baseUrl: 'http://localhost:3000' });
 export const driverClass: typeof SqliteDriver = SqliteDriver;
+export async function testIt(): Promise<unknown> {
+  const service = await createTestApp(options);
+  const accepted = await service.submit('POST', '/reports', { title: 'Q3', rows: 1 });
+  await service.runUntilIdle({ timeoutMs: 1000 });
+  const job = await service.job(accepted.jobId ?? '');
+  await service.close();
+  const run = await runHandler(options, 'createReport', { body: { title: 'Q3', rows: 1 } });
+  return [job.status, run.result, run.progress.length];
+}
 `,
     );
     copyFileSync(join(repo, 'generated/api.ts'), join(consumer, 'api.ts'));

@@ -1,0 +1,140 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import { runProcess } from '../cli.js';
+import { ConfigError } from '../config.js';
+import { ContractError } from '../contract/load.js';
+import { checkContract } from './check.js';
+import { backupDatabase, checkCopy, databaseTarget, migrateDatabase, restoreDatabase, withoutPassword } from './database.js';
+import { CliError } from './errors.js';
+import { generate } from './generate.js';
+import { scaffold } from './scaffold.js';
+import { loadServiceModule } from './service-module.js';
+
+/*
+ * The asyncfirst command. Exit codes: 0 done, 1 failed (the message says why), 2 usage (a wrong
+ * command, option or argument).
+ */
+
+const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+
+const program = new Command('asyncfirst')
+  .description('Contract-first asynchronous HTTP APIs: scaffold, generate, check, serve and operate an asyncfirst service.')
+  .version(version)
+  .showHelpAfterError('(run with --help for usage)')
+  .exitOverride();
+
+const contractOption = () => new Option('--contract <file>', 'the OpenAPI contract').default('openapi.yaml');
+const databaseOption = () => new Option('--database <url>', 'the database (default: DATABASE_URL, else ./data/asyncfirst.db)');
+
+program
+  .command('init')
+  .description('scaffold a new service in <dir>: contract, typed handlers, a test with asyncfirst/testing, scripts')
+  .argument('<dir>', 'a new or empty folder')
+  .action(async (dir: string) => {
+    const files = await scaffold(dir, version);
+    console.log(`created ${dir}: ${files.join(', ')}`);
+    console.log(`next: cd ${dir} && npm install && npm test && npm start`);
+  });
+
+program
+  .command('generate')
+  .description('write the served document (openapi.json) and its TypeScript types (api.ts) for the contract')
+  .addOption(contractOption())
+  .option('--out <dir>', 'where to write them', 'generated')
+  .option('--check', 'write nothing; exit 1 if the files are stale')
+  .action(async (options: { contract: string; out: string; check?: boolean }) => {
+    const { changed } = await generate({ contract: options.contract, out: options.out, check: options.check === true });
+    if (options.check) {
+      if (changed.length > 0) throw new CliError(`stale: ${changed.join(', ')}; run asyncfirst generate`);
+      console.log(`${options.out} is up to date with ${options.contract}`);
+    } else {
+      console.log(changed.length > 0 ? changed.map((path) => `wrote ${path}`).join('\n') : `${options.out} is up to date with ${options.contract}`);
+    }
+  });
+
+program
+  .command('check')
+  .description("validate the contract as asyncfirst serves it and lint it with Redocly's recommended rules")
+  .addOption(contractOption())
+  .option('--served', 'lint the document as served at /openapi.json (asyncfirst endpoints merged in) instead of the file')
+  .action(async (options: { contract: string; served?: boolean }) => {
+    const problems = await checkContract(options.contract, { served: options.served === true });
+    for (const problem of problems) console.log(`${problem.place} ${problem.severity} ${problem.rule}: ${problem.message}`);
+    const errors = problems.filter((problem) => problem.severity === 'error').length;
+    const warnings = problems.length - errors;
+    const summary = `${options.contract}: ${errors} error${errors === 1 ? '' : 's'}, ${warnings} warning${warnings === 1 ? '' : 's'}`;
+    if (errors > 0) throw new CliError(summary);
+    console.log(summary);
+  });
+
+for (const mode of ['serve', 'worker'] as const) {
+  program
+    .command(mode)
+    .description(
+      mode === 'serve'
+        ? 'run the service module: HTTP and the worker (unless WORKER_CONCURRENCY=0); SIGTERM/SIGINT stop it gracefully'
+        : 'run the worker of the service module alone, with no HTTP server; SIGTERM/SIGINT stop it gracefully',
+    )
+    .argument('<module>', 'a module exporting its asyncfirst options (export const options = { contract, handlers })')
+    .action(async (module: string) => {
+      await runProcess(await loadServiceModule(module), mode);
+    });
+}
+
+program
+  .command('migrate')
+  .description('apply the schema migrations to the database and print its schema version')
+  .addOption(databaseOption())
+  .action(async (options: { database?: string }) => {
+    const { target, config } = databaseTarget(options.database);
+    const schemaVersion = await migrateDatabase(target, config);
+    console.log(`${target.kind === 'sqlite' ? target.path : withoutPassword(target.url)}: schema version ${schemaVersion}`);
+  });
+
+program
+  .command('backup')
+  .description('write an online, consistent copy of the SQLite database to <file> (never overwrites), checked with integrity_check')
+  .argument('<file>', 'the copy to write (must not exist)')
+  .addOption(databaseOption())
+  .action(async (file: string, options: { database?: string }) => {
+    const { target } = databaseTarget(options.database);
+    const tty = process.stderr.isTTY === true;
+    const report = await backupDatabase(target, file, (done, total) => {
+      if (tty) process.stderr.write(`\rcopying: ${done}/${total} pages`);
+    });
+    if (tty) process.stderr.write('\n');
+    console.log(`wrote ${report.file}: integrity ok, schema version ${report.schemaVersion}, ${report.jobs} jobs`);
+  });
+
+program
+  .command('restore')
+  .description('swap a checked copy in for the SQLite database, keeping a safety copy; refused while a process holds the database')
+  .argument('<file>', 'a copy made by asyncfirst backup')
+  .addOption(databaseOption())
+  .option('--dry-run', 'only check the copy')
+  .action((file: string, options: { database?: string; dryRun?: boolean }) => {
+    const { target } = databaseTarget(options.database);
+    if (options.dryRun) {
+      const report = checkCopy(file);
+      console.log(`${file}: integrity ok, schema version ${report.schemaVersion}, ${report.jobs} jobs`);
+      return;
+    }
+    const report = restoreDatabase(target, file);
+    if (target.kind === 'sqlite') console.log(`restored ${target.path} from ${file} (schema version ${report.schemaVersion}, ${report.jobs} jobs)`);
+    if (report.safetyCopy) console.log(`the database it replaced is kept as ${report.safetyCopy}`);
+  });
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  if (error instanceof CommanderError) {
+    // --help and --version end with exit code 0; usage errors were printed by commander.
+    process.exit(error.exitCode === 0 ? 0 : 2);
+  }
+  if (error instanceof CliError || error instanceof ContractError || error instanceof ConfigError) {
+    console.error(`asyncfirst: ${error.message}`);
+    process.exit(error instanceof CliError ? error.exitCode : 1);
+  }
+  throw error;
+}
