@@ -1,5 +1,5 @@
-import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { copyFileSync, cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -156,4 +156,65 @@ export async function testIt(): Promise<unknown> {
     }
     expect(output).toBe('');
   });
+});
+
+describe('a new service from the packed package', () => {
+  it('npx asyncfirst init scaffolds it, its npm test passes, and it serves a job under plain node', async () => {
+    const init = run('npx', ['--no-install', 'asyncfirst', 'init', 'my-service'], consumer);
+    expect(init).toContain('created my-service');
+    const service = join(consumer, 'my-service');
+    // Until asyncfirst is on the registry the scaffold gets the tarball; the native addon already
+    // built for this repository is reused instead of being compiled again (same version, same Node).
+    run('npm', ['install', '--prefer-offline', '--ignore-scripts', tarball], service);
+    const addon = 'node_modules/better-sqlite3';
+    const installed = (JSON.parse(readFileSync(join(service, addon, 'package.json'), 'utf8')) as { version: string }).version;
+    if (installed === repoVersion('better-sqlite3')) cpSync(join(repo, addon, 'build'), join(service, addon, 'build'), { recursive: true });
+    else run('npm', ['rebuild', 'better-sqlite3'], service);
+
+    const tested = run('npm', ['test'], service);
+    expect(tested).toMatch(/# pass 3\n# fail 0/);
+
+    const server = spawn(process.execPath, ['main.js', 'serve'], {
+      cwd: service,
+      env: { ...process.env, PORT: '0', HOST: '127.0.0.1', DATABASE_URL: join(service, 'data/jobs.db') },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    try {
+      const address = await new Promise<string>((done, fail) => {
+        let output = '';
+        const timer = setTimeout(() => fail(new Error(`the service did not start: ${output}`)), 30_000);
+        const read = (chunk: Buffer) => {
+          output += chunk.toString();
+          const match = /"address":"([^"]+)"/.exec(output);
+          if (match) {
+            clearTimeout(timer);
+            done(match[1]!);
+          }
+        };
+        server.stdout.on('data', read);
+        server.stderr.on('data', read);
+        server.on('exit', (code) => fail(new Error(`the service exited with ${code}: ${output}`)));
+      });
+      const accepted = await fetch(`${address}/greetings`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'idempotency-key': 'e2e-1' },
+        body: JSON.stringify({ name: 'Ada' }),
+      });
+      expect(accepted.status).toBe(202);
+      const { job_id: id } = (await accepted.json()) as { job_id: string };
+      let job: { status: string; result?: unknown } = { status: 'queued' };
+      for (let tries = 0; tries < 100 && (job.status === 'queued' || job.status === 'running'); tries++) {
+        await new Promise((done) => setTimeout(done, 100));
+        job = (await (await fetch(`${address}/jobs/${id}`)).json()) as typeof job;
+      }
+      expect(job).toMatchObject({ status: 'succeeded', result: { text: 'Hello, Ada!' } });
+      const preview = await fetch(`${address}/greetings/preview?name=Ada`);
+      expect(preview.status).toBe(200);
+      expect(await preview.json()).toEqual({ text: 'Hello, Ada!' });
+    } finally {
+      const exited = new Promise<number | null>((done) => server.on('exit', done));
+      server.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    }
+  }, 240_000);
 });
