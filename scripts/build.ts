@@ -13,4 +13,4 @@ rmSync('dist', { recursive: true, force: true });
 execFileSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { stdio: 'inherit' });
 // Read with readFileSync next to migrate.js (new URL('./migrations/', import.meta.url)).
 cpSync('src/store/postgres/migrations', 'dist/store/postgres/migrations', { recursive: true, filter: (path) => !path.endsWith('~') });
-console.log('built dist/');
+console.error('built dist/');
