@@ -196,6 +196,8 @@ export interface components {
         JobStatus: "queued" | "running" | "succeeded" | "failed" | "canceled";
         Job: {
             id: string;
+            /** @description Whose job it is: shown in an operator's GET /jobs, where jobs of every principal are listed. */
+            principal?: string;
             /** @description The operationId that accepted the job. */
             operation: string;
             status: components["schemas"]["JobStatus"];

@@ -98,6 +98,8 @@ describe.each(DRIVERS)('the $name driver', ({ database }) => {
     expect(job).toMatchObject({ id, principal: 'alice', operation: 'createReport', status: 'queued', attempts: 0, maxAttempts: 3, version: 0 });
     expect(await engine.getJob('bob', id)).toBeUndefined();
     expect(await engine.getJob('alice', '01ARZ3NDEKTSV4RRFFQ69G5FAV')).toBeUndefined();
+    expect(await engine.jobPrincipal(id)).toBe('alice');
+    expect(await engine.jobPrincipal('01ARZ3NDEKTSV4RRFFQ69G5FAV')).toBeUndefined();
   });
 
   it('replays a key with the same fingerprint and refuses it with another, leaving the record as it was', async () => {

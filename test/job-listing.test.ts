@@ -12,7 +12,7 @@ const BOB = { 'x-api-key': 'key-b' };
 const OLGA = { 'x-api-key': 'key-o' };
 
 interface Page {
-  jobs: Array<{ id: string; operation: string; status: string }>;
+  jobs: Array<{ id: string; operation: string; status: string; principal?: string }>;
   nextCursor?: string;
 }
 
@@ -91,7 +91,11 @@ describe('GET /jobs over a real socket', () => {
     const named = await listen({ adminPrincipals: ' olga , nobody' });
     const a1 = await submit(named, ALICE, 'a1');
     const b1 = await submit(named, BOB, 'b1');
-    expect((await list(named, OLGA)).jobs.map((job) => job.id)).toEqual([b1, a1]);
+    expect((await list(named, OLGA)).jobs.map((job) => [job.id, job.principal])).toEqual([
+      [b1, 'bob'],
+      [a1, 'alice'],
+    ]);
+    expect((await list(named, ALICE)).jobs[0]?.principal).toBeUndefined();
     expect((await list(named, OLGA, '?status=queued&limit=1')).jobs.map((job) => job.id)).toEqual([b1]);
     expect((await list(named, ALICE)).jobs.map((job) => job.id)).toEqual([a1]);
 
@@ -105,6 +109,28 @@ describe('GET /jobs over a real socket', () => {
     expect((await list(chosen, BOB)).jobs.map((job) => job.id)).toEqual([b2, a2]);
     expect((await list(chosen, OLGA)).jobs).toEqual([]);
     expect(asked).toEqual(['bob', 'olga']);
+  });
+
+  it("lets operators read, wait for, stream and cancel another principal's job; others still get 404", async () => {
+    const address = await listen({ adminPrincipals: 'olga' });
+    const job = await submit(address, ALICE, 'a1');
+    const read = await fetch(`${address}/jobs/${job}`, { headers: OLGA });
+    expect(read.status).toBe(200);
+    expect(((await read.json()) as { id: string; status: string }).status).toBe('queued');
+    expect((await fetch(`${address}/jobs/${job}`, { headers: BOB })).status).toBe(404);
+    expect((await fetch(`${address}/jobs/${job}`, { method: 'DELETE', headers: BOB })).status).toBe(404);
+    expect((await fetch(`${address}/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV`, { headers: OLGA })).status).toBe(404);
+    const waiting = (await fetch(`${address}/jobs/${job}/result`, { headers: OLGA })).status;
+    expect(waiting).toBe(202);
+
+    const canceled = await fetch(`${address}/jobs/${job}`, { method: 'DELETE', headers: OLGA });
+    expect(canceled.status).toBe(200);
+    expect(((await canceled.json()) as { status: string }).status).toBe('canceled');
+    const stream = await fetch(`${address}/jobs/${job}/events`, { headers: OLGA });
+    expect(stream.status).toBe(200);
+    expect([...(await stream.text()).matchAll(/^event: (.+)$/gm)].map((match) => match[1])).toEqual(['job.queued', 'job.canceled']);
+    expect((await fetch(`${address}/jobs/${job}/result`, { headers: OLGA })).status).toBe(409);
+    expect(((await (await fetch(`${address}/jobs/${job}`, { headers: ALICE })).json()) as { status: string }).status).toBe('canceled');
   });
 
   it('answers a bad filter, limit or cursor with 400 problem+json naming it', async () => {

@@ -48,6 +48,7 @@ export const JobSchema = {
   required: ['id', 'operation', 'status', 'attempts', 'createdAt', 'updatedAt'],
   properties: {
     id: { type: 'string' },
+    principal: { type: 'string', description: "Whose job it is: shown in an operator's GET /jobs, where jobs of every principal are listed." },
     operation: { type: 'string', description: 'The operationId that accepted the job.' },
     status: { $ref: '#/components/schemas/JobStatus' },
     attempts: { type: 'integer', minimum: 0, description: 'Handler runs started so far.' },

@@ -38,10 +38,16 @@ export class JobEventStreams {
     return total;
   }
 
-  async handle(request: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply, notFound: (id: string) => ProblemError): Promise<void> {
+  /** Streams a job's events; `owner` is whose job it is read as (the caller, or for an operator the job's principal). Stream limits count the caller's. */
+  async handle(
+    request: FastifyRequest<{ Params: { id: string } }>,
+    reply: FastifyReply,
+    notFound: (id: string) => ProblemError,
+    owner: string = request.principal,
+  ): Promise<void> {
     const { id } = request.params;
-    const principal = request.principal;
-    const open = this.openByPrincipal.get(principal) ?? 0;
+    const caller = request.principal;
+    const open = this.openByPrincipal.get(caller) ?? 0;
     if (open >= this.deps.maxStreamsPerPrincipal) {
       throw new ProblemError('tooManyStreams', `This principal already has ${open} open event streams; close one or poll GET /jobs/{id}.`, {
         headers: { 'retry-after': '5' },
@@ -56,13 +62,13 @@ export class JobEventStreams {
       wake?.();
     });
     // Counted before the first await, so concurrent opens cannot all pass the limit.
-    this.openByPrincipal.set(principal, open + 1);
+    this.openByPrincipal.set(caller, open + 1);
     const release = () => {
-      const remaining = (this.openByPrincipal.get(principal) ?? 1) - 1;
-      if (remaining > 0) this.openByPrincipal.set(principal, remaining);
-      else this.openByPrincipal.delete(principal);
+      const remaining = (this.openByPrincipal.get(caller) ?? 1) - 1;
+      if (remaining > 0) this.openByPrincipal.set(caller, remaining);
+      else this.openByPrincipal.delete(caller);
     };
-    const first = await this.opening(principal, id, typeof lastEventId === 'string' ? lastEventId.trim() : '').catch((error: unknown) => {
+    const first = await this.opening(owner, id, typeof lastEventId === 'string' ? lastEventId.trim() : '').catch((error: unknown) => {
       unwatch();
       release();
       throw error;
@@ -113,7 +119,7 @@ export class JobEventStreams {
         }
         woken = false;
         if (closed) break;
-        batch = await this.deps.store.getJobEvents(principal, id, lastId);
+        batch = await this.deps.store.getJobEvents(owner, id, lastId);
       }
     } catch (error) {
       request.log.warn({ err: error, jobId: id }, 'event stream ended by an error');

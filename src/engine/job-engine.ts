@@ -123,6 +123,10 @@ export class JobEngine implements Store {
     return this.driver.getJob(principal, id);
   }
 
+  jobPrincipal(id: string): Promise<string | undefined> {
+    return this.driver.jobPrincipal(id);
+  }
+
   jobVersions(ids: string[]): Promise<Map<string, number>> {
     return this.driver.jobVersions(ids);
   }

@@ -43,6 +43,11 @@ const LISTING_QUERY_SCHEMA = {
   properties: Object.fromEntries(JOB_LISTING_PARAMETERS.map((parameter) => [parameter.name, parameter.schema])),
 };
 
+/** A job as an operator's listing shows it: with whose it is. */
+function withPrincipal(job: JobRecord): string {
+  return `{"principal":${JSON.stringify(job.principal)},${jobBody(job).slice(1)}`;
+}
+
 type JobRequest = FastifyRequest<{ Params: { id: string } }>;
 
 /** The jobs API: a principal lists, sees, waits for, streams and cancels its own jobs only; an operator lists every principal's. */
@@ -51,6 +56,12 @@ export function registerJobRoutes(server: FastifyInstance, deps: JobRouteDeps): 
   const onRequest = async (request: FastifyRequest) => {
     request.principal = await deps.authenticate(request);
   };
+  /** Whose job the request may reach: the caller's, or (undefined) everyone's for an operator. */
+  const scopeOf = async (request: FastifyRequest): Promise<string | undefined> =>
+    (await deps.isOperator(request.principal, request)) ? undefined : request.principal;
+  /** The principal to read and act on a job as: the caller, or for an operator the job's own (if it exists). */
+  const actingFor = async (request: FastifyRequest, id: string): Promise<string> =>
+    (await scopeOf(request)) === undefined ? ((await deps.store.jobPrincipal(id)) ?? request.principal) : request.principal;
   const send = (reply: FastifyReply, status: number, job: JobRecord) =>
     reply.code(status).headers(jobHeaders(job)).type('application/json; charset=utf-8').send(jobBody(job));
 
@@ -64,7 +75,8 @@ export function registerJobRoutes(server: FastifyInstance, deps: JobRouteDeps): 
     const onClose = () => aborted.abort();
     request.raw.once('close', onClose);
     try {
-      const job = wait ? await awaitJob(deps.store, deps.watch, request.principal, id, wait, aborted.signal) : await deps.store.getJob(request.principal, id);
+      const principal = await actingFor(request, id);
+      const job = wait ? await awaitJob(deps.store, deps.watch, principal, id, wait, aborted.signal) : await deps.store.getJob(principal, id);
       if (!job) throw notFound(id);
       if (wait !== undefined) reply.header('preference-applied', `wait=${wait}`);
       return job;
@@ -72,10 +84,6 @@ export function registerJobRoutes(server: FastifyInstance, deps: JobRouteDeps): 
       request.raw.off('close', onClose);
     }
   };
-
-  /** Whose jobs the request may reach: the caller's, or (undefined) everyone's for an operator. */
-  const scopeOf = async (request: FastifyRequest): Promise<string | undefined> =>
-    (await deps.isOperator(request.principal, request)) ? undefined : request.principal;
 
   server.get<{ Querystring: ListingQuery }>('/jobs', { onRequest, schema: { querystring: LISTING_QUERY_SCHEMA } }, async (request, reply) => {
     const { status, operation, createdAfter, createdBefore, cursor, limit } = request.query;
@@ -93,7 +101,7 @@ export function registerJobRoutes(server: FastifyInstance, deps: JobRouteDeps): 
     return reply
       .code(200)
       .type('application/json; charset=utf-8')
-      .send(`{"jobs":[${page.jobs.map(jobBody).join(',')}]${next}}`);
+      .send(`{"jobs":[${page.jobs.map(principal === undefined ? withPrincipal : jobBody).join(',')}]${next}}`);
   });
 
   server.get('/jobs/counts', { onRequest }, async (request, reply) => {
@@ -132,7 +140,7 @@ export function registerJobRoutes(server: FastifyInstance, deps: JobRouteDeps): 
 
   server.get<{ Params: { id: string } }>('/jobs/:id/events', { onRequest }, async (request, reply) => {
     if (!JOB_ID_PATTERN.test(request.params.id)) throw notFound(request.params.id);
-    await deps.streams.handle(request, reply, notFound);
+    await deps.streams.handle(request, reply, notFound, await actingFor(request, request.params.id));
   });
 
   server.post<{ Params: { id: string } }>('/jobs/:id/retry', { onRequest }, async (request, reply) => {
@@ -155,7 +163,7 @@ export function registerJobRoutes(server: FastifyInstance, deps: JobRouteDeps): 
   server.delete<{ Params: { id: string } }>('/jobs/:id', { onRequest }, async (request, reply) => {
     const { id } = request.params;
     if (!JOB_ID_PATTERN.test(id)) throw notFound(id);
-    const outcome = await deps.store.cancelJob(request.principal, id, Date.now());
+    const outcome = await deps.store.cancelJob(await actingFor(request, id), id, Date.now());
     switch (outcome.kind) {
       case 'not-found':
         throw notFound(id);

@@ -138,6 +138,8 @@ export interface Driver {
   acceptJobs(writes: AcceptWrite[]): Promise<Settled<AcceptResult>[]>;
   /** One principal's job with its webhook deliveries; undefined for an unknown id or another principal's job. */
   getJob(principal: string, id: string): Promise<JobRecord | undefined>;
+  /** The principal a job belongs to; undefined for an unknown id. */
+  jobPrincipal(id: string): Promise<string | undefined>;
   /** The current version of each job that exists (for waiters' change checks). */
   jobVersions(ids: string[]): Promise<Map<string, number>>;
   /** The job and its events with a version above `afterVersion`, oldest first. */

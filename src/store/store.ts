@@ -16,6 +16,8 @@ export interface Store {
   acceptJob(request: AcceptRequest): Promise<AcceptOutcome>;
   /** One job of one principal; undefined for an unknown id or another principal's job. */
   getJob(principal: string, id: string): Promise<JobRecord | undefined>;
+  /** Whose job this is (undefined: no such job); operators' requests read and act on a job as its principal. */
+  jobPrincipal(id: string): Promise<string | undefined>;
   /** Cancels a queued job, or flags a running one so its handler is aborted. */
   cancelJob(principal: string, id: string, now: number): Promise<CancelOutcome>;
   /**

@@ -414,6 +414,11 @@ export class PostgresDriver implements Driver {
     return job;
   }
 
+  async jobPrincipal(id: string): Promise<string | undefined> {
+    const [row] = await this.run<{ principal: string }>(SQL.jobPrincipal, [id]);
+    return row?.principal;
+  }
+
   async jobVersions(ids: string[]): Promise<Map<string, number>> {
     if (ids.length === 0) return new Map();
     const rows = await this.run<{ id: string; version: number }>(SQL.jobVersions, [ids]);

@@ -215,6 +215,7 @@ export const SQL = {
      WHERE id = $1 AND ($2::text IS NULL OR principal = $2) AND status IN ('failed', 'canceled')
      RETURNING ${JOB_COLUMNS}`,
   ),
+  jobPrincipal: statement('job_principal', `SELECT principal FROM jobs WHERE id = $1`),
   getJobOfScope: statement('get_job_of_scope', `SELECT ${JOB_COLUMNS} FROM jobs WHERE id = $1 AND ($2::text IS NULL OR principal = $2)`),
 
   // --- claiming and leasing (a lease has expired when lease_expires_at <= DB_NOW) ---------

@@ -255,6 +255,10 @@ export class SqliteDriver implements Driver {
     });
   }
 
+  async jobPrincipal(id: string): Promise<string | undefined> {
+    return this.read(() => this.sql.jobPrincipal.get(id)?.principal);
+  }
+
   async jobVersions(ids: string[]): Promise<Map<string, number>> {
     if (ids.length === 0) return new Map();
     return this.read(() => new Map(this.sql.jobVersions.all(JSON.stringify(ids)).map((row) => [row.id, row.version])));

@@ -104,6 +104,7 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
        WHERE id = @id AND (@principal IS NULL OR principal = @principal) AND status IN ('failed', 'canceled')
        RETURNING ${JOB_COLUMNS}`,
     ),
+    jobPrincipal: db.prepare<[string], { principal: string }>(`SELECT principal FROM jobs WHERE id = ?`),
     getJobOfScope: db.prepare<[{ id: string; principal: string | null }], SqliteJobRow>(
       `SELECT ${JOB_COLUMNS} FROM jobs WHERE id = @id AND (@principal IS NULL OR principal = @principal)`,
     ),
