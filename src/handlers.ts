@@ -90,3 +90,32 @@ export class PermanentJobError extends Error {
     this.name = 'PermanentJobError';
   }
 }
+
+/** A problem a service chooses to answer (RFC 9457): its own type URI, title, detail and extension members. */
+export interface ServiceProblem {
+  /** A URI naming the problem type (default about:blank). */
+  type?: string;
+  title: string;
+  detail?: string;
+  instance?: string;
+  [extension: string]: unknown;
+}
+
+/**
+ * Thrown by a synchronous handler to answer with a problem of the service's choosing: that status,
+ * Content-Type application/problem+json and the given members (`throw new HttpProblem(404, { type, title })`).
+ */
+export class HttpProblem extends Error {
+  readonly status: number;
+  readonly problem: ServiceProblem & { type: string; status: number };
+  readonly headers: Record<string, string>;
+
+  constructor(status: number, problem: ServiceProblem, options: { headers?: Record<string, string>; cause?: unknown } = {}) {
+    if (!Number.isInteger(status) || status < 400 || status > 599) throw new RangeError(`HttpProblem status ${status} is not a 4xx or 5xx status`);
+    super(problem.detail ?? problem.title, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'HttpProblem';
+    this.status = status;
+    this.problem = { ...problem, type: problem.type ?? 'about:blank', title: problem.title, status };
+    this.headers = options.headers ?? {};
+  }
+}

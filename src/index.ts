@@ -26,7 +26,7 @@ export type {
   OperationQuery,
   OperationResult,
 } from './handlers.js';
-export { PermanentJobError, ResourceLocation, seeOther } from './handlers.js';
+export { HttpProblem, PermanentJobError, ResourceLocation, type ServiceProblem, seeOther } from './handlers.js';
 export { ANONYMOUS_PRINCIPAL, type SecurityHandler } from './http/security.js';
 export { JobRuntime } from './runtime/job-runtime.js';
 export type { Driver } from './store/driver.js';

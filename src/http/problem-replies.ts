@@ -1,5 +1,6 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { type ProblemDetails, ProblemError, problem } from '../core/problems.js';
+import { HttpProblem } from '../handlers.js';
 import { StoreUnavailableError } from '../store/store.js';
 import { requestPart, toViolations } from './validation.js';
 
@@ -29,6 +30,7 @@ export function sendProblem(reply: FastifyReply, details: ProblemDetails, header
 /** The problem (and headers) an error thrown anywhere in a request's life is answered with. */
 export function problemFor(error: FastifyError | Error, request: FastifyRequest): { details: ProblemDetails; headers: Record<string, string> } {
   if (error instanceof ProblemError) return { details: error.problem, headers: error.headers };
+  if (error instanceof HttpProblem) return { details: error.problem, headers: error.headers };
   if (error instanceof StoreUnavailableError) {
     logUnavailable(request, error);
     return {
