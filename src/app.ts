@@ -8,7 +8,7 @@ import { CallbackPolicy } from './delivery/callback-url.js';
 import type { WebhookDispatcher } from './delivery/webhook-dispatcher.js';
 import { decodeWebhookSecret } from './delivery/webhook-signature.js';
 import { openJobEngine } from './engine/open-engine.js';
-import type { AnyHandler } from './handlers.js';
+import type { AnyHandler, BeforeAccept } from './handlers.js';
 import type { IsOperator } from './http/job-routes.js';
 import type { SecurityHandler } from './http/security.js';
 import { buildServer } from './http/server.js';
@@ -19,9 +19,11 @@ import type { Sweeper } from './worker/sweeper.js';
 import type { JobOperation, Worker } from './worker/worker.js';
 
 /** Per-operation settings given in code. */
-export interface OperationOptions {
+export interface OperationOptions<Input = { params: unknown; query: unknown; body: unknown }> {
   /** Handler runs before the job fails (default: JOB_MAX_ATTEMPTS). */
   maxAttempts?: number;
+  /** Asynchronous operations: may refuse a submission (throw an HttpProblem) before its job or key is stored. */
+  beforeAccept?: BeforeAccept<Input>;
 }
 
 export interface AsyncFirstOptions<HandlerMap> {
@@ -31,7 +33,9 @@ export interface AsyncFirstOptions<HandlerMap> {
   handlers: HandlerMap;
   /** One function per security scheme of the contract: credential → principal. */
   security?: Record<string, SecurityHandler>;
-  operations?: { [OperationId in keyof HandlerMap]?: OperationOptions };
+  operations?: {
+    [OperationId in keyof HandlerMap]?: OperationOptions<HandlerMap[OperationId] extends (input: infer Input, ...rest: never[]) => unknown ? Input : unknown>;
+  };
   /** Chooses operators in code, besides those named in ADMIN_PRINCIPALS: they list and retry every principal's jobs. */
   operators?: IsOperator;
   /** Settings over those read from the environment. */
@@ -85,6 +89,8 @@ async function prepare<HandlerMap extends object>(options: AsyncFirstOptions<Han
   const validators = new ContractValidators(document.openapi);
   const maxAttempts = (operationId: string) =>
     (options.operations as Record<string, OperationOptions> | undefined)?.[operationId]?.maxAttempts ?? config.maxAttempts;
+  const beforeAccept = (operationId: string): BeforeAccept | undefined =>
+    (options.operations as Record<string, OperationOptions> | undefined)?.[operationId]?.beforeAccept;
   const webhookSecrets = parseWebhookSecrets(config.webhookSecret);
   const callbackPolicy = CallbackPolicy.fromList(config.webhookAllowedHosts);
   const jobOperations = new Map<string, JobOperation>();
@@ -104,7 +110,7 @@ async function prepare<HandlerMap extends object>(options: AsyncFirstOptions<Han
     operations: jobOperations,
     ...(webhookSecrets.length > 0 ? { webhooks: { secrets: webhookSecrets, policy: callbackPolicy } } : {}),
   });
-  return { config, contract, operations, handlers, validators, maxAttempts, callbackPolicy, webhookSecrets, log, store, runtime };
+  return { config, contract, operations, handlers, validators, maxAttempts, beforeAccept, callbackPolicy, webhookSecrets, log, store, runtime };
 }
 
 function background(config: AsyncFirstConfig, runtime: JobRuntime, log: FastifyBaseLogger): AsyncFirstBackground {
@@ -136,6 +142,7 @@ export async function createAsyncFirst<HandlerMap extends object>(options: Async
         handlers: prepared.handlers,
         validators: prepared.validators,
         maxAttempts: prepared.maxAttempts,
+        beforeAccept: prepared.beforeAccept,
       },
       securityHandlers: options.security ?? {},
       isOperator: operatorsOf(config.adminPrincipals, options.operators),

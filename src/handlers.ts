@@ -77,6 +77,22 @@ export type Handlers<Operations> = {
   [OperationId in Exclude<keyof Operations, FrameworkOperationId>]: OperationHandler<Operations[OperationId]>;
 };
 
+/** What a pre-acceptance hook is given about the submission it may refuse. */
+export interface AcceptanceContext {
+  /** The principal the security handlers resolved. */
+  principal: string;
+  log: FastifyBaseLogger;
+  /** Fires when the client closes the connection. */
+  signal: AbortSignal;
+}
+
+/**
+ * Runs before an asynchronous operation's submission is accepted, after it passed validation and
+ * security: throw an HttpProblem (404 for an unknown resource, 409, …) to refuse it before any job
+ * or idempotency record is stored. It also runs for a repeat of an earlier submission.
+ */
+export type BeforeAccept<Input = { params: unknown; query: unknown; body: unknown }> = (input: Input, context: AcceptanceContext) => void | Promise<void>;
+
 /** A handler as the framework calls it, once types are erased. */
 export type AnyHandler = (input: { params: unknown; query: unknown; body: unknown }, context: HandlerContext) => unknown;
 

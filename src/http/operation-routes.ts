@@ -6,7 +6,7 @@ import { awaitJob } from '../delivery/await-job.js';
 import type { CallbackPolicy } from '../delivery/callback-url.js';
 import type { JobWatch } from '../delivery/job-watch.js';
 import { POLL_AFTER_SECONDS } from '../engine/job-view.js';
-import { type AnyHandler, ResourceLocation } from '../handlers.js';
+import { type AnyHandler, type BeforeAccept, ResourceLocation } from '../handlers.js';
 import { fingerprintRequest } from '../idempotency/fingerprint.js';
 import { parseIdempotencyKey } from '../idempotency/key.js';
 import type { Store } from '../store/store.js';
@@ -30,6 +30,8 @@ export interface OperationRouteDeps {
   handler: AnyHandler;
   authenticate: Authenticate;
   maxAttempts: number;
+  /** Refuses a submission before anything is stored (asynchronous operations). */
+  beforeAccept?: BeforeAccept | undefined;
   idempotencyRetentionMs: number;
 }
 
@@ -109,6 +111,7 @@ function acceptHandler(operation: OperationSpec, deps: OperationRouteDeps) {
   return async (request: FastifyRequest, reply: FastifyReply) => {
     const key = parseIdempotencyKey(headerLines(request.raw.rawHeaders, 'idempotency-key'));
     const callbackUrl = readCallbackUrl(request, deps);
+    if (deps.beforeAccept) await runBeforeAccept(deps.beforeAccept, request);
     const { fingerprint, canonicalInput } = fingerprintRequest(operation.operationId, {
       params: (request.params as Record<string, unknown>) ?? {},
       query: (request.query as Record<string, unknown>) ?? {},
@@ -159,6 +162,21 @@ function acceptHandler(operation: OperationSpec, deps: OperationRouteDeps) {
     reply.code(202).headers({ location, 'x-job-id': outcome.jobId, 'retry-after': String(POLL_AFTER_SECONDS) });
     return { status: 'accepted', job_id: outcome.jobId, operation: operation.operationId, location };
   };
+}
+
+/** The service's pre-acceptance hook, given the validated input and aborted if the client goes away. */
+async function runBeforeAccept(beforeAccept: BeforeAccept, request: FastifyRequest): Promise<void> {
+  const controller = new AbortController();
+  const abortOnClose = () => controller.abort(new Error('the client closed the connection'));
+  request.raw.once('close', abortOnClose);
+  try {
+    await beforeAccept(
+      { params: request.params ?? {}, query: request.query ?? {}, body: request.body },
+      { principal: request.principal, log: request.log, signal: controller.signal },
+    );
+  } finally {
+    request.raw.off('close', abortOnClose);
+  }
 }
 
 /** The submission's Callback-URL, checked against the SSRF policy (400 when plainly refused). */

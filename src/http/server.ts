@@ -4,7 +4,7 @@ import type { OperationSpec } from '../contract/operations.js';
 import { jobsSecurity } from '../contract/served-document.js';
 import { ProblemError, problem } from '../core/problems.js';
 import type { CallbackPolicy } from '../delivery/callback-url.js';
-import type { AnyHandler } from '../handlers.js';
+import type { AnyHandler, BeforeAccept } from '../handlers.js';
 import type { JobRuntime } from '../runtime/job-runtime.js';
 import { type ConnectionLimits, clientErrorAnswerer, limitedServerFactory } from './connections.js';
 import { registerDocumentRoutes } from './document-routes.js';
@@ -24,6 +24,8 @@ export interface ServerDeps {
     handlers: Map<string, AnyHandler>;
     validators: ContractValidators;
     maxAttempts: (operationId: string) => number;
+    /** The operation's pre-acceptance hook, if the service gave one. */
+    beforeAccept?: (operationId: string) => BeforeAccept | undefined;
   };
   securityHandlers: Record<string, SecurityHandler>;
   /** Whether a principal is an operator (sees and retries every principal's jobs). */
@@ -93,6 +95,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
       handler: contract.handlers.get(operation.operationId) as AnyHandler,
       authenticate: security.authenticator(operation.security, operation.anonymousAllowed),
       maxAttempts: contract.maxAttempts(operation.operationId),
+      beforeAccept: contract.beforeAccept?.(operation.operationId),
       idempotencyRetentionMs: limits.idempotencyRetentionMs,
       watch: runtime.watch,
       longPollMaxSeconds: limits.longPollMaxSeconds,
