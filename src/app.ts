@@ -8,6 +8,7 @@ import { CallbackPolicy } from './delivery/callback-url.js';
 import type { WebhookDispatcher } from './delivery/webhook-dispatcher.js';
 import { decodeWebhookSecret } from './delivery/webhook-signature.js';
 import { openJobEngine } from './engine/open-engine.js';
+import { type Enqueue, makeEnqueue } from './enqueue.js';
 import type { AnyHandler, BeforeAccept } from './handlers.js';
 import type { IsOperator } from './http/job-routes.js';
 import type { SecurityHandler } from './http/security.js';
@@ -56,6 +57,11 @@ export interface AsyncFirstBackground {
   /** Sends webhooks; present when WEBHOOK_SECRET is set. */
   readonly dispatcher: WebhookDispatcher | undefined;
   readonly log: FastifyBaseLogger;
+  /**
+   * Submits a job from code, with an HTTP submission's validation, idempotency (options.key, scoped
+   * by options.principal and the operation) and durability: resolves once the job is stored.
+   */
+  readonly enqueue: Enqueue;
   /** Starts the worker, the dispatcher and the sweeper. */
   startBackground(): void;
   /** Graceful stop: let handlers finish within the grace period, then close the store. */
@@ -110,10 +116,11 @@ async function prepare<HandlerMap extends object>(options: AsyncFirstOptions<Han
     operations: jobOperations,
     ...(webhookSecrets.length > 0 ? { webhooks: { secrets: webhookSecrets, policy: callbackPolicy } } : {}),
   });
-  return { config, contract, operations, handlers, validators, maxAttempts, beforeAccept, callbackPolicy, webhookSecrets, log, store, runtime };
+  const enqueue = makeEnqueue({ operations, validators, store, maxAttempts, idempotencyRetentionMs: config.idempotencyRetentionMs });
+  return { config, contract, operations, handlers, validators, maxAttempts, beforeAccept, callbackPolicy, webhookSecrets, log, store, runtime, enqueue };
 }
 
-function background(config: AsyncFirstConfig, runtime: JobRuntime, log: FastifyBaseLogger): AsyncFirstBackground {
+function background(config: AsyncFirstConfig, runtime: JobRuntime, log: FastifyBaseLogger, enqueue: Enqueue): AsyncFirstBackground {
   return {
     config,
     store: runtime.store,
@@ -122,6 +129,7 @@ function background(config: AsyncFirstConfig, runtime: JobRuntime, log: FastifyB
     sweeper: runtime.sweeper,
     dispatcher: runtime.dispatcher,
     log,
+    enqueue,
     startBackground: () => runtime.start(),
     close: () => runtime.stop(),
   };
@@ -167,7 +175,7 @@ export async function createAsyncFirst<HandlerMap extends object>(options: Async
     throw error;
   }
   return {
-    ...background(config, runtime, log),
+    ...background(config, runtime, log, prepared.enqueue),
     server,
     servedDocument,
     async listen() {
@@ -189,8 +197,8 @@ export async function createAsyncFirst<HandlerMap extends object>(options: Async
  * without an HTTP server. Start errors name what is wrong.
  */
 export async function createAsyncFirstWorker<HandlerMap extends object>(options: AsyncFirstOptions<HandlerMap>): Promise<AsyncFirstBackground> {
-  const { config, runtime, log } = await prepare(options);
-  return background(config, runtime, log);
+  const { config, runtime, log, enqueue } = await prepare(options);
+  return background(config, runtime, log, enqueue);
 }
 
 /** Operators: the principals ADMIN_PRINCIPALS names (comma-separated), and those the application's function chooses. */

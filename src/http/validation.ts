@@ -25,6 +25,12 @@ export class ContractValidators {
   /** Fastify's validator compiler: each route part is compiled once, at start. */
   readonly compiler: FastifySchemaCompiler<JsonSchema> = ({ schema, httpPart }) => (httpPart === 'body' ? this.strict : this.coercing).compile(schema);
 
+  /** A checker for one part of a submission made from code (app.enqueue): its violations, none when it passes. */
+  requestChecker(schema: JsonSchema, part: ProblemViolation['in']): (value: unknown) => ProblemViolation[] {
+    const validate: ValidateFunction = (part === 'body' ? this.strict : this.coercing).compile(schema);
+    return (value) => (validate(value) ? [] : toViolations(validate.errors ?? [], part));
+  }
+
   /** A checker for job results; returns a readable list of violations, or undefined when it passes. */
   resultChecker(schema: JsonSchema | undefined): (value: unknown) => string | undefined {
     if (!schema) return () => undefined;

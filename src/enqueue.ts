@@ -1,0 +1,105 @@
+import { v7 as uuidv7 } from 'uuid';
+import type { OperationSpec } from './contract/operations.js';
+import { ProblemError } from './core/problems.js';
+import { ANONYMOUS_PRINCIPAL } from './http/security.js';
+import type { ContractValidators } from './http/validation.js';
+import { fingerprintRequest } from './idempotency/fingerprint.js';
+import { parseIdempotencyKey } from './idempotency/key.js';
+import type { Store } from './store/store.js';
+
+/** A job submitted from code, as an HTTP submission would carry it. */
+export interface EnqueueInput {
+  params?: Record<string, unknown>;
+  query?: Record<string, unknown>;
+  body?: unknown;
+}
+
+export interface EnqueueOptions {
+  /** Whose job it is (default "anonymous"); GET /jobs/{id} shows it to that principal. */
+  principal?: string;
+  /** The Idempotency-Key: a repeat with the same input finds the same job (default: a new key, so a new job). */
+  key?: string;
+}
+
+/** What enqueue did: the job's id, and whether an earlier submission with the same key was found. */
+export interface Enqueued {
+  jobId: string;
+  replayed: boolean;
+}
+
+export type Enqueue = (operationId: string, input?: EnqueueInput, options?: EnqueueOptions) => Promise<Enqueued>;
+
+/**
+ * app.enqueue: a submission from code with an HTTP submission's checks and guarantees — the input
+ * validated against the contract (400 validation-failed as a ProblemError), the idempotency key
+ * scoped by principal and operation (422 idempotency-key-reused for another input), and the job
+ * stored durably before it resolves.
+ */
+export function makeEnqueue(deps: {
+  operations: OperationSpec[];
+  validators: ContractValidators;
+  store: Store;
+  maxAttempts: (operationId: string) => number;
+  idempotencyRetentionMs: number;
+}): Enqueue {
+  const checks = new Map(
+    deps.operations
+      .filter((operation) => operation.async)
+      .map((operation) => [
+        operation.operationId,
+        {
+          params: deps.validators.requestChecker(objectSchema(operation.parameters.path), 'path'),
+          query: deps.validators.requestChecker(objectSchema(operation.parameters.query), 'query'),
+          body: operation.body?.schema ? deps.validators.requestChecker(operation.body.schema, 'body') : undefined,
+          bodyRequired: operation.body?.required === true,
+        },
+      ]),
+  );
+  return async (operationId, input = {}, options = {}) => {
+    const check = checks.get(operationId);
+    if (!check) throw new TypeError(`enqueue: "${operationId}" is not an asynchronous operation of the contract`);
+    const params = input.params ?? {};
+    const query = input.query ?? {};
+    const violations = [...check.params(params), ...check.query(query)];
+    if (input.body === undefined && check.bodyRequired) violations.push({ in: 'body', pointer: '', message: 'is required' });
+    else if (input.body !== undefined && check.body) violations.push(...check.body(input.body));
+    if (violations.length > 0) {
+      const first = violations[0]!;
+      throw new ProblemError(
+        'validationFailed',
+        `${violations.length} violation${violations.length === 1 ? '' : 's'} of the contract; first: ${first.in} ${first.pointer || '/'} ${first.message}.`,
+        {
+          extra: { errors: violations },
+        },
+      );
+    }
+    const key = parseIdempotencyKey([options.key ?? uuidv7()]);
+    const { fingerprint, canonicalInput } = fingerprintRequest(operationId, { params, query, body: input.body });
+    const now = Date.now();
+    const outcome = await deps.store.acceptJob({
+      principal: options.principal ?? ANONYMOUS_PRINCIPAL,
+      operation: operationId,
+      key,
+      fingerprint,
+      input: canonicalInput,
+      maxAttempts: deps.maxAttempts(operationId),
+      now,
+      keyExpiresAt: now + deps.idempotencyRetentionMs,
+    });
+    if (outcome.kind === 'mismatch') {
+      throw new ProblemError(
+        'idempotencyKeyReused',
+        `This Idempotency-Key was already used for a different ${operationId} request (job ${outcome.jobId}). Use a new key for a new request.`,
+      );
+    }
+    return { jobId: outcome.jobId, replayed: outcome.kind === 'replayed' };
+  };
+}
+
+function objectSchema(parameters: OperationSpec['parameters']['path']) {
+  return {
+    type: 'object',
+    properties: Object.fromEntries(parameters.map((parameter) => [parameter.name, parameter.schema])),
+    required: parameters.filter((parameter) => parameter.required).map((parameter) => parameter.name),
+  };
+}
