@@ -12,8 +12,9 @@ export { ContractError, type OpenApiDocument } from './contract/load.js';
 export { servedDocumentOf } from './contract/served.js';
 export { FRAMEWORK_OPERATION_IDS, type FrameworkOperationId } from './contract/served-document.js';
 export { FINISHED_STATES, JOB_STATES, type JobState } from './core/job-states.js';
-export { PROBLEM_TYPE_BASE, PROBLEMS, type ProblemDetails, type ProblemKind } from './core/problems.js';
+export { PROBLEM_TYPE_BASE, PROBLEMS, type ProblemDetails, ProblemError, type ProblemKind } from './core/problems.js';
 export { CallbackPolicy } from './delivery/callback-url.js';
+export type { Enqueue, Enqueued, EnqueueInput, EnqueueOptions } from './enqueue.js';
 export { signWebhook, type VerifyOptions, verifyWebhook, WebhookVerificationError } from './delivery/webhook-signature.js';
 export { JobEngine } from './engine/job-engine.js';
 export type {
