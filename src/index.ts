@@ -14,9 +14,9 @@ export { FRAMEWORK_OPERATION_IDS, type FrameworkOperationId } from './contract/s
 export { FINISHED_STATES, JOB_STATES, type JobState } from './core/job-states.js';
 export { PROBLEM_TYPE_BASE, PROBLEMS, type ProblemDetails, ProblemError, type ProblemKind } from './core/problems.js';
 export { CallbackPolicy } from './delivery/callback-url.js';
-export type { Enqueue, Enqueued, EnqueueInput, EnqueueOptions } from './enqueue.js';
 export { signWebhook, type VerifyOptions, verifyWebhook, WebhookVerificationError } from './delivery/webhook-signature.js';
 export { JobEngine } from './engine/job-engine.js';
+export type { Enqueue, Enqueued, EnqueueInput, EnqueueOptions } from './enqueue.js';
 export type {
   HandlerContext,
   Handlers,
