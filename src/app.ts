@@ -168,6 +168,7 @@ export async function createAsyncFirst<HandlerMap extends object>(options: Async
         longPollMaxSeconds: config.longPollMaxSeconds,
       },
       ...(prepared.webhookSecrets.length > 0 ? { webhooks: { policy: prepared.callbackPolicy } } : {}),
+      ...(config.metricsToken ? { metricsToken: config.metricsToken } : {}),
       logger: log,
     });
   } catch (error) {

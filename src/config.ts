@@ -58,6 +58,8 @@ export interface AsyncFirstConfig {
   sseHeartbeatMs: number;
   /** ADMIN_PRINCIPALS: comma-separated principals who are operators: they list, count and retry every principal's jobs. */
   adminPrincipals: string;
+  /** METRICS_TOKEN: when set, GET /metrics requires `Authorization: Bearer <it>`. */
+  metricsToken: string;
   /** COUNTS_CACHE_MS: how long the job counts (GET /jobs/counts) are served before the store is read again. */
   countsCacheMs: number;
   /** WEBHOOK_SECRET: comma-separated whsec_… secrets; every delivery is signed with each (rotation). */
@@ -105,6 +107,7 @@ export const DEFAULT_CONFIG: AsyncFirstConfig = {
   sseHeartbeatMs: 15_000,
   adminPrincipals: '',
   countsCacheMs: 2000,
+  metricsToken: '',
   webhookSecret: '',
   webhookAllowedHosts: '',
   webhookTimeoutMs: 10_000,
@@ -144,6 +147,7 @@ const ENV_NAMES: Record<keyof AsyncFirstConfig, string> = {
   sseHeartbeatMs: 'SSE_HEARTBEAT_MS',
   adminPrincipals: 'ADMIN_PRINCIPALS',
   countsCacheMs: 'COUNTS_CACHE_MS',
+  metricsToken: 'METRICS_TOKEN',
   webhookSecret: 'WEBHOOK_SECRET',
   webhookAllowedHosts: 'WEBHOOK_ALLOWED_HOSTS',
   webhookTimeoutMs: 'WEBHOOK_TIMEOUT_MS',

@@ -703,6 +703,26 @@ describe.each(DRIVERS)('the $name driver', ({ database }) => {
     await check();
     expect(await engine.countJobs()).not.toEqual([]);
   });
+
+  it('finds, per operation, since when its longest-due queued job has been due', async () => {
+    const engine = await setup();
+    const now = Date.now();
+    expect(await engine.oldestDueJobs(now)).toEqual([]);
+    await acceptOne(engine, 'd1', { now: now - 5000 });
+    await acceptOne(engine, 'd2', { now: now - 1000 });
+    await acceptOne(engine, 'd3', { now: now - 3000, operation: 'other' });
+    await acceptOne(engine, 'later', { now: now + 60_000, operation: 'later' });
+    expect(await engine.oldestDueJobs(now)).toEqual([
+      { operation: 'createReport', dueSince: now - 5000 },
+      { operation: 'other', dueSince: now - 3000 },
+    ]);
+    // A running job is no longer waiting.
+    await claimOne(engine);
+    expect(await engine.oldestDueJobs(now)).toEqual([
+      { operation: 'createReport', dueSince: now - 1000 },
+      { operation: 'other', dueSince: now - 3000 },
+    ]);
+  });
 });
 
 describe('cross-process announcements (PostgreSQL LISTEN/NOTIFY)', () => {

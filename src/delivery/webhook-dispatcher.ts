@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
+import type { JobMetrics } from '../metrics/job-metrics.js';
 import type { Store, WebhookDelivery } from '../store/store.js';
 import { retryDelayMs } from '../worker/backoff.js';
 import { ClaimLoop } from '../worker/claim-loop.js';
@@ -18,6 +19,8 @@ export interface DispatcherOptions {
   /** Deliveries sent at once. */
   concurrency: number;
   log: FastifyBaseLogger;
+  /** Counts the attempts recorded (GET /metrics). */
+  metrics?: JobMetrics;
 }
 
 /**
@@ -72,7 +75,8 @@ export class WebhookDispatcher {
     const now = Date.now();
     try {
       if (outcome.kind === 'delivered') {
-        await store.recordDelivery(delivery, this.owner, { status: 'succeeded', httpStatus: outcome.status }, now);
+        if (await store.recordDelivery(delivery, this.owner, { status: 'succeeded', httpStatus: outcome.status }, now))
+          this.options.metrics?.deliveryRecorded('succeeded');
         return;
       }
       const last = outcome.kind === 'give-up' || delivery.attempts >= delivery.maxAttempts;
@@ -80,12 +84,13 @@ export class WebhookDispatcher {
         retryDelayMs(delivery.attempts, this.options.retryBaseMs, this.options.retryMaxMs),
         outcome.kind === 'retry' ? (outcome.retryAfterMs ?? 0) : 0,
       );
-      await store.recordDelivery(
+      const recorded = await store.recordDelivery(
         delivery,
         this.owner,
         { status: last ? 'failed' : 'pending', httpStatus: outcome.status, error: outcome.error, nextAttemptAt: now + delay },
         now,
       );
+      if (recorded) this.options.metrics?.deliveryRecorded(last ? 'failed' : 'pending');
       log[last ? 'warn' : 'info'](
         { deliveryId: delivery.id, jobId: delivery.jobId, attempt: delivery.attempts, error: outcome.error },
         last ? 'webhook delivery failed' : 'webhook delivery will be retried',

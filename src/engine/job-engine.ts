@@ -144,6 +144,10 @@ export class JobEngine implements Store {
     return this.driver.countJobs();
   }
 
+  oldestDueJobs(now: number): Promise<Array<{ operation: string; dueSince: number }>> {
+    return this.driver.oldestDueJobs(now);
+  }
+
   getIdempotencyRecord(principal: string, operation: string, key: string): Promise<IdempotencyRecord | undefined> {
     return this.driver.getIdempotencyRecord(principal, operation, key);
   }

@@ -9,6 +9,7 @@ import { POLL_AFTER_SECONDS } from '../engine/job-view.js';
 import { type AnyHandler, type BeforeAccept, ResourceLocation } from '../handlers.js';
 import { fingerprintRequest } from '../idempotency/fingerprint.js';
 import { parseIdempotencyKey } from '../idempotency/key.js';
+import type { JobMetrics } from '../metrics/job-metrics.js';
 import type { Store } from '../store/store.js';
 import { parsePrefer } from './prefer.js';
 import { nonUtf8Charset } from './request-body.js';
@@ -33,6 +34,7 @@ export interface OperationRouteDeps {
   /** Refuses a submission before anything is stored (asynchronous operations). */
   beforeAccept?: BeforeAccept | undefined;
   idempotencyRetentionMs: number;
+  metrics: JobMetrics;
 }
 
 const acceptedResponseSchema = inlineFrameworkRefs(JobAcceptedSchema);
@@ -136,6 +138,7 @@ function acceptHandler(operation: OperationSpec, deps: OperationRouteDeps) {
         `This Idempotency-Key was already used for a different ${operation.operationId} request (job ${outcome.jobId}). Use a new key for a new request.`,
       );
     }
+    deps.metrics.submission(operation.operationId, outcome.kind === 'replayed');
     const location = `/jobs/${outcome.jobId}`;
     reply.header('vary', 'Prefer');
     if (outcome.kind === 'replayed') reply.header('idempotent-replayed', 'true');

@@ -1,3 +1,4 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { OpenApiDocument } from '../contract/load.js';
 import type { OperationSpec } from '../contract/operations.js';
@@ -42,6 +43,8 @@ export interface ServerDeps {
   };
   /** Present when webhooks are configured. */
   webhooks?: { policy: CallbackPolicy };
+  /** METRICS_TOKEN: when set, GET /metrics asks for it as a bearer token. */
+  metricsToken?: string;
   logger: FastifyBaseLogger;
 }
 
@@ -77,6 +80,10 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   server.setNotFoundHandler((request, reply) =>
     sendProblem(reply, problem('notFound', `Nothing is served at ${request.method} ${request.url.split('?')[0]}.`)),
   );
+  // The route's pattern (never its job id) labels the request's duration.
+  server.addHook('onResponse', async (request, reply) => {
+    runtime.metrics.requestServed(request.method, request.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000);
+  });
   server.addHook('onRequest', async (_request, reply) => {
     if (runtime.isStopping) {
       reply.header('connection', 'close');
@@ -97,6 +104,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
       maxAttempts: contract.maxAttempts(operation.operationId),
       beforeAccept: contract.beforeAccept?.(operation.operationId),
       idempotencyRetentionMs: limits.idempotencyRetentionMs,
+      metrics: runtime.metrics,
       watch: runtime.watch,
       longPollMaxSeconds: limits.longPollMaxSeconds,
       ...(deps.webhooks ? { webhooks: deps.webhooks } : {}),
@@ -144,6 +152,22 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   await registerDocumentRoutes(server, contract.served);
   // Liveness: the process answers (no store call). Readiness: it can take and serve jobs now.
   server.get('/healthz', async () => ({ status: 'ok' }));
+  const metricsToken = deps.metricsToken ? createHash('sha256').update(deps.metricsToken).digest() : undefined;
+  server.get('/metrics', async (request, reply) => {
+    if (metricsToken) {
+      const [scheme, token] = (request.headers.authorization ?? '').split(' ', 2);
+      const presented = createHash('sha256')
+        .update(token ?? '')
+        .digest();
+      if (scheme?.toLowerCase() !== 'bearer' || !timingSafeEqual(presented, metricsToken)) {
+        throw new ProblemError('unauthorized', 'GET /metrics needs Authorization: Bearer with METRICS_TOKEN.', {
+          headers: { 'www-authenticate': 'Bearer realm="asyncfirst-metrics"' },
+        });
+      }
+    }
+    const { contentType, body } = await runtime.metrics.render();
+    return reply.code(200).type(contentType).send(body);
+  });
   server.get('/readyz', async () => {
     await runtime.checkReady();
     return { status: 'ready' };

@@ -6,6 +6,7 @@ import { JobEventStreams } from '../delivery/event-stream.js';
 import { JobWatch } from '../delivery/job-watch.js';
 import { WebhookDispatcher } from '../delivery/webhook-dispatcher.js';
 import { CachedCounts } from '../engine/cached-counts.js';
+import { JobMetrics } from '../metrics/job-metrics.js';
 import type { Store } from '../store/store.js';
 import { Sweeper } from '../worker/sweeper.js';
 import { type JobOperation, Worker } from '../worker/worker.js';
@@ -37,6 +38,8 @@ export class JobRuntime {
   readonly sweeper: Sweeper;
   /** The job counts by operation and state, read at most once per COUNTS_CACHE_MS (GET /jobs/counts). */
   readonly counts: CachedCounts;
+  /** This process's Prometheus metrics (GET /metrics). */
+  readonly metrics: JobMetrics;
   private started = false;
   private stopping = false;
   private stopped: Promise<void> | undefined;
@@ -49,6 +52,7 @@ export class JobRuntime {
     store.onJobsChanged((jobIds) => this.watch.changed(jobIds));
     store.onEverythingChanged(() => this.watch.changedAll());
     this.counts = new CachedCounts(() => store.countJobs(), config.countsCacheMs);
+    this.metrics = new JobMetrics(store, this.counts);
     this.streams = new JobEventStreams({
       store,
       watch: this.watch,
@@ -73,6 +77,7 @@ export class JobRuntime {
         retryBaseMs: config.retryBaseMs,
         retryMaxMs: config.retryMaxMs,
         log: log.child({ component: 'worker' }),
+        metrics: this.metrics,
       });
       // A job accepted (or retried) anywhere the engine hears of starts at once, without waiting for a poll.
       store.onJobsQueued(() => worker.notify());
@@ -89,6 +94,7 @@ export class JobRuntime {
         pollIntervalMs: config.pollIntervalMs,
         concurrency: 8,
         log: log.child({ component: 'webhooks' }),
+        metrics: this.metrics,
       });
       store.onDeliveriesQueued(() => dispatcher.notify());
       this.dispatcher = dispatcher;

@@ -148,6 +148,8 @@ export interface Driver {
   listJobs(listing: JobListing): Promise<ListedJob[]>;
   /** The number of jobs per operation and state, ordered by operation then state. */
   countJobs(): Promise<JobCount[]>;
+  /** Per operation with queued jobs due at `now`, the earliest run time among them, ordered by operation. */
+  oldestDueJobs(now: number): Promise<Array<{ operation: string; dueSince: number }>>;
   /** The stored record of a key, live or expired. */
   getIdempotencyRecord(principal: string, operation: string, key: string): Promise<IdempotencyRecord | undefined>;
   countIdempotencyRecords(): Promise<number>;

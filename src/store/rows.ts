@@ -94,6 +94,7 @@ export function toClaimedJob(row: ClaimedRow): ClaimedJob {
     attempts: row.attempts,
     maxAttempts: row.max_attempts,
     fence: row.fence,
+    createdAt: Number(row.created_at),
   };
 }
 

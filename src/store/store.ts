@@ -48,6 +48,8 @@ export interface Store {
   listJobs(query: JobQuery): Promise<JobPage>;
   /** How many jobs there are of each operation in each state (pairs with no jobs are left out). */
   countJobs(): Promise<JobCount[]>;
+  /** Per operation with due queued jobs, when its longest-due one became due (its run time), for queue lag. */
+  oldestDueJobs(now: number): Promise<Array<{ operation: string; dueSince: number }>>;
   /** The idempotency record stored for a key, live or expired (until the sweeper deletes it). */
   getIdempotencyRecord(principal: string, operation: string, key: string): Promise<IdempotencyRecord | undefined>;
   /** How many idempotency records are stored, live or expired. */
@@ -247,6 +249,8 @@ export interface ClaimedJob {
   attempts: number;
   maxAttempts: number;
   fence: number;
+  /** When the job was accepted. */
+  createdAt: number;
   /** Set when this claim took the job over from a worker whose lease expired: that worker's owner id. */
   takenOverFrom?: string;
 }

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import { type ProblemDetails, problem } from '../core/problems.js';
 import { type AnyHandler, PermanentJobError, ResourceLocation } from '../handlers.js';
+import type { JobMetrics } from '../metrics/job-metrics.js';
 import { type ClaimedJob, type Store, StoreUnavailableError } from '../store/store.js';
 import { retryDelayMs } from './backoff.js';
 import { ClaimLoop } from './claim-loop.js';
@@ -25,7 +26,12 @@ export interface WorkerOptions {
   retryBaseMs: number;
   retryMaxMs: number;
   log: FastifyBaseLogger;
+  /** Observes attempts and endings (GET /metrics). */
+  metrics?: JobMetrics;
 }
+
+/** How an attempt's recorded outcome ended its job (a cancel asked meanwhile still ends it canceled in the store). */
+type EndedAs = 'succeeded' | 'failed' | 'canceled';
 
 interface RunningJob {
   job: ClaimedJob;
@@ -167,7 +173,9 @@ export class Worker {
 
   private async execute(entry: RunningJob): Promise<void> {
     const { job } = entry;
-    const { store, log } = this.options;
+    const { store, log, metrics } = this.options;
+    metrics?.attemptStarted(job.operation, job.attempts, job.createdAt);
+    const startedAt = metrics ? performance.now() : 0;
     let outcome: { ok: true; value: unknown } | { ok: false; error: unknown };
     try {
       const operation = this.options.operations.get(job.operation);
@@ -192,6 +200,7 @@ export class Worker {
     } catch (error) {
       outcome = { ok: false, error };
     }
+    metrics?.attemptRan(job.operation, (performance.now() - startedAt) / 1000);
     // The slot is free: claim more now (the claim is asked before the outcome below, so that both
     // are written in one turn: on SQLite one transaction, on PostgreSQL side by side).
     this.handlersRunning--;
@@ -204,18 +213,21 @@ export class Worker {
     for (let attempt = 1; ; attempt++) {
       const now = Date.now();
       try {
+        let ended: EndedAs | undefined;
         if (entry.cancelRequested) {
-          await store.finishJob(
+          const recorded = await store.finishJob(
             job.id,
             job.fence,
             { status: 'canceled', error: problem('jobCanceled', 'DELETE /jobs/{id} canceled the job while it was running.') },
             now,
           );
+          ended = recorded ? 'canceled' : undefined;
         } else if (outcome.ok) {
-          await this.succeed(job, outcome.value, now);
+          ended = await this.succeed(job, outcome.value, now);
         } else {
-          await this.fail(job, outcome.error, now);
+          ended = await this.fail(job, outcome.error, now);
         }
+        if (ended) metrics?.jobFinished(job.operation, ended);
         return;
       } catch (error) {
         const lastChance = performance.now() - entry.leaseRenewedAt > this.options.leaseMs * SELF_FENCE_SHARE;
@@ -237,15 +249,17 @@ export class Worker {
     await this.options.store.reportProgress(entry.job.id, entry.job.fence, progress, Date.now());
   }
 
-  private async succeed(job: ClaimedJob, value: unknown, now: number): Promise<void> {
+  /** Records a handler's result; says how the job ended when the write was not refused. */
+  private async succeed(job: ClaimedJob, value: unknown, now: number): Promise<EndedAs | undefined> {
     if (value instanceof ResourceLocation) {
-      await this.options.store.finishJob(job.id, job.fence, { status: 'succeeded', result: 'null', location: value.location }, now);
-      return;
+      return (await this.options.store.finishJob(job.id, job.fence, { status: 'succeeded', result: 'null', location: value.location }, now))
+        ? 'succeeded'
+        : undefined;
     }
     const violations = this.options.operations.get(job.operation)?.checkResult(value);
     if (violations !== undefined) {
       this.options.log.error({ jobId: job.id, violations }, 'job handler returned a result that does not match the contract');
-      await this.options.store.finishJob(
+      const recorded = await this.options.store.finishJob(
         job.id,
         job.fence,
         {
@@ -257,24 +271,27 @@ export class Worker {
         },
         now,
       );
-      return;
+      return recorded ? 'failed' : undefined;
     }
-    await this.options.store.finishJob(job.id, job.fence, { status: 'succeeded', result: JSON.stringify(value ?? null) }, now);
+    return (await this.options.store.finishJob(job.id, job.fence, { status: 'succeeded', result: JSON.stringify(value ?? null) }, now))
+      ? 'succeeded'
+      : undefined;
   }
 
-  private async fail(job: ClaimedJob, error: unknown, now: number): Promise<void> {
+  /** Records a handler's error: the job fails, or waits for its retry (undefined). */
+  private async fail(job: ClaimedJob, error: unknown, now: number): Promise<EndedAs | undefined> {
     const message = error instanceof Error ? error.message : String(error);
     const details: ProblemDetails = problem('jobHandlerFailed', message, { attempt: job.attempts });
     const permanent = error instanceof PermanentJobError;
     if (permanent || job.attempts >= job.maxAttempts) {
       this.options.log.warn({ jobId: job.id, attempts: job.attempts, err: error }, 'job failed');
-      await this.options.store.finishJob(job.id, job.fence, { status: 'failed', error: details }, now);
-      return;
+      return (await this.options.store.finishJob(job.id, job.fence, { status: 'failed', error: details }, now)) ? 'failed' : undefined;
     }
     const delay = retryDelayMs(job.attempts, this.options.retryBaseMs, this.options.retryMaxMs);
     this.options.log.info({ jobId: job.id, attempt: job.attempts, retryInMs: delay, err: error }, 'job attempt failed; will retry');
     await this.options.store.retryJob(job.id, job.fence, details, now + delay, now);
     setTimeout(() => this.notify(), delay).unref();
+    return undefined;
   }
 
   /** (Re)arms the timer that gives the attempt up if no renewal succeeds by SELF_FENCE_SHARE of the lease. */

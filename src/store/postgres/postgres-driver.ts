@@ -470,6 +470,11 @@ export class PostgresDriver implements Driver {
     return rows.map((row) => ({ operation: row.operation, status: row.status as JobCount['status'], count: row.count }));
   }
 
+  async oldestDueJobs(now: number): Promise<Array<{ operation: string; dueSince: number }>> {
+    const rows = await this.run<{ operation: string; due_since: number }>(SQL.oldestDueJobs, [now]);
+    return rows.map((row) => ({ operation: row.operation, dueSince: Number(row.due_since) }));
+  }
+
   async getIdempotencyRecord(principal: string, operation: string, key: string): Promise<IdempotencyRecord | undefined> {
     const [row] = await this.run<IdempotencyRow>(SQL.getIdempotencyRecord, [principal, operation, key]);
     return row ? toIdempotencyRecord(row) : undefined;

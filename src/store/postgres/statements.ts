@@ -189,6 +189,11 @@ export const SQL = {
      )
      SELECT operation, status, delta AS count FROM kept WHERE delta > 0 ORDER BY operation COLLATE "C", status COLLATE "C"`,
   ),
+  /** Served by jobs_queued (run_at, seq): it reads the due queued jobs only. */
+  oldestDueJobs: statement(
+    'oldest_due_jobs',
+    `SELECT operation, min(run_at) AS due_since FROM jobs WHERE status = 'queued' AND run_at <= $1 GROUP BY operation ORDER BY operation COLLATE "C"`,
+  ),
   getIdempotencyRecord: statement(
     'get_idempotency_record',
     `SELECT principal, operation, key, fingerprint, job_id, created_at, expires_at FROM idempotency_keys WHERE principal = $1 AND operation = $2 AND key = $3`,

@@ -304,6 +304,10 @@ export class SqliteDriver implements Driver {
     return this.read(() => this.sql.countJobs.all().map((row) => ({ operation: row.operation, status: row.status as JobCount['status'], count: row.count })));
   }
 
+  async oldestDueJobs(now: number): Promise<Array<{ operation: string; dueSince: number }>> {
+    return this.read(() => this.sql.oldestDueJobs.all(now).map((row) => ({ operation: row.operation, dueSince: row.due_since })));
+  }
+
   async getIdempotencyRecord(principal: string, operation: string, key: string): Promise<IdempotencyRecord | undefined> {
     return this.read(() => {
       const row = this.sql.getIdempotencyRecord.get(principal, operation, key);

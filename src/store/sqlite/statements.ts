@@ -198,6 +198,10 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
     countJobs: db.prepare<[], { operation: string; status: string; count: number }>(
       `SELECT operation, status, count FROM job_counts WHERE count > 0 ORDER BY operation, status`,
     ),
+    /** Served by jobs_queued (run_at, seq): it reads the due queued jobs only. */
+    oldestDueJobs: db.prepare<[number], { operation: string; due_since: number }>(
+      `SELECT operation, min(run_at) AS due_since FROM jobs WHERE status = 'queued' AND run_at <= ? GROUP BY operation ORDER BY operation`,
+    ),
     getIdempotencyRecord: db.prepare<[string, string, string], IdempotencyRow>(
       `SELECT principal, operation, key, fingerprint, job_id, created_at, expires_at FROM idempotency_keys WHERE principal = ? AND operation = ? AND key = ?`,
     ),
