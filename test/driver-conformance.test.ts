@@ -1,3 +1,4 @@
+import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { problem } from '../src/core/problems.js';
 import { JobEngine } from '../src/engine/job-engine.js';
@@ -5,8 +6,9 @@ import type { Driver } from '../src/store/driver.js';
 import { PostgresDriver } from '../src/store/postgres/postgres-driver.js';
 import { SqliteDriver } from '../src/store/sqlite/sqlite-driver.js';
 import type { AcceptRequest, ClaimedJob, Store } from '../src/store/store.js';
+import { Sweeper } from '../src/worker/sweeper.js';
 import { tempDir } from './helpers.js';
-import { freshSchema, TEST_DATABASE_URL } from './postgres-support.js';
+import { freshSchema, queryPostgres, TEST_DATABASE_URL } from './postgres-support.js';
 import { sleep } from './worker-test-support.js';
 
 /*
@@ -754,5 +756,35 @@ describe('cross-process announcements (PostgreSQL LISTEN/NOTIFY)', () => {
     while ((!changed.has(outcome.jobId) || queued === 0) && Date.now() < deadline) await sleep(10);
     expect(changed.has(outcome.jobId)).toBe(true);
     expect(queued).toBeGreaterThan(0);
+  });
+});
+
+describe('PostgreSQL job counters', () => {
+  const { schema, drop } = freshSchema('af_counters');
+  const engines: Store[] = [];
+  afterEach(async () => {
+    for (const engine of engines.splice(0)) await engine.close();
+    await drop();
+  });
+
+  it('appends a delta per changing statement and folds them into one row per pair when counted or the sweeper runs', async () => {
+    const engine = await JobEngine.start(new PostgresDriver({ connectionString: TEST_DATABASE_URL, schema, poolMax: 2 }));
+    engines.push(engine);
+    const deltas = async () => Number((await queryPostgres<{ rows: string }>(schema, 'SELECT count(*) AS rows FROM job_count_deltas'))[0]?.rows);
+    for (let i = 0; i < 6; i++) await engine.acceptJob(acceptRequest(`k${i}`, { operation: i % 2 ? 'other' : 'createReport' }));
+    const claimed = await engine.claimJobs({ owner: 'w', limit: 2, now: Date.now(), leaseMs: 30_000 });
+    for (const job of claimed) await engine.renewLease(job.id, job.fence, 30_000, Date.now());
+    // Six acceptances; the claim of one job of each operation appends four (each one's queued -1 and running +1); renewals append nothing.
+    expect(await deltas()).toBe(6 + 4);
+    const sweeper = new Sweeper(engine, { intervalMs: 60_000, jobRetentionMs: 60_000, log: pino({ level: 'silent' }) });
+    expect(await sweeper.sweepNow()).toEqual({ keys: 0, jobs: 0 });
+    expect(await deltas()).toBe(4);
+    expect(await engine.countJobs()).toEqual([
+      { operation: 'createReport', status: 'queued', count: 2 },
+      { operation: 'createReport', status: 'running', count: 1 },
+      { operation: 'other', status: 'queued', count: 2 },
+      { operation: 'other', status: 'running', count: 1 },
+    ]);
+    expect(await deltas()).toBe(4);
   });
 });
