@@ -1,19 +1,12 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
-import { runProcess } from '../cli.js';
-import { ConfigError } from '../config.js';
-import { ContractError } from '../contract/load.js';
-import { checkContract } from './check.js';
-import { backupDatabase, checkCopy, databaseTarget, migrateDatabase, restoreDatabase, withoutPassword } from './database.js';
 import { CliError } from './errors.js';
-import { generate } from './generate.js';
-import { scaffold } from './scaffold.js';
-import { loadServiceModule } from './service-module.js';
 
 /*
  * The asyncfirst command. Exit codes: 0 done, 1 failed (the message says why), 2 usage (a wrong
- * command, option or argument).
+ * command, option or argument). Each command imports what it needs when it runs: the linter, the
+ * type generator and the server take a second to load, and --help should not wait for them.
  */
 
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -32,6 +25,7 @@ program
   .description('scaffold a new service in <dir>: contract, typed handlers, a test with asyncfirst/testing, scripts')
   .argument('<dir>', 'a new or empty folder')
   .action(async (dir: string) => {
+    const { scaffold } = await import('./scaffold.js');
     const files = await scaffold(dir, version);
     console.log(`created ${dir}: ${files.join(', ')}`);
     console.log(`next: cd ${dir} && npm install && npm test && npm start`);
@@ -44,6 +38,7 @@ program
   .option('--out <dir>', 'where to write them', 'generated')
   .option('--check', 'write nothing; exit 1 if the files are stale')
   .action(async (options: { contract: string; out: string; check?: boolean }) => {
+    const { generate } = await import('./generate.js');
     const { changed } = await generate({ contract: options.contract, out: options.out, check: options.check === true });
     if (options.check) {
       if (changed.length > 0) throw new CliError(`stale: ${changed.join(', ')}; run asyncfirst generate`);
@@ -59,6 +54,7 @@ program
   .addOption(contractOption())
   .option('--served', 'lint the document as served at /openapi.json (asyncfirst endpoints merged in) instead of the file')
   .action(async (options: { contract: string; served?: boolean }) => {
+    const { checkContract } = await import('./check.js');
     const problems = await checkContract(options.contract, { served: options.served === true });
     for (const problem of problems) console.log(`${problem.place} ${problem.severity} ${problem.rule}: ${problem.message}`);
     const errors = problems.filter((problem) => problem.severity === 'error').length;
@@ -78,6 +74,7 @@ for (const mode of ['serve', 'worker'] as const) {
     )
     .argument('<module>', 'a module exporting its asyncfirst options (export const options = { contract, handlers })')
     .action(async (module: string) => {
+      const [{ runProcess }, { loadServiceModule }] = await Promise.all([import('../cli.js'), import('./service-module.js')]);
       await runProcess(await loadServiceModule(module), mode);
     });
 }
@@ -87,6 +84,7 @@ program
   .description('apply the schema migrations to the database and print its schema version')
   .addOption(databaseOption())
   .action(async (options: { database?: string }) => {
+    const { databaseTarget, migrateDatabase, withoutPassword } = await import('./database.js');
     const { target, config } = databaseTarget(options.database);
     const schemaVersion = await migrateDatabase(target, config);
     console.log(`${target.kind === 'sqlite' ? target.path : withoutPassword(target.url)}: schema version ${schemaVersion}`);
@@ -98,6 +96,7 @@ program
   .argument('<file>', 'the copy to write (must not exist)')
   .addOption(databaseOption())
   .action(async (file: string, options: { database?: string }) => {
+    const { backupDatabase, databaseTarget } = await import('./database.js');
     const { target } = databaseTarget(options.database);
     const tty = process.stderr.isTTY === true;
     const report = await backupDatabase(target, file, (done, total) => {
@@ -113,7 +112,8 @@ program
   .argument('<file>', 'a copy made by asyncfirst backup')
   .addOption(databaseOption())
   .option('--dry-run', 'only check the copy')
-  .action((file: string, options: { database?: string; dryRun?: boolean }) => {
+  .action(async (file: string, options: { database?: string; dryRun?: boolean }) => {
+    const { checkCopy, databaseTarget, restoreDatabase } = await import('./database.js');
     const { target } = databaseTarget(options.database);
     if (options.dryRun) {
       const report = checkCopy(file);
@@ -132,7 +132,8 @@ try {
     // --help and --version end with exit code 0; usage errors were printed by commander.
     process.exit(error.exitCode === 0 ? 0 : 2);
   }
-  if (error instanceof CliError || error instanceof ContractError || error instanceof ConfigError) {
+  // ContractError and ConfigError by name: their modules are loaded only by the commands that need them.
+  if (error instanceof CliError || (error instanceof Error && (error.name === 'ContractError' || error.name === 'ConfigError'))) {
     console.error(`asyncfirst: ${error.message}`);
     process.exit(error instanceof CliError ? error.exitCode : 1);
   }
