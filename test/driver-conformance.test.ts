@@ -4,10 +4,9 @@ import { problem } from '../src/core/problems.js';
 import { JobEngine } from '../src/engine/job-engine.js';
 import type { Driver } from '../src/store/driver.js';
 import { PostgresDriver } from '../src/store/postgres/postgres-driver.js';
-import { SqliteDriver } from '../src/store/sqlite/sqlite-driver.js';
 import type { AcceptRequest, ClaimedJob, Store } from '../src/store/store.js';
 import { Sweeper } from '../src/worker/sweeper.js';
-import { tempDir } from './helpers.js';
+import { acceptRequest, type DatabaseUnderTest, driversUnderTest, INPUT } from './driver-support.js';
 import { freshSchema, queryPostgres, TEST_DATABASE_URL } from './postgres-support.js';
 import { sleep } from './worker-test-support.js';
 
@@ -18,51 +17,7 @@ import { sleep } from './worker-test-support.js';
  * second process.
  */
 
-interface DatabaseUnderTest {
-  /** A new engine on this test's database (call again for another "process"). */
-  open(): Promise<Store>;
-  cleanup(): Promise<void>;
-}
-
-const DRIVERS: Array<{ name: string; database: () => DatabaseUnderTest }> = [
-  {
-    name: 'SQLite',
-    database: () => {
-      const tmp = tempDir();
-      return {
-        open: () => JobEngine.start(new SqliteDriver(tmp.dbPath)),
-        cleanup: async () => tmp.cleanup(),
-      };
-    },
-  },
-  {
-    name: 'PostgreSQL',
-    database: () => {
-      const { schema, drop } = freshSchema('af_conformance');
-      return {
-        open: () => JobEngine.start(new PostgresDriver({ connectionString: TEST_DATABASE_URL, schema, poolMax: 4 })),
-        cleanup: drop,
-      };
-    },
-  },
-];
-
-const INPUT = '{"body":{"rows":1,"title":"t"},"params":{},"query":{}}';
-
-function acceptRequest(key: string, overrides: Partial<AcceptRequest> = {}): AcceptRequest {
-  const now = Date.now();
-  return {
-    principal: 'alice',
-    operation: 'createReport',
-    key,
-    fingerprint: `fp-${key}`,
-    input: INPUT,
-    maxAttempts: 3,
-    now,
-    keyExpiresAt: now + 60_000,
-    ...overrides,
-  };
-}
+const DRIVERS = driversUnderTest('af_conformance');
 
 describe.each(DRIVERS)('the $name driver', ({ database }) => {
   let db: DatabaseUnderTest;
