@@ -45,5 +45,10 @@ export function newJobId(now: number = Date.now()): string {
   return text;
 }
 
+/** The smallest job id made at or after `ms`: its time part, then the lowest random part (ids sort by their millisecond). */
+export function firstJobIdAt(ms: number): string {
+  return newJobId(ms).slice(0, 10) + '0'.repeat(16);
+}
+
 /** The shape of a job id; anything else is answered 404 without touching the store. */
 export const JOB_ID_PATTERN = /^[0-9A-HJKMNP-TV-Z]{26}$/;

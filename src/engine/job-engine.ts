@@ -1,10 +1,11 @@
-import { newJobId } from '../core/ids.js';
+import { firstJobIdAt, newJobId } from '../core/ids.js';
 import { isFinished } from '../core/job-states.js';
 import { type ProblemDetails, problem } from '../core/problems.js';
 import type { AcceptResult, AcceptWrite, Driver, Finish, RecordedChange } from '../store/driver.js';
 import type {
   AcceptOutcome,
   AcceptRequest,
+  ActivityMinute,
   CancelOutcome,
   ClaimedJob,
   ClaimRequest,
@@ -146,6 +147,25 @@ export class JobEngine implements Store {
 
   oldestDueJobs(now: number): Promise<Array<{ operation: string; dueSince: number }>> {
     return this.driver.oldestDueJobs(now);
+  }
+
+  async jobActivity(since: number): Promise<ActivityMinute[]> {
+    const { accepted, finished } = await this.driver.jobActivity(since, firstJobIdAt(since));
+    const minutes = new Map<number, ActivityMinute>();
+    const minuteOf = (minute: number) => {
+      let entry = minutes.get(minute);
+      if (!entry) minutes.set(minute, (entry = { minute, accepted: 0, succeeded: 0, failed: 0, canceled: 0 }));
+      return entry;
+    };
+    for (const row of accepted) minuteOf(row.minute).accepted += row.count;
+    for (const row of finished) {
+      if (row.status === 'succeeded' || row.status === 'failed' || row.status === 'canceled') minuteOf(row.minute)[row.status] += row.count;
+    }
+    return [...minutes.values()].sort((a, b) => a.minute - b.minute);
+  }
+
+  jobInput(principal: string, id: string): Promise<string | undefined> {
+    return this.driver.jobInput(principal, id);
   }
 
   getIdempotencyRecord(principal: string, operation: string, key: string): Promise<IdempotencyRecord | undefined> {

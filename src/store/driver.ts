@@ -29,6 +29,12 @@ import type {
  * change as the job's event with that version, in the transaction that made the change.
  */
 
+/** How many jobs something happened to in one minute (its first millisecond). */
+export interface MinuteCount {
+  minute: number;
+  count: number;
+}
+
 /** What a change of a job records: its event's data and, for a finished job with a callback, a webhook delivery. */
 export interface RecordedChange {
   data: string;
@@ -150,6 +156,13 @@ export interface Driver {
   countJobs(): Promise<JobCount[]>;
   /** Per operation with queued jobs due at `now`, the earliest run time among them, ordered by operation. */
   oldestDueJobs(now: number): Promise<Array<{ operation: string; dueSince: number }>>;
+  /**
+   * Per minute (its first millisecond), the jobs accepted at or after `since` (the id range from
+   * `firstIdSince`: ids begin with their acceptance time) and the jobs finished since then per state.
+   */
+  jobActivity(since: number, firstIdSince: string): Promise<{ accepted: MinuteCount[]; finished: Array<MinuteCount & { status: JobState }> }>;
+  /** One principal's job's input JSON. */
+  jobInput(principal: string, id: string): Promise<string | undefined>;
   /** The stored record of a key, live or expired. */
   getIdempotencyRecord(principal: string, operation: string, key: string): Promise<IdempotencyRecord | undefined>;
   countIdempotencyRecords(): Promise<number>;

@@ -50,6 +50,10 @@ export interface Store {
   countJobs(): Promise<JobCount[]>;
   /** Per operation with due queued jobs, when its longest-due one became due (its run time), for queue lag. */
   oldestDueJobs(now: number): Promise<Array<{ operation: string; dueSince: number }>>;
+  /** Per minute since `since`, how many jobs were accepted and how many finished in each end state (the dashboard's chart). */
+  jobActivity(since: number): Promise<ActivityMinute[]>;
+  /** The canonical JSON input ({body, params, query}) of one principal's job; undefined for an unknown id or another principal's job. */
+  jobInput(principal: string, id: string): Promise<string | undefined>;
   /** The idempotency record stored for a key, live or expired (until the sweeper deletes it). */
   getIdempotencyRecord(principal: string, operation: string, key: string): Promise<IdempotencyRecord | undefined>;
   /** How many idempotency records are stored, live or expired. */
@@ -169,6 +173,15 @@ export interface JobCount {
   operation: string;
   status: JobState;
   count: number;
+}
+
+/** One minute of activity: `minute` is its first millisecond; minutes with nothing accepted or finished are left out. */
+export interface ActivityMinute {
+  minute: number;
+  accepted: number;
+  succeeded: number;
+  failed: number;
+  canceled: number;
 }
 
 /** What binds an Idempotency-Key: the request it was first used with, and the job that request made. */

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { isFinished } from '../../core/job-states.js';
+import { isFinished, type JobState } from '../../core/job-states.js';
 import type { Settled } from '../../engine/turn-batcher.js';
 import type {
   AcceptResult,
@@ -12,6 +12,7 @@ import type {
   Finish,
   JobListing,
   ListedJob,
+  MinuteCount,
   RecordChange,
   Requeue,
 } from '../driver.js';
@@ -473,6 +474,22 @@ export class PostgresDriver implements Driver {
   async oldestDueJobs(now: number): Promise<Array<{ operation: string; dueSince: number }>> {
     const rows = await this.run<{ operation: string; due_since: number }>(SQL.oldestDueJobs, [now]);
     return rows.map((row) => ({ operation: row.operation, dueSince: Number(row.due_since) }));
+  }
+
+  async jobActivity(since: number, firstIdSince: string): Promise<{ accepted: MinuteCount[]; finished: Array<MinuteCount & { status: JobState }> }> {
+    const [accepted, finished] = await Promise.all([
+      this.run<{ minute: number; count: number }>(SQL.acceptedPerMinute, [firstIdSince, since]),
+      this.run<{ minute: number; status: string; count: number }>(SQL.finishedPerMinute, [since]),
+    ]);
+    return {
+      accepted: accepted.map((row) => ({ minute: Number(row.minute), count: Number(row.count) })),
+      finished: finished.map((row) => ({ minute: Number(row.minute), status: row.status as JobState, count: Number(row.count) })),
+    };
+  }
+
+  async jobInput(principal: string, id: string): Promise<string | undefined> {
+    const [row] = await this.run<{ input: string }>(SQL.jobInput, [id, principal]);
+    return row?.input;
   }
 
   async getIdempotencyRecord(principal: string, operation: string, key: string): Promise<IdempotencyRecord | undefined> {

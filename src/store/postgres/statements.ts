@@ -194,6 +194,17 @@ export const SQL = {
     'oldest_due_jobs',
     `SELECT operation, min(run_at) AS due_since FROM jobs WHERE status = 'queued' AND run_at <= $1 GROUP BY operation ORDER BY operation COLLATE "C"`,
   ),
+  /** Served by the id index (ids begin with their acceptance time): it reads the jobs accepted since then only. */
+  acceptedPerMinute: statement(
+    'accepted_per_minute',
+    `SELECT created_at / 60000 * 60000 AS minute, count(*) AS count FROM jobs WHERE id >= $1 AND created_at >= $2 GROUP BY minute ORDER BY minute`,
+  ),
+  /** Served by jobs_finished (finished_at): it reads the jobs finished since then only. */
+  finishedPerMinute: statement(
+    'finished_per_minute',
+    `SELECT finished_at / 60000 * 60000 AS minute, status, count(*) AS count FROM jobs WHERE finished_at >= $1 GROUP BY minute, status ORDER BY minute, status COLLATE "C"`,
+  ),
+  jobInput: statement('job_input', `SELECT input FROM jobs WHERE id = $1 AND principal = $2`),
   getIdempotencyRecord: statement(
     'get_idempotency_record',
     `SELECT principal, operation, key, fingerprint, job_id, created_at, expires_at FROM idempotency_keys WHERE principal = $1 AND operation = $2 AND key = $3`,

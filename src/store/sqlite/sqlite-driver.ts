@@ -3,6 +3,7 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type BetterSqlite3 from 'better-sqlite3';
 import Database from 'better-sqlite3';
+import type { JobState } from '../../core/job-states.js';
 import { type Settled, settledOf } from '../../engine/turn-batcher.js';
 import type {
   AcceptResult,
@@ -14,6 +15,7 @@ import type {
   Finish,
   JobListing,
   ListedJob,
+  MinuteCount,
   RecordChange,
   Requeue,
 } from '../driver.js';
@@ -306,6 +308,19 @@ export class SqliteDriver implements Driver {
 
   async oldestDueJobs(now: number): Promise<Array<{ operation: string; dueSince: number }>> {
     return this.read(() => this.sql.oldestDueJobs.all(now).map((row) => ({ operation: row.operation, dueSince: row.due_since })));
+  }
+
+  async jobActivity(since: number, firstIdSince: string): Promise<{ accepted: MinuteCount[]; finished: Array<MinuteCount & { status: JobState }> }> {
+    return this.read(() =>
+      this.db.transaction(() => ({
+        accepted: this.sql.acceptedPerMinute.all(firstIdSince, since),
+        finished: this.sql.finishedPerMinute.all(since).map((row) => ({ ...row, status: row.status as JobState })),
+      }))(),
+    );
+  }
+
+  async jobInput(principal: string, id: string): Promise<string | undefined> {
+    return this.read(() => this.sql.jobInput.get(id, principal)?.input);
   }
 
   async getIdempotencyRecord(principal: string, operation: string, key: string): Promise<IdempotencyRecord | undefined> {

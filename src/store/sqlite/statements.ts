@@ -202,6 +202,15 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
     oldestDueJobs: db.prepare<[number], { operation: string; due_since: number }>(
       `SELECT operation, min(run_at) AS due_since FROM jobs WHERE status = 'queued' AND run_at <= ? GROUP BY operation ORDER BY operation`,
     ),
+    /** Served by the id index (ids begin with their acceptance time): it reads the jobs accepted since then only. */
+    acceptedPerMinute: db.prepare<[string, number], { minute: number; count: number }>(
+      `SELECT created_at / 60000 * 60000 AS minute, count(*) AS count FROM jobs WHERE id >= ? AND created_at >= ? GROUP BY minute ORDER BY minute`,
+    ),
+    /** Served by jobs_finished (finished_at): it reads the jobs finished since then only. */
+    finishedPerMinute: db.prepare<[number], { minute: number; status: string; count: number }>(
+      `SELECT finished_at / 60000 * 60000 AS minute, status, count(*) AS count FROM jobs WHERE finished_at >= ? GROUP BY minute, status ORDER BY minute, status`,
+    ),
+    jobInput: db.prepare<[string, string], { input: string }>(`SELECT input FROM jobs WHERE id = ? AND principal = ?`),
     getIdempotencyRecord: db.prepare<[string, string, string], IdempotencyRow>(
       `SELECT principal, operation, key, fingerprint, job_id, created_at, expires_at FROM idempotency_keys WHERE principal = ? AND operation = ? AND key = ?`,
     ),
