@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
-import { pino } from 'pino';
+import { type Logger, type LoggerOptions, pino } from 'pino';
 import { type AsyncFirstConfig, ConfigError, loadConfig } from './config.js';
 import { ContractError, loadContract, type OpenApiDocument, readContractFile } from './contract/load.js';
 import { describeOperations } from './contract/operations.js';
@@ -41,6 +41,8 @@ export interface AsyncFirstOptions<HandlerMap> {
   operators?: IsOperator;
   /** Settings over those read from the environment. */
   config?: Partial<AsyncFirstConfig>;
+  /** The service's logger: a pino instance (used as it is), or pino options (over LOG_LEVEL and LOG_FORMAT). */
+  logger?: Logger | LoggerOptions;
   /** Use this store instead of opening DATABASE_URL (tests, other backends). */
   store?: Store;
 }
@@ -107,7 +109,7 @@ async function prepare<HandlerMap extends object>(options: AsyncFirstOptions<Han
       checkResult: validators.resultChecker(operation.result?.schema),
     });
   }
-  const log = pino({ level: config.logLevel }) as FastifyBaseLogger;
+  const log = serviceLogger(options.logger, config);
   const store = options.store ?? (await openJobEngine(config));
   const runtime = new JobRuntime({
     config,
@@ -211,6 +213,16 @@ function operatorsOf(adminPrincipals: string, chosen: IsOperator | undefined): I
       .filter(Boolean),
   );
   return (principal, request) => named.has(principal) || (chosen?.(principal, request) ?? false);
+}
+
+/** The logger a service logs with: its own pino instance, or one made from its options, LOG_LEVEL and LOG_FORMAT. */
+function serviceLogger(logger: Logger | LoggerOptions | undefined, config: AsyncFirstConfig): FastifyBaseLogger {
+  if (logger !== undefined && typeof (logger as Logger).child === 'function') return logger as Logger as FastifyBaseLogger;
+  const options: LoggerOptions = { level: config.logLevel, ...(logger as LoggerOptions | undefined) };
+  // pino-pretty runs in pino's transport thread, so formatting never holds the event loop.
+  if (config.logFormat === 'pretty' && options.transport === undefined)
+    options.transport = { target: 'pino-pretty', options: { translateTime: 'SYS:HH:MM:ss.l' } };
+  return pino(options) as FastifyBaseLogger;
 }
 
 /** WEBHOOK_SECRET: comma-separated whsec_ secrets (several during a rotation). */

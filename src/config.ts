@@ -16,6 +16,8 @@ export interface AsyncFirstConfig {
   workerConcurrency: number;
   /** LOG_LEVEL: pino level (fatal, error, warn, info, debug, trace, silent). */
   logLevel: string;
+  /** LOG_FORMAT: json (one JSON object a line, for log collectors) or pretty (coloured lines for a terminal, by pino-pretty). */
+  logFormat: string;
   /** BODY_LIMIT: the largest request body, in bytes. */
   bodyLimit: number;
   /** BODY_MAX_DEPTH: how deeply arrays and objects may nest in a JSON body. */
@@ -85,6 +87,7 @@ export const DEFAULT_CONFIG: AsyncFirstConfig = {
   databaseStatementTimeoutMs: 10_000,
   workerConcurrency: 100,
   logLevel: 'info',
+  logFormat: 'json',
   bodyLimit: 1024 * 1024,
   bodyMaxDepth: 64,
   requestTimeoutMs: 30_000,
@@ -125,6 +128,7 @@ const ENV_NAMES: Record<keyof AsyncFirstConfig, string> = {
   databaseStatementTimeoutMs: 'DATABASE_STATEMENT_TIMEOUT_MS',
   workerConcurrency: 'WORKER_CONCURRENCY',
   logLevel: 'LOG_LEVEL',
+  logFormat: 'LOG_FORMAT',
   bodyLimit: 'BODY_LIMIT',
   bodyMaxDepth: 'BODY_MAX_DEPTH',
   requestTimeoutMs: 'REQUEST_TIMEOUT_MS',
@@ -199,5 +203,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
   }
   Object.assign(config, overrides);
   if (!LOG_LEVELS.includes(config.logLevel)) throw new ConfigError(`LOG_LEVEL="${config.logLevel}" must be one of ${LOG_LEVELS.join(', ')}`);
+  if (config.logFormat !== 'json' && config.logFormat !== 'pretty') throw new ConfigError(`LOG_FORMAT="${config.logFormat}" must be json or pretty`);
   return config;
 }

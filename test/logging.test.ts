@@ -1,0 +1,86 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config.js';
+import { demoOptions } from '../src/demo/service.js';
+import { createTestApp } from '../src/testing/index.js';
+
+/* The logger option (a pino instance or pino options) and LOG_FORMAT. */
+
+const ALICE = { 'x-api-key': 'key-a' };
+
+describe('logging', () => {
+  it('logs through the pino instance a service gives', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const destination = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        for (const line of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(line) as Record<string, unknown>);
+        done();
+      },
+    });
+    const logger = pino({ level: 'info', base: { service: 'reports' } }, destination);
+    const service = await createTestApp({ ...demoOptions({ apiKeys: 'alice:key-a' }), logger });
+    try {
+      expect(service.app.log).toBe(logger);
+      const accepted = await service.submit('POST', '/reports', { title: 'Q3', rows: 10 }, ALICE);
+      expect(accepted.status).toBe(202);
+      expect(lines.some((line) => line.msg === 'incoming request' && line.service === 'reports')).toBe(true);
+    } finally {
+      await service.close();
+    }
+  });
+
+  it('takes pino options over LOG_LEVEL', async () => {
+    const service = await createTestApp({ ...demoOptions({ apiKeys: 'alice:key-a' }), logger: { level: 'warn' } });
+    try {
+      expect(service.app.log.level).toBe('warn');
+    } finally {
+      await service.close();
+    }
+  });
+
+  it('LOG_FORMAT is json or pretty; anything else is a start error naming it', () => {
+    expect(loadConfig({}).logFormat).toBe('json');
+    expect(loadConfig({ LOG_FORMAT: 'pretty' }).logFormat).toBe('pretty');
+    expect(() => loadConfig({ LOG_FORMAT: 'yaml' })).toThrow('LOG_FORMAT="yaml" must be json or pretty');
+  });
+
+  it('LOG_FORMAT=pretty writes readable lines instead of JSON', async () => {
+    const repo = resolve(import.meta.dirname, '..');
+    const dir = mkdtempSync(join(tmpdir(), 'asyncfirst-log-'));
+    const child = spawn(process.execPath, ['--import', 'tsx', join(repo, 'src/demo/main.ts'), 'serve'], {
+      cwd: repo,
+      env: {
+        ...process.env,
+        LOG_FORMAT: 'pretty',
+        PORT: '0',
+        API_KEYS: 'alice:key-a',
+        DATABASE_URL: join(dir, 'jobs.db'),
+        NO_COLOR: '1',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const output = await new Promise<string>((done, fail) => {
+      let text = '';
+      const timer = setTimeout(() => fail(new Error(`no listening line: ${text}`)), 20_000);
+      child.stdout.on('data', (chunk: Buffer) => {
+        text += chunk.toString();
+        if (text.includes('asyncfirst demo listening')) {
+          clearTimeout(timer);
+          done(text);
+        }
+      });
+    });
+    const exited = new Promise((done) => child.on('exit', done));
+    child.kill('SIGTERM');
+    await exited;
+    rmSync(dir, { recursive: true, force: true });
+    const line = output.split('\n').find((candidate) => candidate.includes('asyncfirst demo listening'))!;
+    expect(line).toMatch(/^\[\d{2}:\d{2}:\d{2}\.\d{3}\] INFO \(\d+\): asyncfirst demo listening/);
+    expect(output.trimStart().startsWith('{')).toBe(false);
+  });
+});
