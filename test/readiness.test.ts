@@ -1,7 +1,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AsyncFirstApp } from '../src/app.js';
 import { createDemo } from '../src/demo/service.js';
+import { openSqliteEngine } from '../src/engine/open-engine.js';
+import type { ClaimRequest, Store } from '../src/store/store.js';
 import { API_KEYS, tempDir } from './helpers.js';
+import { customApp, waitFor } from './worker-test-support.js';
 
 describe('GET /readyz', () => {
   const cleanups: Array<() => Promise<void> | void> = [];
@@ -50,5 +53,35 @@ describe('GET /readyz', () => {
     const unavailable = await readyz(other);
     expect(unavailable.statusCode).toBe(503);
     expect(unavailable.json()).toMatchObject({ type: 'urn:asyncfirst:problem:store-unavailable' });
+  });
+
+  it('answers 503 not-ready naming the cause while the worker cannot claim jobs, and 200 once a claim succeeds again', async () => {
+    const tmp = tempDir();
+    const engine = await openSqliteEngine(tmp.dbPath);
+    let failClaims = true;
+    let failedClaims = 0;
+    // The store answers its readiness round trip, but claims fail (a broken statement, say).
+    const store: Store = Object.create(engine, {
+      claimJobs: {
+        value: (claim: ClaimRequest) => {
+          if (!failClaims) return engine.claimJobs(claim);
+          failedClaims++;
+          return Promise.reject(new Error('no such column: lease_epoch'));
+        },
+      },
+    });
+    const app = await customApp({ dbPath: tmp.dbPath, store, createReport: () => ({}), config: { workerConcurrency: 2 } });
+    cleanups.push(tmp.cleanup, () => app.close());
+    app.startBackground();
+    await waitFor('a failed claim', () => failedClaims > 0 || undefined);
+    const failing = await readyz(app);
+    expect(failing.statusCode).toBe(503);
+    expect(failing.headers['retry-after']).toBe('5');
+    expect(failing.json()).toMatchObject({ type: 'urn:asyncfirst:problem:not-ready', status: 503 });
+    expect(failing.json().detail).toContain('the last claim failed: no such column: lease_epoch');
+
+    failClaims = false;
+    // The poll (20 ms here) claims again; once that succeeds the process is ready.
+    await waitFor('ready again', async () => ((await readyz(app)).statusCode === 200 ? true : undefined));
   });
 });

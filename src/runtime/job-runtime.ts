@@ -127,6 +127,9 @@ export class JobRuntime {
     if (!this.started)
       throw new ProblemError('notReady', 'The server is starting; its worker and sweeper are not running yet.', { headers: { 'retry-after': '1' } });
     await this.store.checkReady();
+    // Where this process runs a worker, its claim loop must be alive too.
+    const claimProblem = this.worker?.claimProblem();
+    if (claimProblem) throw new ProblemError('notReady', `The worker cannot claim jobs: ${claimProblem}.`, { headers: { 'retry-after': '5' } });
   }
 
   /**

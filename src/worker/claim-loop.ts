@@ -12,6 +12,10 @@ export class ClaimLoop<Item> {
   private filled: Promise<void> = Promise.resolve();
   private stopped = false;
   private pollTimer: NodeJS.Timeout | undefined;
+  /** performance.now() when the fill under way began. */
+  private fillStartedAt = 0;
+  /** The last claim's error, until a claim succeeds again. */
+  private lastError: unknown;
 
   constructor(
     private readonly options: {
@@ -63,18 +67,34 @@ export class ClaimLoop<Item> {
     await this.filled;
   }
 
+  /**
+   * Why this loop cannot be counted on to start due work (its last claim failed, or a claim has
+   * not returned for `stuckAfterMs`), or undefined when it can: readiness reports it.
+   */
+  problem(stuckAfterMs: number): string | undefined {
+    if (!this.started || this.stopped) return undefined;
+    if (this.filling && performance.now() - this.fillStartedAt > stuckAfterMs) {
+      return `a claim has not returned for ${Math.round((performance.now() - this.fillStartedAt) / 1000)} s`;
+    }
+    if (this.lastError !== undefined) return `the last claim failed: ${this.lastError instanceof Error ? this.lastError.message : String(this.lastError)}`;
+    return undefined;
+  }
+
   private async fill(): Promise<void> {
     this.filling = true;
+    this.fillStartedAt = performance.now();
     try {
       do {
         this.fillAgain = false;
         const free = this.options.free();
         if (free <= 0 || this.stopped) break;
         const items = await this.options.claim(free);
+        this.lastError = undefined;
         for (const item of items) this.options.start(item);
         if (items.length === free) this.fillAgain = true;
       } while (this.fillAgain);
     } catch (error) {
+      this.lastError = error;
       this.options.onError(error);
     } finally {
       this.filling = false;

@@ -111,6 +111,14 @@ export class Worker {
     this.loop.notify();
   }
 
+  /**
+   * Why this worker cannot be counted on to start due jobs, or undefined: its last claim failed,
+   * or a claim has been under way for longer than a lease (no statement or lock wait takes that long).
+   */
+  claimProblem(): string | undefined {
+    return this.loop.problem(Math.max(this.options.leaseMs, 30_000));
+  }
+
   /** Number of jobs this worker holds now: handlers running, and outcomes being recorded. */
   get activeJobs(): number {
     return this.running.size;
