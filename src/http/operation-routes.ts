@@ -31,6 +31,8 @@ export interface OperationRouteDeps {
   handler: AnyHandler;
   authenticate: Authenticate;
   maxAttempts: number;
+  /** Checks a synchronous handler's result against the operation's 200/201 schema: the violations, or undefined. */
+  checkResult?: ((result: unknown) => string | undefined) | undefined;
   /** Refuses a submission before anything is stored (asynchronous operations). */
   beforeAccept?: BeforeAccept | undefined;
   idempotencyRetentionMs: number;
@@ -46,7 +48,7 @@ export function registerOperationRoute(server: FastifyInstance, operation: Opera
     url: operation.routeUrl,
     schema: routeSchema(operation),
     onRequest: requestGate(operation, deps.authenticate),
-    handler: operation.async ? acceptHandler(operation, deps) : inlineHandler(deps.handler, operation.result?.status ?? 200),
+    handler: operation.async ? acceptHandler(operation, deps) : inlineHandler(operation, deps.handler, deps.checkResult),
   };
   server.route(route);
 }
@@ -89,8 +91,12 @@ function requestGate(operation: OperationSpec, authenticate: Authenticate) {
   };
 }
 
-/** A synchronous operation: the handler runs now and its result is the 200/201 body. */
-function inlineHandler(handler: AnyHandler, successStatus: number) {
+/**
+ * A synchronous operation: the handler runs now and its result is the 200/201 body, once it is
+ * checked against the contract (a result that does not match is a logged 500, never sent).
+ */
+function inlineHandler(operation: OperationSpec, handler: AnyHandler, checkResult: ((result: unknown) => string | undefined) | undefined) {
+  const successStatus = operation.result?.status ?? 200;
   return async (request: FastifyRequest, reply: FastifyReply) => {
     const controller = new AbortController();
     const abortOnClose = () => controller.abort(new Error('the client closed the connection'));
@@ -101,6 +107,14 @@ function inlineHandler(handler: AnyHandler, successStatus: number) {
         { principal: request.principal, signal: controller.signal, log: request.log, progress: async () => {} },
       );
       if (result instanceof ResourceLocation) return reply.code(303).header('location', result.location).send();
+      const violations = checkResult?.(result);
+      if (violations !== undefined) {
+        request.log.error(
+          { operationId: operation.operationId, violations },
+          'the handler answered a result that does not match the contract; it was not sent',
+        );
+        throw new ProblemError('internal', `The ${operation.operationId} handler answered a result that does not match the contract; it was not sent.`);
+      }
       return reply.code(successStatus).send(result);
     } finally {
       request.raw.off('close', abortOnClose);

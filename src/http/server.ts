@@ -103,6 +103,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
       authenticate: security.authenticator(operation.security, operation.anonymousAllowed),
       maxAttempts: contract.maxAttempts(operation.operationId),
       beforeAccept: contract.beforeAccept?.(operation.operationId),
+      checkResult: operation.async ? undefined : contract.validators.resultChecker(operation.result?.schema),
       idempotencyRetentionMs: limits.idempotencyRetentionMs,
       metrics: runtime.metrics,
       watch: runtime.watch,
