@@ -4,6 +4,7 @@ import { type AsyncFirstConfig, ConfigError, loadConfig } from './config.js';
 import { ContractError, loadContract, type OpenApiDocument, readContractFile } from './contract/load.js';
 import { describeOperations } from './contract/operations.js';
 import { buildServedDocument, FRAMEWORK_OPERATION_IDS } from './contract/served-document.js';
+import type { DashboardOptions } from './dashboard/dashboard-routes.js';
 import { CallbackPolicy } from './delivery/callback-url.js';
 import type { WebhookDispatcher } from './delivery/webhook-dispatcher.js';
 import { decodeWebhookSecret } from './delivery/webhook-signature.js';
@@ -171,6 +172,7 @@ export async function createAsyncFirst<HandlerMap extends object>(options: Async
       },
       ...(prepared.webhookSecrets.length > 0 ? { webhooks: { policy: prepared.callbackPolicy } } : {}),
       ...(config.metricsToken ? { metricsToken: config.metricsToken } : {}),
+      ...(config.dashboard ? { dashboard: dashboardOptions(config) } : {}),
       logger: log,
     });
   } catch (error) {
@@ -223,6 +225,15 @@ function serviceLogger(logger: Logger | LoggerOptions | undefined, config: Async
   if (config.logFormat === 'pretty' && options.transport === undefined)
     options.transport = { target: 'pino-pretty', options: { translateTime: 'SYS:HH:MM:ss.l' } };
   return pino(options) as FastifyBaseLogger;
+}
+
+/** The dashboard's settings from DASHBOARD_PREFIX, DASHBOARD_READ_ONLY, DASHBOARD_USER and DASHBOARD_PASSWORD. */
+function dashboardOptions(config: AsyncFirstConfig): DashboardOptions {
+  return {
+    prefix: config.dashboardPrefix,
+    readOnly: config.dashboardReadOnly,
+    ...(config.dashboardUser ? { credentials: { user: config.dashboardUser, password: config.dashboardPassword } } : {}),
+  };
 }
 
 /** WEBHOOK_SECRET: comma-separated whsec_ secrets (several during a rotation). */

@@ -64,6 +64,16 @@ export interface AsyncFirstConfig {
   metricsToken: string;
   /** COUNTS_CACHE_MS: how long the job counts (GET /jobs/counts) are served before the store is read again. */
   countsCacheMs: number;
+  /** DASHBOARD: whether the dashboard is served (on or off). */
+  dashboard: boolean;
+  /** DASHBOARD_PREFIX: the path the dashboard is served at (its API under <prefix>/api/). */
+  dashboardPrefix: string;
+  /** DASHBOARD_USER: with DASHBOARD_PASSWORD, the HTTP basic user that signs in to the dashboard as an operator. */
+  dashboardUser: string;
+  /** DASHBOARD_PASSWORD: that user's password. */
+  dashboardPassword: string;
+  /** DASHBOARD_READ_ONLY: the dashboard shows no actions and refuses them. */
+  dashboardReadOnly: boolean;
   /** WEBHOOK_SECRET: comma-separated whsec_… secrets; every delivery is signed with each (rotation). */
   webhookSecret: string;
   /** WEBHOOK_ALLOWED_HOSTS: comma-separated host names or CIDRs that callbacks may reach although not public. */
@@ -111,6 +121,11 @@ export const DEFAULT_CONFIG: AsyncFirstConfig = {
   adminPrincipals: '',
   countsCacheMs: 2000,
   metricsToken: '',
+  dashboard: true,
+  dashboardPrefix: '/dashboard',
+  dashboardUser: '',
+  dashboardPassword: '',
+  dashboardReadOnly: false,
   webhookSecret: '',
   webhookAllowedHosts: '',
   webhookTimeoutMs: 10_000,
@@ -152,6 +167,11 @@ const ENV_NAMES: Record<keyof AsyncFirstConfig, string> = {
   adminPrincipals: 'ADMIN_PRINCIPALS',
   countsCacheMs: 'COUNTS_CACHE_MS',
   metricsToken: 'METRICS_TOKEN',
+  dashboard: 'DASHBOARD',
+  dashboardPrefix: 'DASHBOARD_PREFIX',
+  dashboardUser: 'DASHBOARD_USER',
+  dashboardPassword: 'DASHBOARD_PASSWORD',
+  dashboardReadOnly: 'DASHBOARD_READ_ONLY',
   webhookSecret: 'WEBHOOK_SECRET',
   webhookAllowedHosts: 'WEBHOOK_ALLOWED_HOSTS',
   webhookTimeoutMs: 'WEBHOOK_TIMEOUT_MS',
@@ -176,6 +196,9 @@ const MINIMUM: Partial<Record<keyof AsyncFirstConfig, number>> = {
   leaseMs: 100,
   pollIntervalMs: 10,
 };
+const FLAGS: Record<string, boolean> = { on: true, true: true, yes: true, '1': true, off: false, false: false, no: false, '0': false };
+/** A path of one or more segments, no trailing slash, nothing a URL would need to escape. */
+const DASHBOARD_PREFIX = /^(\/[A-Za-z0-9._~-]+)+$/;
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 /** A setting that cannot be used; the message names the variable. */
@@ -197,11 +220,24 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
       const minimum = MINIMUM[field] ?? 0;
       if (!Number.isInteger(value) || value < minimum) throw new ConfigError(`${name}="${raw}" must be an integer of at least ${minimum}`);
       (config[field] as number) = value;
+    } else if (typeof DEFAULT_CONFIG[field] === 'boolean') {
+      const value = FLAGS[raw.trim().toLowerCase()];
+      if (value === undefined) throw new ConfigError(`${name}="${raw}" must be on or off (true/false, yes/no, 1/0)`);
+      (config[field] as boolean) = value;
     } else {
       (config[field] as string) = raw.trim();
     }
   }
   Object.assign(config, overrides);
+  if (!DASHBOARD_PREFIX.test(config.dashboardPrefix)) {
+    throw new ConfigError(
+      `DASHBOARD_PREFIX="${config.dashboardPrefix}" must be a path such as /dashboard (segments of letters, digits, . _ ~ -; no trailing slash)`,
+    );
+  }
+  if ((config.dashboardUser === '') !== (config.dashboardPassword === '')) throw new ConfigError('DASHBOARD_USER and DASHBOARD_PASSWORD must be set together');
+  if (config.dashboardUser.includes(':')) {
+    throw new ConfigError('DASHBOARD_USER must not contain ":" (HTTP basic separates the user from the password with it)');
+  }
   if (!LOG_LEVELS.includes(config.logLevel)) throw new ConfigError(`LOG_LEVEL="${config.logLevel}" must be one of ${LOG_LEVELS.join(', ')}`);
   if (config.logFormat !== 'json' && config.logFormat !== 'pretty') throw new ConfigError(`LOG_FORMAT="${config.logFormat}" must be json or pretty`);
   return config;

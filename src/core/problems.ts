@@ -14,6 +14,8 @@ export const PROBLEMS = {
   cursorInvalid: { slug: 'cursor-invalid', title: 'Invalid cursor', status: 400 },
   unauthorized: { slug: 'unauthorized', title: 'Authentication required', status: 401 },
   forbidden: { slug: 'forbidden', title: 'Operators only', status: 403 },
+  crossSiteRequestRefused: { slug: 'cross-site-request-refused', title: 'Cross-site request refused', status: 403 },
+  dashboardReadOnly: { slug: 'dashboard-read-only', title: 'The dashboard is read-only', status: 403 },
   notFound: { slug: 'not-found', title: 'Not found', status: 404 },
   jobNotFound: { slug: 'job-not-found', title: 'Job not found', status: 404 },
   methodNotAllowed: { slug: 'method-not-allowed', title: 'Method not allowed', status: 405 },

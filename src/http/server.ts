@@ -4,6 +4,7 @@ import type { OpenApiDocument } from '../contract/load.js';
 import type { OperationSpec } from '../contract/operations.js';
 import { jobsSecurity } from '../contract/served-document.js';
 import { ProblemError, problem } from '../core/problems.js';
+import { type DashboardOptions, registerDashboard } from '../dashboard/dashboard-routes.js';
 import type { CallbackPolicy } from '../delivery/callback-url.js';
 import type { AnyHandler, BeforeAccept } from '../handlers.js';
 import type { JobRuntime } from '../runtime/job-runtime.js';
@@ -45,6 +46,8 @@ export interface ServerDeps {
   webhooks?: { policy: CallbackPolicy };
   /** METRICS_TOKEN: when set, GET /metrics asks for it as a bearer token. */
   metricsToken?: string;
+  /** The dashboard's settings; absent: no dashboard (DASHBOARD=off). */
+  dashboard?: DashboardOptions;
   logger: FastifyBaseLogger;
 }
 
@@ -150,6 +153,16 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     });
   }
 
+  if (deps.dashboard) {
+    await registerDashboard(server, {
+      ...deps.dashboard,
+      store: runtime.store,
+      counts: runtime.counts,
+      authenticate: jobsAuthenticate,
+      isOperator: deps.isOperator,
+      cancelRunningJob: (jobId) => runtime.cancelRunningJob(jobId),
+    });
+  }
   await registerDocumentRoutes(server, contract.served);
   // Liveness: the process answers (no store call). Readiness: it can take and serve jobs now.
   server.get('/healthz', async () => ({ status: 'ok' }));

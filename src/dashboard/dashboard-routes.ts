@@ -1,0 +1,265 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { JOB_LISTING_PARAMETERS } from '../contract/jobs-paths.js';
+import { JOB_ID_PATTERN } from '../core/ids.js';
+import type { JobState } from '../core/job-states.js';
+import { ProblemError, problem } from '../core/problems.js';
+import type { CachedCounts } from '../engine/cached-counts.js';
+import { jobBody } from '../engine/job-view.js';
+import type { IsOperator } from '../http/job-routes.js';
+import { sendProblem } from '../http/problem-replies.js';
+import type { Authenticate } from '../http/security.js';
+import type { ActivityMinute, JobRecord, Store } from '../store/store.js';
+import { DASHBOARD_SECURITY_HEADERS, type DashboardCredentials, dashboardAuthenticator, refuseCrossSite } from './dashboard-access.js';
+
+/** How the dashboard is served (DASHBOARD_PREFIX, DASHBOARD_READ_ONLY, DASHBOARD_USER and DASHBOARD_PASSWORD). */
+export interface DashboardOptions {
+  /** Where the page is served, e.g. /dashboard (its API is under <prefix>/api/). */
+  prefix: string;
+  /** No cancel or retry: the page shows no actions and the API refuses them. */
+  readOnly: boolean;
+  /** HTTP basic credentials that act as an operator; absent: the service's own security, operators only. */
+  credentials?: DashboardCredentials;
+}
+
+export interface DashboardDeps extends DashboardOptions {
+  store: Store;
+  counts: CachedCounts;
+  /** The jobs API's authenticator (the service's security handlers). */
+  authenticate: Authenticate;
+  isOperator: IsOperator;
+  cancelRunningJob: (jobId: string) => void;
+}
+
+/** The chart's window and how long one reading of it is served. */
+const ACTIVITY_WINDOW_MS = 60 * 60_000;
+const ACTIVITY_CACHE_MS = 5000;
+/** The newest events a job page shows (a job reporting progress often has many). */
+const TIMELINE_EVENTS = 200;
+
+const ASSETS = {
+  'dashboard.js': 'text/javascript; charset=utf-8',
+  'dashboard.css': 'text/css; charset=utf-8',
+  'icon.svg': 'image/svg+xml',
+} as const;
+
+interface Asset {
+  body: Buffer;
+  type: string;
+  etag: string;
+}
+
+/** The page and its assets, read once from ./assets (beside the compiled module too: the build copies them). */
+function loadAssets(): Map<string, Asset> {
+  const assets = new Map<string, Asset>();
+  const files: Array<[string, string]> = [['index.html', 'text/html; charset=utf-8'], ...Object.entries(ASSETS)];
+  for (const [name, type] of files) {
+    const body = readFileSync(new URL(`./assets/${name}`, import.meta.url));
+    assets.set(name, { body, type, etag: `"${createHash('sha256').update(body).digest('base64url').slice(0, 16)}"` });
+  }
+  return assets;
+}
+
+/** A job as the dashboard shows it: with whose it is. */
+function withPrincipal(job: JobRecord): string {
+  return `{"principal":${JSON.stringify(job.principal)},${jobBody(job).slice(1)}`;
+}
+
+/** One entry of a job's timeline, from the job as its event recorded it. */
+function timelineEntry(event: { id: number; type: string; data: string }): Record<string, unknown> {
+  const job = JSON.parse(event.data) as Record<string, unknown>;
+  const error = job.error as { title?: string; detail?: string } | undefined;
+  return {
+    version: event.id,
+    type: event.type,
+    at: job.updatedAt,
+    status: job.status,
+    attempts: job.attempts,
+    ...(job.progress === undefined ? {} : { progress: job.progress }),
+    ...(error && event.type !== 'job.progress' ? { error: error.detail ?? error.title } : {}),
+  };
+}
+
+/** A value read at most once per `maxAgeMs`, with one read in flight. */
+function cachedReading<T>(read: () => Promise<T>, maxAgeMs: number): () => Promise<T> {
+  let value: { at: number; reading: Promise<T> } | undefined;
+  return () => {
+    const now = Date.now();
+    if (!value || now - value.at >= maxAgeMs) {
+      const reading = read();
+      value = { at: now, reading };
+      reading.catch(() => {
+        if (value?.reading === reading) value = undefined;
+      });
+    }
+    return value.reading;
+  };
+}
+
+interface ListingQuery {
+  status?: JobState[];
+  operation?: string;
+  createdAfter?: string;
+  createdBefore?: string;
+  cursor?: string;
+  limit?: number;
+}
+
+const LISTING_QUERY_SCHEMA = {
+  type: 'object',
+  properties: Object.fromEntries(JOB_LISTING_PARAMETERS.map((parameter) => [parameter.name, parameter.schema])),
+};
+
+type JobRequest = FastifyRequest<{ Params: { id: string } }>;
+
+/**
+ * The dashboard: one page (with its script, style and icon) and a small API under the prefix that
+ * acts as an operator with the dashboard's own authentication. Every response carries the
+ * Content-Security-Policy; every action needs the page's action header.
+ */
+export async function registerDashboard(server: FastifyInstance, deps: DashboardDeps): Promise<void> {
+  const assets = loadAssets();
+  const authenticate = dashboardAuthenticator(deps.credentials, deps.authenticate, deps.isOperator);
+  const activity = cachedReading(() => deps.store.jobActivity(Math.floor((Date.now() - ACTIVITY_WINDOW_MS) / 60_000) * 60_000), ACTIVITY_CACHE_MS);
+  const notFound = (id: string) => new ProblemError('jobNotFound', `There is no job ${id}.`);
+
+  const actions = new Set([`${deps.prefix}/api/jobs/:id/cancel`, `${deps.prefix}/api/jobs/:id/retry`]);
+  await server.register(
+    async (scope) => {
+      scope.addHook('onRequest', async (request, reply) => {
+        reply.headers(DASHBOARD_SECURITY_HEADERS);
+        const isAction = request.method === 'POST' && actions.has(request.routeOptions.url ?? '');
+        // Actions are checked before credentials: a request from another site learns nothing.
+        if (isAction) refuseCrossSite(request);
+        request.principal = await authenticate(request);
+        if (isAction && deps.readOnly) {
+          throw new ProblemError('dashboardReadOnly', 'The dashboard is read-only (DASHBOARD_READ_ONLY); nothing was changed.');
+        }
+      });
+
+      const sendAsset = (request: FastifyRequest, reply: FastifyReply, name: string) => {
+        const asset = assets.get(name) as Asset;
+        reply.header('etag', asset.etag).header('cache-control', 'no-cache');
+        if (request.headers['if-none-match'] === asset.etag) return reply.code(304).send();
+        return reply.code(200).type(asset.type).send(asset.body);
+      };
+      const sendJson = (reply: FastifyReply, body: string) =>
+        reply.code(200).header('cache-control', 'no-store').type('application/json; charset=utf-8').send(body);
+      const jobIdOf = (request: JobRequest) => {
+        if (!JOB_ID_PATTERN.test(request.params.id)) throw notFound(request.params.id);
+        return request.params.id;
+      };
+
+      // The page links its assets relatively, so it is served at the prefix with a slash.
+      scope.get('', async (_request, reply) => reply.code(308).header('location', `${deps.prefix}/`).send());
+      scope.route({ method: 'GET', url: '/', prefixTrailingSlash: 'slash', handler: async (request, reply) => sendAsset(request, reply, 'index.html') });
+      scope.get<{ Params: { name: string } }>('/assets/:name', async (request, reply) => {
+        if (!(request.params.name in ASSETS)) throw new ProblemError('notFound', `The dashboard has no asset ${request.params.name}.`);
+        return sendAsset(request, reply, request.params.name);
+      });
+
+      scope.get('/api/session', async (request, reply) => sendJson(reply, JSON.stringify({ principal: request.principal, readOnly: deps.readOnly })));
+
+      scope.get('/api/overview', async (_request, reply) => {
+        const now = Date.now();
+        const [{ counts, asOf }, minutes, oldest] = await Promise.all([deps.counts.current(), activity(), deps.store.oldestDueJobs(now)]);
+        const since = Math.floor((now - ACTIVITY_WINDOW_MS) / 60_000) * 60_000;
+        return sendJson(
+          reply,
+          JSON.stringify({
+            asOf: new Date(asOf).toISOString(),
+            counts,
+            queueLag: oldest.map((entry) => ({ operation: entry.operation, seconds: Math.max(0, now - entry.dueSince) / 1000 })),
+            activity: {
+              since: new Date(since).toISOString(),
+              minutes: minutes.map((minute: ActivityMinute) => ({ ...minute, minute: new Date(minute.minute).toISOString() })),
+            },
+          }),
+        );
+      });
+
+      scope.get<{ Querystring: ListingQuery }>('/api/jobs', { schema: { querystring: LISTING_QUERY_SCHEMA } }, async (request, reply) => {
+        const { status, operation, createdAfter, createdBefore, cursor, limit } = request.query;
+        const page = await deps.store.listJobs({
+          ...(status === undefined ? {} : { statuses: status }),
+          ...(operation === undefined ? {} : { operation }),
+          ...(createdAfter === undefined ? {} : { createdAfter: Date.parse(createdAfter) }),
+          ...(createdBefore === undefined ? {} : { createdBefore: Date.parse(createdBefore) }),
+          ...(cursor === undefined ? {} : { cursor }),
+          ...(limit === undefined ? {} : { limit }),
+        });
+        const next = page.nextCursor === undefined ? '' : `,"nextCursor":${JSON.stringify(page.nextCursor)}`;
+        return sendJson(reply, `{"jobs":[${page.jobs.map(withPrincipal).join(',')}]${next}}`);
+      });
+
+      scope.get<{ Params: { id: string } }>('/api/jobs/:id', async (request, reply) => {
+        const id = jobIdOf(request);
+        const principal = await deps.store.jobPrincipal(id);
+        const found = principal === undefined ? undefined : await deps.store.getJobEvents(principal, id, 0);
+        if (principal === undefined || !found) throw notFound(id);
+        const input = await deps.store.jobInput(principal, id);
+        const events = found.events.slice(-TIMELINE_EVENTS).map(timelineEntry);
+        const omitted = Math.max(0, found.events.length - TIMELINE_EVENTS);
+        return sendJson(reply, `{"job":${withPrincipal(found.job)},"input":${input ?? 'null'},"events":${JSON.stringify(events)},"eventsOmitted":${omitted}}`);
+      });
+
+      scope.post<{ Params: { id: string } }>('/api/jobs/:id/cancel', async (request, reply) => {
+        const id = jobIdOf(request);
+        const principal = await deps.store.jobPrincipal(id);
+        const outcome = principal === undefined ? ({ kind: 'not-found' } as const) : await deps.store.cancelJob(principal, id, Date.now());
+        switch (outcome.kind) {
+          case 'not-found':
+            throw notFound(id);
+          case 'finished':
+            throw new ProblemError('jobFinished', `Job ${id} has already finished (${outcome.job.status}); there is nothing to cancel.`, {
+              extra: { jobStatus: outcome.job.status },
+            });
+          case 'signalled':
+            deps.cancelRunningJob(id);
+            return reply.code(202).type('application/json; charset=utf-8').send(withPrincipal(outcome.job));
+          case 'canceled':
+            return reply.code(200).type('application/json; charset=utf-8').send(withPrincipal(outcome.job));
+        }
+      });
+
+      scope.post<{ Params: { id: string } }>('/api/jobs/:id/retry', async (request, reply) => {
+        const id = jobIdOf(request);
+        const outcome = await deps.store.retryEndedJob(undefined, id, Date.now());
+        switch (outcome.kind) {
+          case 'not-found':
+            throw notFound(id);
+          case 'not-retryable':
+            throw new ProblemError('jobNotRetryable', `Job ${id} is ${outcome.job.status}; only a failed or canceled job can be retried.`, {
+              extra: { jobStatus: outcome.job.status },
+            });
+          case 'queued':
+            return reply.code(202).type('application/json; charset=utf-8').send(withPrincipal(outcome.job));
+        }
+      });
+
+      // Known path, other method: 405 with Allow, as everywhere else.
+      const allowed: Array<[string, string[]]> = [
+        ['', ['GET', 'HEAD']],
+        ['/', ['GET', 'HEAD']],
+        ['/assets/:name', ['GET', 'HEAD']],
+        ['/api/session', ['GET', 'HEAD']],
+        ['/api/overview', ['GET', 'HEAD']],
+        ['/api/jobs', ['GET', 'HEAD']],
+        ['/api/jobs/:id', ['GET', 'HEAD']],
+        ['/api/jobs/:id/cancel', ['POST']],
+        ['/api/jobs/:id/retry', ['POST']],
+      ];
+      for (const [url, methods] of allowed) {
+        const allow = methods.join(', ');
+        scope.route({
+          method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'].filter((method) => !methods.includes(method)),
+          url,
+          ...(url === '/' ? { prefixTrailingSlash: 'slash' as const } : {}),
+          handler: async (request, reply) => sendProblem(reply, problem('methodNotAllowed', `${request.method} is not allowed here; use ${allow}.`), { allow }),
+        });
+      }
+    },
+    { prefix: deps.prefix },
+  );
+}
