@@ -1,10 +1,12 @@
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAsyncFirst } from '../src/app.js';
+import { demoOptions } from '../src/demo/service.js';
 
 /* The asyncfirst command, run as a user runs it: its output and its exit code (0 done, 1 failed, 2 usage). */
 
@@ -28,10 +30,8 @@ function asyncfirst(args: string[], options: { cwd?: string; env?: Record<string
 
 beforeAll(() => {
   work = mkdtempSync(join(tmpdir(), 'asyncfirst-cli-'));
-  rmSync(build, { recursive: true, force: true });
-  execFileSync(process.execPath, [join(repo, 'node_modules/typescript/bin/tsc'), '-p', join(repo, 'tsconfig.build.json'), '--outDir', join(build, 'dist')]);
+  execFileSync(process.execPath, ['--import', tsx, join(repo, 'scripts/build.ts'), '--out', join(build, 'dist')], { cwd: repo, stdio: 'ignore' });
   copyFileSync(join(repo, 'package.json'), join(build, 'package.json'));
-  cpSync(join(repo, 'src/store/postgres/migrations'), join(build, 'dist/store/postgres/migrations'), { recursive: true });
 }, 120_000);
 afterAll(() => {
   rmSync(work, { recursive: true, force: true });
@@ -51,6 +51,7 @@ describe('usage', () => {
       'migrate',
       'backup [options] <file>',
       'restore [options] <file>',
+      'jobs',
     ]) {
       expect(help.stdout).toContain(command);
     }
@@ -235,6 +236,46 @@ describe('migrate, backup and restore (SQLite)', () => {
       expect(result.stderr).toContain('pg_dump');
       expect(result.stderr).toContain('pg_restore');
     }
+  });
+});
+
+describe('jobs', () => {
+  it('list, show, cancel and retry jobs in the database, with --json, and the errors of each', async () => {
+    const databaseUrl = join(work, 'jobs-cli/jobs.db');
+    const app = await createAsyncFirst(demoOptions({ apiKeys: 'alice:key-a', config: { databaseUrl, logLevel: 'silent' } }));
+    const first = await app.enqueue('createReport', { body: { title: 'a', rows: 1 } }, { principal: 'alice' });
+    const second = await app.enqueue('createReport', { body: { title: 'b', rows: 2 } }, { principal: 'bob' });
+    await app.close();
+    const env = { DATABASE_URL: databaseUrl };
+
+    const list = asyncfirst(['jobs', 'list'], { env });
+    expect(list.status).toBe(0);
+    expect(list.stdout.split('\n').filter(Boolean)).toEqual([
+      expect.stringMatching(new RegExp(`^${second.jobId}  queued\\s+createReport  bob  0/\\d+  \\d{4}-`)),
+      expect.stringMatching(new RegExp(`^${first.jobId}  queued\\s+createReport  alice  0/\\d+  `)),
+    ]);
+    const json = JSON.parse(asyncfirst(['jobs', 'list', '--json', '--principal', 'alice'], { env }).stdout) as { jobs: { id: string }[] };
+    expect(json.jobs.map((job) => job.id)).toEqual([first.jobId]);
+    expect(asyncfirst(['jobs', 'list', '--status', 'succeeded'], { env }).stdout).toBe('no jobs\n');
+    const badStatus = asyncfirst(['jobs', 'list', '--status', 'done'], { env });
+    expect(badStatus.status).toBe(2);
+    expect(badStatus.stderr).toContain('--status done: use one of queued, running, succeeded, failed, canceled');
+
+    const shown = JSON.parse(asyncfirst(['jobs', 'show', first.jobId, '--json'], { env }).stdout) as Record<string, unknown>;
+    expect(shown).toMatchObject({ id: first.jobId, principal: 'alice', operation: 'createReport', status: 'queued', attempts: 0 });
+    const missing = asyncfirst(['jobs', 'show', '01J00000000000000000000000'], { env });
+    expect(missing.status).toBe(1);
+    expect(missing.stderr).toContain('there is no job 01J00000000000000000000000');
+
+    const notRetryable = asyncfirst(['jobs', 'retry', first.jobId], { env });
+    expect(notRetryable.status).toBe(1);
+    expect(notRetryable.stderr).toContain(`job ${first.jobId} is queued: only a failed or canceled job can be retried`);
+    expect(asyncfirst(['jobs', 'cancel', first.jobId], { env })).toMatchObject({ status: 0, stdout: `job ${first.jobId} is canceled\n` });
+    const again = asyncfirst(['jobs', 'cancel', first.jobId], { env });
+    expect(again.status).toBe(1);
+    expect(again.stderr).toContain(`job ${first.jobId} has already ended (canceled)`);
+    expect(asyncfirst(['jobs', 'retry', first.jobId], { env })).toMatchObject({ status: 0, stdout: `job ${first.jobId} is queued again\n` });
+    expect(JSON.parse(asyncfirst(['jobs', 'show', first.jobId, '--json'], { env }).stdout)).toMatchObject({ status: 'queued', attempts: 0 });
   });
 });
 

@@ -125,6 +125,75 @@ program
     if (report.safetyCopy) console.log(`the database it replaced is kept as ${report.safetyCopy}`);
   });
 
+const jobs = program.command('jobs').description("operate on jobs in the database (every principal's, as an operator): list, show, retry, cancel");
+const jsonOption = () => new Option('--json', 'print JSON instead of lines');
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+jobs
+  .command('list')
+  .description('list jobs newest first')
+  .option('--status <status>', 'only jobs in this state (repeatable): queued, running, succeeded, failed, canceled', collect)
+  .option('--operation <operationId>', 'only jobs of this operation')
+  .option('--principal <principal>', "only this principal's jobs")
+  .option('--limit <n>', 'jobs per page, 1 to 200', '50')
+  .option('--cursor <cursor>', 'the next page: the cursor the previous page printed')
+  .addOption(databaseOption())
+  .addOption(jsonOption())
+  .action(async (options: { status?: string[]; operation?: string; principal?: string; limit: string; cursor?: string; database?: string; json?: boolean }) => {
+    const { jobLine, jobView, listJobs } = await import('./jobs.js');
+    const page = await listJobs(options);
+    if (options.json) {
+      console.log(JSON.stringify({ jobs: page.jobs.map(jobView), ...(page.nextCursor ? { nextCursor: page.nextCursor } : {}) }, null, 2));
+      return;
+    }
+    for (const job of page.jobs) console.log(jobLine(job));
+    if (page.jobs.length === 0) console.log('no jobs');
+    if (page.nextCursor) console.log(`more: --cursor ${page.nextCursor}`);
+  });
+
+jobs
+  .command('show')
+  .description('show one job: its state, attempts, progress, result or error')
+  .argument('<id>', 'the job id')
+  .addOption(databaseOption())
+  .addOption(jsonOption())
+  .action(async (id: string, options: { database?: string; json?: boolean }) => {
+    const { jobView, showJob } = await import('./jobs.js');
+    const view = jobView(await showJob(id, options.database));
+    console.log(
+      options.json
+        ? JSON.stringify(view, null, 2)
+        : Object.entries(view)
+            .map(([name, value]) => `${name}: ${typeof value === 'string' ? value : JSON.stringify(value)}`)
+            .join('\n'),
+    );
+  });
+
+jobs
+  .command('retry')
+  .description('queue a failed or canceled job again as new (the same id, a fresh attempt budget)')
+  .argument('<id>', 'the job id')
+  .addOption(databaseOption())
+  .addOption(jsonOption())
+  .action(async (id: string, options: { database?: string; json?: boolean }) => {
+    const { jobView, retryJob } = await import('./jobs.js');
+    const job = await retryJob(id, options.database);
+    console.log(options.json ? JSON.stringify(jobView(job), null, 2) : `job ${id} is queued again`);
+  });
+
+jobs
+  .command('cancel')
+  .description('cancel a queued job, or abort a running one at its next lease renewal')
+  .argument('<id>', 'the job id')
+  .addOption(databaseOption())
+  .addOption(jsonOption())
+  .action(async (id: string, options: { database?: string; json?: boolean }) => {
+    const { cancelJob, jobView } = await import('./jobs.js');
+    const outcome = await cancelJob(id, options.database);
+    if (options.json) console.log(JSON.stringify(jobView(outcome.job), null, 2));
+    else console.log(outcome.kind === 'canceled' ? `job ${id} is canceled` : `job ${id} is running: its handler is aborted at its next lease renewal`);
+  });
+
 try {
   await program.parseAsync(process.argv);
 } catch (error) {
