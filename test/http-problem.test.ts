@@ -40,3 +40,32 @@ describe('HttpProblem from a synchronous handler', () => {
     expect(() => new HttpProblem(404.5, { title: 'odd' })).toThrow('HttpProblem status 404.5 is not a 4xx or 5xx status');
   });
 });
+
+describe('HttpProblem from a job handler', () => {
+  it('fails the job at once with the problem the handler chose, not job-handler-failed', async () => {
+    const refusing: typeof reportHandlers.createReport = ({ body }) => {
+      throw new HttpProblem(422, { type: 'https://reports.example/problems/empty-title', title: 'Empty title', detail: `"${body.title}" has no letters.` });
+    };
+    const service = await createTestApp({
+      ...demoOptions({ apiKeys: 'alice:key-a' }),
+      handlers: { ...reportHandlers, createReport: refusing },
+      operations: { createReport: { maxAttempts: 3 } },
+    });
+    try {
+      const accepted = await service.submit('POST', '/reports', { title: '---', rows: 1 }, ALICE);
+      expect(accepted.status).toBe(202);
+      await service.runUntilIdle();
+      const job = await service.job(accepted.jobId!, ALICE);
+      expect(job).toMatchObject({ status: 'failed', attempts: 1 });
+      expect(job.error).toEqual({
+        type: 'https://reports.example/problems/empty-title',
+        title: 'Empty title',
+        status: 422,
+        detail: '"---" has no letters.',
+        attempt: 1,
+      });
+    } finally {
+      await service.close();
+    }
+  });
+});

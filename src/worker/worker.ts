@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import { type ProblemDetails, problem } from '../core/problems.js';
-import { type AnyHandler, PermanentJobError, ResourceLocation } from '../handlers.js';
+import { type AnyHandler, HttpProblem, PermanentJobError, ResourceLocation } from '../handlers.js';
 import type { JobMetrics } from '../metrics/job-metrics.js';
 import { type ClaimedJob, type Store, StoreUnavailableError } from '../store/store.js';
 import { retryDelayMs } from './backoff.js';
@@ -289,8 +289,10 @@ export class Worker {
   /** Records a handler's error: the job fails, or waits for its retry (undefined). */
   private async fail(job: ClaimedJob, error: unknown, now: number): Promise<EndedAs | undefined> {
     const message = error instanceof Error ? error.message : String(error);
-    const details: ProblemDetails = problem('jobHandlerFailed', message, { attempt: job.attempts });
-    const permanent = error instanceof PermanentJobError;
+    // An HttpProblem is the handler's own answer: the job fails at once with the problem it chose.
+    const details: ProblemDetails =
+      error instanceof HttpProblem ? { ...error.problem, attempt: job.attempts } : problem('jobHandlerFailed', message, { attempt: job.attempts });
+    const permanent = error instanceof PermanentJobError || error instanceof HttpProblem;
     if (permanent || job.attempts >= job.maxAttempts) {
       this.options.log.warn({ jobId: job.id, attempts: job.attempts, err: error }, 'job failed');
       return (await this.options.store.finishJob(job.id, job.fence, { status: 'failed', error: details }, now)) ? 'failed' : undefined;
