@@ -8,7 +8,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { operations } from '../generated/api.js';
 import { type AsyncFirstApp, createAsyncFirst } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
+import { problem } from '../src/core/problems.js';
 import { demoOptions, reportHandlers } from '../src/demo/service.js';
+import { openSqliteEngine } from '../src/engine/open-engine.js';
 import type { Handlers } from '../src/handlers.js';
 import { tempDir } from './helpers.js';
 
@@ -16,7 +18,8 @@ import { tempDir } from './helpers.js';
  * The dashboard in a real browser: Debian's Chromium driven by playwright-core, against servers
  * listening on real ports. One service with the dashboard's basic-auth operator and one read-only
  * dashboard on the same database file (a second process, as it were, running no worker).
- * DASHBOARD_SCREENSHOT=1 also writes the README's screenshot, docs/dashboard.png.
+ * DASHBOARD_SCREENSHOT=1 also writes the README's screenshot, docs/dashboard.png, of a third
+ * server on a database seeded with an hour of jobs.
  */
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -186,10 +189,6 @@ describe('the dashboard in Chromium', () => {
     // A job submitted now appears without reloading.
     succeeded.push(await submit('fourth'));
     await page.waitForFunction(() => document.querySelector('[data-total=succeeded] .value')?.textContent === '4', undefined, { timeout: LIVE_MS });
-    if (process.env.DASHBOARD_SCREENSHOT === '1') {
-      mkdirSync('docs', { recursive: true });
-      writeFileSync('docs/dashboard.png', await page.screenshot({ fullPage: true }));
-    }
     expect((await page.screenshot()).subarray(1, 4).toString()).toBe('PNG');
     await page.close();
   });
@@ -335,6 +334,60 @@ describe('the dashboard in Chromium', () => {
     expect(anonymous.status).toBe(401);
     expect(anonymous.headers.get('www-authenticate')).toContain('Basic');
     await page.close();
+  });
+
+  it.runIf(process.env.DASHBOARD_SCREENSHOT === '1')("writes the README's screenshot, of an hour of seeded activity", async () => {
+    const seeded = tempDir();
+    const engine = await openSqliteEngine(seeded.dbPath);
+    const now = Date.now();
+    const accept = (operation: string, key: string, at: number) =>
+      engine.acceptJob({
+        principal: key.length % 3 ? 'alice' : 'bob',
+        operation,
+        key,
+        fingerprint: key,
+        input: '{"body":{},"params":{},"query":{}}',
+        maxAttempts: 3,
+        now: at,
+        keyExpiresAt: at + 60_000,
+      });
+    for (let minute = 59; minute >= 1; minute--) {
+      const perMinute = Math.round(6 + 5 * Math.sin(minute / 6) + (minute % 7));
+      for (let i = 0; i < perMinute; i++) {
+        const at = now - minute * 60_000 + i * 1000;
+        await accept(i % 4 ? 'createReport' : 'sendInvoice', `m${minute}-${i}`, at);
+        const [claimed] = await engine.claimJobs({ owner: 'seed', limit: 1, now: at, leaseMs: 60_000 });
+        if (!claimed) throw new Error('nothing to claim');
+        const outcome =
+          i % 9 === 4
+            ? { status: 'failed' as const, error: problem('jobHandlerFailed', 'upstream timed out') }
+            : { status: 'succeeded' as const, result: '{}' };
+        await engine.finishJob(claimed.id, claimed.fence, outcome, at + 20_000);
+      }
+    }
+    for (let i = 0; i < 7; i++) await accept('createReport', `waiting-${i}`, now - 40_000 + i * 3000);
+    await engine.close();
+    const shown = await createAsyncFirst({
+      ...demoOptions({ apiKeys: 'alice:key-a' }),
+      config: {
+        databaseUrl: seeded.dbPath,
+        logLevel: 'silent',
+        port: 0,
+        workerConcurrency: 0,
+        ...{ dashboardUser: OPERATOR.username, dashboardPassword: OPERATOR.password },
+      },
+    });
+    try {
+      const page = await dashboardPage();
+      await page.goto(`${(await shown.listen()).replace('[::1]', '127.0.0.1')}/dashboard/`);
+      await page.waitForSelector('#activity rect');
+      mkdirSync('docs', { recursive: true });
+      writeFileSync('docs/dashboard.png', await page.screenshot({ fullPage: true }));
+      await page.close();
+    } finally {
+      await shown.close();
+      seeded.cleanup();
+    }
   });
 
   it('renders on a phone-sized screen without horizontal scrolling', async () => {
