@@ -633,5 +633,10 @@ window.addEventListener('hashchange', () => {
   route();
 });
 
-session = await api('session');
-route();
+try {
+  session = await api('session');
+  route();
+} catch (error) {
+  // Signed in as nobody the dashboard lets in (403), or the server is unreachable: say so, draw nothing.
+  view.replaceChildren(el('h1', {}, error.problem?.title ?? 'The dashboard is unavailable'), el('p', { id: 'problem' }, error.message));
+}
