@@ -87,6 +87,9 @@ describe('the packed tarball', () => {
       consumer,
     );
     expect(keys.trim()).toBe('JobFailedError,createClient,retryingFetch');
+    // The require condition: Node >= 20.19 loads the ES module through require.
+    const required = run('node', ['-e', "console.log(Object.keys(require('asyncfirst/client')).sort().join(','))"], consumer);
+    expect(required.trim()).toBe('JobFailedError,createClient,retryingFetch');
   });
 
   it('type-checks a service against the published declarations with --strict, exactOptionalPropertyTypes and skipLibCheck off', () => {
