@@ -199,6 +199,8 @@ const MINIMUM: Partial<Record<keyof AsyncFirstConfig, number>> = {
 const FLAGS: Record<string, boolean> = { on: true, true: true, yes: true, '1': true, off: false, false: false, no: false, '0': false };
 /** A path of one or more segments, no trailing slash, nothing a URL would need to escape. */
 const DASHBOARD_PREFIX = /^(\/[A-Za-z0-9._~-]+)+$/;
+/** Paths the server itself serves, which the dashboard may not be put over. */
+const FRAMEWORK_PATHS = ['/jobs', '/openapi.json', '/openapi.yaml', '/docs', '/healthz', '/readyz', '/metrics'];
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 /** A setting that cannot be used; the message names the variable. */
@@ -234,6 +236,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
       `DASHBOARD_PREFIX="${config.dashboardPrefix}" must be a path such as /dashboard (segments of letters, digits, . _ ~ -; no trailing slash)`,
     );
   }
+  const taken = FRAMEWORK_PATHS.find((path) => config.dashboardPrefix === path || config.dashboardPrefix.startsWith(`${path}/`));
+  if (taken) throw new ConfigError(`DASHBOARD_PREFIX="${config.dashboardPrefix}" is under ${taken}, which the server serves itself; choose another path`);
   if ((config.dashboardUser === '') !== (config.dashboardPassword === '')) throw new ConfigError('DASHBOARD_USER and DASHBOARD_PASSWORD must be set together');
   if (config.dashboardUser.includes(':')) {
     throw new ConfigError('DASHBOARD_USER must not contain ":" (HTTP basic separates the user from the password with it)');

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.js';
-import { ALICE, BOB, startDemo, submitReport } from './helpers.js';
+import { createDemo } from '../src/demo/service.js';
+import { ALICE, API_KEYS, BOB, startDemo, submitReport, tempDir } from './helpers.js';
 
 /*
  * Who reaches the dashboard, where, and what its settings accept, through fastify.inject (the
@@ -84,5 +85,16 @@ describe('dashboard access', () => {
     expect(() => loadConfig({ DASHBOARD_PREFIX: '/dashboard/' })).toThrow(/DASHBOARD_PREFIX/);
     expect(() => loadConfig({ DASHBOARD_USER: 'ops' })).toThrow(/DASHBOARD_USER and DASHBOARD_PASSWORD/);
     expect(() => loadConfig({ DASHBOARD_USER: 'o:ps', DASHBOARD_PASSWORD: 'pw' })).toThrow(/must not contain ":"/);
+    for (const taken of ['/jobs', '/docs', '/metrics/board']) expect(() => loadConfig({ DASHBOARD_PREFIX: taken })).toThrow(/which the server serves itself/);
+  });
+
+  it("refuses to start when the dashboard would be put over the contract's paths", async () => {
+    const tmp = tempDir();
+    await expect(createDemo({ apiKeys: API_KEYS, config: { databaseUrl: tmp.dbPath, logLevel: 'silent', dashboardPrefix: '/reports' } })).rejects.toThrow(
+      "the contract's path /reports is under DASHBOARD_PREFIX /reports; set another DASHBOARD_PREFIX, or DASHBOARD=off",
+    );
+    tmp.cleanup();
+    const app = await demo({ dashboardPrefix: '/reports-board', adminPrincipals: 'alice' });
+    expect((await app.server.inject({ url: '/reports-board/', headers: ALICE })).statusCode).toBe(200);
   });
 });

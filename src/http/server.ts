@@ -1,6 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import type { OpenApiDocument } from '../contract/load.js';
+import { ContractError, type OpenApiDocument } from '../contract/load.js';
 import type { OperationSpec } from '../contract/operations.js';
 import { jobsSecurity } from '../contract/served-document.js';
 import { ProblemError, problem } from '../core/problems.js';
@@ -154,6 +154,11 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   }
 
   if (deps.dashboard) {
+    const { prefix } = deps.dashboard;
+    const clash = contract.operations.find((operation) => operation.routeUrl === prefix || operation.routeUrl.startsWith(`${prefix}/`));
+    if (clash) {
+      throw new ContractError(`the contract's path ${clash.path} is under DASHBOARD_PREFIX ${prefix}; set another DASHBOARD_PREFIX, or DASHBOARD=off`);
+    }
     await registerDashboard(server, {
       ...deps.dashboard,
       store: runtime.store,
