@@ -17,6 +17,8 @@ export async function runProcess<HandlerMap extends object>(
   }
   let service: AsyncFirstBackground;
   let listen: (() => Promise<string>) | undefined;
+  // The listening line names the service by its contract's title.
+  let title = 'asyncfirst service';
   try {
     const resolved = typeof options === 'function' ? await options() : options;
     if (mode === 'worker') {
@@ -25,6 +27,8 @@ export async function runProcess<HandlerMap extends object>(
       const app = await createAsyncFirst(resolved);
       service = app;
       listen = () => app.listen();
+      const info = app.servedDocument.info as { title?: unknown } | undefined;
+      if (typeof info?.title === 'string' && info.title.trim() !== '') title = info.title;
     }
   } catch (error) {
     if (error instanceof ContractError || error instanceof ConfigError) {
@@ -67,7 +71,7 @@ export async function runProcess<HandlerMap extends object>(
     log.info({ concurrency: config.workerConcurrency, database: withoutPassword(config.databaseUrl), pid: process.pid }, 'worker started');
   } else {
     const address = await listen();
-    log.info({ address, worker: config.workerConcurrency, database: withoutPassword(config.databaseUrl) }, 'asyncfirst demo listening');
+    log.info({ address, worker: config.workerConcurrency, database: withoutPassword(config.databaseUrl) }, `${title} listening`);
   }
 }
 

@@ -69,7 +69,7 @@ describe('logging', () => {
       const timer = setTimeout(() => fail(new Error(`no listening line: ${text}`)), 20_000);
       child.stdout.on('data', (chunk: Buffer) => {
         text += chunk.toString();
-        if (text.includes('asyncfirst demo listening')) {
+        if (text.includes('asyncfirst demo — reports listening')) {
           clearTimeout(timer);
           done(text);
         }
@@ -79,8 +79,8 @@ describe('logging', () => {
     child.kill('SIGTERM');
     await exited;
     rmSync(dir, { recursive: true, force: true });
-    const line = output.split('\n').find((candidate) => candidate.includes('asyncfirst demo listening'))!;
-    expect(line).toMatch(/^\[\d{2}:\d{2}:\d{2}\.\d{3}\] INFO \(\d+\): asyncfirst demo listening/);
+    const line = output.split('\n').find((candidate) => candidate.includes('asyncfirst demo — reports listening'))!;
+    expect(line).toMatch(/^\[\d{2}:\d{2}:\d{2}\.\d{3}\] INFO \(\d+\): asyncfirst demo — reports listening/);
     expect(output.trimStart().startsWith('{')).toBe(false);
   });
 });

@@ -135,7 +135,7 @@ describe('SIGTERM to npm start / npm run worker', () => {
 
   it('npm start: npm exits 0 within seconds, the server logged "shutting down" then "stopped", its process is gone and its port refuses connections', async () => {
     const port = await freePort();
-    const { script, ready, serverPid } = await start(['start'], 'asyncfirst demo listening', { PORT: String(port) });
+    const { script, ready, serverPid } = await start(['start'], 'asyncfirst demo — reports listening', { PORT: String(port) });
     expect(ready.address).toBe(`http://127.0.0.1:${port}`);
     const served = await fetch(`http://127.0.0.1:${port}/jobs/unknown`, { headers: { 'x-api-key': 'key-a' } });
     expect(served.status).toBe(404);

@@ -144,7 +144,7 @@ export function startDemoProcess(mode: 'serve' | 'worker', env: Record<string, s
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.once('exit', (code, signal) => resolve({ code, signal }));
   });
-  const readyMessage = mode === 'serve' ? 'asyncfirst demo listening' : 'worker started';
+  const readyMessage = mode === 'serve' ? 'asyncfirst demo — reports listening' : 'worker started';
   const logs: Array<{ level: number; msg: string }> = [];
   return new Promise<DemoProcess>((resolve, reject) => {
     const timer = setTimeout(() => {
