@@ -121,7 +121,11 @@ type JobRequest = FastifyRequest<{ Params: { id: string } }>;
 export async function registerDashboard(server: FastifyInstance, deps: DashboardDeps): Promise<void> {
   const assets = loadAssets();
   const authenticate = dashboardAuthenticator(deps.credentials, deps.authenticate, deps.isOperator);
-  const activity = cachedReading(() => deps.store.jobActivity(Math.floor((Date.now() - ACTIVITY_WINDOW_MS) / 60_000) * 60_000), ACTIVITY_CACHE_MS);
+  // The window starts on a minute, so each bar of the chart is one whole minute.
+  const activity = cachedReading(async () => {
+    const since = Math.floor((Date.now() - ACTIVITY_WINDOW_MS) / 60_000) * 60_000;
+    return { since, minutes: await deps.store.jobActivity(since) };
+  }, ACTIVITY_CACHE_MS);
   const notFound = (id: string) => new ProblemError('jobNotFound', `There is no job ${id}.`);
 
   const actions = new Set([`${deps.prefix}/api/jobs/:id/cancel`, `${deps.prefix}/api/jobs/:id/retry`]);
@@ -163,8 +167,7 @@ export async function registerDashboard(server: FastifyInstance, deps: Dashboard
 
       scope.get('/api/overview', async (_request, reply) => {
         const now = Date.now();
-        const [{ counts, asOf }, minutes, oldest] = await Promise.all([deps.counts.current(), activity(), deps.store.oldestDueJobs(now)]);
-        const since = Math.floor((now - ACTIVITY_WINDOW_MS) / 60_000) * 60_000;
+        const [{ counts, asOf }, { since, minutes }, oldest] = await Promise.all([deps.counts.current(), activity(), deps.store.oldestDueJobs(now)]);
         return sendJson(
           reply,
           JSON.stringify({
