@@ -39,6 +39,20 @@ describe('dashboard access', () => {
     expect(nobody.headers['content-security-policy']).toContain("script-src 'self'");
   });
 
+  it("shows a job's newest 200 events, reading no older ones", async () => {
+    const app = await demo({ adminPrincipals: 'bob', workerConcurrency: 0 });
+    const id = (await submitReport(app, { title: 't', rows: 1 }, { 'idempotency-key': 'k1' })).json().job_id as string;
+    const [claimed] = await app.store.claimJobs({ owner: 'test', limit: 1, now: Date.now(), leaseMs: 30_000 });
+    if (!claimed) throw new Error('nothing claimed');
+    for (let percent = 0; percent < 205; percent++) await app.store.reportProgress(id, claimed.fence, { percent: percent % 100 }, Date.now());
+    const detail = (await app.server.inject({ url: `/dashboard/api/jobs/${id}`, headers: BOB })).json();
+    // Version 1 is job.running, 2–206 the progress reports: the first six are left out.
+    expect(detail.eventsOmitted).toBe(6);
+    expect(detail.events).toHaveLength(200);
+    expect(detail.events[0]).toMatchObject({ version: 7, type: 'job.progress', status: 'running', progress: { percent: 5 } });
+    expect(detail.events.at(-1)).toMatchObject({ version: 206, type: 'job.progress', progress: { percent: 4 } });
+  });
+
   it('with DASHBOARD_USER and DASHBOARD_PASSWORD: HTTP basic with exactly those', async () => {
     const app = await demo({ dashboardUser: 'ops', dashboardPassword: 'pw' });
     const basic = (credentials: string) => ({ authorization: `Basic ${Buffer.from(credentials).toString('base64')}` });

@@ -199,11 +199,14 @@ export async function registerDashboard(server: FastifyInstance, deps: Dashboard
       scope.get<{ Params: { id: string } }>('/api/jobs/:id', async (request, reply) => {
         const id = jobIdOf(request);
         const principal = await deps.store.jobPrincipal(id);
-        const found = principal === undefined ? undefined : await deps.store.getJobEvents(principal, id, 0);
-        if (principal === undefined || !found) throw notFound(id);
+        const current = principal === undefined ? undefined : await deps.store.getJob(principal, id);
+        if (principal === undefined || !current) throw notFound(id);
+        // Events are numbered 1, 2, 3… by the job's version: only the newest are read.
+        const omitted = Math.max(0, current.version - TIMELINE_EVENTS);
+        const found = await deps.store.getJobEvents(principal, id, omitted);
+        if (!found) throw notFound(id);
         const input = await deps.store.jobInput(principal, id);
         const events = found.events.slice(-TIMELINE_EVENTS).map(timelineEntry);
-        const omitted = Math.max(0, found.events.length - TIMELINE_EVENTS);
         return sendJson(reply, `{"job":${withPrincipal(found.job)},"input":${input ?? 'null'},"events":${JSON.stringify(events)},"eventsOmitted":${omitted}}`);
       });
 
