@@ -34,6 +34,33 @@ describe('logging', () => {
     }
   });
 
+  it("logs each job's life at info: accepted (or replayed) with its id, started, and how it ended with its duration", async () => {
+    const lines: Record<string, unknown>[] = [];
+    const destination = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        for (const line of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(line) as Record<string, unknown>);
+        done();
+      },
+    });
+    const service = await createTestApp({ ...demoOptions({ apiKeys: 'alice:key-a' }), logger: pino({ level: 'info' }, destination) });
+    try {
+      const headers = { ...ALICE, 'idempotency-key': 'a0c3f5a2-8a4e-4a53-9b7e-1d2c3b4a5f60' };
+      const accepted = await service.submit('POST', '/reports', { title: 'Q3', rows: 10 }, headers);
+      const jobId = (accepted.body as { job_id: string }).job_id;
+      await service.submit('POST', '/reports', { title: 'Q3', rows: 10 }, headers);
+      await service.runUntilIdle();
+      const about = (msg: string) => lines.filter((line) => line.msg === msg && line.jobId === jobId);
+      expect(about('job accepted')).toEqual([expect.objectContaining({ operation: 'createReport', level: 30 })]);
+      expect(about('job replayed')).toHaveLength(1);
+      expect(about('job started')).toEqual([expect.objectContaining({ operation: 'createReport', attempt: 1, level: 30 })]);
+      const succeeded = about('job succeeded');
+      expect(succeeded).toEqual([expect.objectContaining({ operation: 'createReport', attempt: 1, level: 30 })]);
+      expect(typeof succeeded[0]?.durationMs).toBe('number');
+    } finally {
+      await service.close();
+    }
+  });
+
   it('takes pino options over LOG_LEVEL', async () => {
     const service = await createTestApp({ ...demoOptions({ apiKeys: 'alice:key-a' }), logger: { level: 'warn' } });
     try {

@@ -153,6 +153,7 @@ function acceptHandler(operation: OperationSpec, deps: OperationRouteDeps) {
       );
     }
     deps.metrics.submission(operation.operationId, outcome.kind === 'replayed');
+    request.log.info({ jobId: outcome.jobId, operation: operation.operationId }, outcome.kind === 'replayed' ? 'job replayed' : 'job accepted');
     const location = `/jobs/${outcome.jobId}`;
     reply.header('vary', 'Prefer');
     if (outcome.kind === 'replayed') reply.header('idempotent-replayed', 'true');

@@ -183,7 +183,8 @@ export class Worker {
     const { job } = entry;
     const { store, log, metrics } = this.options;
     metrics?.attemptStarted(job.operation, job.attempts, job.createdAt);
-    const startedAt = metrics ? performance.now() : 0;
+    log.info({ jobId: job.id, operation: job.operation, attempt: job.attempts }, 'job started');
+    const startedAt = performance.now();
     let outcome: { ok: true; value: unknown } | { ok: false; error: unknown };
     try {
       const operation = this.options.operations.get(job.operation);
@@ -208,7 +209,8 @@ export class Worker {
     } catch (error) {
       outcome = { ok: false, error };
     }
-    metrics?.attemptRan(job.operation, (performance.now() - startedAt) / 1000);
+    const ranMs = performance.now() - startedAt;
+    metrics?.attemptRan(job.operation, ranMs / 1000);
     // The slot is free: claim more now (the claim is asked before the outcome below, so that both
     // are written in one turn: on SQLite one transaction, on PostgreSQL side by side).
     this.handlersRunning--;
@@ -235,7 +237,11 @@ export class Worker {
         } else {
           ended = await this.fail(job, outcome.error, now);
         }
-        if (ended) metrics?.jobFinished(job.operation, ended);
+        if (ended) {
+          metrics?.jobFinished(job.operation, ended);
+          // Failures are logged where they are decided (with their error); these are the other endings.
+          if (ended !== 'failed') log.info({ jobId: job.id, operation: job.operation, attempt: job.attempts, durationMs: Math.round(ranMs) }, `job ${ended}`);
+        }
         return;
       } catch (error) {
         const lastChance = performance.now() - entry.leaseRenewedAt > this.options.leaseMs * SELF_FENCE_SHARE;
