@@ -133,9 +133,14 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
        WHERE seq = ? AND status = 'running'
        RETURNING ${CLAIMED_COLUMNS}`,
     ),
+    /**
+     * INDEXED BY: inside this UPDATE, SQLite's planner preferred jobs_status (status, seq) and sorted
+     * every queued job to find the first few due (52 µs a job instead of 8.6 µs with 10,000 queued);
+     * jobs_queued yields them in order, so a claim reads only the rows it takes.
+     */
     claimQueued: db.prepare<[string, string, number, number, number, number], SqliteClaimedRow>(
       `UPDATE jobs SET version = version + 1, status = 'running', attempts = attempts + 1, fence = fence + 1, lease_owner = ?, lease_epoch = ?, lease_expires_at = ?, updated_at = ?
-       WHERE seq IN (SELECT seq FROM jobs WHERE status = 'queued' AND run_at <= ? ORDER BY run_at, seq LIMIT ?)
+       WHERE seq IN (SELECT seq FROM jobs INDEXED BY jobs_queued WHERE status = 'queued' AND run_at <= ? ORDER BY run_at, seq LIMIT ?)
        RETURNING ${CLAIMED_COLUMNS}`,
     ),
     renewLease: db.prepare<[string, number, number, string, number], { cancel_requested: number }>(

@@ -1,0 +1,56 @@
+import Database from 'better-sqlite3';
+import { afterEach, describe, expect, it } from 'vitest';
+import { openSqliteEngine } from '../src/engine/open-engine.js';
+import { prepareStatements } from '../src/store/sqlite/statements.js';
+import { tempDir } from './helpers.js';
+
+/*
+ * SQLite's plans for the statements the worker runs for every job: each must read an index that
+ * yields the rows it wants in order, never sort every queued or running job. A new index (one
+ * for listings, say) can change what the planner picks, so the plans are checked on a file that
+ * holds enough jobs for the choice to matter, with no ANALYZE statistics (the driver runs none).
+ */
+describe('SQLite query plans of the hot statements', () => {
+  const cleanups: Array<() => void | Promise<void>> = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+
+  it('claims due jobs through jobs_queued, in order, without sorting the queue', async () => {
+    const tmp = tempDir();
+    cleanups.push(tmp.cleanup);
+    const engine = await openSqliteEngine(tmp.dbPath);
+    const now = Date.now();
+    await Promise.all(
+      Array.from({ length: 2000 }, (_, i) =>
+        engine.acceptJob({
+          principal: `p${i % 7}`,
+          operation: 'op',
+          key: `k${i}`,
+          fingerprint: 'f',
+          input: '{}',
+          maxAttempts: 3,
+          now,
+          keyExpiresAt: now + 60_000,
+        }),
+      ),
+    );
+    await engine.close();
+
+    const db = new Database(tmp.dbPath);
+    cleanups.push(() => {
+      db.close();
+    });
+    const sql = prepareStatements(db);
+    // better-sqlite3's statements carry their SQL text as `source`.
+    const plan = (statement: object, parameters: unknown[]) =>
+      db
+        .prepare(`EXPLAIN QUERY PLAN ${(statement as { source: string }).source}`)
+        .all(...parameters)
+        .map((row) => (row as { detail: string }).detail)
+        .join(' | ');
+    const claim = plan(sql.claimQueued, ['w', 'epoch', now + 30_000, now, now, 16]);
+    expect(claim).toContain('jobs_queued');
+    expect(claim).not.toContain('TEMP B-TREE');
+  });
+});
