@@ -1,6 +1,7 @@
 import { type AsyncFirstBackground, type AsyncFirstOptions, createAsyncFirst, createAsyncFirstWorker } from './app.js';
 import { ConfigError } from './config.js';
 import { ContractError } from './contract/load.js';
+import { withoutPassword } from './core/database-url.js';
 
 /**
  * Runs a service as a process: `serve` (HTTP, and the worker unless WORKER_CONCURRENCY=0) or
@@ -72,17 +73,5 @@ export async function runProcess<HandlerMap extends object>(
   } else {
     const address = await listen();
     log.info({ address, worker: config.workerConcurrency, database: withoutPassword(config.databaseUrl) }, `${title} listening`);
-  }
-}
-
-/** DATABASE_URL as it may be logged: a password in it is replaced by "***". */
-function withoutPassword(databaseUrl: string): string {
-  try {
-    const url = new URL(databaseUrl);
-    if (!url.password) return databaseUrl;
-    url.password = '***';
-    return url.toString();
-  } catch {
-    return databaseUrl;
   }
 }

@@ -3,10 +3,13 @@ import { basename, dirname, join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import pg from 'pg';
 import { type AsyncFirstConfig, loadConfig } from '../config.js';
+import { withoutPassword } from '../core/database-url.js';
 import { migrate as migratePostgres } from '../store/postgres/migrate.js';
 import { migrate as migrateSqlite } from '../store/sqlite/schema.js';
 import { resolveDatabasePath } from '../store/sqlite/sqlite-driver.js';
 import { CliError } from './errors.js';
+
+export { withoutPassword } from '../core/database-url.js';
 
 /** Where DATABASE_URL (or --database) points. */
 type Target = { kind: 'sqlite'; path: string } | { kind: 'postgres'; url: string };
@@ -177,16 +180,5 @@ export function restoreDatabase(target: Target, file: string, now = new Date()):
   } finally {
     db.close();
     rmSync(staged, { force: true });
-  }
-}
-
-export function withoutPassword(databaseUrl: string): string {
-  try {
-    const url = new URL(databaseUrl);
-    if (!url.password) return databaseUrl;
-    url.password = '***';
-    return url.toString();
-  } catch {
-    return databaseUrl;
   }
 }
