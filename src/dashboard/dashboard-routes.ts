@@ -1,16 +1,14 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { JOB_LISTING_PARAMETERS } from '../contract/jobs-paths.js';
 import { JOB_ID_PATTERN } from '../core/ids.js';
-import type { JobState } from '../core/job-states.js';
 import { ProblemError, problem } from '../core/problems.js';
 import type { CachedCounts } from '../engine/cached-counts.js';
-import { jobBody } from '../engine/job-view.js';
+import { jobPageBody, jobQueryOf, LISTING_QUERY_SCHEMA, type ListingQuery, withPrincipal } from '../http/job-listing.js';
 import type { IsOperator } from '../http/job-routes.js';
 import { sendProblem } from '../http/problem-replies.js';
 import type { Authenticate } from '../http/security.js';
-import type { ActivityMinute, JobRecord, Store } from '../store/store.js';
+import type { ActivityMinute, Store } from '../store/store.js';
 import { DASHBOARD_SECURITY_HEADERS, type DashboardCredentials, dashboardAuthenticator, refuseCrossSite } from './dashboard-access.js';
 
 /** How the dashboard is served (DASHBOARD_PREFIX, DASHBOARD_READ_ONLY, DASHBOARD_USER and DASHBOARD_PASSWORD). */
@@ -61,11 +59,6 @@ function loadAssets(): Map<string, Asset> {
   return assets;
 }
 
-/** A job as the dashboard shows it: with whose it is. */
-function withPrincipal(job: JobRecord): string {
-  return `{"principal":${JSON.stringify(job.principal)},${jobBody(job).slice(1)}`;
-}
-
 /** One entry of a job's timeline, from the job as its event recorded it. */
 function timelineEntry(event: { id: number; type: string; data: string }): Record<string, unknown> {
   const job = JSON.parse(event.data) as Record<string, unknown>;
@@ -96,20 +89,6 @@ function cachedReading<T>(read: () => Promise<T>, maxAgeMs: number): () => Promi
     return value.reading;
   };
 }
-
-interface ListingQuery {
-  status?: JobState[];
-  operation?: string;
-  createdAfter?: string;
-  createdBefore?: string;
-  cursor?: string;
-  limit?: number;
-}
-
-const LISTING_QUERY_SCHEMA = {
-  type: 'object',
-  properties: Object.fromEntries(JOB_LISTING_PARAMETERS.map((parameter) => [parameter.name, parameter.schema])),
-};
 
 type JobRequest = FastifyRequest<{ Params: { id: string } }>;
 
@@ -183,17 +162,8 @@ export async function registerDashboard(server: FastifyInstance, deps: Dashboard
       });
 
       scope.get<{ Querystring: ListingQuery }>('/api/jobs', { schema: { querystring: LISTING_QUERY_SCHEMA } }, async (request, reply) => {
-        const { status, operation, createdAfter, createdBefore, cursor, limit } = request.query;
-        const page = await deps.store.listJobs({
-          ...(status === undefined ? {} : { statuses: status }),
-          ...(operation === undefined ? {} : { operation }),
-          ...(createdAfter === undefined ? {} : { createdAfter: Date.parse(createdAfter) }),
-          ...(createdBefore === undefined ? {} : { createdBefore: Date.parse(createdBefore) }),
-          ...(cursor === undefined ? {} : { cursor }),
-          ...(limit === undefined ? {} : { limit }),
-        });
-        const next = page.nextCursor === undefined ? '' : `,"nextCursor":${JSON.stringify(page.nextCursor)}`;
-        return sendJson(reply, `{"jobs":[${page.jobs.map(withPrincipal).join(',')}]${next}}`);
+        const page = await deps.store.listJobs(jobQueryOf(request.query, undefined));
+        return sendJson(reply, jobPageBody(page, withPrincipal));
       });
 
       scope.get<{ Params: { id: string } }>('/api/jobs/:id', async (request, reply) => {

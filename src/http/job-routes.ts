@@ -1,7 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { JOB_LISTING_PARAMETERS } from '../contract/jobs-paths.js';
 import { JOB_ID_PATTERN } from '../core/ids.js';
-import type { JobState } from '../core/job-states.js';
 import { ProblemError } from '../core/problems.js';
 import { awaitJob } from '../delivery/await-job.js';
 import type { JobEventStreams } from '../delivery/event-stream.js';
@@ -9,6 +7,7 @@ import type { JobWatch } from '../delivery/job-watch.js';
 import type { CachedCounts } from '../engine/cached-counts.js';
 import { jobBody, jobHeaders } from '../engine/job-view.js';
 import type { JobRecord, Store } from '../store/store.js';
+import { jobPageBody, jobQueryOf, LISTING_QUERY_SCHEMA, type ListingQuery, withPrincipal } from './job-listing.js';
 import { parsePrefer } from './prefer.js';
 import type { Authenticate } from './security.js';
 
@@ -27,26 +26,6 @@ export interface JobRouteDeps {
 
 /** Tells whether a principal is an operator (ADMIN_PRINCIPALS, or the application's `operators` function). */
 export type IsOperator = (principal: string, request: FastifyRequest) => boolean | Promise<boolean>;
-
-interface ListingQuery {
-  status?: JobState[];
-  operation?: string;
-  createdAfter?: string;
-  createdBefore?: string;
-  cursor?: string;
-  limit?: number;
-}
-
-/** GET /jobs's query string, as the served document declares it (unknown parameters are left alone: an API key may travel there). */
-const LISTING_QUERY_SCHEMA = {
-  type: 'object',
-  properties: Object.fromEntries(JOB_LISTING_PARAMETERS.map((parameter) => [parameter.name, parameter.schema])),
-};
-
-/** A job as an operator's listing shows it: with whose it is. */
-function withPrincipal(job: JobRecord): string {
-  return `{"principal":${JSON.stringify(job.principal)},${jobBody(job).slice(1)}`;
-}
 
 type JobRequest = FastifyRequest<{ Params: { id: string } }>;
 
@@ -86,22 +65,12 @@ export function registerJobRoutes(server: FastifyInstance, deps: JobRouteDeps): 
   };
 
   server.get<{ Querystring: ListingQuery }>('/jobs', { onRequest, schema: { querystring: LISTING_QUERY_SCHEMA } }, async (request, reply) => {
-    const { status, operation, createdAfter, createdBefore, cursor, limit } = request.query;
     const principal = await scopeOf(request);
-    const page = await deps.store.listJobs({
-      ...(principal === undefined ? {} : { principal }),
-      ...(status === undefined ? {} : { statuses: status }),
-      ...(operation === undefined ? {} : { operation }),
-      ...(createdAfter === undefined ? {} : { createdAfter: Date.parse(createdAfter) }),
-      ...(createdBefore === undefined ? {} : { createdBefore: Date.parse(createdBefore) }),
-      ...(cursor === undefined ? {} : { cursor }),
-      ...(limit === undefined ? {} : { limit }),
-    });
-    const next = page.nextCursor === undefined ? '' : `,"nextCursor":${JSON.stringify(page.nextCursor)}`;
+    const page = await deps.store.listJobs(jobQueryOf(request.query, principal));
     return reply
       .code(200)
       .type('application/json; charset=utf-8')
-      .send(`{"jobs":[${page.jobs.map(principal === undefined ? withPrincipal : jobBody).join(',')}]${next}}`);
+      .send(jobPageBody(page, principal === undefined ? withPrincipal : jobBody));
   });
 
   server.get('/jobs/counts', { onRequest }, async (request, reply) => {
