@@ -1,3 +1,4 @@
+import { DEFAULT_CONFIG } from '../../src/config.js';
 import { startServer } from '../lib/children.js';
 import { type BenchContext, formatFixed, freshDatabase } from '../lib/context.js';
 import { type PacedResult, runPaced } from '../lib/paced.js';
@@ -34,8 +35,8 @@ export interface LatencyPart {
   cost?: DatabaseWindow;
 }
 
-/** asyncfirst's default WORKER_CONCURRENCY, at which the goal is judged. */
-export const DEFAULT_WORKER_CONCURRENCY = 4;
+/** asyncfirst's default WORKER_CONCURRENCY, at which the goal is judged (as users run it). */
+export const DEFAULT_WORKER_CONCURRENCY = DEFAULT_CONFIG.workerConcurrency;
 
 export async function runLatency(
   context: BenchContext,

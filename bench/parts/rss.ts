@@ -3,6 +3,7 @@ import { type BenchContext, formatFixed, freshDatabase } from '../lib/context.js
 import { freshKeyRequests, type LoadResult, runLoad } from '../lib/load.js';
 import { BENCH_API_KEYS } from '../lib/shared.js';
 import { slope } from '../lib/stats.js';
+import { DEFAULT_WORKER_CONCURRENCY } from './latency.js';
 
 /*
  * Memory: the demo server (worker on, default concurrency) under full acceptance load for
@@ -33,7 +34,7 @@ export async function runRss(context: BenchContext): Promise<RssPart> {
   const durationS = context.quick ? 3 : 180;
   const warmupS = context.quick ? 1 : 30;
   const intervalMs = context.quick ? 250 : 1000;
-  const workerConcurrency = 4;
+  const workerConcurrency = DEFAULT_WORKER_CONCURRENCY;
   const database = freshDatabase(context, 'rss');
   const { child, url } = await startServer('bench/servers/asyncfirst.ts', {
     env: { BENCH_MODE: 'demo', BENCH_DB: database.dbPath, BENCH_WORKER_CONCURRENCY: String(workerConcurrency), API_KEYS: BENCH_API_KEYS },
