@@ -107,7 +107,7 @@ async function prepare<HandlerMap extends object>(options: AsyncFirstOptions<Han
     jobOperations.set(operation.operationId, {
       handler: handlers.get(operation.operationId) as AnyHandler,
       maxAttempts: maxAttempts(operation.operationId),
-      checkResult: validators.resultChecker(operation.result?.schema),
+      writeResult: validators.resultWriter(operation.result?.schema),
     });
   }
   const log = serviceLogger(options.logger, config);

@@ -14,6 +14,7 @@ import type { Store } from '../store/store.js';
 import { parsePrefer } from './prefer.js';
 import { nonUtf8Charset } from './request-body.js';
 import type { Authenticate } from './security.js';
+import type { WrittenResult } from './validation.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -31,8 +32,8 @@ export interface OperationRouteDeps {
   handler: AnyHandler;
   authenticate: Authenticate;
   maxAttempts: number;
-  /** Checks a synchronous handler's result against the operation's 200/201 schema: the violations, or undefined. */
-  checkResult?: ((result: unknown) => string | undefined) | undefined;
+  /** Writes a synchronous handler's result from the operation's 200/201 schema (present when it declares one). */
+  writeResult?: ((result: unknown) => WrittenResult) | undefined;
   /** Refuses a submission before anything is stored (asynchronous operations). */
   beforeAccept?: BeforeAccept | undefined;
   idempotencyRetentionMs: number;
@@ -48,7 +49,7 @@ export function registerOperationRoute(server: FastifyInstance, operation: Opera
     url: operation.routeUrl,
     schema: routeSchema(operation),
     onRequest: requestGate(operation, deps.authenticate),
-    handler: operation.async ? acceptHandler(operation, deps) : inlineHandler(operation, deps.handler, deps.checkResult),
+    handler: operation.async ? acceptHandler(operation, deps) : inlineHandler(operation, deps.handler, deps.writeResult),
   };
   server.route(route);
 }
@@ -93,9 +94,10 @@ function requestGate(operation: OperationSpec, authenticate: Authenticate) {
 
 /**
  * A synchronous operation: the handler runs now and its result is the 200/201 body, once it is
- * checked against the contract (a result that does not match is a logged 500, never sent).
+ * checked against the contract (a result that does not match is a logged 500, never sent) and
+ * written from the schema (a property it does not declare is dropped).
  */
-function inlineHandler(operation: OperationSpec, handler: AnyHandler, checkResult: ((result: unknown) => string | undefined) | undefined) {
+function inlineHandler(operation: OperationSpec, handler: AnyHandler, writeResult: ((result: unknown) => WrittenResult) | undefined) {
   const successStatus = operation.result?.status ?? 200;
   return async (request: FastifyRequest, reply: FastifyReply) => {
     const controller = new AbortController();
@@ -107,15 +109,16 @@ function inlineHandler(operation: OperationSpec, handler: AnyHandler, checkResul
         { principal: request.principal, signal: controller.signal, log: request.log, progress: async () => {} },
       );
       if (result instanceof ResourceLocation) return reply.code(303).header('location', result.location).send();
-      const violations = checkResult?.(result);
-      if (violations !== undefined) {
+      if (!writeResult) return reply.code(successStatus).send(result);
+      const written = writeResult(result);
+      if (written.violations !== undefined) {
         request.log.error(
-          { operationId: operation.operationId, violations },
+          { operationId: operation.operationId, violations: written.violations },
           'the handler answered a result that does not match the contract; it was not sent',
         );
         throw new ProblemError('internal', `The ${operation.operationId} handler answered a result that does not match the contract; it was not sent.`);
       }
-      return reply.code(successStatus).send(result);
+      return reply.code(successStatus).type('application/json; charset=utf-8').send(written.json);
     } finally {
       request.raw.off('close', abortOnClose);
     }

@@ -106,7 +106,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
       authenticate: security.authenticator(operation.security, operation.anonymousAllowed),
       maxAttempts: contract.maxAttempts(operation.operationId),
       beforeAccept: contract.beforeAccept?.(operation.operationId),
-      checkResult: operation.async ? undefined : contract.validators.resultChecker(operation.result?.schema),
+      writeResult: operation.async || !operation.result?.schema ? undefined : contract.validators.resultWriter(operation.result.schema),
       idempotencyRetentionMs: limits.idempotencyRetentionMs,
       metrics: runtime.metrics,
       watch: runtime.watch,

@@ -1,6 +1,7 @@
 import { Ajv, type ErrorObject, type Options, type ValidateFunction } from 'ajv';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormatsModule from 'ajv-formats';
+import fastJson from 'fast-json-stringify';
 import type { FastifySchemaCompiler } from 'fastify';
 import type { JsonSchema } from '../contract/operations.js';
 import type { ProblemViolation } from '../core/problems.js';
@@ -31,18 +32,30 @@ export class ContractValidators {
     return (value) => (validate(value) ? [] : toViolations(validate.errors ?? [], part));
   }
 
-  /** A checker for job results; returns a readable list of violations, or undefined when it passes. */
-  resultChecker(schema: JsonSchema | undefined): (value: unknown) => string | undefined {
-    if (!schema) return () => undefined;
+  /**
+   * The writer of one operation's results (a synchronous body or a job's result): checks a result
+   * against the 200/201 schema, then serializes it from the schema as Fastify's response
+   * serialization does, so a property the schema does not declare is dropped, never sent.
+   */
+  resultWriter(schema: JsonSchema | undefined): (value: unknown) => WrittenResult {
+    if (!schema) return (value) => ({ json: JSON.stringify(value ?? null) });
     const validate: ValidateFunction = this.strict.compile(schema);
+    const serialize = fastJson(schema);
     return (value) => {
-      if (validate(value)) return undefined;
-      return toViolations(validate.errors ?? [], 'body')
-        .map((violation) => `${violation.pointer || '/'} ${violation.message}`)
-        .join('; ');
+      if (!validate(value)) {
+        return {
+          violations: toViolations(validate.errors ?? [], 'body')
+            .map((violation) => `${violation.pointer || '/'} ${violation.message}`)
+            .join('; '),
+        };
+      }
+      return { json: serialize(value) as string };
     };
   }
 }
+
+/** A result as it is sent and stored (the JSON of what the schema declares), or why it does not match. */
+export type WrittenResult = { json: string; violations?: undefined } | { json?: undefined; violations: string };
 
 const PART: Record<string, ProblemViolation['in']> = { body: 'body', querystring: 'query', params: 'path', headers: 'header' };
 

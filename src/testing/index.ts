@@ -129,7 +129,7 @@ export async function createTestApp<HandlerMap extends object>(options: AsyncFir
   };
 }
 
-/** What runHandler saw: the handler's result (checked against the contract) and the progress it reported. */
+/** What runHandler saw: the handler's result as a client receives it (checked against the contract, undeclared properties dropped) and the progress it reported. */
 export interface HandlerRun<Result> {
   result: Result;
   progress: { percent: number; message: string | undefined }[];
@@ -173,7 +173,9 @@ export async function runHandler<HandlerMap extends object, OperationId extends 
     ...(operation.async ? { job: { id: `test-${uuidv7()}`, attempt: context.attempt ?? 1, maxAttempts: context.attempt ?? 1 } } : {}),
   };
   const result = await handler({ params: input.params ?? {}, query: input.query ?? {}, body: input.body }, handlerContext);
-  const violations = result instanceof ResourceLocation ? undefined : new ContractValidators(document.openapi).resultChecker(operation.result?.schema)(result);
-  if (violations !== undefined) throw new ResultMismatchError(operationId, violations);
-  return { result: result as never, progress };
+  if (result instanceof ResourceLocation || !operation.result?.schema) return { result: result as never, progress };
+  const written = new ContractValidators(document.openapi).resultWriter(operation.result.schema)(result);
+  if (written.violations !== undefined) throw new ResultMismatchError(operationId, written.violations);
+  // The result as a client receives it: what the schema does not declare is dropped.
+  return { result: JSON.parse(written.json) as never, progress };
 }

@@ -11,8 +11,8 @@ import { ClaimLoop } from './claim-loop.js';
 export interface JobOperation {
   handler: AnyHandler;
   maxAttempts: number;
-  /** Checks a handler's result against the operation's result schema; returns the violations, if any. */
-  checkResult: (result: unknown) => string | undefined;
+  /** Checks a handler's result against the operation's result schema: the JSON to store (what the schema declares), or the violations. */
+  writeResult: (result: unknown) => { json: string; violations?: undefined } | { json?: undefined; violations: string };
 }
 
 export interface WorkerOptions {
@@ -270,7 +270,8 @@ export class Worker {
         ? 'succeeded'
         : undefined;
     }
-    const violations = this.options.operations.get(job.operation)?.checkResult(value);
+    const written = this.options.operations.get(job.operation)?.writeResult(value) ?? { json: JSON.stringify(value ?? null) };
+    const violations = written.violations;
     if (violations !== undefined) {
       this.options.log.error({ jobId: job.id, violations }, 'job handler returned a result that does not match the contract');
       const recorded = await this.options.store.finishJob(
@@ -287,9 +288,7 @@ export class Worker {
       );
       return recorded ? 'failed' : undefined;
     }
-    return (await this.options.store.finishJob(job.id, job.fence, { status: 'succeeded', result: JSON.stringify(value ?? null) }, now))
-      ? 'succeeded'
-      : undefined;
+    return (await this.options.store.finishJob(job.id, job.fence, { status: 'succeeded', result: written.json }, now)) ? 'succeeded' : undefined;
   }
 
   /** Records a handler's error: the job fails, or waits for its retry (undefined). */
