@@ -7,6 +7,7 @@ import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAsyncFirst } from '../src/app.js';
 import { demoOptions } from '../src/demo/service.js';
+import { freshSchema, queryPostgres, TEST_DATABASE_URL } from './postgres-support.js';
 
 /* The asyncfirst command, run as a user runs it: its output and its exit code (0 done, 1 failed, 2 usage). */
 
@@ -26,6 +27,18 @@ function asyncfirst(args: string[], options: { cwd?: string; env?: Record<string
     env: { ...process.env, DATABASE_URL: '', LOG_LEVEL: 'silent', ...options.env },
   });
   return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+/** The command under a pseudo-terminal (util-linux script), as a person at a terminal runs it: everything it wrote there. */
+function asyncfirstOnTerminal(args: string[], options: { env?: Record<string, string> } = {}) {
+  const quote = (value: string) => `'${value.replaceAll("'", "'\\''")}'`;
+  const result = spawnSync('script', ['-qec', [process.execPath, main, ...args].map(quote).join(' '), '/dev/null'], {
+    cwd: work,
+    encoding: 'utf8',
+    env: { ...process.env, DATABASE_URL: '', LOG_LEVEL: 'silent', ...options.env },
+  });
+  if (result.error) throw new Error(`util-linux script is needed to run the command on a pseudo-terminal: ${result.error.message}`);
+  return { status: result.status, output: result.stdout };
 }
 
 beforeAll(() => {
@@ -236,6 +249,110 @@ describe('migrate, backup and restore (SQLite)', () => {
       expect(result.stderr).toContain('pg_dump');
       expect(result.stderr).toContain('pg_restore');
     }
+  });
+});
+
+describe('progress on a terminal', () => {
+  /** A database of about 10 MB: 20,000 jobs, enough for the backup to copy it in many steps. */
+  function largeDatabase(file: string): void {
+    expect(asyncfirst(['migrate', '--database', file]).status).toBe(0);
+    const db = new Database(file);
+    const insert = db.prepare(
+      `INSERT INTO jobs (id, principal, operation, input, status, max_attempts, run_at, created_at, updated_at) VALUES (?, 'alice', 'createReport', ?, 'queued', 3, 0, 0, 0)`,
+    );
+    db.transaction(() => {
+      for (let index = 0; index < 20_000; index++) insert.run(`job-${index}`, JSON.stringify({ body: { title: 'x'.repeat(300), rows: index } }));
+    })();
+    db.close();
+  }
+
+  it('migrate shows each migration as it is applied on a terminal, and only its result when piped', () => {
+    const onTerminal = asyncfirstOnTerminal(['migrate', '--database', join(work, 'progress/terminal.db')]);
+    expect(onTerminal.status).toBe(0);
+    const version = Number(/schema version (\d+)/.exec(onTerminal.output)?.[1]);
+    expect(version).toBeGreaterThan(1);
+    for (let step = 1; step <= version; step++) {
+      expect(onTerminal.output).toContain(`applying migration ${step} of ${version}…`);
+      expect(onTerminal.output).toMatch(new RegExp(`applied migration ${step} of ${version} in \\d+ ms`));
+    }
+    // A database already current applies nothing.
+    const current = asyncfirstOnTerminal(['migrate', '--database', join(work, 'progress/terminal.db')]);
+    expect(current.output).not.toContain('migration');
+    expect(current.output).toContain(`schema version ${version}`);
+
+    const piped = asyncfirst(['migrate', '--database', join(work, 'progress/piped.db')]);
+    expect(piped.status).toBe(0);
+    expect(piped.stdout).toBe(`${join(work, 'progress/piped.db')}: schema version ${version}\n`);
+    expect(piped.stderr).toBe('');
+  });
+
+  it('migrate on PostgreSQL shows each migration with its file name on a terminal', async () => {
+    const { schema, drop } = freshSchema('af_cli_progress');
+    try {
+      const env = { DATABASE_URL: TEST_DATABASE_URL, DATABASE_SCHEMA: schema };
+      const onTerminal = asyncfirstOnTerminal(['migrate'], { env });
+      expect(onTerminal.status).toBe(0);
+      const version = Number(/schema version (\d+)/.exec(onTerminal.output)?.[1]);
+      expect(version).toBeGreaterThan(1);
+      expect(onTerminal.output).toContain(`applying migration 1 of ${version} (0001_jobs.sql)…`);
+      expect(onTerminal.output).toMatch(new RegExp(`applied migration ${version} of ${version} \\(\\d{4}_[\\w-]+\\.sql\\) in \\d+ ms`));
+      const rows = await queryPostgres<{ version: number }>(schema, 'SELECT version FROM schema_migrations ORDER BY version');
+      expect(rows.map((row) => row.version)).toEqual(Array.from({ length: version }, (_, index) => index + 1));
+    } finally {
+      await drop();
+    }
+  });
+
+  it('backup of a large file shows the pages copied as it goes, then the check, on a terminal; nothing of it when piped', () => {
+    const database = join(work, 'progress/large.db');
+    largeDatabase(database);
+    const onTerminal = asyncfirstOnTerminal(['backup', 'large-terminal.db', '--database', database]);
+    expect(onTerminal.status).toBe(0);
+    const percents = [...onTerminal.output.matchAll(/copying [^:]+: (\d+)% \((\d+) of (\d+) pages\)/g)].map((match) => Number(match[1]));
+    // Many steps, in order, ending at 100% with every page copied.
+    expect(new Set(percents).size).toBeGreaterThan(10);
+    expect(percents).toEqual([...percents].sort((a, b) => a - b));
+    expect(percents.at(-1)).toBe(100);
+    expect(onTerminal.output).toMatch(/copying [^:]+: 100% \((\d+) of \1 pages\)/);
+    expect(onTerminal.output).toContain('checking large-terminal.db (PRAGMA integrity_check)…');
+    expect(onTerminal.output).toMatch(/wrote large-terminal\.db: integrity ok, schema version \d+, 20000 jobs/);
+
+    const piped = asyncfirst(['backup', 'large-piped.db', '--database', database]);
+    expect(piped.status).toBe(0);
+    expect(piped.stdout).toMatch(/^wrote large-piped\.db: integrity ok, schema version \d+, 20000 jobs\n$/);
+    expect(piped.stderr).toBe('');
+  });
+
+  it('backup copies one snapshot while another connection keeps writing: the jobs as they were when it began, never restarted', async () => {
+    const { backupDatabase } = await import('../src/cli/database.js');
+    const database = join(work, 'progress/busy.db');
+    largeDatabase(database);
+    const writer = new Database(database);
+    writer.pragma('journal_mode = WAL');
+    const insert = writer.prepare(
+      `INSERT INTO jobs (id, principal, operation, input, status, max_attempts, run_at, created_at, updated_at) VALUES (?, 'bob', 'createReport', '{}', 'queued', 3, 0, 0, 0)`,
+    );
+    let written = 0;
+    const writing = setInterval(() => insert.run(`late-${written++}`), 1);
+    const copied: number[] = [];
+    try {
+      const report = await backupDatabase({ kind: 'sqlite', path: database }, join(work, 'progress/busy-copy.db'), {
+        copied: (pages) => copied.push(pages),
+        checking: () => {},
+      });
+      expect(report.jobs).toBe(20_000);
+    } finally {
+      clearInterval(writing);
+      writer.close();
+    }
+    expect(written).toBeGreaterThan(5);
+    // A restart would start the count of copied pages again from the first page.
+    expect(copied).toEqual([...copied].sort((a, b) => a - b));
+    const copy = new Database(join(work, 'progress/busy-copy.db'), { readonly: true });
+    expect(copy.prepare(`SELECT count(*) AS count FROM jobs WHERE principal = 'bob'`).get()).toEqual({ count: 0 });
+    // The counts kept by trigger agree with the rows: one consistent moment of the database.
+    expect(copy.prepare('SELECT sum(count) AS count FROM job_counts').get()).toEqual({ count: 20_000 });
+    copy.close();
   });
 });
 

@@ -4,6 +4,7 @@ import Database from 'better-sqlite3';
 import pg from 'pg';
 import { type AsyncFirstConfig, loadConfig } from '../config.js';
 import { withoutPassword } from '../core/database-url.js';
+import type { MigrationStep } from '../store/driver.js';
 import { migrate as migratePostgres } from '../store/postgres/migrate.js';
 import { migrate as migrateSqlite } from '../store/sqlite/schema.js';
 import { resolveDatabasePath } from '../store/sqlite/sqlite-driver.js';
@@ -33,13 +34,13 @@ export function sqliteSchemaVersion(): number {
   }
 }
 
-/** asyncfirst migrate: brings the database's schema up to date; returns its version. */
-export async function migrateDatabase(target: Target, config: AsyncFirstConfig): Promise<number> {
+/** asyncfirst migrate: brings the database's schema up to date; returns its version. onStep hears of each migration applied. */
+export async function migrateDatabase(target: Target, config: AsyncFirstConfig, onStep?: (step: MigrationStep) => void): Promise<number> {
   if (target.kind === 'postgres') {
     const client = new pg.Client({ connectionString: target.url, connectionTimeoutMillis: config.busyTimeoutMs });
     try {
       await client.connect();
-      return await migratePostgres(client, config.databaseSchema);
+      return await migratePostgres(client, config.databaseSchema, onStep);
     } catch (error) {
       throw new CliError(`cannot migrate ${withoutPassword(target.url)}: ${(error as Error).message}`);
     } finally {
@@ -49,7 +50,7 @@ export async function migrateDatabase(target: Target, config: AsyncFirstConfig):
   const db = new Database(target.path, { timeout: config.busyTimeoutMs });
   try {
     db.pragma('journal_mode = WAL');
-    migrateSqlite(db);
+    migrateSqlite(db, onStep);
     return db.pragma('user_version', { simple: true }) as number;
   } catch (error) {
     throw new CliError(`cannot migrate ${target.path}: ${(error as Error).message}`);
@@ -96,11 +97,20 @@ export function checkCopy(file: string): CopyReport {
 const POSTGRES_BACKUPS =
   'on PostgreSQL, back up and restore with the database tools: pg_dump --format=custom --schema=<DATABASE_SCHEMA> "$DATABASE_URL" > jobs.dump, and pg_restore --clean --dbname "$DATABASE_URL" jobs.dump with every asyncfirst process stopped';
 
+/** What asyncfirst backup reports while it works: pages copied of the total, then the check of the copy. */
+export interface BackupProgress {
+  copied(pages: number, totalPages: number): void;
+  checking(): void;
+}
+
+/** Pages copied per step of the backup: about a hundred steps, so progress moves by a percent. */
+const stepPages = (totalPages: number) => Math.max(64, Math.ceil(totalPages / 100));
+
 /**
  * asyncfirst backup <file>: an online, consistent copy of the live SQLite file (the backup API,
  * while servers keep running), checked with integrity_check. Never overwrites a file.
  */
-export async function backupDatabase(target: Target, file: string, onProgress?: (done: number, total: number) => void): Promise<CopyReport> {
+export async function backupDatabase(target: Target, file: string, progress?: BackupProgress): Promise<CopyReport> {
   if (target.kind === 'postgres') throw new CliError(POSTGRES_BACKUPS);
   const destination = resolve(file);
   if (existsSync(destination)) throw new CliError(`${file} exists; asyncfirst backup never overwrites a file: choose a new name`);
@@ -108,12 +118,21 @@ export async function backupDatabase(target: Target, file: string, onProgress?: 
   const partial = join(dirname(destination), `.${basename(destination)}.partial-${process.pid}`);
   const db = new Database(target.path, { readonly: true, fileMustExist: true });
   try {
-    await db.backup(partial, {
+    // One read transaction for the whole copy: every step reads the same snapshot (WAL lets servers
+    // keep writing meanwhile), so the copy is the database as of one moment, and a write between
+    // steps cannot make SQLite restart the copy from its first page — as it would, again and
+    // again, on a busy server.
+    // (BEGIN alone reads nothing: the first read starts the snapshot, which the backup's steps then share.)
+    db.exec('BEGIN');
+    db.prepare('SELECT count(*) FROM sqlite_schema').get();
+    const copied = await db.backup(partial, {
       progress({ totalPages, remainingPages }) {
-        onProgress?.(totalPages - remainingPages, totalPages);
-        return 256;
+        progress?.copied(totalPages - remainingPages, totalPages);
+        return stepPages(totalPages);
       },
     });
+    db.exec('COMMIT');
+    progress?.copied(copied.totalPages, copied.totalPages);
   } catch (error) {
     for (const file of [partial, `${partial}-wal`, `${partial}-shm`]) rmSync(file, { force: true });
     throw new CliError(`backup of ${target.path} failed: ${(error as Error).message}`);
@@ -125,6 +144,7 @@ export async function backupDatabase(target: Target, file: string, onProgress?: 
     const copy = new Database(partial);
     copy.pragma('journal_mode = DELETE');
     copy.close();
+    progress?.checking();
     const report = checkCopy(partial);
     // link() fails if the name was taken meanwhile: the copy never replaces a file.
     linkSync(partial, destination);

@@ -84,9 +84,19 @@ program
   .description('apply the schema migrations to the database and print its schema version')
   .addOption(databaseOption())
   .action(async (options: { database?: string }) => {
-    const { databaseTarget, migrateDatabase, withoutPassword } = await import('./database.js');
+    const [{ databaseTarget, migrateDatabase, withoutPassword }, { terminalProgress }] = await Promise.all([import('./database.js'), import('./progress.js')]);
     const { target, config } = databaseTarget(options.database);
-    const schemaVersion = await migrateDatabase(target, config);
+    const line = terminalProgress();
+    const schemaVersion = await migrateDatabase(
+      target,
+      config,
+      line &&
+        ((step) => {
+          const text = `migration ${step.version} of ${step.of}${step.name ? ` (${step.name})` : ''}`;
+          if (step.ms === undefined) line.update(`applying ${text}…`);
+          else line.done(`applied ${text} in ${Math.round(step.ms)} ms`);
+        }),
+    );
     console.log(`${target.kind === 'sqlite' ? target.path : withoutPassword(target.url)}: schema version ${schemaVersion}`);
   });
 
@@ -96,13 +106,22 @@ program
   .argument('<file>', 'the copy to write (must not exist)')
   .addOption(databaseOption())
   .action(async (file: string, options: { database?: string }) => {
-    const { backupDatabase, databaseTarget } = await import('./database.js');
+    const [{ backupDatabase, databaseTarget }, { terminalProgress }] = await Promise.all([import('./database.js'), import('./progress.js')]);
     const { target } = databaseTarget(options.database);
-    const tty = process.stderr.isTTY === true;
-    const report = await backupDatabase(target, file, (done, total) => {
-      if (tty) process.stderr.write(`\rcopying: ${done}/${total} pages`);
-    });
-    if (tty) process.stderr.write('\n');
+    const line = terminalProgress();
+    const report = await backupDatabase(
+      target,
+      file,
+      line && {
+        copied(pages, totalPages) {
+          const percent = totalPages === 0 ? 100 : Math.floor((pages / totalPages) * 100);
+          const text = `copying ${target.kind === 'sqlite' ? target.path : ''}: ${percent}% (${pages} of ${totalPages} pages)`;
+          if (pages === totalPages) line.done(text);
+          else line.update(text);
+        },
+        checking: () => line.done(`checking ${file} (PRAGMA integrity_check)…`),
+      },
+    );
     console.log(`wrote ${report.file}: integrity ok, schema version ${report.schemaVersion}, ${report.jobs} jobs`);
   });
 

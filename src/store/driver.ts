@@ -204,3 +204,12 @@ export interface Driver {
   /** Flushes what is pending and disconnects. */
   close(): Promise<void>;
 }
+
+/** One migration as a driver applies it: its number, how many there are, its name where it has one, and how long it took once it has run. */
+export interface MigrationStep {
+  version: number;
+  of: number;
+  name?: string;
+  /** Absent when the migration is about to run; its run time once it has. */
+  ms?: number;
+}

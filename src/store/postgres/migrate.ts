@@ -1,6 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import type pg from 'pg';
 import { JOB_STATES } from '../../core/job-states.js';
+import type { MigrationStep } from '../driver.js';
 
 const MIGRATIONS_DIR = new URL('./migrations/', import.meta.url);
 
@@ -25,9 +26,10 @@ const quoteIdentifier = (name: string) => `"${name.replaceAll('"', '""')}"`;
 /**
  * Brings the schema up to date: under an advisory lock (so many processes starting at once apply
  * each migration once), creates the schema if missing and applies the pending migrations, each in
- * its own transaction. A database newer than this code is refused.
+ * its own transaction. A database newer than this code is refused. onStep hears of each migration
+ * before and after it runs.
  */
-export async function migrate(client: pg.ClientBase, schema: string): Promise<number> {
+export async function migrate(client: pg.ClientBase, schema: string, onStep?: (step: MigrationStep) => void): Promise<number> {
   const lock = `asyncfirst:migrate:${schema}`;
   // Migrations may wait for another process's lock and may take long (an index on a big table):
   // not under DATABASE_STATEMENT_TIMEOUT_MS, which is for requests.
@@ -47,11 +49,15 @@ export async function migrate(client: pg.ClientBase, schema: string): Promise<nu
       throw new Error(`the database schema "${schema}" has version ${applied}, newer than this asyncfirst (${migrations.length}); upgrade asyncfirst`);
     }
     for (const migration of migrations.slice(applied)) {
+      const step = { version: migration.version, of: migrations.length, name: migration.name };
+      onStep?.(step);
+      const started = performance.now();
       await client.query('BEGIN');
       try {
         await client.query(migration.sql);
         await client.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [migration.version, migration.name]);
         await client.query('COMMIT');
+        onStep?.({ ...step, ms: performance.now() - started });
       } catch (error) {
         await client.query('ROLLBACK');
         throw error;

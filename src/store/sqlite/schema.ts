@@ -1,5 +1,6 @@
 import type BetterSqlite3 from 'better-sqlite3';
 import { JOB_STATES } from '../../core/job-states.js';
+import type { MigrationStep } from '../driver.js';
 
 const states = JOB_STATES.map((state) => `'${state}'`).join(', ');
 
@@ -132,8 +133,11 @@ const MIGRATIONS: string[] = [
   `,
 ];
 
-/** Brings the schema of an open database up to date, in one transaction. */
-export function migrate(db: BetterSqlite3.Database): void {
+/**
+ * Brings the schema of an open database up to date, in one transaction. onStep hears of each
+ * migration before and after it runs (asyncfirst migrate shows them on a terminal).
+ */
+export function migrate(db: BetterSqlite3.Database, onStep?: (step: MigrationStep) => void): void {
   // The version is read inside the write transaction: two processes opening one file at once
   // apply each migration once (the second finds the first's work done).
   db.transaction(() => {
@@ -142,7 +146,10 @@ export function migrate(db: BetterSqlite3.Database): void {
       throw new Error(`the database has schema version ${applied}, newer than this asyncfirst (${MIGRATIONS.length}); upgrade asyncfirst`);
     }
     for (let version = applied; version < MIGRATIONS.length; version++) {
+      onStep?.({ version: version + 1, of: MIGRATIONS.length });
+      const started = performance.now();
       db.exec(MIGRATIONS[version] as string);
+      onStep?.({ version: version + 1, of: MIGRATIONS.length, ms: performance.now() - started });
     }
     if (applied < MIGRATIONS.length) db.pragma(`user_version = ${MIGRATIONS.length}`);
   }).immediate();
