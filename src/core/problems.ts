@@ -12,6 +12,7 @@ export const PROBLEMS = {
   callbackUrlRefused: { slug: 'callback-url-refused', title: 'Callback-URL refused', status: 400 },
   badRequest: { slug: 'bad-request', title: 'Bad request', status: 400 },
   cursorInvalid: { slug: 'cursor-invalid', title: 'Invalid cursor', status: 400 },
+  lastEventIdInvalid: { slug: 'last-event-id-invalid', title: 'Invalid Last-Event-ID', status: 400 },
   unauthorized: { slug: 'unauthorized', title: 'Authentication required', status: 401 },
   forbidden: { slug: 'forbidden', title: 'Operators only', status: 403 },
   crossSiteRequestRefused: { slug: 'cross-site-request-refused', title: 'Cross-site request refused', status: 403 },

@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { isFinished } from '../core/job-states.js';
 import { ProblemError } from '../core/problems.js';
-import { jobBody } from '../engine/job-view.js';
+import { acceptedJobBody } from '../engine/job-view.js';
 import type { JobEvent, JobRecord, Store } from '../store/store.js';
 import type { JobWatch } from './job-watch.js';
 
@@ -166,19 +166,5 @@ function formatEvent(id: number, type: string, data: string): string {
 
 /** The job as it was when accepted: the first event of a new stream (the job row is its record). */
 function queuedEvent(job: JobRecord): JobEvent {
-  const data = jobBody({
-    id: job.id,
-    principal: job.principal,
-    operation: job.operation,
-    status: 'queued',
-    attempts: 0,
-    maxAttempts: job.maxAttempts,
-    cancelRequested: false,
-    runAt: job.createdAt,
-    createdAt: job.createdAt,
-    updatedAt: job.createdAt,
-    version: 0,
-    fence: 0,
-  });
-  return { id: 0, type: 'job.queued', data };
+  return { id: 0, type: 'job.queued', data: acceptedJobBody(job) };
 }

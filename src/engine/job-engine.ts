@@ -1,6 +1,6 @@
 import { firstJobIdAt, newJobId } from '../core/ids.js';
 import { isFinished } from '../core/job-states.js';
-import { type ProblemDetails, problem } from '../core/problems.js';
+import { type ProblemDetails, ProblemError, problem } from '../core/problems.js';
 import type { AcceptResult, AcceptWrite, Driver, Finish, RecordedChange } from '../store/driver.js';
 import type {
   AcceptOutcome,
@@ -10,6 +10,8 @@ import type {
   ClaimedJob,
   ClaimRequest,
   DeliveryOutcome,
+  EventQuery,
+  EventSlice,
   IdempotencyRecord,
   JobCount,
   JobEvent,
@@ -24,6 +26,7 @@ import type {
   StoreFault,
   WebhookDelivery,
 } from '../store/store.js';
+import { cursorOf, isAfter, logReadOf, positionOf, sliceOf } from './event-log.js';
 import { listingOf, pageOf } from './job-listing.js';
 import { jobBody } from './job-view.js';
 import { TurnBatcher } from './turn-batcher.js';
@@ -134,6 +137,21 @@ export class JobEngine implements Store {
 
   getJobEvents(principal: string, id: string, afterVersion: number): Promise<{ job: JobRecord; events: JobEvent[] } | undefined> {
     return this.driver.getJobEvents(principal, id, afterVersion);
+  }
+
+  async eventCursor(): Promise<string> {
+    return cursorOf(await this.driver.eventLogHead());
+  }
+
+  async checkEventCursor(cursor: string): Promise<void> {
+    const position = positionOf(cursor);
+    if (isAfter(position, await this.driver.eventLogHead())) {
+      throw new ProblemError('lastEventIdInvalid', 'Last-Event-ID is beyond every event of this database; reconnect without it to start from now.');
+    }
+  }
+
+  async readEvents(query: EventQuery): Promise<EventSlice> {
+    return sliceOf(await this.driver.readEventLog(logReadOf(query)));
   }
 
   async listJobs(query: JobQuery): Promise<JobPage> {

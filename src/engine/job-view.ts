@@ -44,6 +44,24 @@ export function jobBody(job: JobRecord): string {
   return job.status === 'succeeded' && job.result !== undefined && job.resultLocation === undefined ? `${json.slice(0, -1)},"result":${job.result}}` : json;
 }
 
+/** The job as it was when accepted (its job.queued event of version 0), from the fields that never change. */
+export function acceptedJobBody(job: Pick<JobRecord, 'id' | 'principal' | 'operation' | 'maxAttempts' | 'createdAt'>): string {
+  return jobBody({
+    id: job.id,
+    principal: job.principal,
+    operation: job.operation,
+    status: 'queued',
+    attempts: 0,
+    maxAttempts: job.maxAttempts,
+    cancelRequested: false,
+    runAt: job.createdAt,
+    createdAt: job.createdAt,
+    updatedAt: job.createdAt,
+    version: 0,
+    fence: 0,
+  });
+}
+
 /** A webhook delivery as GET /jobs/{id} shows it (the payload and URL's secrets stay out). */
 function deliveryView(delivery: WebhookDelivery): Record<string, unknown> {
   return {

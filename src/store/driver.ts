@@ -26,7 +26,9 @@ import type {
  * passes the same conformance suite (test/driver-conformance.test.ts).
  *
  * Each method that changes a job bumps the job's version under the row's lock and records the
- * change as the job's event with that version, in the transaction that made the change.
+ * change as the job's event with that version, in the transaction that made the change. An
+ * acceptance records the job's job.queued of version 0 (with no data: the job row says it all)
+ * in the same transaction or statement as the job, so the log across jobs has every job's start.
  */
 
 /** How many jobs something happened to in one minute (its first millisecond). */
@@ -127,6 +129,53 @@ export interface ListedJob {
   job: JobRecord;
 }
 
+/**
+ * Where an event sits in the order the log across jobs is read in, which is commit order:
+ * compared by `transaction`, then `row`. SQLite: transaction 0 and the row's id (one writer
+ * commits at a time, so ids are handed out in commit order). PostgreSQL: the id of the
+ * transaction that wrote the event (xid8) and the row's id; a read returns only events of
+ * transactions older than every transaction still running, so no event can later commit
+ * before a position already read (see the PostgreSQL driver's statements).
+ */
+export interface EventPosition {
+  transaction: bigint;
+  row: number;
+}
+
+/** A read of the event log across jobs: the events after a position that match, oldest first. */
+export interface EventLogRead {
+  after: EventPosition;
+  /** One principal's jobs' events; omitted: every principal's. */
+  principal?: string;
+  operation?: string;
+  /** Events of these types (job.running, job.progress…); omitted: every type. */
+  types?: readonly string[];
+  limit: number;
+}
+
+/** One event of the log across jobs, with what the engine needs of its job. */
+export interface LoggedEvent {
+  position: EventPosition;
+  jobId: string;
+  principal: string;
+  operation: string;
+  /** The job's version after the change (0: its acceptance). */
+  version: number;
+  type: string;
+  /** The job as JSON after the change; null for the acceptance, which is built from the job's own fields. */
+  data: string | null;
+  maxAttempts: number;
+  jobCreatedAt: number;
+}
+
+export interface EventLogPage {
+  events: LoggedEvent[];
+  /** Where the read stopped: no event up to here that matches is missing from `events`; the next read starts here. */
+  scannedTo: EventPosition;
+  /** Committed events after `scannedTo` wait for an older transaction still running (PostgreSQL): read again soon. */
+  heldBack: boolean;
+}
+
 export interface Driver {
   /** Which database: "sqlite" or "postgres". */
   readonly kind: string;
@@ -150,6 +199,10 @@ export interface Driver {
   jobVersions(ids: string[]): Promise<Map<string, number>>;
   /** The job and its events with a version above `afterVersion`, oldest first. */
   getJobEvents(principal: string, id: string, afterVersion: number): Promise<{ job: JobRecord; events: JobEvent[] } | undefined>;
+  /** The events of every job after a position, in commit order (see EventPosition), filtered and at most `read.limit`. */
+  readEventLog(read: EventLogRead): Promise<EventLogPage>;
+  /** A position after every event committed so far: where a stream with no cursor starts; no position ever given out lies beyond it. */
+  eventLogHead(): Promise<EventPosition>;
   /** Up to `limit` jobs that match, latest position first (an index the acceptance already writes serves the order). */
   listJobs(listing: JobListing): Promise<ListedJob[]>;
   /** The number of jobs per operation and state, ordered by operation then state. */

@@ -42,6 +42,12 @@ export interface Store {
   releaseJob(id: string, fence: number, now: number): Promise<boolean>;
   /** The events of one principal's job with a version above `afterVersion`, oldest first (undefined: no such job). */
   getJobEvents(principal: string, id: string, afterVersion: number): Promise<{ job: JobRecord; events: JobEvent[] } | undefined>;
+  /** The cursor after every event committed so far: where a stream of every job's events with no Last-Event-ID starts. */
+  eventCursor(): Promise<string>;
+  /** A client's cursor (Last-Event-ID) checked: one no stream gave out (malformed, or beyond any given out) is ProblemError last-event-id-invalid. */
+  checkEventCursor(cursor: string): Promise<void>;
+  /** Events of every job (or one principal's) after a cursor, in commit order, filtered; `cursor` is where to read on from. */
+  readEvents(query: EventQuery): Promise<EventSlice>;
   /** The current version of each of these jobs that exists; waiters compare them to find changes made by other processes. */
   jobVersions(ids: string[]): Promise<Map<string, number>>;
   /** One page of jobs matching the query, newest (last accepted) first; `nextCursor` asks for the next page. Throws ProblemError cursor-invalid for a cursor no page gave out. */
@@ -156,6 +162,38 @@ export interface JobQuery {
   cursor?: string;
   /** Each job's input too (it can be large: only when the caller reads it). */
   withInput?: boolean;
+}
+
+/** Which events of the log across jobs to read (GET /jobs/events). */
+export interface EventQuery {
+  /** One principal's jobs' events; omitted: every principal's (for operators). */
+  principal?: string;
+  operation?: string;
+  /** Events that leave a job in one of these states (running: job.running and job.progress). */
+  statuses?: readonly JobState[];
+  /** The cursor to read after (an event's, or the one `eventCursor` or a read gave). */
+  after: string;
+  /** Events per read: 100 when omitted. */
+  limit?: number;
+}
+
+/** One event of the log across jobs, as a stream sends it. */
+export interface StreamedEvent {
+  /** Its position, opaque: the SSE id. */
+  cursor: string;
+  jobId: string;
+  principal: string;
+  type: string;
+  /** The job as JSON, as it was after the change. */
+  data: string;
+}
+
+export interface EventSlice {
+  events: StreamedEvent[];
+  /** Read on from here: past every event returned, and past the ones that did not match. */
+  cursor: string;
+  /** Committed events wait for an older transaction still running: read again soon (nothing announces it). */
+  heldBack: boolean;
 }
 
 /**

@@ -9,9 +9,13 @@ import type {
   DriverClaim,
   DriverEvents,
   EndingProblems,
+  EventLogPage,
+  EventLogRead,
+  EventPosition,
   Finish,
   JobListing,
   ListedJob,
+  LoggedEvent,
   MinuteCount,
   RecordChange,
   Requeue,
@@ -34,7 +38,7 @@ import {
 } from '../store.js';
 import { PostgresListener } from './listener.js';
 import { migrate } from './migrate.js';
-import { type ClaimRow, type ListedRow, type PostgresJobRow, SQL, type Statement } from './statements.js';
+import { type ClaimRow, type EventLogRow, type ListedRow, type PostgresJobRow, SQL, type Statement } from './statements.js';
 
 export interface PostgresDriverOptions {
   connectionString: string;
@@ -313,7 +317,17 @@ export class PostgresDriver implements Driver {
       await query(SQL.insertDeliveries, [deliveries.ids, deliveries.jobIds, deliveries.urls, deliveries.types, deliveries.payloads, deliveries.attempts, now]);
     }
     if (events.ids.length > 0) {
-      await query(SQL.insertEvents, [events.ids, events.versions, events.types, events.data, events.times, this.channel, this.notification(changes)]);
+      const [written] = await query<{ out_of_order: boolean }>(SQL.insertEvents, [
+        events.ids,
+        events.versions,
+        events.types,
+        events.data,
+        events.times,
+        this.channel,
+        this.notification(changes),
+      ]);
+      // Run again under a new transaction id, larger than that of the event this one follows.
+      if (written?.out_of_order) throw Object.assign(new Error("an event's transaction id is below its job's previous event's"), { code: '40001' });
     } else if (changes.queued || changes.jobIds.size > 0) {
       await query(SQL.notify, [this.channel, this.notification(changes)]);
     }
@@ -438,6 +452,44 @@ export class PostgresDriver implements Driver {
       .filter((row) => row.event_version !== null)
       .map((row) => ({ id: row.event_version as number, type: row.event_type as string, data: row.event_data as string }));
     return { job: jobOf(first), events };
+  }
+
+  async readEventLog(read: EventLogRead): Promise<EventLogPage> {
+    const rows = await this.run<EventLogRow>(SQL.readEventLog, [
+      String(read.after.transaction),
+      read.after.row,
+      read.principal ?? null,
+      read.operation ?? null,
+      read.types ?? null,
+      read.limit,
+    ]);
+    const first = rows[0];
+    if (!first) throw new Error('the event log read returned no row');
+    const events = rows
+      .filter((row) => row.xid !== null)
+      .map(
+        (row): LoggedEvent => ({
+          position: { transaction: BigInt(row.xid as string), row: row.id as number },
+          jobId: row.job_id,
+          principal: row.principal,
+          operation: row.operation,
+          version: row.version,
+          type: row.type,
+          data: row.data,
+          maxAttempts: row.max_attempts,
+          jobCreatedAt: row.created_at,
+        }),
+      );
+    const last = events.at(-1);
+    const horizon: EventPosition = { transaction: BigInt(first.horizon), row: 0 };
+    // A full page stops at its last event; a short one has seen every event below the horizon.
+    const scannedTo = events.length === read.limit && last ? last.position : laterOf(horizon, read.after);
+    return { events, scannedTo, heldBack: first.held_back };
+  }
+
+  async eventLogHead(): Promise<EventPosition> {
+    const [row] = await this.run<{ horizon: string }>(SQL.eventLogHead, []);
+    return { transaction: BigInt(row?.horizon ?? '0'), row: 0 };
   }
 
   async listJobs(listing: JobListing): Promise<ListedJob[]> {
@@ -681,6 +733,11 @@ export class PostgresDriver implements Driver {
 /** The record of a row; the lease's time left was measured by the database, on its clock. */
 function jobOf(row: PostgresJobRow): JobRecord {
   return toJobRecord(row, row.lease_expires_in);
+}
+
+/** The later of two positions of the event log. */
+function laterOf(a: EventPosition, b: EventPosition): EventPosition {
+  return a.transaction > b.transaction || (a.transaction === b.transaction && a.row >= b.row) ? a : b;
 }
 
 function compare(a: string, b: string): number {

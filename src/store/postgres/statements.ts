@@ -71,6 +71,31 @@ const listing = (columns: string, scope: keyof typeof LISTING_SCOPES) =>
      AND ($4::bigint IS NULL OR created_at < $4)
    ORDER BY seq DESC LIMIT $5`;
 
+/**
+ * The part of an acceptance statement that logs each job it created (the CTE `job`) as job.queued
+ * of version 0 in the event log, with no data (the job row says it all): the same statement, no
+ * round trip more.
+ */
+const LOG_ACCEPTANCE = `accepted AS (
+       INSERT INTO job_events (job_id, version, type, created_at) SELECT id, 0, 'job.queued', created_at FROM job
+     )`;
+
+/** A row of the event log across jobs; xid8 values arrive as decimal text. */
+export interface EventLogRow {
+  horizon: string;
+  held_back: boolean;
+  xid: string | null;
+  id: number | null;
+  job_id: string;
+  version: number;
+  type: string;
+  data: string | null;
+  principal: string;
+  operation: string;
+  max_attempts: number;
+  created_at: number;
+}
+
 export interface Statement {
   name: string;
   text: string;
@@ -99,8 +124,8 @@ export const SQL = {
      ), job AS (
        INSERT INTO jobs (id, principal, operation, input, status, max_attempts, callback_url, run_at, created_at, updated_at)
        SELECT job_id, $1, $2, $8, 'queued', $9, $10, $6, $6, $6 FROM key
-       RETURNING id
-     )
+       RETURNING id, created_at
+     ), ${LOG_ACCEPTANCE}
      SELECT id, pg_notify($11, $12) FROM job`,
   ),
   /**
@@ -125,8 +150,8 @@ export const SQL = {
        INSERT INTO jobs (id, principal, operation, input, status, max_attempts, callback_url, run_at, created_at, updated_at)
        SELECT i.job_id, i.principal, i.operation, i.input, 'queued', i.max_attempts, i.callback_url, i.now, i.now, i.now
        FROM input i JOIN key ON key.job_id = i.job_id
-       RETURNING id
-     )
+       RETURNING id, created_at
+     ), ${LOG_ACCEPTANCE}
      -- One NOTIFY per created job, all with one payload: PostgreSQL delivers identical ones once.
      SELECT id, pg_notify($11, $12) FROM job`,
   ),
@@ -146,8 +171,8 @@ export const SQL = {
      ), job AS (
        INSERT INTO jobs (id, principal, operation, input, status, max_attempts, callback_url, run_at, created_at, updated_at)
        SELECT job_id, $1, $2, $8, 'queued', $9, $10, $6, $6, $6 FROM key
-       RETURNING id
-     )
+       RETURNING id, created_at
+     ), ${LOG_ACCEPTANCE}
      SELECT id, pg_notify($12, $13) FROM job`,
   ),
 
@@ -341,15 +366,50 @@ export const SQL = {
   ),
 
   // --- what a change records, and the notification of its commit -------------------------
-  /** The events of one transaction, as arrays; then NOTIFY ($6 channel, $7 payload), delivered at COMMIT. */
+  /**
+   * The events of one transaction, as arrays; then NOTIFY ($6 channel, $7 payload), delivered at
+   * COMMIT. `out_of_order` is true when a job's previous event was written by a transaction with a
+   * larger id than this one (this one took its id, then waited for that one's row lock): the log
+   * across jobs is read in transaction-id order, so this event would come before the one it
+   * follows. The driver then runs the transaction again, under a new, larger id.
+   */
   insertEvents: statement(
     'insert_events',
     `WITH inserted AS (
        INSERT INTO job_events (job_id, version, type, data, created_at)
        SELECT * FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::bigint[])
+       RETURNING job_id, version, xid
      )
-     SELECT pg_notify($6, $7)`,
+     SELECT pg_notify($6, $7), EXISTS (
+       SELECT 1 FROM inserted i JOIN job_events e ON e.job_id = i.job_id AND e.version = i.version - 1 WHERE e.xid > i.xid
+     ) AS out_of_order`,
   ),
+  /**
+   * The event log across jobs after the position ($1 xid, $2 id), in (xid, id) order, taking only
+   * events of transactions older than the oldest still running (the snapshot's xmin, `horizon`):
+   * those have all committed (or rolled back) and every transaction yet to write gets a larger
+   * id, so a reader that moved past a position can never see an event appear before it. One row
+   * even when no event matches, for the horizon and `held_back` (committed events past the
+   * position wait for an older transaction). Filters $3 principal, $4 operation, $5 event types
+   * (a null one does not filter), $6 limit. Served by job_events_log (xid, id).
+   */
+  readEventLog: statement(
+    'read_event_log',
+    `SELECT h.horizon, EXISTS (SELECT 1 FROM job_events WHERE xid >= h.horizon AND (xid, id) > ($1::xid8, $2::bigint)) AS held_back, ev.*
+     FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon) AS h
+     LEFT JOIN LATERAL (
+       SELECT e.xid, e.id, e.job_id, e.version, e.type, e.data, j.principal, j.operation, j.max_attempts, j.created_at
+       FROM job_events e JOIN jobs j ON j.id = e.job_id
+       WHERE (e.xid, e.id) > ($1::xid8, $2::bigint) AND e.xid < h.horizon
+         AND ($3::text IS NULL OR j.principal = $3)
+         AND ($4::text IS NULL OR j.operation = $4)
+         AND ($5::text[] IS NULL OR e.type = ANY($5::text[]))
+       ORDER BY e.xid, e.id LIMIT $6
+     ) AS ev ON true
+     ORDER BY ev.xid, ev.id`,
+  ),
+  /** Every event of a transaction older than this one has committed: (horizon, 0) is after all of them. */
+  eventLogHead: statement('event_log_head', `SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon`),
   insertDeliveries: statement(
     'insert_deliveries',
     `INSERT INTO webhook_deliveries (id, job_id, url, event_type, payload, status, max_attempts, next_attempt_at, created_at, updated_at)

@@ -131,6 +131,25 @@ const MIGRATIONS: string[] = [
     UPDATE job_counts SET count = count - 1 WHERE operation = OLD.operation AND status = OLD.status;
   END;
   `,
+  `
+  -- The log of every job's events in commit order (GET /jobs/events reads it after a cursor, the
+  -- row's id). One writer at a time commits, so id order is commit order; AUTOINCREMENT keeps an
+  -- id from being handed out again after the sweeper deleted the newest rows, so a cursor never
+  -- points past an event that comes later. Acceptance is logged too, as a job.queued row of
+  -- version 0 whose data is NULL: the job row holds all it says (the stream builds it from there).
+  CREATE TABLE job_events_log (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id     TEXT    NOT NULL,
+    version    INTEGER NOT NULL,
+    type       TEXT    NOT NULL,
+    data       TEXT,
+    created_at INTEGER NOT NULL
+  );
+  INSERT INTO job_events_log (id, job_id, version, type, data, created_at) SELECT id, job_id, version, type, data, created_at FROM job_events ORDER BY id;
+  DROP TABLE job_events;
+  ALTER TABLE job_events_log RENAME TO job_events;
+  CREATE UNIQUE INDEX job_events_job ON job_events (job_id, version);
+  `,
 ];
 
 /**

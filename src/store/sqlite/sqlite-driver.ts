@@ -12,9 +12,13 @@ import type {
   DriverClaim,
   DriverEvents,
   EndingProblems,
+  EventLogPage,
+  EventLogRead,
+  EventPosition,
   Finish,
   JobListing,
   ListedJob,
+  LoggedEvent,
   MinuteCount,
   RecordChange,
   Requeue,
@@ -241,6 +245,7 @@ export class SqliteDriver implements Driver {
       return { kind: 'bound', jobId: existing.job_id, fingerprint: existing.fingerprint };
     }
     this.sql.insertJob.run(jobId, principal, operation, write.input, write.maxAttempts, write.callbackUrl ?? null, now, now, now);
+    this.sql.logAcceptance.run(jobId, now);
     this.sql.upsertIdempotencyKey.run(principal, operation, key, write.fingerprint, jobId, now, write.keyExpiresAt);
     this.jobsQueuedInGroup = true;
     this.changedInGroup.add(jobId);
@@ -275,6 +280,43 @@ export class SqliteDriver implements Driver {
         return { job: this.jobOf(row), events };
       })(),
     );
+  }
+
+  async readEventLog(read: EventLogRead): Promise<EventLogPage> {
+    return this.read(() =>
+      this.db.transaction(() => {
+        const upTo = this.sql.eventLogHead.get()?.head ?? 0;
+        const rows = this.sql.eventLogAfter.all({
+          after: read.after.row,
+          upTo,
+          principal: read.principal ?? null,
+          operation: read.operation ?? null,
+          types: read.types === undefined ? null : JSON.stringify(read.types),
+          limit: read.limit,
+        });
+        const events = rows.map(
+          (row): LoggedEvent => ({
+            position: { transaction: 0n, row: row.id },
+            jobId: row.job_id,
+            principal: row.principal,
+            operation: row.operation,
+            version: row.version,
+            type: row.type,
+            data: row.data,
+            maxAttempts: row.max_attempts,
+            jobCreatedAt: row.created_at,
+          }),
+        );
+        const last = events.at(-1);
+        // A full page stops at its last event; a short one has seen everything up to the head.
+        const scannedTo = events.length === read.limit && last ? last.position : { transaction: 0n, row: Math.max(upTo, read.after.row) };
+        return { events, scannedTo, heldBack: false };
+      })(),
+    );
+  }
+
+  async eventLogHead(): Promise<EventPosition> {
+    return this.read(() => ({ transaction: 0n, row: this.sql.eventLogHead.get()?.head ?? 0 }));
   }
 
   async listJobs(listing: JobListing): Promise<ListedJob[]> {

@@ -47,6 +47,29 @@ export interface EventRow {
   data: string;
 }
 
+/** A read of the event log across jobs; a null filter does not filter. */
+export interface EventLogParameters {
+  after: number;
+  upTo: number;
+  principal: string | null;
+  operation: string | null;
+  /** A JSON array of event types. */
+  types: string | null;
+  limit: number;
+}
+
+export interface EventLogRow {
+  id: number;
+  job_id: string;
+  version: number;
+  type: string;
+  data: string | null;
+  principal: string;
+  operation: string;
+  max_attempts: number;
+  created_at: number;
+}
+
 /** Bind parameters as better-sqlite3 takes them: a tuple, or one object of named parameters. */
 type BindArguments<Parameters> = Parameters extends unknown[] ? Parameters : [Parameters];
 
@@ -86,6 +109,8 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
       `INSERT INTO jobs (id, principal, operation, input, status, max_attempts, callback_url, run_at, created_at, updated_at)
        VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)`,
     ),
+    /** The acceptance in the event log: job.queued of version 0, its data built from the job row when read. */
+    logAcceptance: db.prepare<[string, number]>(`INSERT INTO job_events (job_id, version, type, data, created_at) VALUES (?, 0, 'job.queued', NULL, ?)`),
 
     // --- reading and canceling ----------------------------------------------------------
     getJob: db.prepare<[string, string], SqliteJobRow>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ? AND principal = ?`),
@@ -189,6 +214,22 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
       `INSERT INTO job_events (job_id, version, type, data, created_at) VALUES (?, ?, ?, ?, ?)`,
     ),
     eventsAfter: db.prepare<[string, number], EventRow>(`SELECT version, type, data FROM job_events WHERE job_id = ? AND version > ? ORDER BY version`),
+    /**
+     * The event log across jobs after a row id, up to `upTo` (the head read in the same read
+     * transaction), in id order, which is commit order (one writer); with the job's principal,
+     * operation and what an acceptance's event is built from. @types is a JSON array or NULL.
+     */
+    eventLogAfter: db.prepare<[EventLogParameters], EventLogRow>(
+      `SELECT e.id, e.job_id, e.version, e.type, e.data, j.principal, j.operation, j.max_attempts, j.created_at
+       FROM job_events e JOIN jobs j ON j.id = e.job_id
+       WHERE e.id > @after AND e.id <= @upTo
+         AND (@principal IS NULL OR j.principal = @principal)
+         AND (@operation IS NULL OR j.operation = @operation)
+         AND (@types IS NULL OR e.type IN (SELECT value FROM json_each(@types)))
+       ORDER BY e.id LIMIT @limit`,
+    ),
+    /** The last id the log has handed out (AUTOINCREMENT's, which never goes back, even after the sweeper deleted the newest rows). */
+    eventLogHead: db.prepare<[], { head: number }>(`SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'job_events'), 0) AS head`),
     /** ? is a JSON array of job ids. */
     jobVersions: db.prepare<[string], { id: string; version: number }>(`SELECT id, version FROM jobs WHERE id IN (SELECT value FROM json_each(?))`),
 
