@@ -119,7 +119,14 @@ async function prepare<HandlerMap extends object>(options: AsyncFirstOptions<Han
     operations: jobOperations,
     ...(webhookSecrets.length > 0 ? { webhooks: { secrets: webhookSecrets, policy: callbackPolicy } } : {}),
   });
-  const enqueue = makeEnqueue({ operations, validators, store, maxAttempts, idempotencyRetentionMs: config.idempotencyRetentionMs });
+  const enqueue = makeEnqueue({
+    operations,
+    validators,
+    store,
+    maxAttempts,
+    idempotencyRetentionMs: config.idempotencyRetentionMs,
+    ...(runtime.tracing ? { tracing: runtime.tracing } : {}),
+  });
   return { config, contract, operations, handlers, validators, maxAttempts, beforeAccept, callbackPolicy, webhookSecrets, log, store, runtime, enqueue };
 }
 

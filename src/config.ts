@@ -62,6 +62,8 @@ export interface AsyncFirstConfig {
   adminPrincipals: string;
   /** METRICS_TOKEN: when set, GET /metrics requires `Authorization: Bearer <it>`. */
   metricsToken: string;
+  /** TRACING: whether jobs are traced through @opentelemetry/api (submission contexts stored, attempt and webhook spans). */
+  tracing: boolean;
   /** COUNTS_CACHE_MS: how long the job counts (GET /jobs/counts) are served before the store is read again. */
   countsCacheMs: number;
   /** DASHBOARD: whether the dashboard is served (on or off). */
@@ -121,6 +123,7 @@ export const DEFAULT_CONFIG: AsyncFirstConfig = {
   adminPrincipals: '',
   countsCacheMs: 2000,
   metricsToken: '',
+  tracing: true,
   dashboard: true,
   dashboardPrefix: '/dashboard',
   dashboardUser: '',
@@ -167,6 +170,7 @@ const ENV_NAMES: Record<keyof AsyncFirstConfig, string> = {
   adminPrincipals: 'ADMIN_PRINCIPALS',
   countsCacheMs: 'COUNTS_CACHE_MS',
   metricsToken: 'METRICS_TOKEN',
+  tracing: 'TRACING',
   dashboard: 'DASHBOARD',
   dashboardPrefix: 'DASHBOARD_PREFIX',
   dashboardUser: 'DASHBOARD_USER',

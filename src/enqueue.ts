@@ -6,6 +6,7 @@ import type { ContractValidators } from './http/validation.js';
 import { fingerprintRequest } from './idempotency/fingerprint.js';
 import { parseIdempotencyKey } from './idempotency/key.js';
 import type { Store } from './store/store.js';
+import type { JobTracing } from './tracing/job-tracing.js';
 
 /** A job submitted from code, as an HTTP submission would carry it. */
 export interface EnqueueInput {
@@ -41,6 +42,8 @@ export function makeEnqueue(deps: {
   store: Store;
   maxAttempts: (operationId: string) => number;
   idempotencyRetentionMs: number;
+  /** Stores the caller's active trace context with the job (absent: TRACING=off). */
+  tracing?: JobTracing;
 }): Enqueue {
   const checks = new Map(
     deps.operations
@@ -76,6 +79,7 @@ export function makeEnqueue(deps: {
     const key = parseIdempotencyKey([options.key ?? uuidv7()]);
     const { fingerprint, canonicalInput } = fingerprintRequest(operationId, { params, query, body: input.body });
     const now = Date.now();
+    const traceContext = deps.tracing?.submissionContext();
     const outcome = await deps.store.acceptJob({
       principal: options.principal ?? ANONYMOUS_PRINCIPAL,
       operation: operationId,
@@ -83,6 +87,7 @@ export function makeEnqueue(deps: {
       fingerprint,
       input: canonicalInput,
       maxAttempts: deps.maxAttempts(operationId),
+      ...(traceContext === undefined ? {} : { traceContext }),
       now,
       keyExpiresAt: now + deps.idempotencyRetentionMs,
     });

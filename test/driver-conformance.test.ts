@@ -221,6 +221,33 @@ describe.each(DRIVERS)('the $name driver', ({ database }) => {
     expect(await second.finishJob(id, rescued.fence, { status: 'succeeded', result: '{"ok":1}' }, Date.now())).toBe(true);
   });
 
+  it("keeps a submission's trace context with its job: every claim of it, a takeover's too, returns it; a job submitted without one has none", async () => {
+    const first = await setup();
+    const second = await open();
+    const traced = { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', tracestate: 'vendor=opaque,other=1' };
+    const now = Date.now();
+    // One turn: both go to the driver in one batch.
+    const [withContext, without] = await Promise.all([
+      first.acceptJob(acceptRequest('traced', { traceContext: traced, now: now - 2 })),
+      first.acceptJob(acceptRequest('untraced', { now: now - 1 })),
+    ]);
+    const claimed = await first.claimJobs({ owner: 'dead-worker', limit: 2, now, leaseMs: 100 });
+    expect(claimed.map((job) => [job.id, job.traceContext])).toEqual([
+      [withContext?.jobId, traced],
+      [without?.jobId, undefined],
+    ]);
+    expect(claimed[1]).not.toHaveProperty('traceContext');
+    await sleep(200);
+    const rescued = await second.claimJobs({ owner: 'rescuer', limit: 2, now: Date.now(), leaseMs: 30_000 });
+    expect(rescued.map((job) => [job.id, job.traceContext, job.takenOverFrom])).toEqual([
+      [withContext?.jobId, traced, 'dead-worker'],
+      [without?.jobId, undefined, 'dead-worker'],
+    ]);
+    // A job accepted alone (not in a batch) keeps it too.
+    const alone = await acceptOne(second, 'alone', { traceContext: { traceparent: traced.traceparent } });
+    expect(await claimOne(second)).toMatchObject({ id: alone, traceContext: { traceparent: traced.traceparent } });
+  });
+
   it('fails an abandoned job with no attempts left as job-lease-expired, and ends an abandoned one being canceled as canceled', async () => {
     const engine = await setup();
     const spent = await acceptOne(engine, 'spent', { maxAttempts: 1 });

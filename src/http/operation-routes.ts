@@ -11,6 +11,7 @@ import { fingerprintRequest } from '../idempotency/fingerprint.js';
 import { parseIdempotencyKey } from '../idempotency/key.js';
 import type { JobMetrics } from '../metrics/job-metrics.js';
 import type { Store } from '../store/store.js';
+import type { JobTracing } from '../tracing/job-tracing.js';
 import { parsePrefer } from './prefer.js';
 import { nonUtf8Charset } from './request-body.js';
 import type { Authenticate } from './security.js';
@@ -38,6 +39,8 @@ export interface OperationRouteDeps {
   beforeAccept?: BeforeAccept | undefined;
   idempotencyRetentionMs: number;
   metrics: JobMetrics;
+  /** Stores the submission's trace context with its job (undefined: TRACING=off). */
+  tracing: JobTracing | undefined;
 }
 
 const acceptedResponseSchema = inlineFrameworkRefs(JobAcceptedSchema);
@@ -138,6 +141,8 @@ function acceptHandler(operation: OperationSpec, deps: OperationRouteDeps) {
       ...(callbackUrl === undefined ? {} : { callback: callbackUrl }),
     });
     const now = Date.now();
+    // The context active here is the request's (its server span, when the application instruments Fastify).
+    const traceContext = deps.tracing?.submissionContext();
     const outcome = await deps.store.acceptJob({
       principal: request.principal,
       operation: operation.operationId,
@@ -146,6 +151,7 @@ function acceptHandler(operation: OperationSpec, deps: OperationRouteDeps) {
       input: canonicalInput,
       maxAttempts: deps.maxAttempts,
       ...(callbackUrl === undefined ? {} : { callbackUrl }),
+      ...(traceContext === undefined ? {} : { traceContext }),
       now,
       keyExpiresAt: now + deps.idempotencyRetentionMs,
     });

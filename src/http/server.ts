@@ -109,6 +109,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
       writeResult: operation.async || !operation.result?.schema ? undefined : contract.validators.resultWriter(operation.result.schema),
       idempotencyRetentionMs: limits.idempotencyRetentionMs,
       metrics: runtime.metrics,
+      tracing: runtime.tracing,
       watch: runtime.watch,
       longPollMaxSeconds: limits.longPollMaxSeconds,
       ...(deps.webhooks ? { webhooks: deps.webhooks } : {}),

@@ -8,6 +8,7 @@ import { WebhookDispatcher } from '../delivery/webhook-dispatcher.js';
 import { CachedCounts } from '../engine/cached-counts.js';
 import { JobMetrics } from '../metrics/job-metrics.js';
 import type { Store } from '../store/store.js';
+import { JobTracing } from '../tracing/job-tracing.js';
 import { Sweeper } from '../worker/sweeper.js';
 import { type JobOperation, Worker } from '../worker/worker.js';
 
@@ -40,6 +41,8 @@ export class JobRuntime {
   readonly counts: CachedCounts;
   /** This process's Prometheus metrics (GET /metrics). */
   readonly metrics: JobMetrics;
+  /** The jobs' OpenTelemetry traces; undefined with TRACING=off. */
+  readonly tracing: JobTracing | undefined;
   private started = false;
   private stopping = false;
   private stopped: Promise<void> | undefined;
@@ -53,6 +56,7 @@ export class JobRuntime {
     store.onEverythingChanged(() => this.watch.changedAll());
     this.counts = new CachedCounts(() => store.countJobs(), config.countsCacheMs);
     this.metrics = new JobMetrics(store, this.counts);
+    this.tracing = config.tracing ? new JobTracing() : undefined;
     this.streams = new JobEventStreams({
       store,
       watch: this.watch,

@@ -1,5 +1,5 @@
 import type { JobState } from '../core/job-states.js';
-import type { ClaimedJob, DeliveryStatus, IdempotencyRecord, JobProgress, JobRecord, WebhookDelivery } from './store.js';
+import type { ClaimedJob, DeliveryStatus, IdempotencyRecord, JobProgress, JobRecord, TraceContext, WebhookDelivery } from './store.js';
 
 /*
  * The rows both drivers read, in the columns both schemas share, and their mapping to records.
@@ -31,6 +31,8 @@ export interface JobRow {
 
 export interface ClaimedRow extends JobRow {
   input: string;
+  /** JSON of the submission's TraceContext, or null. */
+  trace_context: string | null;
 }
 
 export interface IdempotencyRow {
@@ -95,7 +97,13 @@ export function toClaimedJob(row: ClaimedRow): ClaimedJob {
     maxAttempts: row.max_attempts,
     fence: row.fence,
     createdAt: Number(row.created_at),
+    ...(row.trace_context === null ? {} : { traceContext: JSON.parse(row.trace_context) as TraceContext }),
   };
+}
+
+/** The column a submission's trace context is stored in: its JSON, or null. */
+export function traceContextColumn(traceContext: TraceContext | undefined): string | null {
+  return traceContext === undefined ? null : JSON.stringify(traceContext);
 }
 
 export function toDelivery(row: DeliveryRow): WebhookDelivery {

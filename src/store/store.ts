@@ -98,8 +98,16 @@ export interface AcceptRequest {
   maxAttempts: number;
   /** Where to POST the job's terminal event (the submission's Callback-URL). */
   callbackUrl?: string;
+  /** The trace context active when the job was submitted, if a trace was being recorded. */
+  traceContext?: TraceContext;
   now: number;
   keyExpiresAt: number;
+}
+
+/** A W3C trace context (https://www.w3.org/TR/trace-context/), as the headers carry it. */
+export interface TraceContext {
+  traceparent: string;
+  tracestate?: string;
 }
 
 export type AcceptOutcome =
@@ -302,6 +310,8 @@ export interface ClaimedJob {
   fence: number;
   /** When the job was accepted. */
   createdAt: number;
+  /** The trace context of the submission, stored at acceptance (the worker's span links to it). */
+  traceContext?: TraceContext;
   /** Set when this claim took the job over from a worker whose lease expired: that worker's owner id. */
   takenOverFrom?: string;
 }

@@ -21,7 +21,7 @@ import type {
   Requeue,
 } from '../driver.js';
 import { listingScans, newestFirst } from '../listing-scans.js';
-import { type DeliveryRow, type IdempotencyRow, toClaimedJob, toDelivery, toIdempotencyRecord, toJobRecord } from '../rows.js';
+import { type DeliveryRow, type IdempotencyRow, toClaimedJob, toDelivery, toIdempotencyRecord, toJobRecord, traceContextColumn } from '../rows.js';
 import {
   type CancelOutcome,
   type ClaimedJob,
@@ -361,6 +361,7 @@ export class PostgresDriver implements Driver {
         batch.map((write) => write.input),
         batch.map((write) => write.maxAttempts),
         batch.map((write) => write.callbackUrl ?? null),
+        batch.map((write) => traceContextColumn(write.traceContext)),
         this.channel,
         notice,
       ]);
@@ -406,6 +407,7 @@ export class PostgresDriver implements Driver {
       write.input,
       write.maxAttempts,
       write.callbackUrl ?? null,
+      traceContextColumn(write.traceContext),
     ];
     for (let attempt = 0; attempt < 5; attempt++) {
       const [bound] = await this.run<{ fingerprint: string; job_id: string; job_exists: boolean }>(SQL.findKey, [write.principal, write.operation, write.key]);

@@ -26,7 +26,7 @@ function jobColumns(table?: string, extra = ''): string {
 
 const JOB_COLUMNS = jobColumns();
 /** A claimed (or ended) row: the job, its input and its position. */
-const CLAIM_COLUMNS = (table: string) => `${jobColumns(table, 'input')}, ${table}.seq`;
+const CLAIM_COLUMNS = (table: string) => `${jobColumns(table, 'input, trace_context')}, ${table}.seq`;
 const DELIVERY_COLUMNS = `id, job_id, url, event_type, payload, status, attempts, max_attempts, next_attempt_at, last_status, last_error, created_at, updated_at`;
 /** Clears the lease of a job that leaves `running`. */
 const NO_LEASE = `lease_owner = NULL, lease_expires_at = NULL`;
@@ -110,7 +110,7 @@ export const SQL = {
    * updates only a record past its expiry (judged on the row's newest version, after waiting for
    * a concurrent inserter to commit), and the job is inserted only when the record was written.
    * $1 principal, $2 operation, $3 key, $4 fingerprint, $5 job id, $6 now, $7 key expiry,
-   * $8 input, $9 max attempts, $10 callback URL, $11 channel, $12 notification.
+   * $8 input, $9 max attempts, $10 callback URL, $11 trace context, $12 channel, $13 notification.
    */
   acceptJob: statement(
     'accept_job',
@@ -122,23 +122,23 @@ export const SQL = {
          WHERE k.expires_at <= EXCLUDED.created_at
        RETURNING k.job_id
      ), job AS (
-       INSERT INTO jobs (id, principal, operation, input, status, max_attempts, callback_url, run_at, created_at, updated_at)
-       SELECT job_id, $1, $2, $8, 'queued', $9, $10, $6, $6, $6 FROM key
+       INSERT INTO jobs (id, principal, operation, input, status, max_attempts, callback_url, trace_context, run_at, created_at, updated_at)
+       SELECT job_id, $1, $2, $8, 'queued', $9, $10, $11, $6, $6, $6 FROM key
        RETURNING id, created_at
      ), ${LOG_ACCEPTANCE}
-     SELECT id, pg_notify($11, $12) FROM job`,
+     SELECT id, pg_notify($12, $13) FROM job`,
   ),
   /**
    * The same for a batch, as arrays in the order of their keys (so concurrent batches take the key
    * index's locks in one order and cannot deadlock); returns the ids of the jobs created.
    * $1 principals, $2 operations, $3 keys, $4 fingerprints, $5 job ids, $6 nows, $7 key expiries,
-   * $8 inputs, $9 max attempts, $10 callback URLs, $11 channel, $12 notification.
+   * $8 inputs, $9 max attempts, $10 callback URLs, $11 trace contexts, $12 channel, $13 notification.
    */
   acceptJobs: statement(
     'accept_jobs',
     `WITH input AS (
-       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::text[], $9::integer[], $10::text[])
-         AS i(principal, operation, key, fingerprint, job_id, now, key_expires_at, input, max_attempts, callback_url)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::text[], $9::integer[], $10::text[], $11::text[])
+         AS i(principal, operation, key, fingerprint, job_id, now, key_expires_at, input, max_attempts, callback_url, trace_context)
      ), key AS (
        INSERT INTO idempotency_keys AS k (principal, operation, key, fingerprint, job_id, created_at, expires_at)
        SELECT principal, operation, key, fingerprint, job_id, now, key_expires_at FROM input
@@ -147,13 +147,13 @@ export const SQL = {
          WHERE k.expires_at <= EXCLUDED.created_at
        RETURNING k.job_id
      ), job AS (
-       INSERT INTO jobs (id, principal, operation, input, status, max_attempts, callback_url, run_at, created_at, updated_at)
-       SELECT i.job_id, i.principal, i.operation, i.input, 'queued', i.max_attempts, i.callback_url, i.now, i.now, i.now
+       INSERT INTO jobs (id, principal, operation, input, status, max_attempts, callback_url, trace_context, run_at, created_at, updated_at)
+       SELECT i.job_id, i.principal, i.operation, i.input, 'queued', i.max_attempts, i.callback_url, i.trace_context, i.now, i.now, i.now
        FROM input i JOIN key ON key.job_id = i.job_id
        RETURNING id, created_at
      ), ${LOG_ACCEPTANCE}
      -- One NOTIFY per created job, all with one payload: PostgreSQL delivers identical ones once.
-     SELECT id, pg_notify($11, $12) FROM job`,
+     SELECT id, pg_notify($12, $13) FROM job`,
   ),
   /** The record that binds a key, and whether its job still exists (the sweeper may have removed it). */
   findKey: statement(
@@ -161,19 +161,19 @@ export const SQL = {
     `SELECT k.fingerprint, k.job_id, EXISTS (SELECT 1 FROM jobs WHERE jobs.id = k.job_id) AS job_exists
      FROM idempotency_keys k WHERE k.principal = $1 AND k.operation = $2 AND k.key = $3`,
   ),
-  /** Rebinds a record whose job was swept, only if it still names that job ($11), and inserts the new job. */
+  /** Rebinds a record whose job was swept, only if it still names that job ($12), and inserts the new job. */
   rebindKey: statement(
     'rebind_key',
     `WITH key AS (
        UPDATE idempotency_keys SET fingerprint = $4, job_id = $5, created_at = $6, expires_at = $7
-       WHERE principal = $1 AND operation = $2 AND key = $3 AND job_id = $11
+       WHERE principal = $1 AND operation = $2 AND key = $3 AND job_id = $12
        RETURNING job_id
      ), job AS (
-       INSERT INTO jobs (id, principal, operation, input, status, max_attempts, callback_url, run_at, created_at, updated_at)
-       SELECT job_id, $1, $2, $8, 'queued', $9, $10, $6, $6, $6 FROM key
+       INSERT INTO jobs (id, principal, operation, input, status, max_attempts, callback_url, trace_context, run_at, created_at, updated_at)
+       SELECT job_id, $1, $2, $8, 'queued', $9, $10, $11, $6, $6, $6 FROM key
        RETURNING id, created_at
      ), ${LOG_ACCEPTANCE}
-     SELECT id, pg_notify($12, $13) FROM job`,
+     SELECT id, pg_notify($13, $14) FROM job`,
   ),
 
   // --- reading --------------------------------------------------------------------------

@@ -150,6 +150,11 @@ const MIGRATIONS: string[] = [
   ALTER TABLE job_events_log RENAME TO job_events;
   CREATE UNIQUE INDEX job_events_job ON job_events (job_id, version);
   `,
+  `
+  -- The W3C trace context (JSON {traceparent, tracestate}) active when the job was submitted, so
+  -- that the worker's span for each attempt can link to the submission's trace. NULL: none was.
+  ALTER TABLE jobs ADD COLUMN trace_context TEXT;
+  `,
 ];
 
 /**

@@ -24,7 +24,7 @@ import type {
   Requeue,
 } from '../driver.js';
 import { listingScans, newestFirst } from '../listing-scans.js';
-import { toClaimedJob, toDelivery, toIdempotencyRecord, toJobRecord } from '../rows.js';
+import { toClaimedJob, toDelivery, toIdempotencyRecord, toJobRecord, traceContextColumn } from '../rows.js';
 import {
   type CancelOutcome,
   type ClaimedJob,
@@ -244,7 +244,18 @@ export class SqliteDriver implements Driver {
     if (existing && existing.expires_at > now && this.sql.jobExists.get(existing.job_id)) {
       return { kind: 'bound', jobId: existing.job_id, fingerprint: existing.fingerprint };
     }
-    this.sql.insertJob.run(jobId, principal, operation, write.input, write.maxAttempts, write.callbackUrl ?? null, now, now, now);
+    this.sql.insertJob.run(
+      jobId,
+      principal,
+      operation,
+      write.input,
+      write.maxAttempts,
+      write.callbackUrl ?? null,
+      traceContextColumn(write.traceContext),
+      now,
+      now,
+      now,
+    );
     this.sql.logAcceptance.run(jobId, now);
     this.sql.upsertIdempotencyKey.run(principal, operation, key, write.fingerprint, jobId, now, write.keyExpiresAt);
     this.jobsQueuedInGroup = true;

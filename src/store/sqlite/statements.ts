@@ -4,7 +4,7 @@ import type { ClaimedRow, DeliveryRow, IdempotencyRow, JobRow } from '../rows.js
 /** The columns a job is read with (GET /jobs/{id}). */
 const JOB_COLUMNS = `id, principal, operation, status, attempts, max_attempts, cancel_requested, progress, callback_url, result, result_location, error, run_at, created_at, updated_at, finished_at, version, fence, lease_owner, lease_epoch, lease_expires_at`;
 const DELIVERY_COLUMNS = `id, job_id, url, event_type, payload, status, attempts, max_attempts, next_attempt_at, last_status, last_error, created_at, updated_at`;
-const CLAIMED_COLUMNS = `${JOB_COLUMNS}, input`;
+const CLAIMED_COLUMNS = `${JOB_COLUMNS}, input, trace_context`;
 
 /** A lease's expiry means something only on the lease clock of its epoch (lease-clock.ts). */
 interface LeaseColumns {
@@ -105,9 +105,9 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
        ON CONFLICT (principal, operation, key) DO UPDATE SET
          fingerprint = excluded.fingerprint, job_id = excluded.job_id, created_at = excluded.created_at, expires_at = excluded.expires_at`,
     ),
-    insertJob: db.prepare<[string, string, string, string, number, string | null, number, number, number]>(
-      `INSERT INTO jobs (id, principal, operation, input, status, max_attempts, callback_url, run_at, created_at, updated_at)
-       VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)`,
+    insertJob: db.prepare<[string, string, string, string, number, string | null, string | null, number, number, number]>(
+      `INSERT INTO jobs (id, principal, operation, input, status, max_attempts, callback_url, trace_context, run_at, created_at, updated_at)
+       VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)`,
     ),
     /** The acceptance in the event log: job.queued of version 0, its data built from the job row when read. */
     logAcceptance: db.prepare<[string, number]>(`INSERT INTO job_events (job_id, version, type, data, created_at) VALUES (?, 0, 'job.queued', NULL, ?)`),
