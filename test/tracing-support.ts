@@ -1,4 +1,4 @@
-import { FastifyOtelInstrumentation } from '@fastify/otel';
+import { FastifyOtelInstrumentation, type FastifyOtelInstrumentationOpts } from '@fastify/otel';
 import type { SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import { NodeTracerProvider, type ReadableSpan, SimpleSpanProcessor, type SpanExporter } from '@opentelemetry/sdk-trace-node';
 
@@ -9,10 +9,10 @@ import { NodeTracerProvider, type ReadableSpan, SimpleSpanProcessor, type SpanEx
  */
 
 /** Registers the SDK globally in this process, exporting finished spans to `exporter`. */
-export function registerTestSdk(exporter: SpanExporter): NodeTracerProvider {
+export function registerTestSdk(exporter: SpanExporter, fastifyOtelOptions: FastifyOtelInstrumentationOpts = {}): NodeTracerProvider {
   const provider = new NodeTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
   provider.register();
-  const fastifyOtel = new FastifyOtelInstrumentation({ registerOnInitialization: true });
+  const fastifyOtel = new FastifyOtelInstrumentation({ registerOnInitialization: true, ...fastifyOtelOptions });
   fastifyOtel.setTracerProvider(provider);
   return provider;
 }

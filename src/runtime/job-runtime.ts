@@ -82,6 +82,7 @@ export class JobRuntime {
         retryMaxMs: config.retryMaxMs,
         log: log.child({ component: 'worker' }),
         metrics: this.metrics,
+        ...(this.tracing ? { tracing: this.tracing } : {}),
       });
       // A job accepted (or retried) anywhere the engine hears of starts at once, without waiting for a poll.
       store.onJobsQueued(() => worker.notify());

@@ -1,13 +1,81 @@
-import type { TraceContext } from '../store/store.js';
-import { activeTraceContext } from './trace-context.js';
+import { type Context, context, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, type Tracer, trace } from '@opentelemetry/api';
+import type { ClaimedJob, TraceContext } from '../store/store.js';
+import { activeTraceContext, spanContextOf } from './trace-context.js';
 
 /**
- * OpenTelemetry traces of jobs, through @opentelemetry/api alone: with no SDK registered nothing is
- * recorded. The trace context active at a submission is stored with its job.
+ * How an attempt ended, as its span's `asyncfirst.job.outcome` says: the job's final state, a retry
+ * to come, the job given back at shutdown, the lease lost to another worker, or an outcome that
+ * could not be recorded (the next claim runs the job again).
+ */
+export type AttemptEnding = 'succeeded' | 'failed' | 'canceled' | 'retrying' | 'released' | 'lease-lost' | 'not-recorded';
+
+/**
+ * OpenTelemetry traces of jobs, through @opentelemetry/api alone: with no SDK registered every span
+ * is the API's non-recording one. The trace context active at a submission is stored with its job;
+ * each attempt is a CONSUMER span `process {operationId}` that links to it (its own trace, since an
+ * attempt may run long after the submission's trace ended, and several times).
  */
 export class JobTracing {
+  private readonly tracer: Tracer = trace.getTracer('asyncfirst');
+
   /** The trace context to store with a job submitted now (the active one; undefined when no span is active). */
   submissionContext(): TraceContext | undefined {
     return activeTraceContext();
+  }
+
+  /** Starts the span of a claimed job's attempt. */
+  startAttempt(job: ClaimedJob): AttemptSpan {
+    const submission = spanContextOf(job.traceContext);
+    const span = this.tracer.startSpan(
+      `process ${job.operation}`,
+      {
+        kind: SpanKind.CONSUMER,
+        root: true,
+        attributes: {
+          'messaging.system': 'asyncfirst',
+          'messaging.operation.type': 'process',
+          'messaging.operation.name': 'process',
+          'messaging.destination.name': job.operation,
+          'messaging.message.id': job.id,
+          'asyncfirst.job.attempt': job.attempts,
+          'asyncfirst.job.max_attempts': job.maxAttempts,
+        },
+        ...(submission ? { links: [{ context: submission }] } : {}),
+      },
+      ROOT_CONTEXT,
+    );
+    return new AttemptSpan(span);
+  }
+}
+
+/** The span of one attempt of a job. */
+export class AttemptSpan {
+  private readonly attemptContext: Context;
+  private failed = false;
+
+  constructor(private readonly span: Span) {
+    this.attemptContext = trace.setSpan(ROOT_CONTEXT, span);
+  }
+
+  /** Runs the handler inside the span's context, so that the spans it starts are the attempt's children. */
+  run<T>(handler: () => T): T {
+    return context.with(this.attemptContext, handler);
+  }
+
+  /** The handler threw: the error is recorded on the span, whose status is ERROR. */
+  handlerFailed(error: unknown): void {
+    this.failed = true;
+    if (!this.span.isRecording()) return;
+    this.span.recordException(error instanceof Error ? error : String(error));
+    this.span.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof Error ? error.message : String(error) });
+  }
+
+  /** Ends the span with how the attempt ended; a job that failed without a thrown error (an invalid result) is an ERROR too. */
+  end(ending: AttemptEnding): void {
+    if (this.span.isRecording()) {
+      this.span.setAttribute('asyncfirst.job.outcome', ending);
+      if (ending === 'failed' && !this.failed) this.span.setStatus({ code: SpanStatusCode.ERROR, message: 'the job failed' });
+    }
+    this.span.end();
   }
 }

@@ -4,6 +4,7 @@ import { type ProblemDetails, problem } from '../core/problems.js';
 import { type AnyHandler, HttpProblem, PermanentJobError, ResourceLocation } from '../handlers.js';
 import type { JobMetrics } from '../metrics/job-metrics.js';
 import { type ClaimedJob, type Store, StoreUnavailableError } from '../store/store.js';
+import type { AttemptEnding, AttemptSpan, JobTracing } from '../tracing/job-tracing.js';
 import { retryDelayMs } from './backoff.js';
 import { ClaimLoop } from './claim-loop.js';
 
@@ -28,6 +29,8 @@ export interface WorkerOptions {
   log: FastifyBaseLogger;
   /** Observes attempts and endings (GET /metrics). */
   metrics?: JobMetrics;
+  /** Traces each attempt (absent: TRACING=off). */
+  tracing?: JobTracing;
 }
 
 /** How an attempt's recorded outcome ended its job (a cancel asked meanwhile still ends it canceled in the store). */
@@ -179,7 +182,19 @@ export class Worker {
     });
   }
 
+  /** Runs one attempt inside its span (when tracing), which ends with how the attempt ended. */
   private async execute(entry: RunningJob): Promise<void> {
+    const span = this.options.tracing?.startAttempt(entry.job);
+    let ending: AttemptEnding = 'not-recorded';
+    try {
+      ending = await this.runAttempt(entry, span);
+    } finally {
+      span?.end(ending);
+    }
+  }
+
+  /** Runs the handler and records its outcome; says how the attempt ended. */
+  private async runAttempt(entry: RunningJob, span: AttemptSpan | undefined): Promise<AttemptEnding> {
     const { job } = entry;
     const { store, log, metrics } = this.options;
     metrics?.attemptStarted(job.operation, job.attempts, job.createdAt);
@@ -205,9 +220,12 @@ export class Worker {
         job: { id: job.id, attempt: job.attempts, maxAttempts: job.maxAttempts },
         progress: (percent: number, message?: string) => this.reportProgress(entry, percent, message),
       };
-      outcome = { ok: true, value: await operation.handler(input, context) };
+      // In the attempt's span, the handler's own spans are its children.
+      const run = () => operation.handler(input, context);
+      outcome = { ok: true, value: await (span ? span.run(run) : run()) };
     } catch (error) {
       outcome = { ok: false, error };
+      span?.handlerFailed(error);
     }
     const ranMs = performance.now() - startedAt;
     metrics?.attemptRan(job.operation, ranMs / 1000);
@@ -215,7 +233,8 @@ export class Worker {
     // are written in one turn: on SQLite one transaction, on PostgreSQL side by side).
     this.handlersRunning--;
     this.notify();
-    if (entry.released || entry.leaseLost) return;
+    if (entry.released) return 'released';
+    if (entry.leaseLost) return 'lease-lost';
 
     // While the store is unavailable the outcome is recorded again and again (the lease is still
     // renewed meanwhile), so a database that comes back finds the work done instead of running it
@@ -223,7 +242,7 @@ export class Worker {
     for (let attempt = 1; ; attempt++) {
       const now = Date.now();
       try {
-        let ended: EndedAs | undefined;
+        let ended: EndedAs | 'retrying' | undefined;
         if (entry.cancelRequested) {
           const recorded = await store.finishJob(
             job.id,
@@ -237,18 +256,19 @@ export class Worker {
         } else {
           ended = await this.fail(job, outcome.error, now);
         }
-        if (ended) {
+        if (ended && ended !== 'retrying') {
           metrics?.jobFinished(job.operation, ended);
           // Failures are logged where they are decided (with their error); these are the other endings.
           if (ended !== 'failed') log.info({ jobId: job.id, operation: job.operation, attempt: job.attempts, durationMs: Math.round(ranMs) }, `job ${ended}`);
         }
-        return;
+        // Undefined: a stale fence refused the write (another claim holds the job now).
+        return ended ?? 'lease-lost';
       } catch (error) {
         const lastChance = performance.now() - entry.leaseRenewedAt > this.options.leaseMs * SELF_FENCE_SHARE;
         if (!(error instanceof StoreUnavailableError) || entry.leaseLost || entry.released || lastChance) {
           // The lease expires and another claim takes the job over; nothing acknowledged is lost.
           log.error({ err: error, jobId: job.id, attempts: attempt }, 'recording the job outcome failed');
-          return;
+          return 'not-recorded';
         }
         if (attempt === 1) log.warn({ err: error, jobId: job.id }, 'recording the job outcome failed; trying again while the lease holds');
         await new Promise((resolve) => setTimeout(resolve, Math.min(2000, 50 * 2 ** attempt)));
@@ -291,8 +311,8 @@ export class Worker {
     return (await this.options.store.finishJob(job.id, job.fence, { status: 'succeeded', result: written.json }, now)) ? 'succeeded' : undefined;
   }
 
-  /** Records a handler's error: the job fails, or waits for its retry (undefined). */
-  private async fail(job: ClaimedJob, error: unknown, now: number): Promise<EndedAs | undefined> {
+  /** Records a handler's error: the job fails, or waits for its retry; undefined when the write was refused. */
+  private async fail(job: ClaimedJob, error: unknown, now: number): Promise<EndedAs | 'retrying' | undefined> {
     const message = error instanceof Error ? error.message : String(error);
     // An HttpProblem is the handler's own answer: the job fails at once with the problem it chose.
     const details: ProblemDetails =
@@ -304,9 +324,9 @@ export class Worker {
     }
     const delay = retryDelayMs(job.attempts, this.options.retryBaseMs, this.options.retryMaxMs);
     this.options.log.info({ jobId: job.id, attempt: job.attempts, retryInMs: delay, err: error }, 'job attempt failed; will retry');
-    await this.options.store.retryJob(job.id, job.fence, details, now + delay, now);
+    const retried = await this.options.store.retryJob(job.id, job.fence, details, now + delay, now);
     setTimeout(() => this.notify(), delay).unref();
-    return undefined;
+    return retried ? 'retrying' : undefined;
   }
 
   /** (Re)arms the timer that gives the attempt up if no renewal succeeds by SELF_FENCE_SHARE of the lease. */
