@@ -27,6 +27,21 @@ const contract = {
         },
       },
     },
+    '/profile': {
+      get: {
+        operationId: 'readProfile',
+        responses: {
+          200: {
+            description: 'a free-form object beside a declared one',
+            content: {
+              'application/json': {
+                schema: { type: 'object', properties: { metadata: { type: 'object' }, anything: {}, list: { type: 'array' } } },
+              },
+            },
+          },
+        },
+      },
+    },
     '/settings': {
       get: {
         operationId: 'readSettings',
@@ -45,6 +60,7 @@ const options = {
     readAccount: () => withSecrets,
     exportAccount: () => withSecrets,
     readSettings: () => ({ theme: 'dark', locale: 'en' }),
+    readProfile: () => ({ metadata: { team: 'core', nested: { level: 2 } }, anything: { x: [1] }, list: [{ a: 1 }], hidden: true }),
   },
 };
 
@@ -56,10 +72,13 @@ describe('a result with properties its schema does not declare', () => {
       expect(answer.status).toBe(200);
       expect(answer.headers['content-type']).toBe('application/json; charset=utf-8');
       expect(answer.body).toEqual({ name: 'ada', tags: [{ label: 'vip' }] });
-      // A schema that allows other properties keeps them.
+      // A schema that allows other properties keeps them, and so does a free-form one (`type: object` alone).
       const settings = await service.request({ method: 'GET', url: '/settings' });
       expect(settings.status).toBe(200);
       expect(settings.body).toEqual({ theme: 'dark', locale: 'en' });
+      const profile = await service.request({ method: 'GET', url: '/profile' });
+      expect(profile.status).toBe(200);
+      expect(profile.body).toEqual({ metadata: { team: 'core', nested: { level: 2 } }, anything: { x: [1] }, list: [{ a: 1 }] });
     } finally {
       await service.close();
     }

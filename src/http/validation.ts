@@ -40,7 +40,7 @@ export class ContractValidators {
   resultWriter(schema: JsonSchema | undefined): (value: unknown) => WrittenResult {
     if (!schema) return (value) => ({ json: JSON.stringify(value ?? null) });
     const validate: ValidateFunction = this.strict.compile(schema);
-    const serialize = fastJson(schema);
+    const serialize = fastJson(freeFormObjectsKept(schema));
     return (value) => {
       if (!validate(value)) {
         return {
@@ -52,6 +52,34 @@ export class ContractValidators {
       return { json: serialize(value) as string };
     };
   }
+}
+
+/**
+ * The schema for serialization: an object schema that declares no properties at all (`type:
+ * object` alone, a free-form object) allows any, as JSON Schema reads it — fast-json-stringify, like
+ * Fastify, would otherwise write it as {}. Copies; the contract's schema is left as it is.
+ */
+function freeFormObjectsKept(schema: JsonSchema): JsonSchema {
+  const copies = new Map<object, unknown>();
+  const copy = (value: unknown): unknown => {
+    if (value === null || typeof value !== 'object') return value;
+    const done = copies.get(value);
+    if (done !== undefined) return done;
+    if (Array.isArray(value)) {
+      const items: unknown[] = [];
+      copies.set(value, items);
+      for (const item of value) items.push(copy(item));
+      return items;
+    }
+    const result: Record<string, unknown> = {};
+    copies.set(value, result);
+    for (const [key, member] of Object.entries(value)) result[key] = copy(member);
+    const types = Array.isArray(result.type) ? result.type : [result.type];
+    const shaped = ['properties', 'patternProperties', 'additionalProperties', 'allOf', 'anyOf', 'oneOf', 'if', '$ref'].some((keyword) => keyword in result);
+    if (types.includes('object') && !shaped) result.additionalProperties = true;
+    return result;
+  };
+  return copy(schema) as JsonSchema;
 }
 
 /** A result as it is sent and stored (the JSON of what the schema declares), or why it does not match. */
