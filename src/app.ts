@@ -9,7 +9,7 @@ import { CallbackPolicy } from './delivery/callback-url.js';
 import type { WebhookDispatcher } from './delivery/webhook-dispatcher.js';
 import { decodeWebhookSecret } from './delivery/webhook-signature.js';
 import { openJobEngine } from './engine/open-engine.js';
-import { type Enqueue, makeEnqueue } from './enqueue.js';
+import { type Enqueue, type EnqueueArgumentsOf, type Enqueued, type EnqueueOperationId, makeEnqueue } from './enqueue.js';
 import type { AnyHandler, BeforeAccept } from './handlers.js';
 import type { IsOperator } from './http/job-routes.js';
 import type { SecurityHandler } from './http/security.js';
@@ -48,8 +48,11 @@ export interface AsyncFirstOptions<HandlerMap> {
   store?: Store;
 }
 
-/** What an asyncfirst process runs besides (or without) HTTP: the engine, the worker, the dispatcher, the sweeper. */
-export interface AsyncFirstBackground {
+/**
+ * What an asyncfirst process runs besides (or without) HTTP: the engine, the worker, the dispatcher,
+ * the sweeper. HandlerMap is the service's handler map, which types enqueue.
+ */
+export interface AsyncFirstBackground<HandlerMap = unknown> {
   readonly config: AsyncFirstConfig;
   /** The job engine. */
   readonly store: Store;
@@ -62,9 +65,14 @@ export interface AsyncFirstBackground {
   readonly log: FastifyBaseLogger;
   /**
    * Submits a job from code, with an HTTP submission's validation, idempotency (options.key, scoped
-   * by options.principal and the operation) and durability: resolves once the job is stored.
+   * by options.principal and the operation) and durability: resolves once the job is stored. With
+   * handlers typed as Handlers<operations>, the operationId is one of the contract's asynchronous
+   * operations and the input is typed from it.
    */
-  readonly enqueue: Enqueue;
+  enqueue<OperationId extends EnqueueOperationId<HandlerMap>>(
+    operationId: OperationId,
+    ...rest: EnqueueArgumentsOf<HandlerMap, OperationId>
+  ): Promise<Enqueued>;
   /** Starts the worker, the dispatcher and the sweeper. */
   startBackground(): void;
   /** Graceful stop: let handlers finish within the grace period, then close the store. */
@@ -72,7 +80,7 @@ export interface AsyncFirstBackground {
 }
 
 /** A running asyncfirst service: the HTTP server in front of the runtime (whose worker runs unless WORKER_CONCURRENCY is 0). */
-export interface AsyncFirstApp extends AsyncFirstBackground {
+export interface AsyncFirstApp<HandlerMap = unknown> extends AsyncFirstBackground<HandlerMap> {
   readonly server: FastifyInstance;
   /** The contract with the framework's endpoints merged in, as served at /openapi.json. */
   readonly servedDocument: OpenApiDocument;
@@ -130,7 +138,7 @@ async function prepare<HandlerMap extends object>(options: AsyncFirstOptions<Han
   return { config, contract, operations, handlers, validators, maxAttempts, beforeAccept, callbackPolicy, webhookSecrets, log, store, runtime, enqueue };
 }
 
-function background(config: AsyncFirstConfig, runtime: JobRuntime, log: FastifyBaseLogger, enqueue: Enqueue): AsyncFirstBackground {
+function background<HandlerMap>(config: AsyncFirstConfig, runtime: JobRuntime, log: FastifyBaseLogger, enqueue: Enqueue): AsyncFirstBackground<HandlerMap> {
   return {
     config,
     store: runtime.store,
@@ -139,14 +147,15 @@ function background(config: AsyncFirstConfig, runtime: JobRuntime, log: FastifyB
     sweeper: runtime.sweeper,
     dispatcher: runtime.dispatcher,
     log,
-    enqueue,
+    // The types (EnqueueArgumentsOf) only narrow what the untyped enqueue accepts.
+    enqueue: enqueue as AsyncFirstBackground<HandlerMap>['enqueue'],
     startBackground: () => runtime.start(),
     close: () => runtime.stop(),
   };
 }
 
 /** Builds an asyncfirst service from a contract and its handlers. Start errors name what is wrong. */
-export async function createAsyncFirst<HandlerMap extends object>(options: AsyncFirstOptions<HandlerMap>): Promise<AsyncFirstApp> {
+export async function createAsyncFirst<HandlerMap extends object>(options: AsyncFirstOptions<HandlerMap>): Promise<AsyncFirstApp<HandlerMap>> {
   const prepared = await prepare(options);
   const { config, contract, runtime, log } = prepared;
   const servedDocument = buildServedDocument(contract.document, prepared.operations);
@@ -187,7 +196,7 @@ export async function createAsyncFirst<HandlerMap extends object>(options: Async
     throw error;
   }
   return {
-    ...background(config, runtime, log, prepared.enqueue),
+    ...background<HandlerMap>(config, runtime, log, prepared.enqueue),
     server,
     servedDocument,
     async listen() {
@@ -208,9 +217,9 @@ export async function createAsyncFirst<HandlerMap extends object>(options: Async
  * Builds a worker-only process of the service: the runtime (engine, worker, dispatcher, sweeper)
  * without an HTTP server. Start errors name what is wrong.
  */
-export async function createAsyncFirstWorker<HandlerMap extends object>(options: AsyncFirstOptions<HandlerMap>): Promise<AsyncFirstBackground> {
+export async function createAsyncFirstWorker<HandlerMap extends object>(options: AsyncFirstOptions<HandlerMap>): Promise<AsyncFirstBackground<HandlerMap>> {
   const { config, runtime, log, enqueue } = await prepare(options);
-  return background(config, runtime, log, enqueue);
+  return background<HandlerMap>(config, runtime, log, enqueue);
 }
 
 /** Operators: the principals ADMIN_PRINCIPALS names (comma-separated), and those the application's function chooses. */

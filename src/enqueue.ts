@@ -1,6 +1,7 @@
 import { v7 as uuidv7 } from 'uuid';
 import type { OperationSpec } from './contract/operations.js';
 import { ProblemError } from './core/problems.js';
+import type { AsyncOperationId, OperationsOf, SubmissionInput } from './handlers.js';
 import { ANONYMOUS_PRINCIPAL } from './http/security.js';
 import type { ContractValidators } from './http/validation.js';
 import { fingerprintRequest } from './idempotency/fingerprint.js';
@@ -29,6 +30,24 @@ export interface Enqueued {
 }
 
 export type Enqueue = (operationId: string, input?: EnqueueInput, options?: EnqueueOptions) => Promise<Enqueued>;
+
+/** app.enqueue's arguments after the operationId: the input (optional when it may be empty) and the options. */
+export type EnqueueArguments<Input> =
+  Record<string, never> extends Input ? [input?: Input, options?: EnqueueOptions] : [input: Input, options?: EnqueueOptions];
+
+/**
+ * The operationIds app.enqueue takes for a handler map: the asynchronous operations of the contract
+ * it was typed from (Handlers<operations>), or any string for a map typed otherwise.
+ */
+export type EnqueueOperationId<HandlerMap> = unknown extends OperationsOf<HandlerMap> ? string : AsyncOperationId<OperationsOf<HandlerMap>>;
+
+/** app.enqueue's arguments after the operationId, for a handler map's operation. */
+export type EnqueueArgumentsOf<HandlerMap, OperationId> =
+  unknown extends OperationsOf<HandlerMap>
+    ? [input?: EnqueueInput, options?: EnqueueOptions]
+    : OperationId extends keyof OperationsOf<HandlerMap>
+      ? EnqueueArguments<SubmissionInput<OperationsOf<HandlerMap>[OperationId]>>
+      : never;
 
 /**
  * app.enqueue: a submission from code with an HTTP submission's checks and guarantees — the input

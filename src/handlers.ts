@@ -72,10 +72,32 @@ export type OperationHandler<Op> = (
   context: HandlerContext,
 ) => OperationResult<Op> | ResourceLocation | Promise<OperationResult<Op> | ResourceLocation>;
 
-/** The handler map: one handler per operationId of the contract (the framework's own endpoints excepted). */
+/** Where a handler map keeps the contract's operations it was typed from; a type only, never set. */
+declare const contractOperations: unique symbol;
+
+/**
+ * The handler map: one handler per operationId of the contract (the framework's own endpoints
+ * excepted). It remembers the contract's `operations`, so that the app built from it types
+ * app.enqueue from them too.
+ */
 export type Handlers<Operations> = {
   [OperationId in Exclude<keyof Operations, FrameworkOperationId>]: OperationHandler<Operations[OperationId]>;
-};
+} & { readonly [contractOperations]?: Operations };
+
+/** The contract's `operations` a handler map was typed from (with Handlers<operations>), or unknown. */
+export type OperationsOf<HandlerMap> = HandlerMap extends { readonly [contractOperations]?: infer Operations } ? Operations : unknown;
+
+/** The operationIds of a contract's asynchronous operations: those that answer 202. */
+export type AsyncOperationId<Operations> = {
+  [OperationId in Exclude<keyof Operations, FrameworkOperationId>]: Operations[OperationId] extends { responses: { 202: unknown } } ? OperationId : never;
+}[Exclude<keyof Operations, FrameworkOperationId>] &
+  string;
+
+type ParametersField<Name extends string, Value> = Record<string, never> extends Value ? { [Field in Name]?: Value } : { [Field in Name]: Value };
+type BodyField<Body> = undefined extends Body ? { body?: Body } : { body: Body };
+
+/** What app.enqueue takes for an operation: its params, query and body as its handler gets them, each optional when it may be empty. */
+export type SubmissionInput<Op> = ParametersField<'params', OperationParams<Op>> & ParametersField<'query', OperationQuery<Op>> & BodyField<OperationBody<Op>>;
 
 /** What a pre-acceptance hook is given about the submission it may refuse. */
 export interface AcceptanceContext {

@@ -18,6 +18,7 @@ export { signWebhook, type VerifyOptions, verifyWebhook, WebhookVerificationErro
 export { JobEngine } from './engine/job-engine.js';
 export type { Enqueue, Enqueued, EnqueueInput, EnqueueOptions } from './enqueue.js';
 export type {
+  AsyncOperationId,
   HandlerContext,
   Handlers,
   OperationBody,
@@ -26,6 +27,7 @@ export type {
   OperationParams,
   OperationQuery,
   OperationResult,
+  SubmissionInput,
 } from './handlers.js';
 export { HttpProblem, PermanentJobError, ResourceLocation, type ServiceProblem, seeOther } from './handlers.js';
 export { ANONYMOUS_PRINCIPAL, type SecurityHandler } from './http/security.js';

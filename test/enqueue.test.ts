@@ -41,14 +41,20 @@ describe('app.enqueue', () => {
   it('refuses input that breaks the contract with 400 validation-failed, and an operation that is not asynchronous, storing nothing', async () => {
     const service = await createTestApp(demoOptions({ apiKeys: 'alice:key-a' }));
     try {
-      const invalid = await service.app.enqueue('createReport', { body: { title: 'x', rows: 'ten' } }, { principal: 'alice' }).catch((error: unknown) => error);
+      // What TypeScript refuses (test/enqueue-types.typecheck.ts) is refused at run time too, for JavaScript callers.
+      const invalid = await service.app
+        // @ts-expect-error rows is an integer
+        .enqueue('createReport', { body: { title: 'x', rows: 'ten' } }, { principal: 'alice' })
+        .catch((error: unknown) => error);
       expect(invalid).toBeInstanceOf(ProblemError);
       expect((invalid as ProblemError).problem).toMatchObject({
         status: 400,
         type: 'urn:asyncfirst:problem:validation-failed',
         errors: [{ in: 'body', pointer: '/rows', message: expect.stringContaining('integer') }],
       });
+      // @ts-expect-error the body is required
       await expect(service.app.enqueue('createReport', {}, { principal: 'alice' })).rejects.toThrow('first: body / is required');
+      // @ts-expect-error estimateReport is synchronous
       await expect(service.app.enqueue('estimateReport', { query: { rows: 1 } })).rejects.toThrow('"estimateReport" is not an asynchronous operation');
       expect(await service.app.store.countJobs()).toEqual([]);
       expect(await service.app.store.countIdempotencyRecords()).toBe(0);

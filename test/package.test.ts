@@ -133,6 +133,11 @@ const handlers: Handlers<operations> = {
 export const options = { contract: 'openapi.yaml', handlers, config: { databaseUrl: 'jobs.db', port: 3000 } };
 export async function start(): Promise<string> {
   const app = await createAsyncFirst(options);
+  await app.enqueue('createReport', { body: { title: 'nightly', rows: 10 } }, { principal: 'ops', key: 'nightly-1' });
+  // @ts-expect-error estimateReport is synchronous: app.enqueue takes asynchronous operations only
+  await app.enqueue('estimateReport', { query: { rows: 1 } });
+  // @ts-expect-error rows is an integer
+  await app.enqueue('createReport', { body: { title: 'nightly', rows: 'ten' } });
   return app.listen();
 }
 export const worker = () => runProcess(options, 'worker');

@@ -33,8 +33,9 @@ export interface TestResponse {
 }
 
 /** A service built for tests: not listening, on a database of its own, its worker started by runUntilIdle. */
-export interface TestApp {
-  readonly app: AsyncFirstApp;
+export interface TestApp<HandlerMap = unknown> {
+  /** The whole app (its store, server, config, and enqueue typed from the handlers). */
+  readonly app: AsyncFirstApp<HandlerMap>;
   /** The temporary SQLite file (removed by close). */
   readonly databasePath: string;
   /** Any request, through Fastify's inject. */
@@ -50,10 +51,10 @@ export interface TestApp {
 }
 
 /** Builds the service on a temporary SQLite file with test timings (fast polls and retries, silent logs). */
-export async function createTestApp<HandlerMap extends object>(options: AsyncFirstOptions<HandlerMap>): Promise<TestApp> {
+export async function createTestApp<HandlerMap extends object>(options: AsyncFirstOptions<HandlerMap>): Promise<TestApp<HandlerMap>> {
   const dir = mkdtempSync(join(tmpdir(), 'asyncfirst-test-'));
   const databasePath = join(dir, 'jobs.db');
-  let app: AsyncFirstApp;
+  let app: AsyncFirstApp<HandlerMap>;
   try {
     app = await createAsyncFirst({
       ...options,
