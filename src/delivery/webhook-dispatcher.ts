@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import type { JobMetrics } from '../metrics/job-metrics.js';
 import type { Store, WebhookDelivery } from '../store/store.js';
+import type { JobTracing } from '../tracing/job-tracing.js';
 import { retryDelayMs } from '../worker/backoff.js';
 import { ClaimLoop } from '../worker/claim-loop.js';
 import type { CallbackPolicy } from './callback-url.js';
@@ -21,6 +22,8 @@ export interface DispatcherOptions {
   log: FastifyBaseLogger;
   /** Counts the attempts recorded (GET /metrics). */
   metrics?: JobMetrics;
+  /** Traces each attempt as a CLIENT span whose traceparent the request carries (absent: TRACING=off). */
+  tracing?: JobTracing;
 }
 
 /**
@@ -70,8 +73,10 @@ export class WebhookDispatcher {
   private async deliver(delivery: WebhookDelivery): Promise<void> {
     const { store, log } = this.options;
     const timestamp = Math.floor(Date.now() / 1000);
-    const headers = signWebhook(this.options.secrets, delivery.id, timestamp, delivery.payload);
+    const span = this.options.tracing?.startDelivery(delivery);
+    const headers = { ...signWebhook(this.options.secrets, delivery.id, timestamp, delivery.payload), ...span?.headers };
     const outcome = await sendWebhook(delivery.url, headers, delivery.payload, { policy: this.options.policy, timeoutMs: this.options.timeoutMs });
+    span?.end(outcome);
     const now = Date.now();
     try {
       if (outcome.kind === 'delivered') {

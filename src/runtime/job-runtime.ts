@@ -100,6 +100,7 @@ export class JobRuntime {
         concurrency: 8,
         log: log.child({ component: 'webhooks' }),
         metrics: this.metrics,
+        ...(this.tracing ? { tracing: this.tracing } : {}),
       });
       store.onDeliveriesQueued(() => dispatcher.notify());
       this.dispatcher = dispatcher;

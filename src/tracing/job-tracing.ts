@@ -1,6 +1,7 @@
-import { type Context, context, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, type Tracer, trace } from '@opentelemetry/api';
-import type { ClaimedJob, TraceContext } from '../store/store.js';
-import { activeTraceContext, spanContextOf } from './trace-context.js';
+import { type Attributes, type Context, context, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, type Tracer, trace } from '@opentelemetry/api';
+import type { SendOutcome } from '../delivery/webhook-sender.js';
+import type { ClaimedJob, TraceContext, WebhookDelivery } from '../store/store.js';
+import { activeTraceContext, spanContextOf, traceContextOf } from './trace-context.js';
 
 /**
  * How an attempt ended, as its span's `asyncfirst.job.outcome` says: the job's final state, a retry
@@ -13,7 +14,8 @@ export type AttemptEnding = 'succeeded' | 'failed' | 'canceled' | 'retrying' | '
  * OpenTelemetry traces of jobs, through @opentelemetry/api alone: with no SDK registered every span
  * is the API's non-recording one. The trace context active at a submission is stored with its job;
  * each attempt is a CONSUMER span `process {operationId}` that links to it (its own trace, since an
- * attempt may run long after the submission's trace ended, and several times).
+ * attempt may run long after the submission's trace ended, and several times), and each webhook
+ * delivery attempt a CLIENT span whose context the request carries as traceparent.
  */
 export class JobTracing {
   private readonly tracer: Tracer = trace.getTracer('asyncfirst');
@@ -46,6 +48,34 @@ export class JobTracing {
     );
     return new AttemptSpan(span);
   }
+
+  /** Starts the span of one webhook delivery attempt; its headers carry the span's context to the receiver. */
+  startDelivery(delivery: WebhookDelivery): DeliverySpan {
+    const attributes: Attributes = {
+      'http.request.method': 'POST',
+      'asyncfirst.webhook.id': delivery.id,
+      'asyncfirst.webhook.event_type': delivery.eventType,
+      'asyncfirst.webhook.attempt': delivery.attempts,
+      'asyncfirst.job.id': delivery.jobId,
+    };
+    const target = parseUrl(delivery.url);
+    if (target) {
+      // The query is left out: receivers put tokens there.
+      attributes['url.full'] = `${target.origin}${target.pathname}`;
+      attributes['server.address'] = target.hostname.replace(/^\[|\]$/g, '');
+      attributes['server.port'] = Number(target.port || (target.protocol === 'https:' ? 443 : 80));
+    }
+    const span = this.tracer.startSpan('POST', { kind: SpanKind.CLIENT, root: true, attributes }, ROOT_CONTEXT);
+    return new DeliverySpan(span);
+  }
+}
+
+function parseUrl(url: string): URL | undefined {
+  try {
+    return new URL(url);
+  } catch {
+    return undefined;
+  }
 }
 
 /** The span of one attempt of a job. */
@@ -75,6 +105,29 @@ export class AttemptSpan {
     if (this.span.isRecording()) {
       this.span.setAttribute('asyncfirst.job.outcome', ending);
       if (ending === 'failed' && !this.failed) this.span.setStatus({ code: SpanStatusCode.ERROR, message: 'the job failed' });
+    }
+    this.span.end();
+  }
+}
+
+/** The span of one webhook delivery attempt. */
+export class DeliverySpan {
+  /** traceparent (and tracestate) naming this span, to send with the request; empty when the span has no valid context. */
+  readonly headers: Record<string, string>;
+
+  constructor(private readonly span: Span) {
+    const carried = traceContextOf(span.spanContext());
+    this.headers = carried ? { ...carried } : {};
+  }
+
+  /** Ends the span with the attempt's outcome: the receiver's status, and ERROR for anything but a 2xx. */
+  end(outcome: SendOutcome): void {
+    if (this.span.isRecording()) {
+      if (outcome.status !== undefined) this.span.setAttribute('http.response.status_code', outcome.status);
+      if (outcome.kind !== 'delivered') {
+        this.span.setAttribute('error.type', outcome.status === undefined ? '_OTHER' : String(outcome.status));
+        this.span.setStatus({ code: SpanStatusCode.ERROR, message: outcome.error });
+      }
     }
     this.span.end();
   }
