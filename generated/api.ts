@@ -57,6 +57,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/jobs/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Every event of the caller's jobs (an operator's: every job's) as Server-Sent Events, in commit order
+         * @description Events job.queued (an acceptance or a retry), job.running, job.progress, job.succeeded, job.failed and job.canceled of every job the caller may see, each with the job as JSON `data:` and an opaque `id:`, its position in the log of every job in commit order. Without Last-Event-ID the stream starts now; the first thing it sends is an `id:` line with no event, so a reconnect resumes from there. Reconnect with Last-Event-ID (to this or any other API process) to get every event after it that is still kept (JOB_RETENTION_MS). The stream does not end by itself; comment lines keep idle streams alive. An operator gets every principal's jobs, each event with its `principal`.
+         */
+        get: operations["streamAllJobEvents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/jobs/counts": {
         parameters: {
             query?: never;
@@ -547,6 +567,45 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthorized"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    streamAllJobEvents: {
+        parameters: {
+            query?: {
+                /** @description Only events that leave their job in one of these states (repeat the parameter for several): `running` is job.running and job.progress, each other state its own event. */
+                status?: ("queued" | "running" | "succeeded" | "failed" | "canceled")[];
+                /** @description Only events of jobs of this operationId. */
+                operation?: string;
+            };
+            header?: {
+                "Last-Event-ID"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The event stream. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+            /** @description A filter does not match its schema (`validation-failed`, see `errors`), or Last-Event-ID is not an id this stream sent (`last-event-id-invalid`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            429: components["responses"]["TooManyStreams"];
             503: components["responses"]["ServiceUnavailable"];
         };
     };

@@ -1,6 +1,8 @@
+import { type ClientRequest, get as httpGet } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ALICE } from './helpers.js';
 import { freshSchema, queryPostgres, TEST_DATABASE_URL } from './postgres-support.js';
+import { SseReader } from './sse-reader.js';
 import { type DemoProcess, killDemoProcess, sleep, startDemoProcess, waitFor } from './worker-test-support.js';
 
 /*
@@ -134,6 +136,37 @@ describe('several API and worker processes on one PostgreSQL database', () => {
     expect([...runs.values()].every((count) => count === 1)).toBe(true);
     const byWorker = await queryPostgres<{ pid: number }>(schema, `SELECT DISTINCT pid FROM ${SIDE_EFFECTS} WHERE job_id = ANY($1)`, [ids]);
     expect(byWorker.map((row) => row.pid).sort()).toEqual(cluster.workers.map((worker) => worker.child.pid).sort());
+  });
+
+  it('streams every event of the jobs workers ran, submitted to API process B, to one GET /jobs/events client of API process A, woken by NOTIFY', async () => {
+    const { reader, request } = await new Promise<{ reader: SseReader; request: ClientRequest }>((resolve, reject) => {
+      const request = httpGet(`${cluster.api[0].address}/jobs/events`, { headers: ALICE, agent: false }, (response) => {
+        expect(response.statusCode).toBe(200);
+        resolve({ reader: new SseReader(response, request), request });
+      });
+      request.on('error', reject);
+    });
+    try {
+      // The stream's first line is the cursor it starts after: jobs submitted from now on are in it.
+      expect(await reader.next()).toMatchObject({ kind: 'event', event: undefined });
+      const submitted = await Promise.all([0, 1, 2].map((i) => submit(cluster.api[1].address, `every-${i}`, 300)));
+      const ids = submitted.map((answer) => answer.jobId as string);
+      const seen = new Map<string, string[]>(ids.map((id) => [id, []]));
+      const started = Date.now();
+      // API process A checks versions only every 40 s here: the events arrive because NOTIFY wakes its stream.
+      while ([...seen.values()].some((types) => types.at(-1) !== 'job.succeeded')) {
+        const item = await reader.next();
+        if (!item) throw new Error('the stream ended');
+        if (item.kind !== 'event' || item.event === undefined) continue;
+        seen.get((JSON.parse(item.data) as { id: string }).id)?.push(item.event);
+      }
+      expect(Date.now() - started).toBeLessThan(15_000);
+      for (const id of ids) expect(seen.get(id)).toEqual(['job.queued', 'job.running', 'job.succeeded']);
+      const workers = await queryPostgres<{ pid: number }>(schema, `SELECT DISTINCT pid FROM ${SIDE_EFFECTS} WHERE job_id = ANY($1)`, [ids]);
+      expect(workers.every((row) => cluster.workers.some((worker) => worker.child.pid === row.pid))).toBe(true);
+    } finally {
+      request.destroy();
+    }
   });
 
   it('streams every event of a job a worker ran to an SSE client of API process A, and answers Prefer: wait on process B within 1 s of the finish', async () => {

@@ -43,6 +43,27 @@ export const JOB_LISTING_PARAMETERS = [
   { name: 'limit', in: 'query', required: false, description: 'Jobs per page.', schema: { type: 'integer', minimum: 1, maximum: 200, default: 50 } },
 ] as const;
 
+/** GET /jobs/events's query parameters (its filters); the route validates its query string with the same schemas. */
+export const JOB_EVENT_STREAM_PARAMETERS = [
+  {
+    name: 'status',
+    in: 'query',
+    required: false,
+    description:
+      'Only events that leave their job in one of these states (repeat the parameter for several): `running` is job.running and job.progress, each other state its own event.',
+    style: 'form',
+    explode: true,
+    schema: { type: 'array', items: JobStatusSchema, minItems: 1, maxItems: 5 },
+  },
+  {
+    name: 'operation',
+    in: 'query',
+    required: false,
+    description: 'Only events of jobs of this operationId.',
+    schema: { type: 'string', minLength: 1, maxLength: 200 },
+  },
+] as const;
+
 /** The /jobs paths, with the security that any job-creating credential satisfies (undefined: none). */
 export function jobsPaths(security: Record<string, string[]>[] | undefined): Record<string, Record<string, unknown>> {
   const common = { tags: ['jobs'], ...(security ? { security } : {}) };
@@ -65,6 +86,31 @@ export function jobsPaths(security: Record<string, string[]>[] | undefined): Rec
             content: problem,
           },
           ...unauthorized,
+          '503': response('ServiceUnavailable'),
+        },
+      },
+    },
+    '/jobs/events': {
+      get: {
+        ...common,
+        operationId: 'streamAllJobEvents',
+        summary: "Every event of the caller's jobs (an operator's: every job's) as Server-Sent Events, in commit order",
+        description:
+          'Events job.queued (an acceptance or a retry), job.running, job.progress, job.succeeded, job.failed and job.canceled of every job the caller may see, ' +
+          'each with the job as JSON `data:` and an opaque `id:`, its position in the log of every job in commit order. ' +
+          'Without Last-Event-ID the stream starts now; the first thing it sends is an `id:` line with no event, so a reconnect resumes from there. ' +
+          'Reconnect with Last-Event-ID (to this or any other API process) to get every event after it that is still kept (JOB_RETENTION_MS). ' +
+          "The stream does not end by itself; comment lines keep idle streams alive. An operator gets every principal's jobs, each event with its `principal`.",
+        parameters: [...JOB_EVENT_STREAM_PARAMETERS, { name: 'Last-Event-ID', in: 'header', required: false, schema: { type: 'string' } }],
+        responses: {
+          '200': { description: 'The event stream.', content: { 'text/event-stream': { schema: { type: 'string' } } } },
+          '400': {
+            description:
+              'A filter does not match its schema (`validation-failed`, see `errors`), or Last-Event-ID is not an id this stream sent (`last-event-id-invalid`).',
+            content: problem,
+          },
+          ...unauthorized,
+          '429': response('TooManyStreams'),
           '503': response('ServiceUnavailable'),
         },
       },

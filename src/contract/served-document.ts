@@ -4,7 +4,16 @@ import { ContractError, type OpenApiDocument } from './load.js';
 import type { OperationSpec } from './operations.js';
 
 /** The operationIds of the endpoints asyncfirst adds to every contract. */
-export const FRAMEWORK_OPERATION_IDS = ['listJobs', 'countJobs', 'getJob', 'cancelJob', 'getJobResult', 'streamJobEvents', 'retryJob'] as const;
+export const FRAMEWORK_OPERATION_IDS = [
+  'listJobs',
+  'countJobs',
+  'getJob',
+  'cancelJob',
+  'getJobResult',
+  'streamJobEvents',
+  'streamAllJobEvents',
+  'retryJob',
+] as const;
 export type FrameworkOperationId = (typeof FRAMEWORK_OPERATION_IDS)[number];
 
 const problemContent = { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } };

@@ -1,8 +1,9 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { isFinished } from '../core/job-states.js';
+import { isFinished, type JobState } from '../core/job-states.js';
 import { ProblemError } from '../core/problems.js';
+import { EVENT_READ_SIZE } from '../engine/event-log.js';
 import { acceptedJobBody } from '../engine/job-view.js';
-import type { JobEvent, JobRecord, Store } from '../store/store.js';
+import type { JobEvent, JobRecord, Store, StreamedEvent } from '../store/store.js';
 import type { JobWatch } from './job-watch.js';
 
 export interface EventStreamDeps {
@@ -12,13 +13,33 @@ export interface EventStreamDeps {
   heartbeatMs: number;
 }
 
+/** Which events a stream of every job's events sends: GET /jobs/events's filters and scope. */
+export interface EveryJobStreamQuery {
+  /** The caller's jobs only; undefined for an operator, who gets every principal's (each event then says whose job it is). */
+  principal: string | undefined;
+  operation?: string;
+  statuses?: readonly JobState[];
+}
+
+/** While a read of the log says committed events wait for an older transaction, how soon it is read again (nothing announces that transaction's end). */
+const HELD_BACK_RETRY_MS = 50;
+
+/** An open stream: its response, whether the client left, and a write that waits while the client is slow. */
+interface OpenStream {
+  readonly closed: boolean;
+  write(text: string): Promise<void>;
+  end(): void;
+}
+
 /**
- * GET /jobs/{id}/events: Server-Sent Events, one per change of the job (job.queued, job.running,
- * job.progress, job.succeeded, job.failed, job.canceled), each with the job as JSON and the id
- * of its row in the event log (commit order, so increasing). A reconnect with Last-Event-ID gets
- * what it missed, or the current state when the id is not one this stream sent; the stream ends
- * after the terminal event; comment lines keep it alive. Changes made by a worker in another
- * process arrive through the event log.
+ * Server-Sent Events of jobs. GET /jobs/{id}/events: one per change of the job (job.queued,
+ * job.running, job.progress, job.succeeded, job.failed, job.canceled), each with the job as JSON
+ * and the job's version as its id. A reconnect with Last-Event-ID gets what it missed, or the
+ * current state when the id is not one this stream sent; the stream ends after the terminal
+ * event. GET /jobs/events: every change of every job the caller may see, in commit order, each
+ * with its position in the log across jobs as its id (opaque), resumable with Last-Event-ID; it
+ * does not end. Both share the per-principal limit and the heartbeat (comment lines keep them
+ * alive), and changes made by a worker in another process arrive through the event log.
  */
 export class JobEventStreams {
   private readonly openByPrincipal = new Map<string, number>();
@@ -38,6 +59,72 @@ export class JobEventStreams {
     return total;
   }
 
+  /**
+   * Takes one of the caller's stream slots (429 too-many-streams when none is left), counted
+   * before any await so that concurrent opens cannot all pass the limit; the returned function gives it back.
+   */
+  private takeSlot(caller: string, suggestion: string): () => void {
+    const open = this.openByPrincipal.get(caller) ?? 0;
+    if (open >= this.deps.maxStreamsPerPrincipal) {
+      throw new ProblemError('tooManyStreams', `This principal already has ${open} open event streams; close one or ${suggestion}.`, {
+        headers: { 'retry-after': '5' },
+      });
+    }
+    this.openByPrincipal.set(caller, open + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const remaining = (this.openByPrincipal.get(caller) ?? 1) - 1;
+      if (remaining > 0) this.openByPrincipal.set(caller, remaining);
+      else this.openByPrincipal.delete(caller);
+    };
+  }
+
+  /** Answers 200 text/event-stream and keeps it alive with heartbeats until the client leaves, `onClose` runs or the server shuts down. */
+  private startStream(request: FastifyRequest, reply: FastifyReply, onClose: () => void): OpenStream {
+    reply.hijack();
+    const out = reply.raw;
+    out.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
+    });
+    let closed = false;
+    let drained: (() => void) | undefined;
+    const heartbeat = setInterval(() => out.write(': heartbeat\n\n'), this.deps.heartbeatMs);
+    const close = () => {
+      if (closed) return;
+      closed = true;
+      this.closers.delete(close);
+      clearInterval(heartbeat);
+      drained?.();
+      onClose();
+    };
+    this.closers.add(close);
+    request.raw.on('close', close);
+    out.on('close', close);
+    out.on('drain', () => drained?.());
+    return {
+      get closed() {
+        return closed;
+      },
+      // A slow client is waited for (its socket drains) rather than buffered for without bound.
+      write: async (text) => {
+        if (closed || out.write(text)) return;
+        await new Promise<void>((resolve) => {
+          drained = resolve;
+        });
+        drained = undefined;
+      },
+      end: () => {
+        close();
+        out.end();
+      },
+    };
+  }
+
   /** Streams a job's events; `owner` is whose job it is read as (the caller, or for an operator the job's principal). Stream limits count the caller's. */
   async handle(
     request: FastifyRequest<{ Params: { id: string } }>,
@@ -46,13 +133,7 @@ export class JobEventStreams {
     owner: string = request.principal,
   ): Promise<void> {
     const { id } = request.params;
-    const caller = request.principal;
-    const open = this.openByPrincipal.get(caller) ?? 0;
-    if (open >= this.deps.maxStreamsPerPrincipal) {
-      throw new ProblemError('tooManyStreams', `This principal already has ${open} open event streams; close one or poll GET /jobs/{id}.`, {
-        headers: { 'retry-after': '5' },
-      });
-    }
+    const release = this.takeSlot(request.principal, 'poll GET /jobs/{id}');
     const lastEventId = request.headers['last-event-id'];
 
     let woken = false;
@@ -61,13 +142,6 @@ export class JobEventStreams {
       woken = true;
       wake?.();
     });
-    // Counted before the first await, so concurrent opens cannot all pass the limit.
-    this.openByPrincipal.set(caller, open + 1);
-    const release = () => {
-      const remaining = (this.openByPrincipal.get(caller) ?? 1) - 1;
-      if (remaining > 0) this.openByPrincipal.set(caller, remaining);
-      else this.openByPrincipal.delete(caller);
-    };
     const first = await this.opening(owner, id, typeof lastEventId === 'string' ? lastEventId.trim() : '').catch((error: unknown) => {
       unwatch();
       release();
@@ -79,35 +153,17 @@ export class JobEventStreams {
       throw notFound(id);
     }
 
-    reply.hijack();
-    const out = reply.raw;
-    out.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache',
-      connection: 'keep-alive',
-      'x-accel-buffering': 'no',
-    });
-    let closed = false;
-    const heartbeat = setInterval(() => out.write(': heartbeat\n\n'), this.deps.heartbeatMs);
-    const close = () => {
-      if (closed) return;
-      closed = true;
-      this.closers.delete(close);
-      clearInterval(heartbeat);
+    const stream = this.startStream(request, reply, () => {
       unwatch();
       wake?.();
       release();
-    };
-    this.closers.add(close);
-    request.raw.on('close', close);
-    out.on('close', close);
-
+    });
     try {
       let lastId = first.after;
       let batch: { job: JobRecord; events: JobEvent[] } | undefined = first;
-      while (!closed && batch) {
+      while (!stream.closed && batch) {
         for (const event of batch.events) {
-          out.write(formatEvent(event.id, event.type, event.data));
+          await stream.write(formatEvent(event.id, event.type, event.data));
           lastId = event.id;
         }
         if (isFinished(batch.job.status)) break;
@@ -118,14 +174,87 @@ export class JobEventStreams {
           wake = undefined;
         }
         woken = false;
-        if (closed) break;
+        if (stream.closed) break;
         batch = await this.deps.store.getJobEvents(owner, id, lastId);
       }
     } catch (error) {
       request.log.warn({ err: error, jobId: id }, 'event stream ended by an error');
     } finally {
-      close();
-      out.end();
+      stream.end();
+    }
+  }
+
+  /**
+   * Streams every event of the jobs the query covers, in commit order, from after Last-Event-ID
+   * (a cursor this stream sent; another is 400 last-event-id-invalid) or from now. The first
+   * thing sent is an `id:` line with no event (the cursor it starts after), so a client that
+   * reconnects before any event arrives resumes from there; so is the cursor past events the
+   * filters left out. The stream does not end by itself.
+   */
+  async handleEveryJob(request: FastifyRequest, reply: FastifyReply, query: EveryJobStreamQuery): Promise<void> {
+    const release = this.takeSlot(request.principal, 'poll GET /jobs');
+    const store = this.deps.store;
+    let woken = false;
+    let wake: (() => void) | undefined;
+    const rouse = () => {
+      woken = true;
+      wake?.();
+    };
+    // Watched before the first read, so no change committed after it goes unnoticed.
+    const unwatch = this.deps.watch.watchEveryJob(rouse);
+    const header = request.headers['last-event-id'];
+    const lastEventId = typeof header === 'string' ? header.trim() : '';
+    let cursor: string;
+    try {
+      if (lastEventId === '') cursor = await store.eventCursor();
+      else {
+        await store.checkEventCursor(lastEventId);
+        cursor = lastEventId;
+      }
+    } catch (error) {
+      unwatch();
+      release();
+      throw error;
+    }
+
+    let retry: NodeJS.Timeout | undefined;
+    const stream = this.startStream(request, reply, () => {
+      unwatch();
+      clearTimeout(retry);
+      wake?.();
+      release();
+    });
+    const render = query.principal === undefined ? withPrincipal : (event: StreamedEvent) => event.data;
+    try {
+      await stream.write(`id: ${cursor}\n\n`);
+      while (!stream.closed) {
+        woken = false;
+        const slice = await store.readEvents({
+          after: cursor,
+          ...(query.principal === undefined ? {} : { principal: query.principal }),
+          ...(query.operation === undefined ? {} : { operation: query.operation }),
+          ...(query.statuses === undefined ? {} : { statuses: query.statuses }),
+        });
+        for (const event of slice.events) await stream.write(formatEvent(event.cursor, event.type, render(event)));
+        const movedPastFiltered = slice.cursor !== cursor && slice.cursor !== slice.events.at(-1)?.cursor;
+        if (movedPastFiltered) await stream.write(`id: ${slice.cursor}\n\n`);
+        // A full read may have left more behind it: read on at once.
+        const full = slice.events.length >= EVENT_READ_SIZE;
+        cursor = slice.cursor;
+        if (full || stream.closed) continue;
+        if (slice.heldBack) retry = setTimeout(rouse, HELD_BACK_RETRY_MS);
+        if (!woken) {
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+          });
+          wake = undefined;
+        }
+        clearTimeout(retry);
+      }
+    } catch (error) {
+      request.log.warn({ err: error }, 'event stream of every job ended by an error');
+    } finally {
+      stream.end();
     }
   }
 
@@ -160,8 +289,13 @@ export class JobEventStreams {
   }
 }
 
-function formatEvent(id: number, type: string, data: string): string {
+function formatEvent(id: number | string, type: string, data: string): string {
   return `id: ${id}\nevent: ${type}\ndata: ${data}\n\n`;
+}
+
+/** An event of an operator's stream: the job with whose it is, as an operator's listing shows it. */
+function withPrincipal(event: StreamedEvent): string {
+  return `{"principal":${JSON.stringify(event.principal)},${event.data.slice(1)}`;
 }
 
 /** The job as it was when accepted: the first event of a new stream (the job row is its record). */

@@ -5,12 +5,18 @@
  * While anybody waits, one shared check also reads the versions of the watched jobs every
  * interval and wakes the waiters of any that moved: on SQLite that is how other processes'
  * changes are found, and everywhere it is the backstop for a notification that was lost.
- * Waiters re-read the job or its events when woken, so a wake-up carries no data and may be spurious.
+ * Streams of every job's events wait on every job: any change wakes them, and the shared check
+ * reads the head of the event log for them. Waiters re-read the job or its events when woken, so
+ * a wake-up carries no data and may be spurious.
  */
 export class JobWatch {
   private readonly waiters = new Map<string, Set<() => void>>();
   /** The version each watched job had at the last check. */
   private readonly versions = new Map<string, number>();
+  /** Waiters on every job (streams of the log across jobs), woken by any change. */
+  private readonly everyJob = new Set<() => void>();
+  /** The head of the event log at the last check, while anybody waits on every job. */
+  private head: string | undefined;
   private timer: NodeJS.Timeout | undefined;
   private checking = false;
 
@@ -18,7 +24,21 @@ export class JobWatch {
     /** Reads the current versions of these jobs. */
     private readonly readVersions: (ids: string[]) => Promise<Map<string, number>>,
     private readonly intervalMs: number,
+    /** Reads the head of the log of every job's events (the shared check of `watchEveryJob`). */
+    private readonly readHead: () => Promise<string> = async () => '',
   ) {}
+
+  /** Calls `wake` whenever any job may have changed, until the returned function is called. */
+  watchEveryJob(wake: () => void): () => void {
+    if (this.closed) return () => {};
+    this.everyJob.add(wake);
+    this.startChecking();
+    return () => {
+      this.everyJob.delete(wake);
+      if (this.everyJob.size === 0) this.head = undefined;
+      if (this.waiters.size === 0 && this.everyJob.size === 0) this.stopChecking();
+    };
+  }
 
   /** Calls `wake` whenever job `jobId` may have changed, until the returned function is called. */
   watch(jobId: string, wake: () => void): () => void {
@@ -36,21 +56,29 @@ export class JobWatch {
         this.waiters.delete(jobId);
         this.versions.delete(jobId);
       }
-      if (this.waiters.size === 0) this.stopChecking();
+      if (this.waiters.size === 0 && this.everyJob.size === 0) this.stopChecking();
     };
   }
 
   /** Announces changes committed in this process (or announced by the database). */
   changed(jobIds: Iterable<string>): void {
+    let any = false;
     for (const jobId of jobIds) {
+      any = true;
       const set = this.waiters.get(jobId);
       if (set) for (const wake of [...set]) wake();
     }
+    if (any) this.wakeEveryJob();
   }
 
   /** Changes may have been missed: every waiter looks again. */
   changedAll(): void {
     for (const set of [...this.waiters.values()]) for (const wake of [...set]) wake();
+    this.wakeEveryJob();
+  }
+
+  private wakeEveryJob(): void {
+    for (const wake of [...this.everyJob]) wake();
   }
 
   /** True after close(): waiters should answer with what they have. */
@@ -64,6 +92,9 @@ export class JobWatch {
     this.waiters.clear();
     this.versions.clear();
     for (const set of all) for (const wake of set) wake();
+    const everyJob = [...this.everyJob];
+    this.everyJob.clear();
+    for (const wake of everyJob) wake();
   }
 
   get waiting(): number {
@@ -82,9 +113,16 @@ export class JobWatch {
   }
 
   private async check(): Promise<void> {
-    if (this.checking || this.waiters.size === 0) return;
+    if (this.checking || (this.waiters.size === 0 && this.everyJob.size === 0)) return;
     this.checking = true;
     try {
+      if (this.everyJob.size > 0) {
+        const head = await this.readHead();
+        // Moved since the last check (or first seen: it may have moved since the waiters read).
+        if (head !== this.head) this.wakeEveryJob();
+        if (this.everyJob.size > 0) this.head = head;
+      }
+      if (this.waiters.size === 0) return;
       const ids = [...this.waiters.keys()];
       const current = await this.readVersions(ids);
       const moved: string[] = [];

@@ -1,5 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { JOB_EVENT_STREAM_PARAMETERS } from '../contract/jobs-paths.js';
 import { JOB_ID_PATTERN } from '../core/ids.js';
+import type { JobState } from '../core/job-states.js';
 import { ProblemError } from '../core/problems.js';
 import { awaitJob } from '../delivery/await-job.js';
 import type { JobEventStreams } from '../delivery/event-stream.js';
@@ -28,6 +30,18 @@ export interface JobRouteDeps {
 export type IsOperator = (principal: string, request: FastifyRequest) => boolean | Promise<boolean>;
 
 type JobRequest = FastifyRequest<{ Params: { id: string } }>;
+
+/** GET /jobs/events's query string, as the served document declares it. */
+interface EventStreamQuery {
+  status?: JobState[];
+  operation?: string;
+}
+
+/** Its schema (unknown parameters are left alone: an API key may travel there). */
+const EVENT_STREAM_QUERY_SCHEMA = {
+  type: 'object',
+  properties: Object.fromEntries(JOB_EVENT_STREAM_PARAMETERS.map((parameter) => [parameter.name, parameter.schema])),
+};
 
 /** The jobs API: a principal lists, sees, waits for, streams and cancels its own jobs only; an operator lists every principal's. */
 export function registerJobRoutes(server: FastifyInstance, deps: JobRouteDeps): void {
@@ -71,6 +85,15 @@ export function registerJobRoutes(server: FastifyInstance, deps: JobRouteDeps): 
       .code(200)
       .type('application/json; charset=utf-8')
       .send(jobPageBody(page, principal === undefined ? withPrincipal : jobBody));
+  });
+
+  server.get<{ Querystring: EventStreamQuery }>('/jobs/events', { onRequest, schema: { querystring: EVENT_STREAM_QUERY_SCHEMA } }, async (request, reply) => {
+    const { status, operation } = request.query;
+    await deps.streams.handleEveryJob(request, reply, {
+      principal: await scopeOf(request),
+      ...(status === undefined ? {} : { statuses: status }),
+      ...(operation === undefined ? {} : { operation }),
+    });
   });
 
   server.get('/jobs/counts', { onRequest }, async (request, reply) => {

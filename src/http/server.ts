@@ -137,6 +137,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   });
   methodsByPath.set('/jobs', new Set(['GET', 'HEAD']));
   methodsByPath.set('/jobs/counts', new Set(['GET', 'HEAD']));
+  methodsByPath.set('/jobs/events', new Set(['GET', 'HEAD']));
   methodsByPath.set('/jobs/:id', new Set(['GET', 'HEAD', 'DELETE']));
   methodsByPath.set('/jobs/:id/result', new Set(['GET', 'HEAD']));
   methodsByPath.set('/jobs/:id/events', new Set(['GET', 'HEAD']));

@@ -51,7 +51,11 @@ export class JobRuntime {
     const { config, store, log } = options;
     this.store = store;
     // Where the database announces other processes' changes, the version check is only a backstop.
-    this.watch = new JobWatch((ids) => store.jobVersions(ids), store.announcesOtherProcesses ? config.changeCheckMs * 8 : config.changeCheckMs);
+    this.watch = new JobWatch(
+      (ids) => store.jobVersions(ids),
+      store.announcesOtherProcesses ? config.changeCheckMs * 8 : config.changeCheckMs,
+      () => store.eventCursor(),
+    );
     store.onJobsChanged((jobIds) => this.watch.changed(jobIds));
     store.onEverythingChanged(() => this.watch.changedAll());
     this.counts = new CachedCounts(() => store.countJobs(), config.countsCacheMs);
