@@ -16,8 +16,22 @@ import { freshSchema, TEST_DATABASE_URL } from './postgres-support.js';
 
 const DRIVERS = driversUnderTest('af_event_log');
 
+/**
+ * Waits until no committed event after `after` is held back by an older transaction still running
+ * (on PostgreSQL, any of the cluster's: other suites run beside this one); from then on every
+ * event committed so far is read.
+ */
+async function settle(engine: Store, after: string): Promise<void> {
+  for (let reads = 0; reads < 500; reads++) {
+    if (!(await engine.readEvents({ after })).heldBack) return;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  throw new Error('events stayed held back');
+}
+
 /** Every event after `after`, read a page of `limit` at a time, and the cursor after the last read. */
 async function readAll(engine: Store, query: EventQuery): Promise<{ events: StreamedEvent[]; cursor: string }> {
+  await settle(engine, query.after);
   const events: StreamedEvent[] = [];
   let after = query.after;
   for (let reads = 0; reads < 100; reads++) {
@@ -90,7 +104,7 @@ describe.each(DRIVERS)('the $name event log', ({ database }) => {
     expect(summary((await readAll(first, { after: events[1]?.cursor ?? '' })).events)).toEqual(summary(events.slice(2)));
     expect((await first.readEvents({ after: cursor })).events).toEqual([]);
     const c = await acceptOne(first, 'c');
-    expect(summary((await first.readEvents({ after: cursor })).events)).toEqual([[c, 'job.queued']]);
+    expect(summary((await readAll(first, { after: cursor })).events)).toEqual([[c, 'job.queued']]);
     // A stream that starts now (no cursor) starts after everything committed so far.
     expect((await first.readEvents({ after: await first.eventCursor() })).events).toEqual([]);
   });
@@ -100,6 +114,7 @@ describe.each(DRIVERS)('the $name event log', ({ database }) => {
     const start = await engine.eventCursor();
     const ids: string[] = [];
     for (let i = 0; i < 7; i++) ids.push(await acceptOne(engine, `k${i}`));
+    await settle(engine, start);
     const firstPage = await engine.readEvents({ after: start, limit: 3 });
     expect(firstPage.events.map((event) => event.jobId)).toEqual(ids.slice(0, 3));
     expect(firstPage.cursor).toBe(firstPage.events[2]?.cursor);
@@ -134,6 +149,7 @@ describe.each(DRIVERS)('the $name event log', ({ database }) => {
     ]);
     expect((await readAll(engine, { after: start, statuses: ['succeeded'] })).events).toEqual([]);
     // A read whose events all fail the filter still moves its cursor on, past them.
+    await settle(engine, start);
     const filtered = await engine.readEvents({ after: start, principal: 'carol' });
     expect(filtered.events).toEqual([]);
     expect(filtered.cursor).not.toBe(start);
@@ -144,6 +160,7 @@ describe.each(DRIVERS)('the $name event log', ({ database }) => {
     const engine = await setup();
     const start = await engine.eventCursor();
     await acceptOne(engine, 'a');
+    await settle(engine, start);
     const slice = await engine.readEvents({ after: start });
     for (const cursor of [start, slice.cursor, slice.events[0]?.cursor ?? '']) await expect(engine.checkEventCursor(cursor)).resolves.toBeUndefined();
     const beyond = Buffer.from('e99999999999.99999', 'latin1').toString('base64url');
@@ -221,12 +238,11 @@ describe('the PostgreSQL event log under concurrent transactions', () => {
     expect(waiting.events).toEqual([]);
     expect(waiting.heldBack).toBe(true);
     await slow.query('COMMIT');
-    const both = await engine.readEvents({ after: waiting.cursor });
+    const both = await readAll(engine, { after: waiting.cursor });
     expect(summary(both.events)).toEqual([
       [early, 'job.progress'],
       [late, 'job.queued'],
     ]);
-    expect(both.heldBack).toBe(false);
     expect((await engine.readEvents({ after: both.cursor })).events).toEqual([]);
   });
 
