@@ -60,6 +60,8 @@ export interface AsyncFirstConfig {
   sseHeartbeatMs: number;
   /** ADMIN_PRINCIPALS: comma-separated principals who are operators: they list, count and retry every principal's jobs. */
   adminPrincipals: string;
+  /** METRICS: whether this process keeps Prometheus metrics and serves GET /metrics. */
+  metrics: boolean;
   /** METRICS_TOKEN: when set, GET /metrics requires `Authorization: Bearer <it>`. */
   metricsToken: string;
   /** TRACING: whether jobs are traced through @opentelemetry/api (submission contexts stored, attempt and webhook spans). */
@@ -122,6 +124,7 @@ export const DEFAULT_CONFIG: AsyncFirstConfig = {
   sseHeartbeatMs: 15_000,
   adminPrincipals: '',
   countsCacheMs: 2000,
+  metrics: true,
   metricsToken: '',
   tracing: true,
   dashboard: true,
@@ -169,6 +172,7 @@ const ENV_NAMES: Record<keyof AsyncFirstConfig, string> = {
   sseHeartbeatMs: 'SSE_HEARTBEAT_MS',
   adminPrincipals: 'ADMIN_PRINCIPALS',
   countsCacheMs: 'COUNTS_CACHE_MS',
+  metrics: 'METRICS',
   metricsToken: 'METRICS_TOKEN',
   tracing: 'TRACING',
   dashboard: 'DASHBOARD',

@@ -88,4 +88,18 @@ describe('GET /metrics over a real socket', () => {
     expect(allowed.status).toBe(200);
     expect(await allowed.text()).toContain('asyncfirst_jobs_accepted_total');
   });
+
+  it('keeps no metrics and serves no /metrics (404) with METRICS=off, and jobs run as before', async () => {
+    const address = await listen({ metrics: false });
+    expect(apps[0]?.runtime.metrics).toBeUndefined();
+    const accepted = await submit(address, 'unmeasured');
+    expect(accepted.status).toBe(202);
+    const { job_id } = (await accepted.json()) as { job_id: string };
+    const done = await fetch(`${address}/jobs/${job_id}`, { headers: { ...ALICE, prefer: 'wait=10' } });
+    expect(((await done.json()) as { status: string }).status).toBe('succeeded');
+    const metrics = await fetch(`${address}/metrics`);
+    expect(metrics.status).toBe(404);
+    expect(metrics.headers.get('content-type')).toBe('application/problem+json; charset=utf-8');
+    expect(((await metrics.json()) as { type: string }).type).toBe(`${PROBLEM_TYPE_BASE}not-found`);
+  });
 });

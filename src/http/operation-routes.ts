@@ -38,7 +38,8 @@ export interface OperationRouteDeps {
   /** Refuses a submission before anything is stored (asynchronous operations). */
   beforeAccept?: BeforeAccept | undefined;
   idempotencyRetentionMs: number;
-  metrics: JobMetrics;
+  /** Counts submissions (undefined: METRICS=off). */
+  metrics: JobMetrics | undefined;
   /** Stores the submission's trace context with its job (undefined: TRACING=off). */
   tracing: JobTracing | undefined;
 }
@@ -161,7 +162,7 @@ function acceptHandler(operation: OperationSpec, deps: OperationRouteDeps) {
         `This Idempotency-Key was already used for a different ${operation.operationId} request (job ${outcome.jobId}). Use a new key for a new request.`,
       );
     }
-    deps.metrics.submission(operation.operationId, outcome.kind === 'replayed');
+    deps.metrics?.submission(operation.operationId, outcome.kind === 'replayed');
     request.log.info({ jobId: outcome.jobId, operation: operation.operationId }, outcome.kind === 'replayed' ? 'job replayed' : 'job accepted');
     const location = `/jobs/${outcome.jobId}`;
     reply.header('vary', 'Prefer');

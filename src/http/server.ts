@@ -84,9 +84,12 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     sendProblem(reply, problem('notFound', `Nothing is served at ${request.method} ${request.url.split('?')[0]}.`)),
   );
   // The route's pattern (never its job id) labels the request's duration.
-  server.addHook('onResponse', async (request, reply) => {
-    runtime.metrics.requestServed(request.method, request.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000);
-  });
+  const { metrics } = runtime;
+  if (metrics) {
+    server.addHook('onResponse', async (request, reply) => {
+      metrics.requestServed(request.method, request.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000);
+    });
+  }
   server.addHook('onRequest', async (_request, reply) => {
     if (runtime.isStopping) {
       reply.header('connection', 'close');
@@ -173,22 +176,25 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   await registerDocumentRoutes(server, contract.served);
   // Liveness: the process answers (no store call). Readiness: it can take and serve jobs now.
   server.get('/healthz', async () => ({ status: 'ok' }));
-  const metricsToken = deps.metricsToken ? createHash('sha256').update(deps.metricsToken).digest() : undefined;
-  server.get('/metrics', async (request, reply) => {
-    if (metricsToken) {
-      const [scheme, token] = (request.headers.authorization ?? '').split(' ', 2);
-      const presented = createHash('sha256')
-        .update(token ?? '')
-        .digest();
-      if (scheme?.toLowerCase() !== 'bearer' || !timingSafeEqual(presented, metricsToken)) {
-        throw new ProblemError('unauthorized', 'GET /metrics needs Authorization: Bearer with METRICS_TOKEN.', {
-          headers: { 'www-authenticate': 'Bearer realm="asyncfirst-metrics"' },
-        });
+  // METRICS=off: no /metrics (404).
+  if (metrics) {
+    const metricsToken = deps.metricsToken ? createHash('sha256').update(deps.metricsToken).digest() : undefined;
+    server.get('/metrics', async (request, reply) => {
+      if (metricsToken) {
+        const [scheme, token] = (request.headers.authorization ?? '').split(' ', 2);
+        const presented = createHash('sha256')
+          .update(token ?? '')
+          .digest();
+        if (scheme?.toLowerCase() !== 'bearer' || !timingSafeEqual(presented, metricsToken)) {
+          throw new ProblemError('unauthorized', 'GET /metrics needs Authorization: Bearer with METRICS_TOKEN.', {
+            headers: { 'www-authenticate': 'Bearer realm="asyncfirst-metrics"' },
+          });
+        }
       }
-    }
-    const { contentType, body } = await runtime.metrics.render();
-    return reply.code(200).type(contentType).send(body);
-  });
+      const { contentType, body } = await metrics.render();
+      return reply.code(200).type(contentType).send(body);
+    });
+  }
   server.get('/readyz', async () => {
     await runtime.checkReady();
     return { status: 'ready' };

@@ -39,8 +39,8 @@ export class JobRuntime {
   readonly sweeper: Sweeper;
   /** The job counts by operation and state, read at most once per COUNTS_CACHE_MS (GET /jobs/counts). */
   readonly counts: CachedCounts;
-  /** This process's Prometheus metrics (GET /metrics). */
-  readonly metrics: JobMetrics;
+  /** This process's Prometheus metrics (GET /metrics); undefined with METRICS=off. */
+  readonly metrics: JobMetrics | undefined;
   /** The jobs' OpenTelemetry traces; undefined with TRACING=off. */
   readonly tracing: JobTracing | undefined;
   private started = false;
@@ -59,7 +59,7 @@ export class JobRuntime {
     store.onJobsChanged((jobIds) => this.watch.changed(jobIds));
     store.onEverythingChanged(() => this.watch.changedAll());
     this.counts = new CachedCounts(() => store.countJobs(), config.countsCacheMs);
-    this.metrics = new JobMetrics(store, this.counts);
+    this.metrics = config.metrics ? new JobMetrics(store, this.counts) : undefined;
     this.tracing = config.tracing ? new JobTracing() : undefined;
     this.streams = new JobEventStreams({
       store,
@@ -85,7 +85,7 @@ export class JobRuntime {
         retryBaseMs: config.retryBaseMs,
         retryMaxMs: config.retryMaxMs,
         log: log.child({ component: 'worker' }),
-        metrics: this.metrics,
+        ...(this.metrics ? { metrics: this.metrics } : {}),
         ...(this.tracing ? { tracing: this.tracing } : {}),
       });
       // A job accepted (or retried) anywhere the engine hears of starts at once, without waiting for a poll.
@@ -103,7 +103,7 @@ export class JobRuntime {
         pollIntervalMs: config.pollIntervalMs,
         concurrency: 8,
         log: log.child({ component: 'webhooks' }),
-        metrics: this.metrics,
+        ...(this.metrics ? { metrics: this.metrics } : {}),
         ...(this.tracing ? { tracing: this.tracing } : {}),
       });
       store.onDeliveriesQueued(() => dispatcher.notify());
