@@ -1,4 +1,4 @@
-// npm run bench [-- --quick] [--only=acceptance,replay,drain,latency,scale,rss,profile] [--baseline=<commit>] [--out=dir] [--note="…"]
+// npm run bench [-- --quick] [--only=acceptance,replay,drain,telemetry,latency,scale,rss,profile] [--baseline=<commit>] [--out=dir] [--note="…"]
 //
 // Full run, all parts: prints one table, writes bench/RESULTS.md and bench/chart.svg.
 // --quick: every part in a few seconds; asserts each part ran and produced numbers (not speed),
@@ -28,6 +28,7 @@ import { runLatency } from './parts/latency.js';
 import { BASELINE_PROFILES, POSTGRES_PROFILES, runProfile } from './parts/profile.js';
 import { runRss } from './parts/rss.js';
 import { runScale } from './parts/scale.js';
+import { runTelemetry, TELEMETRY_SETTINGS } from './parts/telemetry.js';
 
 const BENCH_DIR = fileURLToPath(new URL('./', import.meta.url));
 
@@ -186,6 +187,10 @@ if (parts.includes('drain'))
   await attempt('drain', async () => {
     results.drain = await runDrain(context);
   });
+if (parts.includes('telemetry'))
+  await attempt('telemetry', async () => {
+    results.telemetry = await runTelemetry(context);
+  });
 if (parts.includes('latency'))
   await attempt('latency', async () => {
     results.latency = await runLatency(context, 'sqlite');
@@ -239,6 +244,17 @@ function problems(): string[] {
         if (run.drained !== run.jobs) found.push(`drain ${row.label} (${run.config}): ${run.drained} of ${run.jobs} jobs done`);
         if (!isMeasured(run.jobsPerSec, true)) found.push(`drain ${row.label}: jobs/s is ${run.jobsPerSec}`);
       }
+    }
+  }
+  if (parts.includes('telemetry') && results.telemetry) {
+    for (const setting of TELEMETRY_SETTINGS) {
+      const { acceptance, drain } = results.telemetry;
+      if (acceptance[setting].length === 0 || drain[setting].length === 0) found.push(`telemetry ${setting}: no run`);
+      for (const run of acceptance[setting])
+        if (!isMeasured(run.rps, true) || run.errors + run.non2xx > 0)
+          found.push(`telemetry acceptance ${setting}: ${run.rps} req/s, ${run.errors + run.non2xx} errors`);
+      for (const run of drain[setting])
+        if (run.drained !== run.jobs || !isMeasured(run.jobsPerSec, true)) found.push(`telemetry drain ${setting}: ${run.drained} of ${run.jobs} jobs done`);
     }
   }
   if (parts.includes('latency')) {

@@ -5,6 +5,7 @@ import { DEFAULT_WORKER_CONCURRENCY, type LatencyPart } from '../parts/latency.j
 import { POSTGRES_PROFILES, type ProfilePart, type ProfileRun } from '../parts/profile.js';
 import type { RssPart } from '../parts/rss.js';
 import type { ScalePart } from '../parts/scale.js';
+import type { TelemetryPart } from '../parts/telemetry.js';
 import { type Bar, type Panel, renderChart } from './chart.js';
 import { formatFixed, formatInt } from './context.js';
 import type { MachineInfo } from './machine.js';
@@ -12,9 +13,10 @@ import type { ProfileSummary } from './profile.js';
 import { baselineBounds, baselineGoals, baselineSection } from './report-baseline.js';
 import { functionShare, httpRow, MiB, ms, sqliteShare, table, x } from './report-format.js';
 import { commitProbeSection, databaseCostTable, postgresBounds, postgresGoals } from './report-postgres.js';
+import { telemetryConsoleRows, telemetryGoals, telemetrySection } from './report-telemetry.js';
 import { REPO_ROOT } from './shared.js';
 
-export const PART_NAMES = ['acceptance', 'replay', 'drain', 'latency', 'scale', 'rss', 'profile'] as const;
+export const PART_NAMES = ['acceptance', 'replay', 'drain', 'telemetry', 'latency', 'scale', 'rss', 'profile'] as const;
 export type PartName = (typeof PART_NAMES)[number];
 
 export interface BenchResults {
@@ -38,6 +40,8 @@ export interface BenchResults {
   scale?: ScalePart;
   rss?: RssPart;
   profile?: ProfilePart;
+  /** Acceptance and drain with metrics and tracing on and off. */
+  telemetry?: TelemetryPart;
   /** The commit the SQLite figures were compared with (--baseline). */
   baseline?: { requested: string; commit: string; short: string; subject: string };
   failures: Array<{ part: PartName; message: string }>;
@@ -171,7 +175,7 @@ export function judgeGoals(results: BenchResults): Goal[] {
       ...(met ? {} : { by: `${formatFixed(rss.growthPercent - 10, 1)} points over 10%` }),
     });
   } else goals.push({ goal: 'RSS flat after warm-up', measured: '–', status: 'not measured' });
-  goals.push(...postgresGoals(results), ...baselineGoals(results));
+  goals.push(...telemetryGoals(results), ...postgresGoals(results), ...baselineGoals(results));
   return goals;
 }
 
@@ -249,6 +253,7 @@ export function consoleTable(results: BenchResults): string {
     if (pair && pair !== row.best)
       rows.push(['drain', row.label, `${formatInt(pair.jobsPerSec)} jobs/s`, '', '', '', drainVersus(results, row, pair.jobsPerSec, true), pair.config]);
   }
+  rows.push(...telemetryConsoleRows(results));
   for (const latency of [results.latency, results.latencyPostgres, results.latencyPostgresConcurrent]) {
     if (!latency) continue;
     rows.push([
@@ -537,6 +542,8 @@ export function markdown(results: BenchResults, chartFile: string | undefined): 
       '',
     );
   }
+
+  out.push(...telemetrySection(results));
 
   if (results.latency || results.latencyPostgres || results.latencyPostgresSkipped) {
     out.push('## From 202 to handler start', '');
