@@ -37,6 +37,11 @@ describe('dashboard access', () => {
     const nobody = await app.server.inject({ url: '/dashboard/' });
     expect(nobody.statusCode).toBe(401);
     expect(nobody.headers['content-security-policy']).toContain("script-src 'self'");
+    // The page's stream of every job's events is the dashboard's too: operators only.
+    const aliceStream = await app.server.inject({ url: '/dashboard/api/events', headers: ALICE });
+    expect(aliceStream.statusCode).toBe(403);
+    expect(aliceStream.json().type).toBe('urn:asyncfirst:problem:forbidden');
+    expect((await app.server.inject({ url: '/dashboard/api/events' })).statusCode).toBe(401);
   });
 
   it("shows a job's newest 200 events, reading no older ones", async () => {

@@ -264,6 +264,39 @@ describe('the dashboard in Chromium', () => {
     await page.close();
   });
 
+  it("shows a change made elsewhere as it happens, over the one stream of every job's events (no polling meanwhile)", async () => {
+    const id = await submit('block-elsewhere');
+    await waitForStatus(id, 'running');
+    const page = await dashboardPage();
+    const reads: string[] = [];
+    const streams: string[] = [];
+    page.on('request', (request) => {
+      const path = new URL(request.url()).pathname;
+      if (path === `/dashboard/api/jobs/${id}`) reads.push(path);
+      if (path === '/dashboard/api/events') streams.push(path);
+    });
+    const opened = page.waitForResponse((response) => new URL(response.url()).pathname === '/dashboard/api/events');
+    await page.goto(`${base}/dashboard/#/jobs/${id}`);
+    const stream = await opened;
+    expect(stream.status()).toBe(200);
+    expect(stream.headers()['content-type']).toMatch(/^text\/event-stream/);
+    expect(stream.headers()['content-security-policy']).toContain("default-src 'none'");
+    await page.waitForSelector('#job-status .status[data-status=running]');
+    // While the stream is open nothing is polled: two seconds pass without a read of the job.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const before = reads.length;
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    expect(reads.length).toBe(before);
+
+    // Canceled through the public API, not the page: its job.canceled event has the page read the job again.
+    const canceled = await fetch(`${base}/jobs/${id}`, { method: 'DELETE', headers: ALICE });
+    expect(canceled.status).toBe(202);
+    await page.waitForSelector('#job-status .status[data-status=canceled]', { timeout: LIVE_MS });
+    expect(reads.length).toBeGreaterThan(before);
+    expect(streams).toHaveLength(1);
+    await page.close();
+  });
+
   it('retries a failed job after a confirmation, and the page follows it to its result', async () => {
     const id = await submit('fail-once-1');
     await waitForStatus(id, 'failed');

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { JOB_ID_PATTERN } from '../core/ids.js';
 import { ProblemError, problem } from '../core/problems.js';
+import type { JobEventStreams } from '../delivery/event-stream.js';
 import type { CachedCounts } from '../engine/cached-counts.js';
 import { jobPageBody, jobQueryOf, LISTING_QUERY_SCHEMA, type ListingQuery, withPrincipal } from '../http/job-listing.js';
 import type { IsOperator } from '../http/job-routes.js';
@@ -24,6 +25,8 @@ export interface DashboardOptions {
 export interface DashboardDeps extends DashboardOptions {
   store: Store;
   counts: CachedCounts;
+  /** The event streams: the page's live updates are the stream of every job's events. */
+  streams: JobEventStreams;
   /** The jobs API's authenticator (the service's security handlers). */
   authenticate: Authenticate;
   isOperator: IsOperator;
@@ -141,6 +144,10 @@ export async function registerDashboard(server: FastifyInstance, deps: Dashboard
         if (!(request.params.name in ASSETS)) throw new ProblemError('notFound', `The dashboard has no asset ${request.params.name}.`);
         return sendAsset(request, reply, request.params.name);
       });
+
+      // The page's live updates: every job's events (the dashboard acts as an operator), under the
+      // dashboard's own sign-in and headers; it counts against that principal's stream limit.
+      scope.get('/api/events', async (request, reply) => deps.streams.handleEveryJob(request, reply, { principal: undefined }));
 
       scope.get('/api/session', async (request, reply) => sendJson(reply, JSON.stringify({ principal: request.principal, readOnly: deps.readOnly })));
 

@@ -83,9 +83,12 @@ export class JobEventStreams {
 
   /** Answers 200 text/event-stream and keeps it alive with heartbeats until the client leaves, `onClose` runs or the server shuts down. */
   private startStream(request: FastifyRequest, reply: FastifyReply, onClose: () => void): OpenStream {
+    // Headers set before (the dashboard's security headers) go out too.
+    const earlier = Object.entries(reply.getHeaders()).filter((entry): entry is [string, string | number | string[]] => entry[1] !== undefined);
     reply.hijack();
     const out = reply.raw;
     out.writeHead(200, {
+      ...Object.fromEntries(earlier),
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache',
       connection: 'keep-alive',

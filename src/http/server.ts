@@ -168,6 +168,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
       ...deps.dashboard,
       store: runtime.store,
       counts: runtime.counts,
+      streams: runtime.streams,
       authenticate: jobsAuthenticate,
       isOperator: deps.isOperator,
       cancelRunningJob: (jobId) => runtime.cancelRunningJob(jobId),

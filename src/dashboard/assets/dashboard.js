@@ -4,7 +4,13 @@
 
 const ACTION_HEADER = 'x-asyncfirst-dashboard';
 const STATES = ['queued', 'running', 'succeeded', 'failed', 'canceled'];
+/** How often a view is read again while the stream of events is not open (it is connecting, or the server is unreachable). */
 const REFRESH_MS = 2000;
+/** While it is open, the view is still read this often: the counts and the queue lag also move without an event. */
+const BACKSTOP_MS = 30_000;
+/** After the last event of a burst, one more read: the counts and the chart are cached by the server for a moment. */
+const SETTLE_MS = 2500;
+const EVENT_TYPES = ['job.queued', 'job.running', 'job.progress', 'job.succeeded', 'job.failed', 'job.canceled'];
 
 const view = document.getElementById('view');
 const flash = document.getElementById('flash');
@@ -12,10 +18,17 @@ const live = document.getElementById('live');
 const confirmDialog = document.getElementById('confirm');
 
 let session = { readOnly: true, principal: '' };
-/** The view on screen: its refresh, and the last answer it drew (an unchanged answer is not drawn again). */
-let current = { refresh: async () => {}, drawn: '' };
+/**
+ * The view on screen: its refresh, which jobs' events concern it, and the last answer it drew (an
+ * unchanged answer is not drawn again).
+ */
+let current = { refresh: async () => {}, concerns: () => true, drawn: '' };
 let timer;
 let generation = 0;
+/** The stream of every job's events (api/events): the live updates. */
+let events;
+let soon;
+let settle;
 
 /** An element with attributes and children; strings become text nodes, never HTML. */
 function el(tag, attributes = {}, ...children) {
@@ -399,6 +412,8 @@ function jobView(id) {
   const body = el('div');
   view.replaceChildren(el('h1', {}, 'Job ', el('span', { class: 'mono' }, id)), body);
   return {
+    // Only this job's events make the page read it again.
+    concerns: (jobId) => jobId === id,
     async refresh() {
       const detail = await api(`jobs/${encodeURIComponent(id)}`);
       return [JSON.stringify(detail), () => body.replaceChildren(...drawJob(detail))];
@@ -585,9 +600,43 @@ function route() {
     document.querySelector('[data-nav=overview]').setAttribute('aria-current', 'page');
     next = overviewView();
   }
-  current = { refresh: next.refresh, drawn: '' };
+  current = { refresh: next.refresh, concerns: next.concerns ?? (() => true), drawn: '' };
   generation++;
   refreshNow();
+}
+
+/**
+ * Live updates: one EventSource on every job's events (one connection, however many jobs are on
+ * screen). An event that concerns the view has it read again soon (a burst of events, once), and
+ * once more when the burst is over; EventSource reconnects by itself, and the view polls meanwhile.
+ */
+function openEvents() {
+  events?.close();
+  events = new EventSource('api/events');
+  events.addEventListener('open', () => refreshNow());
+  for (const type of EVENT_TYPES) events.addEventListener(type, onJobEvent);
+}
+
+function onJobEvent(event) {
+  let jobId;
+  try {
+    jobId = JSON.parse(event.data).id;
+  } catch {
+    // Not a job: every view looks again.
+  }
+  if (jobId !== undefined && !current.concerns(jobId)) return;
+  if (soon === undefined) {
+    soon = setTimeout(() => {
+      soon = undefined;
+      refreshNow();
+    }, 150);
+  }
+  clearTimeout(settle);
+  settle = setTimeout(refreshNow, SETTLE_MS);
+}
+
+function streaming() {
+  return events !== undefined && events.readyState === EventSource.OPEN;
 }
 
 /** Reads the view's data again and draws it if it changed; then waits for the next turn. */
@@ -617,7 +666,10 @@ async function refreshNow() {
       showFlash(`The dashboard could not reach the server: ${error.message}`, true);
     }
   }
-  if (mine === generation) timer = setTimeout(refreshNow, REFRESH_MS);
+  if (mine === generation) {
+    clearTimeout(timer);
+    timer = setTimeout(refreshNow, streaming() ? BACKSTOP_MS : REFRESH_MS);
+  }
 }
 
 document.getElementById('lookup').addEventListener('submit', (event) => {
@@ -626,7 +678,14 @@ document.getElementById('lookup').addEventListener('submit', (event) => {
   if (id) location.hash = `#/jobs/${encodeURIComponent(id)}`;
 });
 document.addEventListener('visibilitychange', () => {
-  if (!document.hidden) refreshNow();
+  // A tab in the background holds no stream (each counts against the operator's limit).
+  if (document.hidden) {
+    events?.close();
+    events = undefined;
+  } else {
+    openEvents();
+    refreshNow();
+  }
 });
 window.addEventListener('hashchange', () => {
   hideFlash();
@@ -635,6 +694,7 @@ window.addEventListener('hashchange', () => {
 
 try {
   session = await api('session');
+  if (!document.hidden) openEvents();
   route();
 } catch (error) {
   // Signed in as nobody the dashboard lets in (403), or the server is unreachable: say so, draw nothing.
