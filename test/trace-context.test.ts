@@ -70,6 +70,7 @@ describe('the trace context stored with a job', () => {
       span.end();
       return { jobId: enqueued.jobId, traceContext: traceContextOf(span.spanContext()) };
     });
+    expect(traceContext?.traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
     expect((await claimed(app, jobId)).traceContext).toEqual(traceContext);
 
     // A remote parent with a tracestate (as a propagator extracts one): both are stored.
