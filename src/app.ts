@@ -36,7 +36,10 @@ export interface AsyncFirstOptions<HandlerMap> {
   /** One function per security scheme of the contract: credential → principal. */
   security?: Record<string, SecurityHandler>;
   operations?: {
-    [OperationId in keyof HandlerMap]?: OperationOptions<HandlerMap[OperationId] extends (input: infer Input, ...rest: never[]) => unknown ? Input : unknown>;
+    // Keys as strings: the handler map's symbol-keyed type marker (Handlers<operations>) is no operation.
+    [OperationId in keyof HandlerMap & string]?: OperationOptions<
+      HandlerMap[OperationId] extends (input: infer Input, ...rest: never[]) => unknown ? Input : unknown
+    >;
   };
   /** Chooses operators in code, besides those named in ADMIN_PRINCIPALS: they list and retry every principal's jobs. */
   operators?: IsOperator;
@@ -134,6 +137,7 @@ async function prepare<HandlerMap extends object>(options: AsyncFirstOptions<Han
     maxAttempts,
     idempotencyRetentionMs: config.idempotencyRetentionMs,
     ...(runtime.tracing ? { tracing: runtime.tracing } : {}),
+    log,
   });
   return { config, contract, operations, handlers, validators, maxAttempts, beforeAccept, callbackPolicy, webhookSecrets, log, store, runtime, enqueue };
 }

@@ -1,3 +1,4 @@
+import type { FastifyBaseLogger } from 'fastify';
 import { v7 as uuidv7 } from 'uuid';
 import type { OperationSpec } from './contract/operations.js';
 import { ProblemError } from './core/problems.js';
@@ -63,6 +64,8 @@ export function makeEnqueue(deps: {
   idempotencyRetentionMs: number;
   /** Stores the caller's active trace context with the job (absent: TRACING=off). */
   tracing?: JobTracing;
+  /** Where `job accepted` (or `job replayed`) is logged, as for an HTTP submission. */
+  log: FastifyBaseLogger;
 }): Enqueue {
   const checks = new Map(
     deps.operations
@@ -116,6 +119,7 @@ export function makeEnqueue(deps: {
         `This Idempotency-Key was already used for a different ${operationId} request (job ${outcome.jobId}). Use a new key for a new request.`,
       );
     }
+    deps.log.info({ jobId: outcome.jobId, operation: operationId }, outcome.kind === 'replayed' ? 'job replayed' : 'job accepted');
     return { jobId: outcome.jobId, replayed: outcome.kind === 'replayed' };
   };
 }

@@ -6,7 +6,8 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
-import { demoOptions } from '../src/demo/service.js';
+import { demoOptions, reportHandlers } from '../src/demo/service.js';
+import { PermanentJobError } from '../src/handlers.js';
 import { createTestApp } from '../src/testing/index.js';
 
 /* The logger option (a pino instance or pino options) and LOG_FORMAT. */
@@ -56,6 +57,54 @@ describe('logging', () => {
       const succeeded = about('job succeeded');
       expect(succeeded).toEqual([expect.objectContaining({ operation: 'createReport', attempt: 1, level: 30 })]);
       expect(typeof succeeded[0]?.durationMs).toBe('number');
+    } finally {
+      await service.close();
+    }
+  });
+
+  it('logs a retried attempt at info and a failed job at warn, each with its operation, attempt and duration; an enqueued job is logged as accepted', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const destination = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        for (const line of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(line) as Record<string, unknown>);
+        done();
+      },
+    });
+    const createReport: typeof reportHandlers.createReport = async (input, context) => {
+      if (input.body.title === 'doomed') throw new PermanentJobError('this report cannot be made');
+      if (input.body.title === 'flaky' && context.job?.attempt === 1) throw new Error('the disk was busy');
+      return reportHandlers.createReport(input, context);
+    };
+    const service = await createTestApp({
+      ...demoOptions({ apiKeys: 'alice:key-a' }),
+      handlers: { ...reportHandlers, createReport },
+      logger: pino({ level: 'info' }, destination),
+    });
+    try {
+      const flaky = await service.app.enqueue('createReport', { body: { title: 'flaky', rows: 10 } }, { principal: 'alice' });
+      const doomed = await service.app.enqueue('createReport', { body: { title: 'doomed', rows: 10 } }, { principal: 'alice' });
+      await service.runUntilIdle();
+      const about = (msg: string, jobId: string) => lines.filter((line) => line.msg === msg && line.jobId === jobId);
+      expect(about('job accepted', flaky.jobId)).toEqual([expect.objectContaining({ operation: 'createReport', level: 30 })]);
+      const retried = about('job retried', flaky.jobId);
+      expect(retried).toEqual([
+        expect.objectContaining({
+          operation: 'createReport',
+          attempt: 1,
+          level: 30,
+          retryInMs: expect.any(Number),
+          err: expect.objectContaining({ message: 'the disk was busy' }),
+        }),
+      ]);
+      expect(typeof retried[0]?.durationMs).toBe('number');
+      expect(about('job started', flaky.jobId).map((line) => line.attempt)).toEqual([1, 2]);
+      expect(about('job succeeded', flaky.jobId)).toEqual([expect.objectContaining({ operation: 'createReport', attempt: 2, level: 30 })]);
+      const failed = about('job failed', doomed.jobId);
+      expect(failed).toEqual([
+        expect.objectContaining({ operation: 'createReport', attempt: 1, level: 40, err: expect.objectContaining({ message: 'this report cannot be made' }) }),
+      ]);
+      expect(typeof failed[0]?.durationMs).toBe('number');
+      expect(about('job succeeded', doomed.jobId)).toEqual([]);
     } finally {
       await service.close();
     }

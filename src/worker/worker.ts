@@ -252,9 +252,9 @@ export class Worker {
           );
           ended = recorded ? 'canceled' : undefined;
         } else if (outcome.ok) {
-          ended = await this.succeed(job, outcome.value, now);
+          ended = await this.succeed(job, outcome.value, now, ranMs);
         } else {
-          ended = await this.fail(job, outcome.error, now);
+          ended = await this.fail(job, outcome.error, now, ranMs);
         }
         if (ended && ended !== 'retrying') {
           metrics?.jobFinished(job.operation, ended);
@@ -284,7 +284,7 @@ export class Worker {
   }
 
   /** Records a handler's result; says how the job ended when the write was not refused. */
-  private async succeed(job: ClaimedJob, value: unknown, now: number): Promise<EndedAs | undefined> {
+  private async succeed(job: ClaimedJob, value: unknown, now: number, ranMs: number): Promise<EndedAs | undefined> {
     if (value instanceof ResourceLocation) {
       return (await this.options.store.finishJob(job.id, job.fence, { status: 'succeeded', result: 'null', location: value.location }, now))
         ? 'succeeded'
@@ -293,7 +293,10 @@ export class Worker {
     const written = this.options.operations.get(job.operation)?.writeResult(value) ?? { json: JSON.stringify(value ?? null) };
     const violations = written.violations;
     if (violations !== undefined) {
-      this.options.log.error({ jobId: job.id, violations }, 'job handler returned a result that does not match the contract');
+      this.options.log.error(
+        { jobId: job.id, operation: job.operation, attempt: job.attempts, durationMs: Math.round(ranMs), violations },
+        'job failed: its handler returned a result that does not match the contract',
+      );
       const recorded = await this.options.store.finishJob(
         job.id,
         job.fence,
@@ -312,18 +315,21 @@ export class Worker {
   }
 
   /** Records a handler's error: the job fails, or waits for its retry; undefined when the write was refused. */
-  private async fail(job: ClaimedJob, error: unknown, now: number): Promise<EndedAs | 'retrying' | undefined> {
+  private async fail(job: ClaimedJob, error: unknown, now: number, ranMs: number): Promise<EndedAs | 'retrying' | undefined> {
     const message = error instanceof Error ? error.message : String(error);
     // An HttpProblem is the handler's own answer: the job fails at once with the problem it chose.
     const details: ProblemDetails =
       error instanceof HttpProblem ? { ...error.problem, attempt: job.attempts } : problem('jobHandlerFailed', message, { attempt: job.attempts });
     const permanent = error instanceof PermanentJobError || error instanceof HttpProblem;
     if (permanent || job.attempts >= job.maxAttempts) {
-      this.options.log.warn({ jobId: job.id, attempts: job.attempts, err: error }, 'job failed');
+      this.options.log.warn({ jobId: job.id, operation: job.operation, attempt: job.attempts, durationMs: Math.round(ranMs), err: error }, 'job failed');
       return (await this.options.store.finishJob(job.id, job.fence, { status: 'failed', error: details }, now)) ? 'failed' : undefined;
     }
     const delay = retryDelayMs(job.attempts, this.options.retryBaseMs, this.options.retryMaxMs);
-    this.options.log.info({ jobId: job.id, attempt: job.attempts, retryInMs: delay, err: error }, 'job attempt failed; will retry');
+    this.options.log.info(
+      { jobId: job.id, operation: job.operation, attempt: job.attempts, durationMs: Math.round(ranMs), retryInMs: delay, err: error },
+      'job retried',
+    );
     const retried = await this.options.store.retryJob(job.id, job.fence, details, now + delay, now);
     setTimeout(() => this.notify(), delay).unref();
     return retried ? 'retrying' : undefined;
