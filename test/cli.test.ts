@@ -74,6 +74,45 @@ describe('usage', () => {
     expect(backupHelp.stdout).toContain('--database <url>');
   });
 
+  it('every command and subcommand has --help (exit 0) and refuses an unknown option with exit 2', () => {
+    const commands = [
+      'init',
+      'generate',
+      'check',
+      'serve',
+      'worker',
+      'migrate',
+      'backup',
+      'restore',
+      'jobs',
+      'jobs list',
+      'jobs show',
+      'jobs retry',
+      'jobs cancel',
+    ];
+    for (const command of commands) {
+      const words = command.split(' ');
+      const help = asyncfirst([...words, '--help']);
+      expect({ command, status: help.status }).toEqual({ command, status: 0 });
+      expect(help.stdout).toMatch(new RegExp(`^Usage: asyncfirst ${command} `));
+      expect(help.stdout).toContain('-h, --help');
+      const wrong = asyncfirst([...words, '--no-such-option']);
+      expect({ command, status: wrong.status }).toEqual({ command, status: 2 });
+      expect(wrong.stderr).toContain("unknown option '--no-such-option'");
+      expect(wrong.stderr).toContain('(run with --help for usage)');
+    }
+    // A command's required argument missing is a usage error too.
+    for (const command of ['init', 'serve', 'worker', 'backup', 'restore', 'jobs show', 'jobs retry', 'jobs cancel']) {
+      const missing = asyncfirst(command.split(' '));
+      expect({ command, status: missing.status }).toEqual({ command, status: 2 });
+      expect(missing.stderr).toMatch(/missing required argument '(dir|module|file|id)'/);
+    }
+    // No command at all: the overview, as a usage error.
+    const bare = asyncfirst([]);
+    expect(bare.status).toBe(2);
+    expect(bare.stderr).toContain('Usage: asyncfirst [options] [command]');
+  });
+
   it('an unknown command, an unknown option or a missing argument exits 2 with the reason', () => {
     const unknown = asyncfirst(['frobnicate']);
     expect(unknown.status).toBe(2);
@@ -445,6 +484,42 @@ describe('init, serve and worker', () => {
     child.kill('SIGTERM');
     const code = await new Promise<number | null>((done) => child.on('exit', done));
     expect(code).toBe(0);
+  });
+
+  it('worker runs the jobs in the database with no HTTP server until SIGTERM stops it gracefully; WORKER_CONCURRENCY=0 exits 2', async () => {
+    writeFileSync(
+      join(work, 'worker-service.ts'),
+      `import { demoOptions } from ${JSON.stringify(join(repo, 'src/demo/service.ts'))};\nexport const options = demoOptions({ apiKeys: 'alice:key-a' });\n`,
+    );
+    const databaseUrl = join(work, 'worked/jobs.db');
+    const app = await createAsyncFirst(demoOptions({ apiKeys: 'alice:key-a', config: { databaseUrl, logLevel: 'silent', workerConcurrency: 0 } }));
+    const { jobId } = await app.enqueue('createReport', { body: { title: 'by the worker', rows: 3 } }, { principal: 'alice' });
+    await app.close();
+
+    const child = spawn(process.execPath, ['--import', tsx, main, 'worker', 'worker-service.ts'], {
+      cwd: work,
+      env: { ...process.env, DATABASE_URL: databaseUrl, LOG_LEVEL: 'info', WORKER_POLL_MS: '50' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const output = await waitForOutput(child, new RegExp(`"jobId":"${jobId}"[^\\n]*"msg":"job succeeded"`));
+    expect(output).toContain('"msg":"worker started"');
+    expect(output).not.toContain('listening');
+    child.kill('SIGTERM');
+    expect(await new Promise<number | null>((done) => child.on('exit', done))).toBe(0);
+    const db = new Database(databaseUrl, { readonly: true });
+    expect(db.prepare('SELECT status, result FROM jobs WHERE id = ?').get(jobId)).toEqual({
+      status: 'succeeded',
+      result: expect.stringContaining('"title":"by the worker"'),
+    });
+    db.close();
+
+    const refused = spawnSync(process.execPath, ['--import', tsx, main, 'worker', 'worker-service.ts'], {
+      cwd: work,
+      encoding: 'utf8',
+      env: { ...process.env, DATABASE_URL: databaseUrl, LOG_LEVEL: 'silent', WORKER_CONCURRENCY: '0' },
+    });
+    expect(refused.status).toBe(2);
+    expect(refused.stderr).toContain('WORKER_CONCURRENCY is 0: a worker process needs at least 1');
   });
 });
 

@@ -92,6 +92,18 @@ describe('the packed tarball', () => {
     expect(required.trim()).toBe('JobFailedError,createClient,retryingFetch');
   });
 
+  it('asyncfirst and asyncfirst/testing load under plain node through import and through require', () => {
+    for (const [entry, names] of [
+      ['asyncfirst', ['createAsyncFirst', 'createAsyncFirstWorker', 'HttpProblem', 'runProcess', 'SqliteDriver']],
+      ['asyncfirst/testing', ['createTestApp', 'ResultMismatchError', 'runHandler']],
+    ] as const) {
+      const imported = run('node', ['--input-type=module', '-e', `const m = await import('${entry}'); console.log(Object.keys(m).sort().join(','))`], consumer);
+      const required = run('node', ['-e', `console.log(Object.keys(require('${entry}')).sort().join(','))`], consumer);
+      expect(required).toBe(imported);
+      expect(imported.trim().split(',')).toEqual(expect.arrayContaining([...names]));
+    }
+  });
+
   it('type-checks a service against the published declarations with --strict, exactOptionalPropertyTypes and skipLibCheck off', () => {
     expect(existsSync(join(consumer, 'node_modules/@types/better-sqlite3'))).toBe(false);
     expect(existsSync(join(consumer, 'node_modules/@types/pg'))).toBe(false);
