@@ -101,6 +101,9 @@ describe('usage', () => {
       expect(wrong.stderr).toContain("unknown option '--no-such-option'");
       expect(wrong.stderr).toContain('(run with --help for usage)');
     }
+    // And each has its row in the README's reference.
+    const reference = readFileSync(join(repo, 'README.md'), 'utf8').split('\n## The asyncfirst command\n')[1]?.split('\n## ')[0] ?? '';
+    expect(commands.filter((command) => command !== 'jobs' && !reference.includes(`| \`${command}`))).toEqual([]);
     // A command's required argument missing is a usage error too.
     for (const command of ['init', 'serve', 'worker', 'backup', 'restore', 'jobs show', 'jobs retry', 'jobs cancel']) {
       const missing = asyncfirst(command.split(' '));
