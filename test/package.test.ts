@@ -179,7 +179,7 @@ export async function testIt(): Promise<unknown> {
 });
 
 describe('a new service from the packed package', () => {
-  it('npx asyncfirst init scaffolds it, its npm test passes, and it serves a job under plain node', async () => {
+  it('npx asyncfirst init scaffolds it, its npm test passes, and npm start serves a job under plain node until SIGTERM stops it gracefully', async () => {
     const init = run('npx', ['--no-install', 'asyncfirst', 'init', 'my-service'], consumer);
     expect(init).toContain('created my-service');
     const service = join(consumer, 'my-service');
@@ -194,14 +194,17 @@ describe('a new service from the packed package', () => {
     const tested = run('npm', ['test'], service);
     expect(tested).toMatch(/# pass 3\n# fail 0/);
 
-    const server = spawn(process.execPath, ['main.js', 'serve'], {
+    // `npm start`, as the scaffold's README says; in its own process group, so that SIGTERM reaches
+    // npm, its shell and the service as a terminal's Ctrl-C or a container stop would.
+    const server = spawn('npm', ['start'], {
       cwd: service,
       env: { ...process.env, PORT: '0', HOST: '127.0.0.1', DATABASE_URL: join(service, 'data/jobs.db') },
       stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
     });
+    let output = '';
     try {
       const address = await new Promise<string>((done, fail) => {
-        let output = '';
         const timer = setTimeout(() => fail(new Error(`the service did not start: ${output}`)), 30_000);
         const read = (chunk: Buffer) => {
           output += chunk.toString();
@@ -232,9 +235,16 @@ describe('a new service from the packed package', () => {
       expect(preview.status).toBe(200);
       expect(await preview.json()).toEqual({ text: 'Hello, Ada!' });
     } finally {
-      const exited = new Promise<number | null>((done) => server.on('exit', done));
-      server.kill('SIGTERM');
-      expect(await exited).toBe(0);
+      // 'close': npm has exited and so has the service, which holds the same pipes.
+      const exited = new Promise<{ code: number | null; signal: string | null }>((done) => server.on('close', (code, signal) => done({ code, signal })));
+      process.kill(-server.pid!, 'SIGTERM');
+      // npm ends as its script did, or by the signal it passed on (npm re-raises it on itself).
+      expect([
+        { code: 0, signal: null },
+        { code: null, signal: 'SIGTERM' },
+      ]).toContainEqual(await exited);
+      // The service itself stopped gracefully.
+      expect(output).toContain('"msg":"stopped"');
     }
   }, 240_000);
 });
