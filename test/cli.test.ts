@@ -365,6 +365,24 @@ describe('progress on a terminal', () => {
     expect(piped.stderr).toBe('');
   });
 
+  it('restore shows its long steps on a terminal: the check of the copy, then the safety copy; none when piped', () => {
+    const database = join(work, 'progress/restored.db');
+    expect(asyncfirst(['migrate', '--database', database]).status).toBe(0);
+    expect(asyncfirst(['backup', 'restore-me.db', '--database', database]).status).toBe(0);
+    const dryRun = asyncfirstOnTerminal(['restore', 'restore-me.db', '--dry-run', '--database', database]);
+    expect(dryRun.status).toBe(0);
+    expect(dryRun.output).toContain('checking restore-me.db (PRAGMA integrity_check)…');
+    const onTerminal = asyncfirstOnTerminal(['restore', 'restore-me.db', '--database', database]);
+    expect(onTerminal.status).toBe(0);
+    expect(onTerminal.output).toContain('checking restore-me.db (PRAGMA integrity_check)…');
+    expect(onTerminal.output).toMatch(/keeping the live database as .*restored\.db\.before-restore-.*…/);
+    expect(onTerminal.output).toMatch(/restored .*restored\.db from restore-me\.db/);
+    const piped = asyncfirst(['restore', 'restore-me.db', '--database', database]);
+    expect(piped.status).toBe(0);
+    expect(piped.stdout).toMatch(/^restored .*restored\.db from restore-me\.db \(schema version \d+, 0 jobs\)\nthe database it replaced is kept as /);
+    expect(piped.stderr).toBe('');
+  });
+
   it('backup copies one snapshot while another connection keeps writing: the jobs as they were when it began, never restarted', async () => {
     const { backupDatabase } = await import('../src/cli/database.js');
     const database = join(work, 'progress/busy.db');

@@ -165,10 +165,11 @@ export interface RestoreReport extends CopyReport {
 /**
  * asyncfirst restore <file>: checks the copy, then, holding the live file's exclusive lock (so no
  * server or worker has it open, nor can open it meanwhile), keeps a safety copy of the live
- * database and swaps the copy in.
+ * database and swaps the copy in. onStep hears of the long steps as they begin.
  */
-export function restoreDatabase(target: Target, file: string, now = new Date()): RestoreReport {
+export function restoreDatabase(target: Target, file: string, now = new Date(), onStep?: (step: string) => void): RestoreReport {
   if (target.kind === 'postgres') throw new CliError(POSTGRES_BACKUPS);
+  onStep?.(`checking ${file} (PRAGMA integrity_check)…`);
   const report = checkCopy(resolve(file));
   const live = target.path;
   const staged = `${live}.restoring-${process.pid}`;
@@ -190,6 +191,7 @@ export function restoreDatabase(target: Target, file: string, now = new Date()):
     }
     const safetyCopy = `${live}.before-restore-${now.toISOString().replaceAll(':', '-')}`;
     if (existsSync(safetyCopy)) throw new CliError(`${safetyCopy} exists; try again`);
+    onStep?.(`keeping the live database as ${safetyCopy}…`);
     db.prepare('VACUUM INTO ?').run(safetyCopy);
     // Folds the write-ahead log into the file and removes it, so no log of the old database is left
     // beside the new one (SQLite would replay it into the restored file).

@@ -132,14 +132,16 @@ program
   .addOption(databaseOption())
   .option('--dry-run', 'only check the copy')
   .action(async (file: string, options: { database?: string; dryRun?: boolean }) => {
-    const { checkCopy, databaseTarget, restoreDatabase } = await import('./database.js');
+    const [{ checkCopy, databaseTarget, restoreDatabase }, { terminalProgress }] = await Promise.all([import('./database.js'), import('./progress.js')]);
     const { target } = databaseTarget(options.database);
+    const line = terminalProgress();
     if (options.dryRun) {
+      line?.done(`checking ${file} (PRAGMA integrity_check)…`);
       const report = checkCopy(file);
       console.log(`${file}: integrity ok, schema version ${report.schemaVersion}, ${report.jobs} jobs`);
       return;
     }
-    const report = restoreDatabase(target, file);
+    const report = restoreDatabase(target, file, new Date(), line && ((step) => line.done(step)));
     if (target.kind === 'sqlite') console.log(`restored ${target.path} from ${file} (schema version ${report.schemaVersion}, ${report.jobs} jobs)`);
     if (report.safetyCopy) console.log(`the database it replaced is kept as ${report.safetyCopy}`);
   });
