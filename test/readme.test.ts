@@ -30,6 +30,12 @@ describe('the README', () => {
     expect(section('Changelog')).toContain(`### ${version}`);
   });
 
+  it('says why each run-time dependency is there: every package a user installs with asyncfirst', () => {
+    const { dependencies } = JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
+    const table = section('What each dependency does') ?? '';
+    expect(Object.keys(dependencies).filter((name) => !table.includes(`\`${name}\``))).toEqual([]);
+  });
+
   it('documents every environment variable the configuration reads', () => {
     const config = readFileSync(join(repo, 'src/config.ts'), 'utf8');
     const names = config.slice(config.indexOf('const ENV_NAMES')).split('\n};')[0]!;
