@@ -70,5 +70,24 @@ export async function typedClientChecks(): Promise<void> {
   // @ts-expect-error a job reference needs an id or job_id
   await api.waitFor({ operation: 'createReport' });
 
-  void [either, eitherIsReport, reportIsEither, estimatedBytes, answered, operation, rowCount, sha256, exact, named, wrong];
+  // waitForJobs: one ending per job, in order; a job reference's result is its operation's, a bare id's unknown.
+  const [byReference, byId] = await api.waitForJobs([data, jobId] as const, { timeout: 1000 });
+  if (byReference.status === 'succeeded') {
+    const many: Equals<typeof byReference.result, Report> = true;
+    void many;
+  } else {
+    const problemType: string | undefined = byReference.error?.type;
+    void problemType;
+  }
+  if (byId.status === 'succeeded') {
+    const unknownResult: Equals<typeof byId.result, unknown> = true;
+    // @ts-expect-error a bare id's result is not known to be a Report
+    const notReport: Report = byId.result;
+    void [unknownResult, notReport];
+  }
+  const endedJob: string = byId.job.status;
+  // @ts-expect-error waitForJobs takes job references or ids
+  await api.waitForJobs([42]);
+
+  void [either, eitherIsReport, reportIsEither, estimatedBytes, answered, operation, rowCount, sha256, exact, named, wrong, endedJob];
 }

@@ -1,14 +1,16 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import createFetchClient, { type ClientOptions } from 'openapi-fetch';
 import { JOB_STATES } from '../core/job-states.js';
 import type { ProblemDetails } from '../core/problems.js';
 import type { OperationResult } from '../handlers.js';
+import { serverSentEvents } from './event-stream-reader.js';
 import { type RetryOptions, retryingFetch } from './retrying-fetch.js';
 
 export { type RetryOptions, retryingFetch } from './retrying-fetch.js';
 
 /*
  * The typed client: openapi-fetch over the types generated from the served document, with
- * safe retries for submissions and `waitFor` for results.
+ * safe retries for submissions, `waitFor` for a result and `waitForJobs` for many jobs at once.
  *
  *   const api = createClient<paths>({ baseUrl, headers: { 'X-API-Key': key } });
  *   const { data } = await api.POST('/reports', { body: { title: 'Q3', rows: 10 } });
@@ -87,6 +89,29 @@ export interface WaitOptions {
   pollSeconds?: number;
 }
 
+export interface WaitForJobsOptions {
+  /** Give up after this many ms (rejects with a TimeoutError). Default: wait as long as it takes. */
+  timeout?: number;
+  signal?: AbortSignal;
+}
+
+/** The job as GET /jobs/{id} serves it: the served document's Job schema. */
+type JobOf<Paths> = Paths extends { '/jobs/{id}': { get: { responses: { 200: { content: { 'application/json': infer Job } } } } } }
+  ? Job
+  : Record<string, unknown>;
+
+/** The result type for a job reference: its operation's, or unknown for a bare id. */
+type ResultOf<Paths, Reference> = Reference extends { operation: infer OperationId } ? JobResult<Paths, OperationId> : unknown;
+
+/** How a job that waitForJobs waited for ended: its result when it succeeded, its problem details when it failed or was canceled, and the job as it ended. */
+export type JobEnding<Paths, Reference> =
+  | { id: string; status: 'succeeded'; result: ResultOf<Paths, Reference>; job: JobOf<Paths> }
+  | { id: string; status: 'failed' | 'canceled'; error: ProblemDetails | undefined; job: JobOf<Paths> };
+
+const ENDED = new Set(['succeeded', 'failed', 'canceled']);
+/** How many jobs' current state waitForJobs reads at once when its stream opens. */
+const CHECK_CONCURRENCY = 8;
+
 export interface AsyncFirstClientOptions extends ClientOptions {
   retry?: RetryOptions;
 }
@@ -101,8 +126,19 @@ export function createClient<Paths extends {}>(options: AsyncFirstClientOptions 
   const raw = client as unknown as {
     GET: (
       path: string,
-      init: { params: { path: { id: string } }; headers: Record<string, string>; signal: AbortSignal },
+      init: {
+        params: { path?: { id: string }; query?: Record<string, string[]> };
+        headers: Record<string, string>;
+        signal: AbortSignal;
+        parseAs?: 'stream';
+      },
     ) => Promise<{ data?: unknown; error?: unknown; response: Response }>;
+  };
+  const deadline = (options: { signal?: AbortSignal; timeout?: number }): AbortSignal => {
+    const signals = [options.signal, options.timeout === undefined ? undefined : AbortSignal.timeout(options.timeout)].filter(
+      (signal): signal is AbortSignal => signal !== undefined,
+    );
+    return signals.length ? AbortSignal.any(signals) : new AbortController().signal;
   };
 
   /**
@@ -114,10 +150,7 @@ export function createClient<Paths extends {}>(options: AsyncFirstClientOptions 
     type Result = WaitResult<Paths, Data>;
     const id = jobIdOf(data);
     if (id === undefined) return data as Result;
-    const signals = [waitOptions.signal, waitOptions.timeout === undefined ? undefined : AbortSignal.timeout(waitOptions.timeout)].filter(
-      (signal): signal is AbortSignal => signal !== undefined,
-    );
-    const signal = signals.length ? AbortSignal.any(signals) : new AbortController().signal;
+    const signal = deadline(waitOptions);
     const pollSeconds = waitOptions.pollSeconds ?? 30;
     for (;;) {
       signal.throwIfAborted();
@@ -129,5 +162,99 @@ export function createClient<Paths extends {}>(options: AsyncFirstClientOptions 
     }
   }
 
-  return Object.assign(client, { waitFor });
+  /**
+   * Waits for many jobs at once over one connection: the stream of every event of the caller's
+   * jobs that end one (GET /jobs/events?status=succeeded&status=failed&status=canceled). Once the
+   * stream is open it reads each job once (a job that had already ended is not in the stream), then
+   * takes each job's end from its event; a dropped stream is resumed with Last-Event-ID. Resolves,
+   * in the order given, with how each job ended (a failure is an ending, not a rejection); rejects
+   * on the timeout or the signal, for a job that does not exist, or when the server refuses the stream.
+   */
+  async function waitForJobs<const References extends readonly (JobReference | string)[]>(
+    jobs: References,
+    waitOptions: WaitForJobsOptions = {},
+  ): Promise<{ -readonly [Index in keyof References]: JobEnding<Paths, References[Index]> }> {
+    type Endings = { -readonly [Index in keyof References]: JobEnding<Paths, References[Index]> };
+    const ids = jobs.map((job) => (typeof job === 'string' ? job : 'job_id' in job ? job.job_id : job.id));
+    const signal = deadline(waitOptions);
+    const pending = new Set(ids);
+    const endings = new Map<string, JobEnding<Paths, unknown>>();
+    const ended = (job: { id: string; status: string; result?: unknown; error?: ProblemDetails }) => {
+      if (!pending.has(job.id) || !ENDED.has(job.status)) return;
+      pending.delete(job.id);
+      const view = job as JobOf<Paths>;
+      endings.set(
+        job.id,
+        job.status === 'succeeded'
+          ? { id: job.id, status: 'succeeded', result: job.result, job: view }
+          : { id: job.id, status: job.status as 'failed' | 'canceled', error: job.error, job: view },
+      );
+    };
+    // Each job's state once, after the stream is live: an end committed before it is seen here, a later one in the stream.
+    const readEach = async () => {
+      const queue = [...pending];
+      const worker = async () => {
+        for (let id = queue.shift(); id !== undefined; id = queue.shift()) {
+          const { data, error, response } = await raw.GET('/jobs/{id}', { params: { path: { id } }, headers: {}, signal });
+          if (!response.ok) throw new Error(`waitForJobs: job ${id}: ${(error as ProblemDetails | undefined)?.detail ?? response.status}`, { cause: error });
+          ended(data as { id: string; status: string });
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(CHECK_CONCURRENCY, queue.length) }, worker));
+    };
+
+    let lastEventId: string | undefined;
+    let read = false;
+    // Aborted when done: it closes the stream's connection at once (cancelling the body alone leaves it open for a while).
+    const finished = new AbortController();
+    const streamSignal = AbortSignal.any([signal, finished.signal]);
+    try {
+      for (let drops = 0; pending.size > 0; ) {
+        signal.throwIfAborted();
+        const { error, response } = await raw.GET('/jobs/events', {
+          params: { query: { status: ['succeeded', 'failed', 'canceled'] } },
+          headers: { accept: 'text/event-stream', ...(lastEventId === undefined ? {} : { 'last-event-id': lastEventId }) },
+          signal: streamSignal,
+          parseAs: 'stream',
+        });
+        if (response.status === 400 && lastEventId !== undefined && (error as ProblemDetails | undefined)?.type?.endsWith(':last-event-id-invalid')) {
+          // The database no longer knows the cursor (it was replaced): start again from now, and read each job again.
+          lastEventId = undefined;
+          read = false;
+          continue;
+        }
+        if (!response.ok || !response.body) {
+          throw new Error(`waitForJobs: GET /jobs/events answered ${response.status}: ${(error as ProblemDetails | undefined)?.detail ?? ''}`, {
+            cause: error,
+          });
+        }
+        try {
+          for await (const message of serverSentEvents(response.body)) {
+            if (message.id !== undefined) lastEventId = message.id;
+            drops = 0;
+            if (!read) {
+              await readEach();
+              read = true;
+            }
+            if (message.event !== undefined) ended(JSON.parse(message.data) as { id: string; status: string });
+            if (pending.size === 0) {
+              finished.abort();
+              break;
+            }
+          }
+        } catch (dropped) {
+          if (signal.aborted) throw signal.reason;
+          if (dropped instanceof Error && dropped.message.startsWith('waitForJobs:')) throw dropped;
+        }
+        if (pending.size === 0) break;
+        // The stream ended or broke (a restart, a lost connection): resume after the last id seen.
+        await sleep(Math.min(5000, 100 * 2 ** drops++), undefined, { signal });
+      }
+    } finally {
+      finished.abort();
+    }
+    return ids.map((id) => endings.get(id)) as Endings;
+  }
+
+  return Object.assign(client, { waitFor, waitForJobs });
 }
