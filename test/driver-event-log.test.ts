@@ -246,6 +246,48 @@ describe('the PostgreSQL event log under concurrent transactions', () => {
     expect((await engine.readEvents({ after: both.cursor })).events).toEqual([]);
   });
 
+  it("keeps a job's events in order when a batch that took its transaction id first records the job's next change last", async () => {
+    const engine = await start();
+    const cursor = await engine.eventCursor();
+    const first = (await engine.acceptJob(acceptRequest('first'))).jobId;
+    const second = (await engine.acceptJob(acceptRequest('second'))).jobId;
+    const claimed = await engine.claimJobs({ owner: 'w', limit: 2, now: Date.now(), leaseMs: 30_000 });
+    expect(claimed.map((job) => job.id)).toEqual([first, second]);
+    // Another session holds the first job's row, so the batch that finishes both takes its
+    // transaction id on that row and waits there…
+    const holder = await connect();
+    await holder.query('BEGIN');
+    await holder.query('SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE', [first]);
+    const finishing = Promise.all(claimed.map((job) => engine.finishJob(job.id, job.fence, { status: 'succeeded', result: '{}' }, Date.now())));
+    const [{ pid }] = (await holder.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows as [{ pid: number }];
+    const waiting = async () =>
+      Number((await holder.query<{ n: string }>('SELECT count(*) AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))', [pid])).rows[0]?.n);
+    for (let tries = 0; (await waiting()) === 0; tries++) {
+      if (tries > 200) throw new Error('the batch never waited for the held row');
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    // …while a later transaction (a larger id) records the second job's next change and commits.
+    const progress = await connect();
+    await progress.query('SET lock_timeout = 2000');
+    await progress.query('BEGIN');
+    const bumped = await progress.query<{ version: number }>(
+      `UPDATE jobs SET version = version + 1, progress = '{"percent":50}' WHERE id = $1 RETURNING version`,
+      [second],
+    );
+    const version = bumped.rows[0]?.version as number;
+    await progress.query(`INSERT INTO job_events (job_id, version, type, data, created_at) VALUES ($1, $2, 'job.progress', '{}', 0)`, [second, version]);
+    await progress.query('COMMIT');
+    await holder.query('COMMIT');
+    expect(await finishing).toEqual([true, true]);
+
+    // The batch's event of the second job was written again under a transaction id after the progress's: in order.
+    const log = await readAll(engine, { after: cursor });
+    const ofSecond = log.events.filter((event) => event.jobId === second).map((event) => event.type);
+    expect(ofSecond).toEqual(['job.queued', 'job.running', 'job.progress', 'job.succeeded']);
+    const ofFirst = log.events.filter((event) => event.jobId === first).map((event) => event.type);
+    expect(ofFirst).toEqual(['job.queued', 'job.running', 'job.succeeded']);
+  });
+
   it("finds a job's event written by a transaction older than the one that wrote the job's previous event, so the driver runs it again", async () => {
     const engine = await start();
     const id = (await engine.acceptJob(acceptRequest('k'))).jobId;
