@@ -434,6 +434,11 @@ describe('jobs', () => {
     const json = JSON.parse(asyncfirst(['jobs', 'list', '--json', '--principal', 'alice'], { env }).stdout) as { jobs: { id: string }[] };
     expect(json.jobs.map((job) => job.id)).toEqual([first.jobId]);
     expect(asyncfirst(['jobs', 'list', '--status', 'succeeded'], { env }).stdout).toBe('no jobs\n');
+    const byOperation = JSON.parse(asyncfirst(['jobs', 'list', '--json', '--operation', 'createReport', '--status', 'queued'], { env }).stdout) as {
+      jobs: { id: string }[];
+    };
+    expect(byOperation.jobs.map((job) => job.id)).toEqual([second.jobId, first.jobId]);
+    expect(asyncfirst(['jobs', 'list', '--operation', 'estimateReport'], { env }).stdout).toBe('no jobs\n');
     const badStatus = asyncfirst(['jobs', 'list', '--status', 'done'], { env });
     expect(badStatus.status).toBe(2);
     expect(badStatus.stderr).toContain('--status done: use one of queued, running, succeeded, failed, canceled');
@@ -507,7 +512,7 @@ describe('init, serve and worker', () => {
     expect(code).toBe(0);
   });
 
-  it('worker runs the jobs in the database with no HTTP server until SIGTERM stops it gracefully; WORKER_CONCURRENCY=0 exits 2', async () => {
+  it('worker runs the jobs in the database with no HTTP server until SIGINT stops it gracefully; WORKER_CONCURRENCY=0 exits 2', async () => {
     writeFileSync(
       join(work, 'worker-service.ts'),
       `import { demoOptions } from ${JSON.stringify(join(repo, 'src/demo/service.ts'))};\nexport const options = demoOptions({ apiKeys: 'alice:key-a' });\n`,
@@ -525,7 +530,8 @@ describe('init, serve and worker', () => {
     const output = await waitForOutput(child, new RegExp(`"jobId":"${jobId}"[^\\n]*"msg":"job succeeded"`));
     expect(output).toContain('"msg":"worker started"');
     expect(output).not.toContain('listening');
-    child.kill('SIGTERM');
+    // SIGINT (Ctrl-C at a terminal) stops it as gracefully as SIGTERM stops serve above.
+    child.kill('SIGINT');
     expect(await new Promise<number | null>((done) => child.on('exit', done))).toBe(0);
     const db = new Database(databaseUrl, { readonly: true });
     expect(db.prepare('SELECT status, result FROM jobs WHERE id = ?').get(jobId)).toEqual({
