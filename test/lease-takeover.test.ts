@@ -187,6 +187,29 @@ describe('a dead worker’s job is taken over when its lease expires', () => {
     expectNoLease(finished);
   });
 
+  it('takes over at once a job leased before a reboot, whose lease number on the old boot’s clock lies far ahead of this one', async () => {
+    const tmp = tempDir();
+    cleanups.push(tmp.cleanup);
+    const acceptor = await demoOn(tmp.dbPath, { workerConcurrency: 0 });
+    const accepted = await submitReport(acceptor, { title: 'before reboot', rows: 3 }, { 'idempotency-key': 'reboot-1' });
+    expect(accepted.statusCode).toBe(202);
+    const id = accepted.json<{ job_id: string }>().job_id;
+    // The worker of the earlier boot: its monotonic clock read a day further than this boot's does now.
+    const machine = machineLeaseClock();
+    const earlierBoot = await openSqliteEngine(tmp.dbPath, { leaseClock: { epoch: 'boot:earlier', now: () => machine.now() + 86_400_000 } });
+    const [held] = await earlierBoot.claimJobs({ owner: 'before-reboot', limit: 1, now: Date.now(), leaseMs: 60_000 });
+    await earlierBoot.close();
+    expect(held).toMatchObject({ id, fence: 1, attempts: 1 });
+
+    // This boot's store: the lease's number (a day and a minute on the old clock) has not passed on
+    // this clock, but it is another clock's, so the lease has expired and the first claim takes the job.
+    const afterReboot = await openSqliteEngine(tmp.dbPath);
+    cleanups.push(() => void afterReboot.close());
+    const [takenOver] = await afterReboot.claimJobs({ owner: 'after-reboot', limit: 1, now: Date.now(), leaseMs: 60_000 });
+    expect(takenOver).toMatchObject({ id, fence: 2, attempts: 2, takenOverFrom: 'before-reboot' });
+    expect(await afterReboot.getJob('alice', id)).toMatchObject({ status: 'running', leaseOwner: 'after-reboot', fence: 2 });
+  });
+
   it('fails an abandoned job that has no attempts left with job-lease-expired', async () => {
     const { id, rescuer } = await jobHeldByDeadWorker(50, { maxAttempts: 1, rescuer: { workerConcurrency: 1 } });
     if (!rescuer) throw new Error('no rescuer app');

@@ -16,7 +16,7 @@ describe('SQLite query plans of the hot statements', () => {
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   });
 
-  it('claims due jobs through jobs_queued, in order, without sorting the queue', async () => {
+  it('claims due jobs through jobs_queued, in order, without sorting the queue, and finds abandoned leases in one range of jobs_leased', async () => {
     const tmp = tempDir();
     cleanups.push(tmp.cleanup);
     const engine = await openSqliteEngine(tmp.dbPath);
@@ -52,5 +52,13 @@ describe('SQLite query plans of the hot statements', () => {
     const claim = plan(sql.claimQueued, ['w', 'epoch', now + 30_000, now, now, 16]);
     expect(claim).toContain('jobs_queued');
     expect(claim).not.toContain('TEMP B-TREE');
+    // Every claim first looks for abandoned leases: one range of jobs_leased, not every running job.
+    for (const [name, statement, parameters] of [
+      ['cancelAbandoned', sql.cancelAbandoned, ['{}', now, now, 1000]],
+      ['failAbandoned', sql.failAbandoned, ['{}', now, now, 1000]],
+      ['abandonedJobs', sql.abandonedJobs, [1000, 16]],
+    ] as const) {
+      expect(plan(statement, [...parameters]), name).toContain('SEARCH jobs USING INDEX jobs_leased (lease_expires_at<?)');
+    }
   });
 });

@@ -62,6 +62,12 @@ const SYNC_BUSY_WAIT_MS = 5;
 const FAILURE_HOLD_MS = 5000;
 /** How long opening the file (and migrating it) may wait for another process that does the same. */
 const OPEN_BUSY_WAIT_MS = 10_000;
+/**
+ * How often a claim looks for leases taken on another clock (a scan of the running jobs): every
+ * process of one file runs on one machine, so such a lease is one from before a reboot, found by
+ * the first claim; the check is repeated only so that a file moved between machines recovers too.
+ */
+const OTHER_CLOCKS_CHECK_MS = 60_000;
 
 /** SQLite error codes that mean "try again later" rather than "this request is wrong". */
 const UNAVAILABLE_CODES = /^SQLITE_(BUSY|LOCKED|IOERR|FULL|CANTOPEN|READONLY|PROTOCOL|NOMEM|CORRUPT|NOTADB)/;
@@ -122,6 +128,8 @@ export class SqliteDriver implements Driver {
   /** performance.now() of the last write that failed for a cause of the database itself. */
   private writeFailedAt = Number.NEGATIVE_INFINITY;
   private closed = false;
+  /** When (on the lease clock) claims last looked for leases of another clock: never, at first. */
+  private otherClocksCheckedAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     readonly path: string,
@@ -132,6 +140,12 @@ export class SqliteDriver implements Driver {
     this.db.pragma('journal_mode = WAL');
     // FULL: in WAL mode NORMAL may lose the last commits on power loss, and a 202 promises durability.
     this.db.pragma('synchronous = FULL');
+    // Statement journals (the undo of one statement inside a transaction: a claim's multi-row
+    // UPDATE, a statement whose triggers keep job_counts) and temporary B-trees stay in memory.
+    // With the default (a file), a journal past 64 KiB spilled to a new file under the temp folder:
+    // a 10,000-job drain wrote 175,000 pages there (9 writes a job beside the WAL's 3), all of it
+    // scratch that no commit needs. MEMORY holds them in memory, a statement's pages at most.
+    this.db.pragma('temp_store = MEMORY');
     migrate(this.db);
     this.db.pragma(`busy_timeout = ${SYNC_BUSY_WAIT_MS}`);
     this.sql = prepareStatements(this.db);
@@ -421,10 +435,14 @@ export class SqliteDriver implements Driver {
     const epoch = this.leaseClock.epoch;
     const leaseNow = this.leaseClock.now();
     const leaseExpiresAt = leaseNow + leaseMs;
-    for (const row of this.sql.cancelAbandoned.all(this.problems.canceledWhileRunning, now, now, epoch, leaseNow)) this.recordChange(row, 'job.canceled', now);
-    for (const row of this.sql.failAbandoned.all(this.problems.abandoned, now, now, epoch, leaseNow)) this.recordChange(row, 'job.failed', now);
+    if (leaseNow - this.otherClocksCheckedAt >= OTHER_CLOCKS_CHECK_MS) {
+      this.sql.expireLeasesOfOtherClocks.run(epoch, epoch);
+      this.otherClocksCheckedAt = leaseNow;
+    }
+    for (const row of this.sql.cancelAbandoned.all(this.problems.canceledWhileRunning, now, now, leaseNow)) this.recordChange(row, 'job.canceled', now);
+    for (const row of this.sql.failAbandoned.all(this.problems.abandoned, now, now, leaseNow)) this.recordChange(row, 'job.failed', now);
     const claimed: ClaimedJob[] = [];
-    for (const abandoned of this.sql.abandonedJobs.all(epoch, leaseNow, limit)) {
+    for (const abandoned of this.sql.abandonedJobs.all(leaseNow, limit)) {
       const row = this.sql.takeOver.get(owner, epoch, leaseExpiresAt, now, abandoned.seq);
       if (!row) continue;
       this.recordChange(row, 'job.running', now);
