@@ -1,5 +1,6 @@
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
+import { JOB_STATES, type JobState } from '../src/core/job-states.js';
 import { problem } from '../src/core/problems.js';
 import { JobEngine } from '../src/engine/job-engine.js';
 import type { Driver } from '../src/store/driver.js';
@@ -438,6 +439,63 @@ describe.each(DRIVERS)('the $name driver', ({ database }) => {
     expect(finished).toMatchObject({ id: a1, status: 'succeeded', fence: 1 });
     expect(finished?.leaseOwner).toBeUndefined();
     expect(finished?.leaseExpiresInMs).toBeUndefined();
+  });
+
+  it('lists every combination of principal and states exactly as a filter of every job would, in every state, newest first', async () => {
+    const engine = await setup();
+    // Twelve jobs of three principals, taken to every state: queued, running, succeeded, failed, canceled (from queued and from running).
+    const principals = ['alice', 'bob', 'carol'];
+    const ids: string[] = [];
+    for (let i = 0; i < 12; i++) ids.push(await acceptOne(engine, `every-state-${i}`, { principal: principals[i % 3] as string }));
+    const claimed = await engine.claimJobs({ owner: 'worker-a', limit: 8, now: Date.now(), leaseMs: 30_000 });
+    expect(claimed.map((job) => job.id)).toEqual(ids.slice(0, 8));
+    const fenceOf = (id: string) => claimed.find((job) => job.id === id)?.fence ?? 0;
+    const ownerOf = (i: number) => principals[i % 3] as string;
+    for (const i of [0, 3])
+      expect(await engine.finishJob(ids[i] as string, fenceOf(ids[i] as string), { status: 'succeeded', result: '{}' }, Date.now())).toBe(true);
+    for (const i of [1, 5]) {
+      const failure = { status: 'failed' as const, error: problem('jobHandlerFailed', 'no') };
+      expect(await engine.finishJob(ids[i] as string, fenceOf(ids[i] as string), failure, Date.now())).toBe(true);
+    }
+    expect((await engine.cancelJob(ownerOf(6), ids[6] as string, Date.now())).kind).toBe('signalled');
+    expect(await engine.finishJob(ids[6] as string, fenceOf(ids[6] as string), { status: 'succeeded', result: '{}' }, Date.now())).toBe(true);
+    expect((await engine.cancelJob(ownerOf(10), ids[10] as string, Date.now())).kind).toBe('canceled');
+
+    const every = (await engine.listJobs({ limit: 200 })).jobs;
+    expect(every.map((job) => job.id)).toEqual([...ids].reverse());
+    const statesSeen = new Set(every.map((job) => job.status));
+    expect([...statesSeen].sort()).toEqual(['canceled', 'failed', 'queued', 'running', 'succeeded']);
+    const stateSets: JobState[][] = [...JOB_STATES.map((state) => [state]), ['queued', 'running'], ['failed', 'canceled'], [...JOB_STATES]];
+    for (const principal of [undefined, ...principals, 'dave']) {
+      for (const statuses of [undefined, ...stateSets]) {
+        const expected = every
+          .filter((job) => (principal === undefined || job.principal === principal) && (statuses === undefined || statuses.includes(job.status)))
+          .map((job) => job.id);
+        const listed = await engine.listJobs({
+          ...(principal === undefined ? {} : { principal }),
+          ...(statuses === undefined ? {} : { statuses }),
+          limit: 200,
+        });
+        expect(
+          listed.jobs.map((job) => job.id),
+          `principal ${principal ?? 'any'}, states ${statuses?.join('+') ?? 'any'}`,
+        ).toEqual(expected);
+        // Paged two at a time, the same jobs in the same order.
+        const paged: string[] = [];
+        let cursor: string | undefined;
+        do {
+          const page = await engine.listJobs({
+            ...(principal === undefined ? {} : { principal }),
+            ...(statuses === undefined ? {} : { statuses }),
+            limit: 2,
+            ...(cursor === undefined ? {} : { cursor }),
+          });
+          paged.push(...page.jobs.map((job) => job.id));
+          cursor = page.nextCursor;
+        } while (cursor !== undefined);
+        expect(paged, `paged: principal ${principal ?? 'any'}, states ${statuses?.join('+') ?? 'any'}`).toEqual(expected);
+      }
+    }
   });
 
   it("measures what a lease has left on the store's lease clock: it runs down, renewal extends it, and a lapsed one is 0 or less", async () => {

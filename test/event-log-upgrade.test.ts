@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { JOB_STATES } from '../src/core/job-states.js';
 import { JobEngine } from '../src/engine/job-engine.js';
 import { PostgresDriver } from '../src/store/postgres/postgres-driver.js';
+import { migrate } from '../src/store/sqlite/schema.js';
 import { SqliteDriver } from '../src/store/sqlite/sqlite-driver.js';
 import type { Store, StreamedEvent } from '../src/store/store.js';
 import { acceptRequest } from './driver-support.js';
@@ -43,18 +44,9 @@ describe('a database from before the log of every job', () => {
   it('SQLite (schema 5): keeps the events in their order, and new ones come after them', async () => {
     const tmp = tempDir();
     try {
-      // Schema 5 as it shipped: the full schema taken back to job_events with a plain rowid and data required.
-      new SqliteDriver(tmp.dbPath).db.close();
+      // Schema 5 as it shipped: the migrations up to it.
       const db = new Database(tmp.dbPath);
-      db.exec(`
-        DROP TABLE job_events;
-        DELETE FROM sqlite_sequence WHERE name = 'job_events';
-        CREATE TABLE job_events (id INTEGER PRIMARY KEY, job_id TEXT NOT NULL, type TEXT NOT NULL, data TEXT NOT NULL, created_at INTEGER NOT NULL,
-          version INTEGER NOT NULL DEFAULT 0);
-        CREATE UNIQUE INDEX job_events_job ON job_events (job_id, version);
-        ALTER TABLE jobs DROP COLUMN trace_context;
-        PRAGMA user_version = 5;
-      `);
+      migrate(db, undefined, 5);
       db.prepare(
         `INSERT INTO jobs (id, principal, operation, input, status, max_attempts, run_at, created_at, updated_at, finished_at, version)
          VALUES (?, 'alice', 'createReport', '{}', 'succeeded', 3, 1, 1, 3, 3, 2)`,

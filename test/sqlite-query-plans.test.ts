@@ -16,7 +16,7 @@ describe('SQLite query plans of the hot statements', () => {
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   });
 
-  it('claims due jobs through jobs_queued, in order, without sorting the queue, and finds abandoned leases in one range of jobs_leased', async () => {
+  it('claims due jobs through jobs_queued, in order, without sorting the queue, finds abandoned leases in one range of jobs_leased, and lists jobs newest first from an index in that order', async () => {
     const tmp = tempDir();
     cleanups.push(tmp.cleanup);
     const engine = await openSqliteEngine(tmp.dbPath);
@@ -60,5 +60,35 @@ describe('SQLite query plans of the hot statements', () => {
     ] as const) {
       expect(plan(statement, [...parameters]), name).toContain('SEARCH jobs USING INDEX jobs_leased (lease_expires_at<?)');
     }
+
+    // Listings newest first: each reads an index in seq order (no sort), or the running jobs (a
+    // worker's few) through jobs_leased, sorted.
+    const listingParameters = { principal: 'p1', operation: null, createdAfter: null, createdBefore: null, before: Number.MAX_SAFE_INTEGER, limit: 50 };
+    const listingPlans = {
+      every: plan(sql.listJobs.every, [listingParameters]),
+      own: plan(sql.listJobs.own, [listingParameters]),
+      ...Object.fromEntries(
+        (['queued', 'running', 'succeeded', 'failed', 'canceled'] as const).flatMap((state) => [
+          [`inState ${state}`, plan(sql.listJobs.inState[state], [listingParameters])],
+          [`ownInState ${state}`, plan(sql.listJobs.ownInState[state], [listingParameters])],
+        ]),
+      ),
+    } as Record<string, string>;
+    expect(listingPlans).toEqual({
+      every: 'SEARCH jobs USING INTEGER PRIMARY KEY (rowid<?)',
+      own: 'SEARCH jobs USING INDEX jobs_principal (principal=? AND seq<?)',
+      'inState queued': 'SEARCH jobs USING INDEX jobs_queued_newest (seq<?)',
+      'ownInState queued': expect.stringMatching(
+        /^SEARCH jobs USING INDEX jobs_principal \(principal=\? AND seq>\? AND seq<\?\) \| SCALAR SUBQUERY \d+ \| SEARCH jobs USING COVERING INDEX jobs_queued_newest$/,
+      ),
+      'inState running': 'SCAN jobs USING INDEX jobs_leased | USE TEMP B-TREE FOR ORDER BY',
+      'ownInState running': 'SCAN jobs USING INDEX jobs_leased | USE TEMP B-TREE FOR ORDER BY',
+      'inState succeeded': 'SEARCH jobs USING INTEGER PRIMARY KEY (rowid<?)',
+      'ownInState succeeded': 'SEARCH jobs USING INDEX jobs_principal (principal=? AND seq<?)',
+      'inState failed': 'SEARCH jobs USING INDEX jobs_failed (seq<?)',
+      'ownInState failed': 'SEARCH jobs USING INDEX jobs_principal_failed (principal=? AND seq<?)',
+      'inState canceled': 'SEARCH jobs USING INDEX jobs_canceled (seq<?)',
+      'ownInState canceled': 'SEARCH jobs USING INDEX jobs_principal_canceled (principal=? AND seq<?)',
+    });
   });
 });

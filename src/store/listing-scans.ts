@@ -3,17 +3,24 @@ import type { JobListing, ListedJob } from './driver.js';
 
 /**
  * One index range a listing reads newest first: every job (the primary key), the jobs in one
- * state (jobs_status), or one principal's jobs in one state (jobs_principal_status).
+ * state, one principal's jobs, or one principal's jobs in one state. Which index serves each is
+ * the driver's choice (its statements say).
  */
-export type ListingScan = { scope: 'every' } | { scope: 'inState'; status: JobState } | { scope: 'ownInState'; principal: string; status: JobState };
+export type ListingScan =
+  | { scope: 'every' }
+  | { scope: 'inState'; status: JobState }
+  | { scope: 'own'; principal: string }
+  | { scope: 'ownInState'; principal: string; status: JobState };
 
 /**
  * The scans that serve a listing, so that no listing walks past rows it filters out by state or
- * principal: a principal's listing reads one range per state (all five when no state is asked for).
+ * principal. A principal's listing of every state reads one range per state where the driver's
+ * index of a principal's jobs is by state (`byState`: PostgreSQL), else that index alone (SQLite).
  */
-export function listingScans(listing: JobListing): ListingScan[] {
+export function listingScans(listing: JobListing, principalIndex: { byState: boolean }): ListingScan[] {
   const { principal, statuses } = listing;
   if (principal === undefined && statuses === undefined) return [{ scope: 'every' }];
+  if (principal !== undefined && statuses === undefined && !principalIndex.byState) return [{ scope: 'own', principal }];
   const states = [...new Set(statuses ?? JOB_STATES)];
   return principal === undefined
     ? states.map((status) => ({ scope: 'inState', status }))

@@ -509,7 +509,8 @@ export class PostgresDriver implements Driver {
     };
     // One scan after another: a listing holds one pooled connection at a time, never five.
     const results: ListedJob[][] = [];
-    for (const scan of listingScans(listing)) {
+    for (const scan of listingScans(listing, { byState: true })) {
+      if (scan.scope === 'own') throw new Error('a principal index by state is read one state at a time');
       const scope = scan.scope === 'every' ? [] : scan.scope === 'inState' ? [scan.status] : [scan.status, scan.principal];
       const rows = await this.run<ListedRow>(statements[scan.scope], [...filters, ...scope]);
       results.push(rows.map((row) => ({ position: row.seq, job: listing.withInput ? { ...jobOf(row), input: row.input as string } : jobOf(row) })));

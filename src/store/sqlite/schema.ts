@@ -155,13 +155,31 @@ const MIGRATIONS: string[] = [
   -- that the worker's span for each attempt can link to the submission's trace. NULL: none was.
   ALTER TABLE jobs ADD COLUMN trace_context TEXT;
   `,
+  `
+  -- The listing indexes of migration 4, (status, seq) and (principal, status, seq), were written by
+  -- every change of state, twice each (out of one state, into the next), and without statistics
+  -- the planner read them instead of the worker's own indexes. Listings now read indexes that a
+  -- job's common path (queued -> running -> succeeded) writes little: the queued jobs by seq
+  -- (written at acceptance and at the claim), the failed and the canceled (written when a job ends
+  -- so), a principal's jobs by seq (written once), and, without an index of their own, the running
+  -- jobs through jobs_leased and the succeeded through the table (see listing in statements.ts).
+  DROP INDEX jobs_status;
+  DROP INDEX jobs_principal_status;
+  CREATE INDEX jobs_principal ON jobs (principal, seq);
+  CREATE INDEX jobs_queued_newest ON jobs (seq) WHERE status = 'queued';
+  CREATE INDEX jobs_failed ON jobs (seq) WHERE status = 'failed';
+  CREATE INDEX jobs_canceled ON jobs (seq) WHERE status = 'canceled';
+  CREATE INDEX jobs_principal_failed ON jobs (principal, seq) WHERE status = 'failed';
+  CREATE INDEX jobs_principal_canceled ON jobs (principal, seq) WHERE status = 'canceled';
+  `,
 ];
 
 /**
  * Brings the schema of an open database up to date, in one transaction. onStep hears of each
- * migration before and after it runs (asyncfirst migrate shows them on a terminal).
+ * migration before and after it runs (asyncfirst migrate shows them on a terminal). `upTo` stops
+ * at an earlier version: a test builds the database an older asyncfirst left with it.
  */
-export function migrate(db: BetterSqlite3.Database, onStep?: (step: MigrationStep) => void): void {
+export function migrate(db: BetterSqlite3.Database, onStep?: (step: MigrationStep) => void, upTo: number = MIGRATIONS.length): void {
   // The version is read inside the write transaction: two processes opening one file at once
   // apply each migration once (the second finds the first's work done).
   db.transaction(() => {
@@ -169,12 +187,12 @@ export function migrate(db: BetterSqlite3.Database, onStep?: (step: MigrationSte
     if (applied > MIGRATIONS.length) {
       throw new Error(`the database has schema version ${applied}, newer than this asyncfirst (${MIGRATIONS.length}); upgrade asyncfirst`);
     }
-    for (let version = applied; version < MIGRATIONS.length; version++) {
+    for (let version = applied; version < upTo; version++) {
       onStep?.({ version: version + 1, of: MIGRATIONS.length });
       const started = performance.now();
       db.exec(MIGRATIONS[version] as string);
       onStep?.({ version: version + 1, of: MIGRATIONS.length, ms: performance.now() - started });
     }
-    if (applied < MIGRATIONS.length) db.pragma(`user_version = ${MIGRATIONS.length}`);
+    if (applied < upTo) db.pragma(`user_version = ${upTo}`);
   }).immediate();
 }

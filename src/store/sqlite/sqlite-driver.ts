@@ -23,7 +23,7 @@ import type {
   RecordChange,
   Requeue,
 } from '../driver.js';
-import { listingScans, newestFirst } from '../listing-scans.js';
+import { type ListingScan, listingScans, newestFirst } from '../listing-scans.js';
 import { toClaimedJob, toDelivery, toIdempotencyRecord, toJobRecord, traceContextColumn } from '../rows.js';
 import {
   type CancelOutcome,
@@ -352,16 +352,13 @@ export class SqliteDriver implements Driver {
       before: listing.beforePosition ?? Number.MAX_SAFE_INTEGER,
       limit: listing.limit,
     };
-    const statements = {
-      every: listing.withInput ? this.sql.listEveryJobWithInput : this.sql.listEveryJob,
-      inState: listing.withInput ? this.sql.listJobsInStateWithInput : this.sql.listJobsInState,
-      ownInState: listing.withInput ? this.sql.listOwnJobsInStateWithInput : this.sql.listOwnJobsInState,
-    };
+    const statements = listing.withInput ? this.sql.listJobsWithInput : this.sql.listJobs;
+    const statementOf = (scan: ListingScan) => (scan.scope === 'every' || scan.scope === 'own' ? statements[scan.scope] : statements[scan.scope][scan.status]);
     return this.read(() =>
       newestFirst(
-        listingScans(listing).map((scan) =>
-          statements[scan.scope]
-            .all({ ...filters, principal: scan.scope === 'ownInState' ? scan.principal : null, status: scan.scope === 'every' ? null : scan.status })
+        listingScans(listing, { byState: false }).map((scan) =>
+          statementOf(scan)
+            .all({ ...filters, principal: scan.scope === 'own' || scan.scope === 'ownInState' ? scan.principal : null })
             .map((row) => ({ position: row.seq, job: listing.withInput ? { ...this.jobOf(row), input: row.input as string } : this.jobOf(row) })),
         ),
         listing.limit,

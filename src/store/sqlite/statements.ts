@@ -1,4 +1,5 @@
 import type BetterSqlite3 from 'better-sqlite3';
+import { JOB_STATES, type JobState } from '../../core/job-states.js';
 import type { ClaimedRow, DeliveryRow, IdempotencyRow, JobRow } from '../rows.js';
 
 /** The columns a job is read with (GET /jobs/{id}). */
@@ -18,7 +19,6 @@ export type ListedRow = SqliteJobRow & { seq: number; input?: string };
 /** A listing's filters; a null one does not filter. `before` is a seq. */
 export interface ListingParameters {
   principal: string | null;
-  status: string | null;
   operation: string | null;
   createdAfter: number | null;
   createdBefore: number | null;
@@ -27,19 +27,61 @@ export interface ListingParameters {
 }
 
 /**
- * Jobs newest first, backwards from the cursor, in one of three scans (src/store/listing-scans.ts):
- * every job (the table's own B-tree, seq being the rowid), the jobs in one state (jobs_status), or
- * one principal's jobs in one state (jobs_principal_status). The other filters apply as it goes.
+ * Jobs newest first, backwards from the cursor, in one of the scans of src/store/listing-scans.ts,
+ * each read through an index that holds the rows it wants in seq order (or a small set, sorted),
+ * so a listing never walks millions of rows it filters out; the other filters apply as it goes.
+ * The indexes (migration 8) are chosen so that a job's common path (queued → running → succeeded)
+ * writes few of them: a state's own partial index where the state's rows are few among many
+ * (queued, failed, canceled), jobs_leased for the running jobs (as many as workers run at once),
+ * the table itself for succeeded jobs (most of every table), and jobs_principal (principal, seq)
+ * for a principal's jobs. A partial index serves a statement only when the statement names its
+ * state, so there is one statement per state.
  */
-const LISTING_SCOPES = { every: 'TRUE', inState: 'status = @status', ownInState: 'principal = @principal AND status = @status' } as const;
-const listing = (columns: string, scope: keyof typeof LISTING_SCOPES) =>
-  `SELECT seq, ${columns} FROM jobs
-   WHERE ${LISTING_SCOPES[scope]}
+const STATE_SCANS: Record<JobState, { every: string; own: string }> = {
+  queued: {
+    every: `jobs INDEXED BY jobs_queued_newest WHERE status = 'queued'`,
+    own: `jobs INDEXED BY jobs_principal WHERE principal = @principal AND status = 'queued' AND seq >= (SELECT min(seq) FROM jobs INDEXED BY jobs_queued_newest WHERE status = 'queued')`,
+  },
+  running: {
+    every: `jobs INDEXED BY jobs_leased WHERE status = 'running'`,
+    own: `jobs INDEXED BY jobs_leased WHERE status = 'running' AND principal = @principal`,
+  },
+  succeeded: {
+    every: `jobs NOT INDEXED WHERE status = 'succeeded'`,
+    own: `jobs INDEXED BY jobs_principal WHERE principal = @principal AND status = 'succeeded'`,
+  },
+  failed: {
+    every: `jobs INDEXED BY jobs_failed WHERE status = 'failed'`,
+    own: `jobs INDEXED BY jobs_principal_failed WHERE principal = @principal AND status = 'failed'`,
+  },
+  canceled: {
+    every: `jobs INDEXED BY jobs_canceled WHERE status = 'canceled'`,
+    own: `jobs INDEXED BY jobs_principal_canceled WHERE principal = @principal AND status = 'canceled'`,
+  },
+};
+const listing = (columns: string, scan: string) =>
+  `SELECT seq, ${columns} FROM ${scan}
      AND seq < @before
      AND (@operation IS NULL OR operation = @operation)
      AND (@createdAfter IS NULL OR created_at > @createdAfter)
      AND (@createdBefore IS NULL OR created_at < @createdBefore)
    ORDER BY seq DESC LIMIT @limit`;
+
+/** The listing statements of one column set: every job, every job of a principal, and per state each of both. */
+function listingStatements(db: PreparingDatabase, columns: string) {
+  const prepare = (scan: string) => db.prepare<[ListingParameters], ListedRow>(listing(columns, scan));
+  const byState = (pick: (scans: { every: string; own: string }) => string) =>
+    Object.fromEntries(JOB_STATES.map((state) => [state, prepare(pick(STATE_SCANS[state]))])) as Record<
+      JobState,
+      PreparedStatement<[ListingParameters], ListedRow>
+    >;
+  return {
+    every: prepare(`jobs WHERE TRUE`),
+    inState: byState((scans) => scans.every),
+    own: prepare(`jobs INDEXED BY jobs_principal WHERE principal = @principal`),
+    ownInState: byState((scans) => scans.own),
+  };
+}
 
 export interface EventRow {
   version: number;
@@ -242,12 +284,8 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
     jobVersions: db.prepare<[string], { id: string; version: number }>(`SELECT id, version FROM jobs WHERE id IN (SELECT value FROM json_each(?))`),
 
     // --- listing and counting (for operators; nothing on a request's path) ---------------
-    listEveryJob: db.prepare<[ListingParameters], ListedRow>(listing(JOB_COLUMNS, 'every')),
-    listEveryJobWithInput: db.prepare<[ListingParameters], ListedRow>(listing(CLAIMED_COLUMNS, 'every')),
-    listJobsInState: db.prepare<[ListingParameters], ListedRow>(listing(JOB_COLUMNS, 'inState')),
-    listJobsInStateWithInput: db.prepare<[ListingParameters], ListedRow>(listing(CLAIMED_COLUMNS, 'inState')),
-    listOwnJobsInState: db.prepare<[ListingParameters], ListedRow>(listing(JOB_COLUMNS, 'ownInState')),
-    listOwnJobsInStateWithInput: db.prepare<[ListingParameters], ListedRow>(listing(CLAIMED_COLUMNS, 'ownInState')),
+    listJobs: listingStatements(db, JOB_COLUMNS),
+    listJobsWithInput: listingStatements(db, CLAIMED_COLUMNS),
     /** Read off the counters the triggers of migration 5 keep, not counted. */
     countJobs: db.prepare<[], { operation: string; status: string; count: number }>(
       `SELECT operation, status, count FROM job_counts WHERE count > 0 ORDER BY operation, status`,
