@@ -10,6 +10,13 @@ import type { ClaimedRow as BaseClaimedRow, JobRow } from '../rows.js';
 
 /** Now on the database's clock, in milliseconds since the epoch. */
 const DB_NOW = `(extract(epoch from clock_timestamp()) * 1000)::bigint`;
+/**
+ * DB_NOW read once per statement, for a WHERE clause: clock_timestamp() is volatile, so a
+ * condition on it is checked row by row after the scan, which then read every index entry of
+ * jobs_leased (the running jobs, and the dead entries of every job that ran since the last vacuum)
+ * three times in each claim. As a scalar subquery (an InitPlan) its value bounds the index range.
+ */
+const DB_NOW_ONCE = `(SELECT ${DB_NOW})`;
 
 const JOB_COLUMN_NAMES = `id, principal, operation, status, attempts, max_attempts, cancel_requested, progress, callback_url, result, result_location, error, run_at, created_at, updated_at, finished_at, version, fence, lease_owner`;
 
@@ -275,16 +282,16 @@ export const SQL = {
     'claim_jobs',
     `WITH canceled AS (
        UPDATE jobs SET version = version + 1, status = 'canceled', error = $5, ${NO_LEASE}, updated_at = $3, finished_at = $3
-       WHERE seq IN (SELECT seq FROM jobs WHERE status = 'running' AND lease_expires_at <= ${DB_NOW} AND cancel_requested FOR UPDATE SKIP LOCKED)
+       WHERE seq IN (SELECT seq FROM jobs WHERE status = 'running' AND lease_expires_at <= ${DB_NOW_ONCE} AND cancel_requested FOR UPDATE SKIP LOCKED)
        RETURNING ${CLAIM_COLUMNS('jobs')}, NULL::text AS previous_owner, 'job.canceled' AS change
      ), failed AS (
        UPDATE jobs SET version = version + 1, status = 'failed', error = $6, ${NO_LEASE}, updated_at = $3, finished_at = $3
-       WHERE seq IN (SELECT seq FROM jobs WHERE status = 'running' AND lease_expires_at <= ${DB_NOW} AND attempts >= max_attempts AND NOT cancel_requested
+       WHERE seq IN (SELECT seq FROM jobs WHERE status = 'running' AND lease_expires_at <= ${DB_NOW_ONCE} AND attempts >= max_attempts AND NOT cancel_requested
                      FOR UPDATE SKIP LOCKED)
        RETURNING ${CLAIM_COLUMNS('jobs')}, NULL::text AS previous_owner, 'job.failed' AS change
      ), abandoned AS (
        SELECT seq, lease_owner FROM jobs
-       WHERE status = 'running' AND lease_expires_at <= ${DB_NOW} AND attempts < max_attempts AND NOT cancel_requested
+       WHERE status = 'running' AND lease_expires_at <= ${DB_NOW_ONCE} AND attempts < max_attempts AND NOT cancel_requested
        ORDER BY lease_expires_at LIMIT $4 FOR UPDATE SKIP LOCKED
      ), taken AS (
        UPDATE jobs SET version = version + 1, attempts = attempts + 1, fence = fence + 1, lease_owner = $1, lease_expires_at = ${DB_NOW} + $2, updated_at = $3
@@ -423,14 +430,14 @@ export const SQL = {
   failAbandonedDeliveries: statement(
     'fail_abandoned_deliveries',
     `UPDATE webhook_deliveries SET status = 'failed', last_error = 'the sender stopped during the last attempt', lease_owner = NULL, lease_expires_at = NULL, updated_at = $1
-     WHERE status = 'pending' AND attempts >= max_attempts AND lease_expires_at <= ${DB_NOW}`,
+     WHERE status = 'pending' AND attempts >= max_attempts AND lease_expires_at <= ${DB_NOW_ONCE}`,
   ),
   /** $1 owner, $2 lease ms, $3 now, $4 limit. */
   claimDeliveries: statement(
     'claim_deliveries',
     `WITH due AS (
        SELECT id FROM webhook_deliveries
-       WHERE status = 'pending' AND next_attempt_at <= $3 AND (lease_expires_at IS NULL OR lease_expires_at <= ${DB_NOW}) AND attempts < max_attempts
+       WHERE status = 'pending' AND next_attempt_at <= $3 AND (lease_expires_at IS NULL OR lease_expires_at <= ${DB_NOW_ONCE}) AND attempts < max_attempts
        ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED
      )
      UPDATE webhook_deliveries SET attempts = attempts + 1, lease_owner = $1, lease_expires_at = ${DB_NOW} + $2, updated_at = $3
