@@ -304,6 +304,8 @@ describe('progress on a terminal', () => {
     );
     db.transaction(() => {
       for (let index = 0; index < 20_000; index++) insert.run(`job-${index}`, JSON.stringify({ body: { title: 'x'.repeat(300), rows: index } }));
+      // The count the driver would have kept beside them (job-counter.ts).
+      db.prepare(`INSERT INTO job_counts (operation, status, count) VALUES ('createReport', 'queued', 20000)`).run();
     })();
     db.close();
   }
@@ -392,8 +394,14 @@ describe('progress on a terminal', () => {
     const insert = writer.prepare(
       `INSERT INTO jobs (id, principal, operation, input, status, max_attempts, run_at, created_at, updated_at) VALUES (?, 'bob', 'createReport', '{}', 'queued', 3, 0, 0, 0)`,
     );
+    const count = writer.prepare(`UPDATE job_counts SET count = count + 1 WHERE operation = 'createReport' AND status = 'queued'`);
+    // Each job with its count in one transaction, as the driver writes them.
+    const writeOne = writer.transaction((id: string) => {
+      insert.run(id);
+      count.run();
+    });
     let written = 0;
-    const writing = setInterval(() => insert.run(`late-${written++}`), 1);
+    const writing = setInterval(() => writeOne(`late-${written++}`), 1);
     const copied: number[] = [];
     try {
       const report = await backupDatabase({ kind: 'sqlite', path: database }, join(work, 'progress/busy-copy.db'), {
@@ -410,7 +418,7 @@ describe('progress on a terminal', () => {
     expect(copied).toEqual([...copied].sort((a, b) => a - b));
     const copy = new Database(join(work, 'progress/busy-copy.db'), { readonly: true });
     expect(copy.prepare(`SELECT count(*) AS count FROM jobs WHERE principal = 'bob'`).get()).toEqual({ count: 0 });
-    // The counts kept by trigger agree with the rows: one consistent moment of the database.
+    // The counts agree with the rows: one consistent moment of the database.
     expect(copy.prepare('SELECT sum(count) AS count FROM job_counts').get()).toEqual({ count: 20_000 });
     copy.close();
   });

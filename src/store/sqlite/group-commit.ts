@@ -23,7 +23,24 @@ export interface GroupCommitOptions {
    * group fails, so nothing is acknowledged that a restart would not find.
    */
   verifyDurable: () => void;
+  /**
+   * What the driver gathers while a group's writes run and writes once at its end (job counts):
+   * dropped when the group starts (a rolled-back try leaves nothing), marked before each write that
+   * runs in a savepoint and rolled back to the mark when that write fails, written into the
+   * transaction before COMMIT.
+   */
+  groupState?: GroupState;
 }
+
+/** See GroupCommitOptions.groupState. */
+export interface GroupState {
+  reset(): void;
+  mark(): number;
+  rollbackTo(mark: number): void;
+  beforeCommit(): void;
+}
+
+const NO_GROUP_STATE: GroupState = { reset() {}, mark: () => 0, rollbackTo() {}, beforeCommit() {} };
 
 /** The longest pause between two tries for a lock held elsewhere. */
 const MAX_BUSY_PAUSE_MS = 50;
@@ -52,17 +69,28 @@ export class GroupCommit {
     db: BetterSqlite3.Database,
     private readonly options: GroupCommitOptions,
   ) {
-    this.runGroup = db.transaction((group: PendingWrite[]) => group.map((item) => ({ ok: true, value: item.write() })));
+    const state = options.groupState ?? NO_GROUP_STATE;
+    this.runGroup = db.transaction((group: PendingWrite[]) => {
+      state.reset();
+      const outcomes = group.map((item) => ({ ok: true, value: item.write() }));
+      state.beforeCommit();
+      return outcomes;
+    });
     const runOne = db.transaction((write: () => unknown) => write());
-    this.runGroupIsolated = db.transaction((group: PendingWrite[]) =>
-      group.map((item) => {
+    this.runGroupIsolated = db.transaction((group: PendingWrite[]) => {
+      state.reset();
+      const outcomes = group.map((item) => {
+        const mark = state.mark();
         try {
           return { ok: true, value: runOne(item.write) };
         } catch (error) {
+          state.rollbackTo(mark);
           return { ok: false, value: error };
         }
-      }),
-    );
+      });
+      state.beforeCommit();
+      return outcomes;
+    });
   }
 
   /** Runs `write` inside the next group's transaction; resolves after the commit. */

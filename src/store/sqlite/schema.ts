@@ -172,6 +172,13 @@ const MIGRATIONS: string[] = [
   CREATE INDEX jobs_principal_failed ON jobs (principal, seq) WHERE status = 'failed';
   CREATE INDEX jobs_principal_canceled ON jobs (principal, seq) WHERE status = 'canceled';
   `,
+  `
+  -- job_counts is kept by the driver (job-counter.ts): each group commit adds its sums, one row
+  -- per operation and state, instead of these triggers running once per row.
+  DROP TRIGGER jobs_counted_in;
+  DROP TRIGGER jobs_counted_moved;
+  DROP TRIGGER jobs_counted_out;
+  `,
 ];
 
 /**

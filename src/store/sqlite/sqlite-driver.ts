@@ -41,6 +41,7 @@ import {
   type WebhookDelivery,
 } from '../store.js';
 import { GroupCommit } from './group-commit.js';
+import { JobCounter } from './job-counter.js';
 import { type LeaseClock, machineLeaseClock } from './lease-clock.js';
 import { migrate } from './schema.js';
 import { prepareStatements, type SqliteJobRow, type Statements } from './statements.js';
@@ -128,6 +129,7 @@ export class SqliteDriver implements Driver {
   /** performance.now() of the last write that failed for a cause of the database itself. */
   private writeFailedAt = Number.NEGATIVE_INFINITY;
   private closed = false;
+  private readonly counter: JobCounter;
   /** When (on the lease clock) claims last looked for leases of another clock: never, at first. */
   private otherClocksCheckedAt = Number.NEGATIVE_INFINITY;
 
@@ -149,6 +151,7 @@ export class SqliteDriver implements Driver {
     migrate(this.db);
     this.db.pragma(`busy_timeout = ${SYNC_BUSY_WAIT_MS}`);
     this.sql = prepareStatements(this.db);
+    this.counter = new JobCounter((operation, status, delta) => this.sql.addToJobCount.run(operation, status, delta));
     this.leaseClock = options.leaseClock ?? machineLeaseClock();
     if (path !== ':memory:' && path !== '') {
       for (const file of [path, `${path}-wal`]) {
@@ -163,6 +166,7 @@ export class SqliteDriver implements Driver {
       isBusy: (error) => BUSY_CODES.test(String((error as { code?: unknown }).code ?? '')),
       busyTimeoutMs: options.busyTimeoutMs ?? 5000,
       verifyDurable: () => this.verifyFiles(),
+      groupState: this.counter,
     });
   }
 
@@ -229,8 +233,9 @@ export class SqliteDriver implements Driver {
    * Records the change the row's UPDATE made (it bumped the version): the event the engine builds
    * from the job, and its webhook delivery if the engine asks for one. Inside the transaction.
    */
-  private recordChange(row: SqliteJobRow, type: string, now: number): JobRecord {
+  private recordChange(row: SqliteJobRow, type: string, now: number, from: JobState): JobRecord {
     const job = this.jobOf(row);
+    this.counter.moved(job.operation, from, job.status);
     const recorded = (this.hooks as { recordChange: RecordChange }).recordChange(job, type, now);
     this.sql.insertEvent.run(job.id, job.version, type, recorded.data, now);
     this.changedInGroup.add(job.id);
@@ -271,6 +276,7 @@ export class SqliteDriver implements Driver {
       now,
     );
     this.sql.logAcceptance.run(jobId, now);
+    this.counter.moved(operation, undefined, 'queued');
     this.sql.upsertIdempotencyKey.run(principal, operation, key, write.fingerprint, jobId, now, write.keyExpiresAt);
     this.jobsQueuedInGroup = true;
     this.changedInGroup.add(jobId);
@@ -401,7 +407,7 @@ export class SqliteDriver implements Driver {
   cancelJob(principal: string, id: string, now: number): Promise<CancelOutcome> {
     return this.write(() => {
       const canceled = this.sql.cancelQueuedJob.get(this.problems.canceledBeforeRunning, now, now, id, principal);
-      if (canceled) return { kind: 'canceled', job: this.recordChange(canceled, 'job.canceled', now) };
+      if (canceled) return { kind: 'canceled', job: this.recordChange(canceled, 'job.canceled', now, 'queued') };
       if (this.sql.requestCancel.run(now, id, principal).changes === 1) {
         return { kind: 'signalled', job: this.mustGetJob(principal, id) };
       }
@@ -413,13 +419,14 @@ export class SqliteDriver implements Driver {
   retryEndedJob(principal: string | undefined, id: string, now: number): Promise<RetryEndedOutcome> {
     return this.write(() => {
       const scope = { id, principal: principal ?? null };
+      const current = this.sql.getJobOfScope.get(scope);
+      if (!current) return { kind: 'not-found' };
       const row = this.sql.retryEndedJob.get({ ...scope, now });
       if (row) {
         this.jobsQueuedInGroup = true;
-        return { kind: 'queued', job: this.recordChange(row, 'job.queued', now) };
+        return { kind: 'queued', job: this.recordChange(row, 'job.queued', now, current.status as JobState) };
       }
-      const current = this.sql.getJobOfScope.get(scope);
-      return current ? { kind: 'not-retryable', job: this.jobOf(current) } : { kind: 'not-found' };
+      return { kind: 'not-retryable', job: this.jobOf(current) };
     });
   }
 
@@ -436,18 +443,19 @@ export class SqliteDriver implements Driver {
       this.sql.expireLeasesOfOtherClocks.run(epoch, epoch);
       this.otherClocksCheckedAt = leaseNow;
     }
-    for (const row of this.sql.cancelAbandoned.all(this.problems.canceledWhileRunning, now, now, leaseNow)) this.recordChange(row, 'job.canceled', now);
-    for (const row of this.sql.failAbandoned.all(this.problems.abandoned, now, now, leaseNow)) this.recordChange(row, 'job.failed', now);
+    for (const row of this.sql.cancelAbandoned.all(this.problems.canceledWhileRunning, now, now, leaseNow))
+      this.recordChange(row, 'job.canceled', now, 'running');
+    for (const row of this.sql.failAbandoned.all(this.problems.abandoned, now, now, leaseNow)) this.recordChange(row, 'job.failed', now, 'running');
     const claimed: ClaimedJob[] = [];
     for (const abandoned of this.sql.abandonedJobs.all(leaseNow, limit)) {
       const row = this.sql.takeOver.get(owner, epoch, leaseExpiresAt, now, abandoned.seq);
       if (!row) continue;
-      this.recordChange(row, 'job.running', now);
+      this.recordChange(row, 'job.running', now, 'running');
       claimed.push({ ...toClaimedJob(row), ...(abandoned.lease_owner === null ? {} : { takenOverFrom: abandoned.lease_owner }) });
     }
     if (claimed.length < limit) {
       for (const row of this.sql.claimQueued.all(owner, epoch, leaseExpiresAt, now, now, limit - claimed.length)) {
-        this.recordChange(row, 'job.running', now);
+        this.recordChange(row, 'job.running', now, 'queued');
         claimed.push(toClaimedJob(row));
       }
     }
@@ -457,7 +465,7 @@ export class SqliteDriver implements Driver {
   reportProgress(id: string, fence: number, progress: JobProgress, now: number): Promise<boolean> {
     return this.write(() => {
       const row = this.sql.reportProgress.get(JSON.stringify(progress), now, id, fence);
-      if (row) this.recordChange(row, 'job.progress', now);
+      if (row) this.recordChange(row, 'job.progress', now, 'running');
       return row !== undefined;
     });
   }
@@ -481,7 +489,7 @@ export class SqliteDriver implements Driver {
     const error = outcome.status === 'succeeded' ? null : JSON.stringify(outcome.error);
     const row = this.sql.finishJob.get(outcome.status, result, location, this.problems.canceledWhileRunning, error, now, now, id, fence);
     // The row says how the job ended: a cancel asked meanwhile (from any process) wins over the outcome.
-    if (row) this.recordChange(row, `job.${row.status}`, now);
+    if (row) this.recordChange(row, `job.${row.status}`, now, 'running');
     return row !== undefined;
   }
 
@@ -492,13 +500,13 @@ export class SqliteDriver implements Driver {
         : this.sql.releaseJob.get(requeue.runAt, now, id, fence);
       if (row) {
         this.jobsQueuedInGroup = true;
-        this.recordChange(row, 'job.queued', now);
+        this.recordChange(row, 'job.queued', now, 'running');
         return true;
       }
       // A job whose cancel was asked (possibly from another process, not yet seen by its worker) is
       // not put back in the queue: it ends canceled.
       const canceled = this.sql.finishCanceledRequest.get(this.problems.canceledWhileRunning, now, now, id, fence);
-      if (canceled) this.recordChange(canceled, 'job.canceled', now);
+      if (canceled) this.recordChange(canceled, 'job.canceled', now, 'running');
       return canceled !== undefined;
     });
   }
@@ -527,10 +535,11 @@ export class SqliteDriver implements Driver {
       const keys = this.sql.deleteExpiredKeys.run(now, limit).changes;
       if (keys > 0) return { keys, jobs: 0 };
       const ids = this.sql.finishedJobsBefore.all(jobsFinishedBefore, limit);
-      for (const { id } of ids) {
+      for (const { id, operation, status } of ids) {
         this.sql.deleteJobEvents.run(id);
         this.sql.deleteJobDeliveries.run(id);
         this.sql.deleteJob.run(id);
+        this.counter.moved(operation, status as JobState, undefined);
       }
       return { keys: 0, jobs: ids.length };
     });

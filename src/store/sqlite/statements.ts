@@ -286,7 +286,11 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
     // --- listing and counting (for operators; nothing on a request's path) ---------------
     listJobs: listingStatements(db, JOB_COLUMNS),
     listJobsWithInput: listingStatements(db, CLAIMED_COLUMNS),
-    /** Read off the counters the triggers of migration 5 keep, not counted. */
+    /** Read off the counters the driver keeps in the transaction of every change (JobCounter), not counted. */
+    /** Adds ? (negative: takes away) to the count of jobs of operation ? in state ?: once per pair and group commit. */
+    addToJobCount: db.prepare<[string, string, number]>(
+      `INSERT INTO job_counts (operation, status, count) VALUES (?, ?, ?) ON CONFLICT (operation, status) DO UPDATE SET count = count + excluded.count`,
+    ),
     countJobs: db.prepare<[], { operation: string; status: string; count: number }>(
       `SELECT operation, status, count FROM job_counts WHERE count > 0 ORDER BY operation, status`,
     ),
@@ -340,7 +344,9 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
       `DELETE FROM idempotency_keys WHERE (principal, operation, key) IN
          (SELECT principal, operation, key FROM idempotency_keys WHERE expires_at <= ? LIMIT ?)`,
     ),
-    finishedJobsBefore: db.prepare<[number, number], { id: string }>(`SELECT id FROM jobs WHERE finished_at <= ? LIMIT ?`),
+    finishedJobsBefore: db.prepare<[number, number], { id: string; operation: string; status: string }>(
+      `SELECT id, operation, status FROM jobs WHERE finished_at <= ? LIMIT ?`,
+    ),
     deleteJobEvents: db.prepare<[string]>(`DELETE FROM job_events WHERE job_id = ?`),
     deleteJobDeliveries: db.prepare<[string]>(`DELETE FROM webhook_deliveries WHERE job_id = ?`),
     deleteJob: db.prepare<[string]>(`DELETE FROM jobs WHERE id = ?`),
