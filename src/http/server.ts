@@ -86,15 +86,16 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   // The route's pattern (never its job id) labels the request's duration.
   const { metrics } = runtime;
   if (metrics) {
-    server.addHook('onResponse', async (request, reply) => {
+    // Callback-style hooks: an async one makes a promise per request.
+    server.addHook('onResponse', (request, reply, done) => {
       metrics.requestServed(request.method, request.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000);
+      done();
     });
   }
-  server.addHook('onRequest', async (_request, reply) => {
-    if (runtime.isStopping) {
-      reply.header('connection', 'close');
-      throw new ProblemError('shuttingDown', 'The server is shutting down; retry on another instance or in a moment.', { headers: { 'retry-after': '1' } });
-    }
+  server.addHook('onRequest', (_request, reply, done) => {
+    if (!runtime.isStopping) return done();
+    reply.header('connection', 'close');
+    done(new ProblemError('shuttingDown', 'The server is shutting down; retry on another instance or in a moment.', { headers: { 'retry-after': '1' } }));
   });
 
   const usedSchemes = new Set<string>();
