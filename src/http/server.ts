@@ -86,16 +86,18 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   // The route's pattern (never its job id) labels the request's duration.
   const { metrics } = runtime;
   if (metrics) {
-    // Callback-style hooks: an async one makes a promise per request.
-    server.addHook('onResponse', (request, reply, done) => {
+    server.addHook('onResponse', async (request, reply) => {
       metrics.requestServed(request.method, request.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000);
-      done();
     });
   }
-  server.addHook('onRequest', (_request, reply, done) => {
-    if (!runtime.isStopping) return done();
-    reply.header('connection', 'close');
-    done(new ProblemError('shuttingDown', 'The server is shutting down; retry on another instance or in a moment.', { headers: { 'retry-after': '1' } }));
+  // An async hook, not a callback one: with @fastify/otel registered, a callback hook's done() runs
+  // the rest of the request inside the hook's span, so the handler would see (and a job would
+  // store) that span instead of the request's (traces-across-processes.test.ts).
+  server.addHook('onRequest', async (_request, reply) => {
+    if (runtime.isStopping) {
+      reply.header('connection', 'close');
+      throw new ProblemError('shuttingDown', 'The server is shutting down; retry on another instance or in a moment.', { headers: { 'retry-after': '1' } });
+    }
   });
 
   const usedSchemes = new Set<string>();
