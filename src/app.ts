@@ -3,6 +3,7 @@ import { type Logger, type LoggerOptions, pino } from 'pino';
 import { type AsyncFirstConfig, ConfigError, loadConfig } from './config.js';
 import { ContractError, loadContract, type OpenApiDocument, readContractFile } from './contract/load.js';
 import { describeOperations } from './contract/operations.js';
+import { settlePolicies } from './contract/policies.js';
 import { buildServedDocument, FRAMEWORK_OPERATION_IDS } from './contract/served-document.js';
 import type { DashboardOptions } from './dashboard/dashboard-routes.js';
 import { CallbackPolicy } from './delivery/callback-url.js';
@@ -20,10 +21,14 @@ import type { Store } from './store/store.js';
 import type { Sweeper } from './worker/sweeper.js';
 import type { JobOperation, Worker } from './worker/worker.js';
 
-/** Per-operation settings given in code. */
+/** Per-operation settings given in code; the policy fields override the operation's x-asyncfirst extension field by field. */
 export interface OperationOptions<Input = { params: unknown; query: unknown; body: unknown }> {
-  /** Handler runs before the job fails (default: JOB_MAX_ATTEMPTS). */
+  /** Handler runs before the job fails (default: the contract's x-asyncfirst maxAttempts, else JOB_MAX_ATTEMPTS). */
   maxAttempts?: number;
+  /** Seconds one attempt may run before its signal fires and it fails as job-timeout (default: the contract's, else none). */
+  timeout?: number;
+  /** Retry delays in seconds: the first retry's ceiling and the largest (default: the contract's, else RETRY_BASE_MS and RETRY_MAX_MS). */
+  backoff?: { base?: number; max?: number };
   /** Asynchronous operations: may refuse a submission (throw an HttpProblem) before its job or key is stored. */
   beforeAccept?: BeforeAccept<Input>;
 }
@@ -107,17 +112,25 @@ async function prepare<HandlerMap extends object>(options: AsyncFirstOptions<Han
     source,
   );
   const validators = new ContractValidators(document.openapi);
-  const maxAttempts = (operationId: string) =>
-    (options.operations as Record<string, OperationOptions> | undefined)?.[operationId]?.maxAttempts ?? config.maxAttempts;
-  const beforeAccept = (operationId: string): BeforeAccept | undefined =>
-    (options.operations as Record<string, OperationOptions> | undefined)?.[operationId]?.beforeAccept;
+  const inCode = (operationId: string): OperationOptions | undefined => (options.operations as Record<string, OperationOptions> | undefined)?.[operationId];
+  const policies = settlePolicies(
+    operations,
+    inCode,
+    { maxAttempts: config.maxAttempts, retryBaseMs: config.retryBaseMs, retryMaxMs: config.retryMaxMs },
+    source,
+  );
+  const maxAttempts = (operationId: string) => policies.get(operationId)?.maxAttempts ?? inCode(operationId)?.maxAttempts ?? config.maxAttempts;
+  const beforeAccept = (operationId: string): BeforeAccept | undefined => inCode(operationId)?.beforeAccept;
   const webhookSecrets = parseWebhookSecrets(config.webhookSecret);
   const callbackPolicy = CallbackPolicy.fromList(config.webhookAllowedHosts);
   const jobOperations = new Map<string, JobOperation>();
   for (const operation of operations.filter((candidate) => candidate.async)) {
+    const policy = policies.get(operation.operationId);
     jobOperations.set(operation.operationId, {
       handler: handlers.get(operation.operationId) as AnyHandler,
       maxAttempts: maxAttempts(operation.operationId),
+      timeoutMs: policy?.timeoutMs,
+      retry: policy && { baseMs: policy.retryBaseMs, maxMs: policy.retryMaxMs },
       writeResult: validators.resultWriter(operation.result?.schema),
     });
   }

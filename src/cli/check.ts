@@ -1,8 +1,10 @@
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { createConfig, getLineColLocation, lintFromString, type NormalizedProblem } from '@redocly/openapi-core';
+import { DEFAULT_CONFIG } from '../config.js';
 import { ContractError, loadContract, type OpenApiDocument, readContractFile } from '../contract/load.js';
 import { describeOperations } from '../contract/operations.js';
+import { settlePolicies } from '../contract/policies.js';
 import { buildServedDocument } from '../contract/served-document.js';
 
 /** One finding of `asyncfirst check`, with its place in the contract. */
@@ -23,7 +25,10 @@ export async function checkContract(contract: string, options: { served?: boolea
   let served: OpenApiDocument;
   try {
     const loaded = await loadContract(document, contract);
-    served = buildServedDocument(loaded.document, describeOperations(loaded));
+    const operations = describeOperations(loaded);
+    // The x-asyncfirst policies, as a start checks them (code's options aside).
+    settlePolicies(operations, () => undefined, DEFAULT_CONFIG, contract);
+    served = buildServedDocument(loaded.document, operations);
   } catch (error) {
     if (error instanceof ContractError) return [{ severity: 'error', place: contract, rule: 'asyncfirst', message: error.message }];
     throw error;

@@ -30,6 +30,8 @@ export interface OperationSpec {
   /** Alternatives; an empty list means anyone, including the anonymous principal. */
   security: SecurityRequirement[];
   anonymousAllowed: boolean;
+  /** The operation's `x-asyncfirst` extension as written (its job policy), unchecked; see policies.ts. */
+  policy?: unknown;
 }
 
 interface RawParameter {
@@ -47,6 +49,7 @@ interface RawOperation {
   requestBody?: { required?: boolean; content?: Record<string, { schema?: JsonSchema }> };
   responses?: Record<string, { content?: Record<string, { schema?: JsonSchema }> }>;
   security?: Record<string, string[]>[];
+  'x-asyncfirst'?: unknown;
 }
 
 /** Framework-owned request headers that an operation must not redefine. */
@@ -106,6 +109,7 @@ function describeOperation(raw: RawOperation, globalSecurity: Record<string, str
     result,
     security: security.filter((requirement) => requirement.length > 0),
     anonymousAllowed: security.length === 0 || security.some((requirement) => requirement.length === 0),
+    ...(raw['x-asyncfirst'] === undefined ? {} : { policy: raw['x-asyncfirst'] }),
   };
 }
 

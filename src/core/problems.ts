@@ -37,6 +37,7 @@ export const PROBLEMS = {
   jobHandlerFailed: { slug: 'job-handler-failed', title: 'The job handler failed', status: 500 },
   jobResultInvalid: { slug: 'job-result-invalid', title: 'The job result does not match the contract', status: 500 },
   jobLeaseExpired: { slug: 'job-lease-expired', title: 'The job was abandoned too many times', status: 500 },
+  jobTimeout: { slug: 'job-timeout', title: 'The job ran past its timeout', status: 500 },
   jobCanceled: { slug: 'job-canceled', title: 'The job was canceled', status: 409 },
 } as const;
 

@@ -12,6 +12,10 @@ import { ClaimLoop } from './claim-loop.js';
 export interface JobOperation {
   handler: AnyHandler;
   maxAttempts: number;
+  /** How long one attempt may run (x-asyncfirst timeout); undefined: as long as its handler does. */
+  timeoutMs?: number | undefined;
+  /** This operation's retry delays (x-asyncfirst backoff); undefined: the worker's RETRY_BASE_MS and RETRY_MAX_MS. */
+  retry?: { baseMs: number; maxMs: number } | undefined;
   /** Checks a handler's result against the operation's result schema: the JSON to store (what the schema declares), or the violations. */
   writeResult: (result: unknown) => { json: string; violations?: undefined } | { json?: undefined; violations: string };
 }
@@ -58,6 +62,17 @@ interface RunningJob {
  * two handlers never run one job at once, even when renewals stall.
  */
 const SELF_FENCE_SHARE = 0.8;
+
+/**
+ * Why an attempt's signal fired when it ran past its operation's timeout. Named TimeoutError, as
+ * AbortSignal.timeout's reason is, so fetch and other APIs given the signal reject with it.
+ */
+export class JobTimeoutError extends Error {
+  constructor(readonly timeoutMs: number) {
+    super(`the attempt ran past its timeout of ${timeoutMs / 1000} s (x-asyncfirst timeout)`);
+    this.name = 'TimeoutError';
+  }
+}
 
 /**
  * The embedded worker: claims due jobs with a lease and a fence, runs their handlers, renews
@@ -222,7 +237,8 @@ export class Worker {
       };
       // In the attempt's span, the handler's own spans are its children.
       const run = () => operation.handler(input, context);
-      outcome = { ok: true, value: await (span ? span.run(run) : run()) };
+      const running = span ? span.run(run) : run();
+      outcome = { ok: true, value: await (operation.timeoutMs === undefined ? running : this.withinTimeout(entry, running, operation.timeoutMs)) };
     } catch (error) {
       outcome = { ok: false, error };
       span?.handlerFailed(error);
@@ -276,6 +292,27 @@ export class Worker {
     }
   }
 
+  /**
+   * The handler's outcome, or JobTimeoutError once `timeoutMs` has passed: then the signal fires
+   * with that reason and the attempt ends at once (its slot is freed, and it is retried by the
+   * usual rules). A handler that ignores its signal runs on unobserved; its outcome is discarded.
+   */
+  private async withinTimeout(entry: RunningJob, running: unknown, timeoutMs: number): Promise<unknown> {
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const reason = new JobTimeoutError(timeoutMs);
+        abort(entry, reason);
+        reject(reason);
+      }, timeoutMs);
+    });
+    try {
+      return await Promise.race([running, timedOut]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   private async reportProgress(entry: RunningJob, percent: number, message?: string): Promise<void> {
     if (!Number.isFinite(percent)) throw new TypeError('progress percent must be a number from 0 to 100');
     if (entry.released || entry.leaseLost) return;
@@ -319,13 +356,20 @@ export class Worker {
     const message = error instanceof Error ? error.message : String(error);
     // An HttpProblem is the handler's own answer: the job fails at once with the problem it chose.
     const details: ProblemDetails =
-      error instanceof HttpProblem ? { ...error.problem, attempt: job.attempts } : problem('jobHandlerFailed', message, { attempt: job.attempts });
+      error instanceof HttpProblem
+        ? { ...error.problem, attempt: job.attempts }
+        : error instanceof JobTimeoutError
+          ? problem('jobTimeout', `The attempt ran longer than the operation's timeout of ${error.timeoutMs / 1000} s; its signal was aborted.`, {
+              attempt: job.attempts,
+            })
+          : problem('jobHandlerFailed', message, { attempt: job.attempts });
     const permanent = error instanceof PermanentJobError || error instanceof HttpProblem;
     if (permanent || job.attempts >= job.maxAttempts) {
       this.options.log.warn({ jobId: job.id, operation: job.operation, attempt: job.attempts, durationMs: Math.round(ranMs), err: error }, 'job failed');
       return (await this.options.store.finishJob(job.id, job.fence, { status: 'failed', error: details }, now)) ? 'failed' : undefined;
     }
-    const delay = retryDelayMs(job.attempts, this.options.retryBaseMs, this.options.retryMaxMs);
+    const retry = this.options.operations.get(job.operation)?.retry;
+    const delay = retryDelayMs(job.attempts, retry?.baseMs ?? this.options.retryBaseMs, retry?.maxMs ?? this.options.retryMaxMs);
     this.options.log.info(
       { jobId: job.id, operation: job.operation, attempt: job.attempts, durationMs: Math.round(ranMs), retryInMs: delay, err: error },
       'job retried',
