@@ -234,7 +234,7 @@ export interface components {
             finishedAt?: string;
             /**
              * Format: date-time
-             * @description When a queued job becomes eligible to run.
+             * @description When a queued job becomes eligible to run: its retry's time, or the start its submission asked for (Not-Before, enqueue's runAt).
              */
             nextAttemptAt?: string;
             progress?: components["schemas"]["JobProgress"];
@@ -336,7 +336,7 @@ export interface components {
                 "application/json": components["schemas"]["JobAccepted"];
             };
         };
-        /** @description The request does not match the contract (see `errors`), its body is malformed, or its Idempotency-Key is missing or invalid. */
+        /** @description The request does not match the contract (see `errors`), its body is malformed, its Idempotency-Key is missing or invalid, or its Not-Before is invalid. */
         BadRequest: {
             headers: {
                 [name: string]: unknown;
@@ -427,6 +427,8 @@ export interface components {
         CallbackUrl: string;
         /** @description Makes the submission safe to retry: 1 to 255 printable ASCII characters (the quoted Structured Field form is the same key). Scoped by principal and operation; a repeat with the same request answers the same job, a repeat with another request answers 422. */
         IdempotencyKey: string;
+        /** @description Start the job no earlier than this: delta-seconds (`60`) or an HTTP date (IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`; a time already past means now), at most the server's NOT_BEFORE_MAX_SECONDS ahead. The job is queued meanwhile, its `nextAttemptAt` the time asked. It is part of the request: a retry with the same Idempotency-Key and the same Not-Before replays the job, one with another Not-Before answers 422. */
+        NotBefore: string;
         JobId: string;
     };
     requestBodies: never;
@@ -456,6 +458,8 @@ export interface operations {
                 Prefer?: components["parameters"]["Prefer"];
                 /** @description Where to POST the job's terminal event (a signed Standard Webhooks delivery). Non-public addresses are refused unless allowed by the server. */
                 "Callback-URL"?: components["parameters"]["CallbackUrl"];
+                /** @description Start the job no earlier than this: delta-seconds (`60`) or an HTTP date (IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`; a time already past means now), at most the server's NOT_BEFORE_MAX_SECONDS ahead. The job is queued meanwhile, its `nextAttemptAt` the time asked. It is part of the request: a retry with the same Idempotency-Key and the same Not-Before replays the job, one with another Not-Before answers 422. */
+                "Not-Before"?: components["parameters"]["NotBefore"];
             };
             path?: never;
             cookie?: never;

@@ -149,6 +149,7 @@ async function prepare<HandlerMap extends object>(options: AsyncFirstOptions<Han
     store,
     maxAttempts,
     idempotencyRetentionMs: config.idempotencyRetentionMs,
+    notBeforeMaxSeconds: config.notBeforeMaxSeconds,
     ...(runtime.tracing ? { tracing: runtime.tracing } : {}),
     log,
   });
@@ -202,6 +203,7 @@ export async function createAsyncFirst<HandlerMap extends object>(options: Async
         },
         idempotencyRetentionMs: config.idempotencyRetentionMs,
         longPollMaxSeconds: config.longPollMaxSeconds,
+        notBeforeMaxSeconds: config.notBeforeMaxSeconds,
       },
       ...(prepared.webhookSecrets.length > 0 ? { webhooks: { policy: prepared.callbackPolicy } } : {}),
       ...(config.metricsToken ? { metricsToken: config.metricsToken } : {}),

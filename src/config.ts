@@ -52,6 +52,8 @@ export interface AsyncFirstConfig {
   busyTimeoutMs: number;
   /** LONG_POLL_MAX_SECONDS: the cap on Prefer: wait=N. */
   longPollMaxSeconds: number;
+  /** NOT_BEFORE_MAX_SECONDS: how far ahead a submission may ask its job to start (Not-Before, enqueue's runAt). */
+  notBeforeMaxSeconds: number;
   /** CHANGE_CHECK_MS: while requests wait on jobs, how often other processes' changes are looked for. */
   changeCheckMs: number;
   /** SSE_MAX_STREAMS_PER_PRINCIPAL: open event streams per principal (per process) before 429. */
@@ -119,6 +121,7 @@ export const DEFAULT_CONFIG: AsyncFirstConfig = {
   shutdownGraceMs: 10_000,
   busyTimeoutMs: 5000,
   longPollMaxSeconds: 30,
+  notBeforeMaxSeconds: 30 * 24 * 60 * 60,
   changeCheckMs: 250,
   sseMaxStreamsPerPrincipal: 10,
   sseHeartbeatMs: 15_000,
@@ -167,6 +170,7 @@ const ENV_NAMES: Record<keyof AsyncFirstConfig, string> = {
   shutdownGraceMs: 'SHUTDOWN_GRACE_MS',
   busyTimeoutMs: 'DB_BUSY_TIMEOUT_MS',
   longPollMaxSeconds: 'LONG_POLL_MAX_SECONDS',
+  notBeforeMaxSeconds: 'NOT_BEFORE_MAX_SECONDS',
   changeCheckMs: 'CHANGE_CHECK_MS',
   sseMaxStreamsPerPrincipal: 'SSE_MAX_STREAMS_PER_PRINCIPAL',
   sseHeartbeatMs: 'SSE_HEARTBEAT_MS',

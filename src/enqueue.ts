@@ -3,6 +3,7 @@ import { v7 as uuidv7 } from 'uuid';
 import type { OperationSpec } from './contract/operations.js';
 import { ProblemError } from './core/problems.js';
 import type { AsyncOperationId, OperationsOf, SubmissionInput } from './handlers.js';
+import { readRunAt } from './http/not-before.js';
 import { ANONYMOUS_PRINCIPAL } from './http/security.js';
 import type { ContractValidators } from './http/validation.js';
 import { fingerprintRequest } from './idempotency/fingerprint.js';
@@ -20,8 +21,13 @@ export interface EnqueueInput {
 export interface EnqueueOptions {
   /** Whose job it is (default "anonymous"); GET /jobs/{id} shows it to that principal. */
   principal?: string;
-  /** The Idempotency-Key: a repeat with the same input finds the same job (default: a new key, so a new job). */
+  /** The Idempotency-Key: a repeat with the same input (and the same runAt) finds the same job (default: a new key, so a new job). */
   key?: string;
+  /**
+   * Start no earlier than this time (a Date, or milliseconds since the epoch), as the Not-Before
+   * header asks over HTTP: at most NOT_BEFORE_MAX_SECONDS ahead; a time already past means now.
+   */
+  runAt?: Date | number;
 }
 
 /** What enqueue did: the job's id, and whether an earlier submission with the same key was found. */
@@ -62,6 +68,8 @@ export function makeEnqueue(deps: {
   store: Store;
   maxAttempts: (operationId: string) => number;
   idempotencyRetentionMs: number;
+  /** NOT_BEFORE_MAX_SECONDS: how far ahead runAt may be. */
+  notBeforeMaxSeconds: number;
   /** Stores the caller's active trace context with the job (absent: TRACING=off). */
   tracing?: JobTracing;
   /** Where `job accepted` (or `job replayed`) is logged, as for an HTTP submission. */
@@ -99,7 +107,13 @@ export function makeEnqueue(deps: {
       );
     }
     const key = parseIdempotencyKey([options.key ?? uuidv7()]);
-    const { fingerprint, canonicalInput } = fingerprintRequest(operationId, { params, query, body: input.body });
+    const notBefore = options.runAt === undefined ? undefined : readRunAt(options.runAt, Date.now(), deps.notBeforeMaxSeconds);
+    const { fingerprint, canonicalInput } = fingerprintRequest(operationId, {
+      params,
+      query,
+      body: input.body,
+      ...(notBefore === undefined ? {} : { notBefore: notBefore.asked }),
+    });
     const now = Date.now();
     const traceContext = deps.tracing?.submissionContext();
     const outcome = await deps.store.acceptJob({
@@ -110,8 +124,9 @@ export function makeEnqueue(deps: {
       input: canonicalInput,
       maxAttempts: deps.maxAttempts(operationId),
       ...(traceContext === undefined ? {} : { traceContext }),
+      ...(notBefore === undefined ? {} : { runAt: notBefore.runAt }),
       now,
-      keyExpiresAt: now + deps.idempotencyRetentionMs,
+      keyExpiresAt: Math.max(now, notBefore?.runAt ?? now) + deps.idempotencyRetentionMs,
     });
     if (outcome.kind === 'mismatch') {
       throw new ProblemError(

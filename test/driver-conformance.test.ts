@@ -168,6 +168,38 @@ describe.each(DRIVERS)('the $name driver', ({ database }) => {
     expect(await engine.claimJobs({ owner: 'worker-a', limit: 10, now, leaseMs: 30_000 })).toEqual([]);
   });
 
+  it("holds a job accepted with a later run time back until then, alone or in a batch, and its acceptance's event in the log shows that time", async () => {
+    const first = await setup();
+    const second = await open();
+    const now = Date.now();
+    const cursor = await first.eventCursor();
+    const later = await acceptOne(first, 'later', { now, runAt: now + 60_000 });
+    // Two in one turn: the driver stores them as one batch.
+    const [batched, plain] = await Promise.all([
+      first.acceptJob(acceptRequest('batched', { now, runAt: now + 30_000 })),
+      first.acceptJob(acceptRequest('plain', { now })),
+    ]);
+    expect(await first.getJob('alice', later)).toMatchObject({ status: 'queued', runAt: now + 60_000, createdAt: now, version: 0 });
+    expect(await first.getJob('alice', batched.jobId)).toMatchObject({ status: 'queued', runAt: now + 30_000 });
+    const claimAt = async (at: number) => (await second.claimJobs({ owner: 'worker-b', limit: 10, now: at, leaseMs: 30_000 })).map((job) => job.id);
+    expect(await claimAt(now + 29_999)).toEqual([plain.jobId]);
+    expect(await claimAt(now + 30_000)).toEqual([batched.jobId]);
+    expect(await claimAt(now + 59_999)).toEqual([]);
+    expect(await claimAt(now + 60_000)).toEqual([later]);
+    let slice = await first.readEvents({ after: cursor, statuses: ['queued'] });
+    // Another suite's open transaction on the shared PostgreSQL cluster can hold committed events back for a moment.
+    for (let tries = 0; slice.heldBack && tries < 100; tries++) {
+      await sleep(50);
+      slice = await first.readEvents({ after: cursor, statuses: ['queued'] });
+    }
+    const nextAttemptAt = Object.fromEntries(slice.events.map((event) => [event.jobId, (JSON.parse(event.data) as { nextAttemptAt: string }).nextAttemptAt]));
+    expect(nextAttemptAt).toEqual({
+      [later]: new Date(now + 60_000).toISOString(),
+      [batched.jobId]: new Date(now + 30_000).toISOString(),
+      [plain.jobId]: new Date(now).toISOString(),
+    });
+  });
+
   it('never lets two processes claim the same job', async () => {
     const first = await setup();
     const second = await open();

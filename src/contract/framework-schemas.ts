@@ -57,7 +57,11 @@ export const JobSchema = {
     createdAt: { type: 'string', format: 'date-time' },
     updatedAt: { type: 'string', format: 'date-time' },
     finishedAt: { type: 'string', format: 'date-time' },
-    nextAttemptAt: { type: 'string', format: 'date-time', description: 'When a queued job becomes eligible to run.' },
+    nextAttemptAt: {
+      type: 'string',
+      format: 'date-time',
+      description: "When a queued job becomes eligible to run: its retry's time, or the start its submission asked for (Not-Before, enqueue's runAt).",
+    },
     progress: { $ref: '#/components/schemas/JobProgress' },
     result: { description: "Present when succeeded: the operation's 200/201 response body." },
     resultLocation: { type: 'string', description: 'Present when the handler answered with a resource location: GET /jobs/{id}/result redirects there (303).' },

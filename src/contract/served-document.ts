@@ -47,6 +47,16 @@ const FRAMEWORK_COMPONENTS = {
         'Scoped by principal and operation; a repeat with the same request answers the same job, a repeat with another request answers 422.',
       schema: { type: 'string', minLength: 1, maxLength: 257 },
     },
+    NotBefore: {
+      name: 'Not-Before',
+      in: 'header',
+      required: false,
+      description:
+        'Start the job no earlier than this: delta-seconds (`60`) or an HTTP date (IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`; a time already past means now), ' +
+        "at most the server's NOT_BEFORE_MAX_SECONDS ahead. The job is queued meanwhile, its `nextAttemptAt` the time asked. It is part of the request: " +
+        'a retry with the same Idempotency-Key and the same Not-Before replays the job, one with another Not-Before answers 422.',
+      schema: { type: 'string' },
+    },
     JobId: { name: 'id', in: 'path', required: true, schema: { type: 'string' } },
   },
   headers: {
@@ -71,7 +81,8 @@ const FRAMEWORK_COMPONENTS = {
       content: { 'application/json': { schema: { $ref: '#/components/schemas/JobAccepted' } } },
     },
     BadRequest: {
-      description: 'The request does not match the contract (see `errors`), its body is malformed, or its Idempotency-Key is missing or invalid.',
+      description:
+        'The request does not match the contract (see `errors`), its body is malformed, its Idempotency-Key is missing or invalid, or its Not-Before is invalid.',
       content: problemContent,
     },
     Unauthorized: { description: 'No credential, or one that no security scheme accepts.', content: problemContent },
@@ -124,6 +135,7 @@ export function buildServedDocument(document: OpenApiDocument, operations: Opera
         { $ref: '#/components/parameters/IdempotencyKey' },
         { $ref: '#/components/parameters/Prefer' },
         { $ref: '#/components/parameters/CallbackUrl' },
+        { $ref: '#/components/parameters/NotBefore' },
       ];
       const declared = responses['202'] as { description?: string } | undefined;
       responses['202'] = {

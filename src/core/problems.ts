@@ -10,6 +10,7 @@ export const PROBLEMS = {
   idempotencyKeyMissing: { slug: 'idempotency-key-missing', title: 'Idempotency-Key header required', status: 400 },
   idempotencyKeyInvalid: { slug: 'idempotency-key-invalid', title: 'Invalid Idempotency-Key header', status: 400 },
   callbackUrlRefused: { slug: 'callback-url-refused', title: 'Callback-URL refused', status: 400 },
+  notBeforeInvalid: { slug: 'not-before-invalid', title: 'Invalid Not-Before', status: 400 },
   badRequest: { slug: 'bad-request', title: 'Bad request', status: 400 },
   cursorInvalid: { slug: 'cursor-invalid', title: 'Invalid cursor', status: 400 },
   lastEventIdInvalid: { slug: 'last-event-id-invalid', title: 'Invalid Last-Event-ID', status: 400 },

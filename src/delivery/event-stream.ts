@@ -271,8 +271,9 @@ export class JobEventStreams {
   private async opening(principal: string, id: string, lastEventId: string): Promise<{ job: JobRecord; events: JobEvent[]; after: number } | undefined> {
     const store = this.deps.store;
     if (lastEventId === '') {
-      const all = await store.getJobEvents(principal, id, 0);
-      return all && { job: all.job, events: [queuedEvent(all.job), ...all.events], after: 0 };
+      // From version 0: a job that starts later has its acceptance's event stored whole.
+      const all = await store.getJobEvents(principal, id, -1);
+      return all && { job: all.job, events: withAcceptance(all.job, all.events), after: 0 };
     }
     const resumeFrom = /^\d+$/.test(lastEventId) ? Number(lastEventId) : undefined;
     if (resumeFrom === 0) {
@@ -301,7 +302,15 @@ function withPrincipal(event: StreamedEvent): string {
   return `{"principal":${JSON.stringify(event.principal)},${event.data.slice(1)}`;
 }
 
-/** The job as it was when accepted: the first event of a new stream (the job row is its record). */
+/** The job's events from version 0, that first one (job.queued) built from the job row where its data was not stored. */
+function withAcceptance(job: JobRecord, events: JobEvent[]): JobEvent[] {
+  const [first, ...rest] = events;
+  if (first?.id !== 0) return [queuedEvent(job), ...events];
+  // The log stores no data for most acceptances (the job row says it all): null, despite JobEvent's type.
+  return [(first.data as string | null) === null ? queuedEvent(job) : first, ...rest];
+}
+
+/** The job as it was when accepted: the first event of a new stream, from the job row (its run time too, while nothing changed it). */
 function queuedEvent(job: JobRecord): JobEvent {
-  return { id: 0, type: 'job.queued', data: acceptedJobBody(job) };
+  return { id: 0, type: 'job.queued', data: acceptedJobBody({ ...job, runAt: job.version === 0 ? job.runAt : undefined }) };
 }

@@ -28,7 +28,7 @@ import type {
 } from '../store/store.js';
 import { cursorOf, isAfter, logReadOf, positionOf, sliceOf } from './event-log.js';
 import { listingOf, pageOf } from './job-listing.js';
-import { jobBody } from './job-view.js';
+import { acceptedJobBody, jobBody } from './job-view.js';
 import { TurnBatcher } from './turn-batcher.js';
 
 export interface JobEngineOptions {
@@ -117,7 +117,13 @@ export class JobEngine implements Store {
   }
 
   async acceptJob(request: AcceptRequest): Promise<AcceptOutcome> {
-    const result = await this.accepts.add({ ...request, jobId: newJobId(request.now) });
+    const jobId = newJobId(request.now);
+    const runAt = request.runAt ?? request.now;
+    const write: AcceptWrite =
+      runAt > request.now
+        ? { ...request, jobId, runAt, acceptedEvent: acceptedJobBody({ ...request, id: jobId, createdAt: request.now, runAt }) }
+        : { ...request, jobId, runAt: request.now };
+    const result = await this.accepts.add(write);
     if (result.kind === 'created') return result;
     // The key is bound: the same request again is a replay; another request under it is refused.
     return result.fingerprint === request.fingerprint ? { kind: 'replayed', jobId: result.jobId } : { kind: 'mismatch', jobId: result.jobId };

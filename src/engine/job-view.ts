@@ -44,8 +44,8 @@ export function jobBody(job: JobRecord): string {
   return job.status === 'succeeded' && job.result !== undefined && job.resultLocation === undefined ? `${json.slice(0, -1)},"result":${job.result}}` : json;
 }
 
-/** The job as it was when accepted (its job.queued event of version 0), from the fields that never change. */
-export function acceptedJobBody(job: Pick<JobRecord, 'id' | 'principal' | 'operation' | 'maxAttempts' | 'createdAt'>): string {
+/** The job as it was when accepted (its job.queued event of version 0), from the fields that never change and its first run time (default: when it was accepted). */
+export function acceptedJobBody(job: Pick<JobRecord, 'id' | 'principal' | 'operation' | 'maxAttempts' | 'createdAt'> & { runAt?: number | undefined }): string {
   return jobBody({
     id: job.id,
     principal: job.principal,
@@ -54,7 +54,7 @@ export function acceptedJobBody(job: Pick<JobRecord, 'id' | 'principal' | 'opera
     attempts: 0,
     maxAttempts: job.maxAttempts,
     cancelRequested: false,
-    runAt: job.createdAt,
+    runAt: job.runAt ?? job.createdAt,
     createdAt: job.createdAt,
     updatedAt: job.createdAt,
     version: 0,
@@ -77,7 +77,13 @@ function deliveryView(delivery: WebhookDelivery): Record<string, unknown> {
   };
 }
 
-/** Headers that go with a job: Retry-After while it is not finished. */
+/** Seconds a poller should wait for a queued job that may start only at `runAt`: until then, and at least POLL_AFTER_SECONDS. */
+export function pollAfterSeconds(runAt: number, now: number = Date.now()): number {
+  return Math.max(POLL_AFTER_SECONDS, Math.ceil((runAt - now) / 1000));
+}
+
+/** Headers that go with a job: Retry-After while it is not finished (for a queued job, until it may start). */
 export function jobHeaders(job: JobRecord): Record<string, string> {
-  return isFinished(job.status) ? {} : { 'retry-after': String(POLL_AFTER_SECONDS) };
+  if (isFinished(job.status)) return {};
+  return { 'retry-after': String(job.status === 'queued' ? pollAfterSeconds(job.runAt) : POLL_AFTER_SECONDS) };
 }

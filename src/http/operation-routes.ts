@@ -5,13 +5,14 @@ import { ProblemError } from '../core/problems.js';
 import { awaitJob } from '../delivery/await-job.js';
 import type { CallbackPolicy } from '../delivery/callback-url.js';
 import type { JobWatch } from '../delivery/job-watch.js';
-import { POLL_AFTER_SECONDS } from '../engine/job-view.js';
+import { POLL_AFTER_SECONDS, pollAfterSeconds } from '../engine/job-view.js';
 import { type AnyHandler, type BeforeAccept, ResourceLocation } from '../handlers.js';
 import { fingerprintRequest } from '../idempotency/fingerprint.js';
 import { parseIdempotencyKey } from '../idempotency/key.js';
 import type { JobMetrics } from '../metrics/job-metrics.js';
 import type { Store } from '../store/store.js';
 import type { JobTracing } from '../tracing/job-tracing.js';
+import { parseNotBefore } from './not-before.js';
 import { parsePrefer } from './prefer.js';
 import { nonUtf8Charset } from './request-body.js';
 import type { Authenticate } from './security.js';
@@ -38,6 +39,8 @@ export interface OperationRouteDeps {
   /** Refuses a submission before anything is stored (asynchronous operations). */
   beforeAccept?: BeforeAccept | undefined;
   idempotencyRetentionMs: number;
+  /** NOT_BEFORE_MAX_SECONDS: how far ahead a Not-Before may ask the job to start. */
+  notBeforeMaxSeconds: number;
   /** Counts submissions (undefined: METRICS=off). */
   metrics: JobMetrics | undefined;
   /** Stores the submission's trace context with its job (undefined: TRACING=off). */
@@ -134,12 +137,15 @@ function acceptHandler(operation: OperationSpec, deps: OperationRouteDeps) {
   return async (request: FastifyRequest, reply: FastifyReply) => {
     const key = parseIdempotencyKey(headerLines(request.raw.rawHeaders, 'idempotency-key'));
     const callbackUrl = readCallbackUrl(request, deps);
+    const receivedAt = Date.now();
+    const notBefore = parseNotBefore(headerLines(request.raw.rawHeaders, 'not-before'), receivedAt, deps.notBeforeMaxSeconds);
     if (deps.beforeAccept) await runBeforeAccept(deps.beforeAccept, request);
     const { fingerprint, canonicalInput } = fingerprintRequest(operation.operationId, {
       params: (request.params as Record<string, unknown>) ?? {},
       query: (request.query as Record<string, unknown>) ?? {},
       body: request.body,
       ...(callbackUrl === undefined ? {} : { callback: callbackUrl }),
+      ...(notBefore === undefined ? {} : { notBefore: notBefore.asked }),
     });
     const now = Date.now();
     // The context active here is the request's (its server span, when the application instruments Fastify).
@@ -153,8 +159,10 @@ function acceptHandler(operation: OperationSpec, deps: OperationRouteDeps) {
       maxAttempts: deps.maxAttempts,
       ...(callbackUrl === undefined ? {} : { callbackUrl }),
       ...(traceContext === undefined ? {} : { traceContext }),
+      ...(notBefore === undefined ? {} : { runAt: notBefore.runAt }),
       now,
-      keyExpiresAt: now + deps.idempotencyRetentionMs,
+      // A job that starts later keeps its key bound for the retention after its start, not after its submission.
+      keyExpiresAt: Math.max(now, notBefore?.runAt ?? now) + deps.idempotencyRetentionMs,
     });
     if (outcome.kind === 'mismatch') {
       throw new ProblemError(
@@ -187,7 +195,8 @@ function acceptHandler(operation: OperationSpec, deps: OperationRouteDeps) {
           .send(job.result ?? 'null');
       }
     }
-    reply.code(202).headers({ location, 'x-job-id': outcome.jobId, 'retry-after': String(POLL_AFTER_SECONDS) });
+    const pollAfter = notBefore === undefined ? POLL_AFTER_SECONDS : pollAfterSeconds(notBefore.runAt);
+    reply.code(202).headers({ location, 'x-job-id': outcome.jobId, 'retry-after': String(pollAfter) });
     return { status: 'accepted', job_id: outcome.jobId, operation: operation.operationId, location };
   };
 }

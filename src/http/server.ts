@@ -41,6 +41,7 @@ export interface ServerDeps {
     connections: ConnectionLimits;
     idempotencyRetentionMs: number;
     longPollMaxSeconds: number;
+    notBeforeMaxSeconds: number;
   };
   /** Present when webhooks are configured. */
   webhooks?: { policy: CallbackPolicy };
@@ -114,6 +115,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
       beforeAccept: contract.beforeAccept?.(operation.operationId),
       writeResult: operation.async || !operation.result?.schema ? undefined : contract.validators.resultWriter(operation.result.schema),
       idempotencyRetentionMs: limits.idempotencyRetentionMs,
+      notBeforeMaxSeconds: limits.notBeforeMaxSeconds,
       metrics: runtime.metrics,
       tracing: runtime.tracing,
       watch: runtime.watch,

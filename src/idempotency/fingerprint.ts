@@ -61,15 +61,23 @@ export interface JobInput {
   body: unknown;
   /** The Callback-URL, when the submission asked for a webhook: another callback is another request. */
   callback?: string;
+  /** The start the submission asked for (Not-Before, enqueue's runAt), as not-before.ts writes it: another start is another request. */
+  notBefore?: string;
 }
 
 /**
  * The request fingerprint: SHA-256 (hex) of the operationId and the canonical JSON of the
- * path parameters, query, body and Callback-URL (absent when not sent). Returns the canonical input text too, which is what gets
+ * path parameters, query, body, Callback-URL and Not-Before (each of the last two absent when not sent). Returns the canonical input text too, which is what gets
  * stored, so the request is serialized once.
  */
 export function fingerprintRequest(operationId: string, input: JobInput): { fingerprint: string; canonicalInput: string } {
-  const canonicalInput = canonicalJson({ body: input.body ?? null, params: input.params, query: input.query, callback: input.callback });
+  const canonicalInput = canonicalJson({
+    body: input.body ?? null,
+    params: input.params,
+    query: input.query,
+    callback: input.callback,
+    notBefore: input.notBefore,
+  });
   const fingerprint = createHash('sha256').update(operationId).update('\n').update(canonicalInput).digest('hex');
   return { fingerprint, canonicalInput };
 }

@@ -65,8 +65,12 @@ export interface DriverEvents {
   fault(fault: StoreFault): void;
 }
 
-/** A submission to store: the job (its id chosen by the engine) and its idempotency record. */
-export type AcceptWrite = AcceptRequest & { jobId: string };
+/**
+ * A submission to store: the job (its id chosen by the engine) and its idempotency record. A job
+ * that starts later has its acceptance's event data given (`acceptedEvent`): the job row's run
+ * time changes with its attempts, so that event could not be built from the row afterwards.
+ */
+export type AcceptWrite = AcceptRequest & { jobId: string; acceptedEvent?: string };
 
 /**
  * How an acceptance went: the job was created, or a live record already binds the key (the

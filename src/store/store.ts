@@ -100,6 +100,8 @@ export interface AcceptRequest {
   callbackUrl?: string;
   /** The trace context active when the job was submitted, if a trace was being recorded. */
   traceContext?: TraceContext;
+  /** When the job may start (Not-Before, enqueue's runAt); omitted: now. Never before `now`. */
+  runAt?: number;
   now: number;
   keyExpiresAt: number;
 }

@@ -364,6 +364,8 @@ export class PostgresDriver implements Driver {
         batch.map((write) => traceContextColumn(write.traceContext)),
         this.channel,
         notice,
+        batch.map((write) => write.runAt ?? write.now),
+        batch.map((write) => write.acceptedEvent ?? null),
       ]);
       created = new Set(rows.map((row) => row.id));
     } catch (error) {
@@ -414,7 +416,11 @@ export class PostgresDriver implements Driver {
       if (bound?.job_exists) return { kind: 'bound', jobId: bound.job_id, fingerprint: bound.fingerprint };
       // No record (swept meanwhile), or one that outlived its job: write it, unless another process does first.
       const statement = bound ? SQL.rebindKey : SQL.acceptJob;
-      const created = await this.run<{ id: string }>(statement, bound ? [...values, bound.job_id, this.channel, notice] : [...values, this.channel, notice]);
+      const later = [write.runAt ?? write.now, write.acceptedEvent ?? null];
+      const created = await this.run<{ id: string }>(
+        statement,
+        bound ? [...values, bound.job_id, this.channel, notice, ...later] : [...values, this.channel, notice, ...later],
+      );
       if (created.length === 1) {
         this.announce({ jobIds: new Set([write.jobId]), queued: true, deliveries: false });
         return { kind: 'created', jobId: write.jobId };

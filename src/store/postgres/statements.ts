@@ -80,11 +80,11 @@ const listing = (columns: string, scope: keyof typeof LISTING_SCOPES) =>
 
 /**
  * The part of an acceptance statement that logs each job it created (the CTE `job`) as job.queued
- * of version 0 in the event log, with no data (the job row says it all): the same statement, no
- * round trip more.
+ * of version 0 in the event log, in the same statement, no round trip more: with no data (the job
+ * row says it all), unless the job starts later, whose event `data` is given (`from` joins it in).
  */
-const LOG_ACCEPTANCE = `accepted AS (
-       INSERT INTO job_events (job_id, version, type, created_at) SELECT id, 0, 'job.queued', created_at FROM job
+const logAcceptance = (data: string, from = 'job') => `accepted AS (
+       INSERT INTO job_events (job_id, version, type, data, created_at) SELECT job.id, 0, 'job.queued', ${data}, job.created_at FROM ${from}
      )`;
 
 /** A row of the event log across jobs; xid8 values arrive as decimal text. */
@@ -117,7 +117,8 @@ export const SQL = {
    * updates only a record past its expiry (judged on the row's newest version, after waiting for
    * a concurrent inserter to commit), and the job is inserted only when the record was written.
    * $1 principal, $2 operation, $3 key, $4 fingerprint, $5 job id, $6 now, $7 key expiry,
-   * $8 input, $9 max attempts, $10 callback URL, $11 trace context, $12 channel, $13 notification.
+   * $8 input, $9 max attempts, $10 callback URL, $11 trace context, $12 channel, $13 notification,
+   * $14 run time, $15 the acceptance's event data (NULL but for a job that starts later).
    */
   acceptJob: statement(
     'accept_job',
@@ -130,22 +131,24 @@ export const SQL = {
        RETURNING k.job_id
      ), job AS (
        INSERT INTO jobs (id, principal, operation, input, status, max_attempts, callback_url, trace_context, run_at, created_at, updated_at)
-       SELECT job_id, $1, $2, $8, 'queued', $9, $10, $11, $6, $6, $6 FROM key
+       SELECT job_id, $1, $2, $8, 'queued', $9, $10, $11, $14::bigint, $6, $6 FROM key
        RETURNING id, created_at
-     ), ${LOG_ACCEPTANCE}
+     ), ${logAcceptance('$15::text')}
      SELECT id, pg_notify($12, $13) FROM job`,
   ),
   /**
    * The same for a batch, as arrays in the order of their keys (so concurrent batches take the key
    * index's locks in one order and cannot deadlock); returns the ids of the jobs created.
    * $1 principals, $2 operations, $3 keys, $4 fingerprints, $5 job ids, $6 nows, $7 key expiries,
-   * $8 inputs, $9 max attempts, $10 callback URLs, $11 trace contexts, $12 channel, $13 notification.
+   * $8 inputs, $9 max attempts, $10 callback URLs, $11 trace contexts, $12 channel, $13 notification,
+   * $14 run times, $15 the acceptances' event data (NULL but for jobs that start later).
    */
   acceptJobs: statement(
     'accept_jobs',
     `WITH input AS (
-       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::text[], $9::integer[], $10::text[], $11::text[])
-         AS i(principal, operation, key, fingerprint, job_id, now, key_expires_at, input, max_attempts, callback_url, trace_context)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::text[], $9::integer[], $10::text[], $11::text[],
+                            $14::bigint[], $15::text[])
+         AS i(principal, operation, key, fingerprint, job_id, now, key_expires_at, input, max_attempts, callback_url, trace_context, run_at, accepted_event)
      ), key AS (
        INSERT INTO idempotency_keys AS k (principal, operation, key, fingerprint, job_id, created_at, expires_at)
        SELECT principal, operation, key, fingerprint, job_id, now, key_expires_at FROM input
@@ -155,10 +158,10 @@ export const SQL = {
        RETURNING k.job_id
      ), job AS (
        INSERT INTO jobs (id, principal, operation, input, status, max_attempts, callback_url, trace_context, run_at, created_at, updated_at)
-       SELECT i.job_id, i.principal, i.operation, i.input, 'queued', i.max_attempts, i.callback_url, i.trace_context, i.now, i.now, i.now
+       SELECT i.job_id, i.principal, i.operation, i.input, 'queued', i.max_attempts, i.callback_url, i.trace_context, i.run_at, i.now, i.now
        FROM input i JOIN key ON key.job_id = i.job_id
        RETURNING id, created_at
-     ), ${LOG_ACCEPTANCE}
+     ), ${logAcceptance('i.accepted_event', 'job JOIN input i ON i.job_id = job.id')}
      -- One NOTIFY per created job, all with one payload: PostgreSQL delivers identical ones once.
      SELECT id, pg_notify($12, $13) FROM job`,
   ),
@@ -168,7 +171,7 @@ export const SQL = {
     `SELECT k.fingerprint, k.job_id, EXISTS (SELECT 1 FROM jobs WHERE jobs.id = k.job_id) AS job_exists
      FROM idempotency_keys k WHERE k.principal = $1 AND k.operation = $2 AND k.key = $3`,
   ),
-  /** Rebinds a record whose job was swept, only if it still names that job ($12), and inserts the new job. */
+  /** Rebinds a record whose job was swept, only if it still names that job ($12), and inserts the new job; $13 channel, $14 notification, $15 run time, $16 event data. */
   rebindKey: statement(
     'rebind_key',
     `WITH key AS (
@@ -177,9 +180,9 @@ export const SQL = {
        RETURNING job_id
      ), job AS (
        INSERT INTO jobs (id, principal, operation, input, status, max_attempts, callback_url, trace_context, run_at, created_at, updated_at)
-       SELECT job_id, $1, $2, $8, 'queued', $9, $10, $11, $6, $6, $6 FROM key
+       SELECT job_id, $1, $2, $8, 'queued', $9, $10, $11, $15::bigint, $6, $6 FROM key
        RETURNING id, created_at
-     ), ${LOG_ACCEPTANCE}
+     ), ${logAcceptance('$16::text')}
      SELECT id, pg_notify($13, $14) FROM job`,
   ),
 

@@ -271,11 +271,11 @@ export class SqliteDriver implements Driver {
       write.maxAttempts,
       write.callbackUrl ?? null,
       traceContextColumn(write.traceContext),
-      now,
+      write.runAt ?? now,
       now,
       now,
     );
-    this.sql.logAcceptance.run(jobId, now);
+    this.sql.logAcceptance.run(jobId, write.acceptedEvent ?? null, now);
     this.counter.moved(operation, undefined, 'queued');
     this.sql.upsertIdempotencyKey.run(principal, operation, key, write.fingerprint, jobId, now, write.keyExpiresAt);
     this.jobsQueuedInGroup = true;

@@ -151,8 +151,10 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
       `INSERT INTO jobs (id, principal, operation, input, status, max_attempts, callback_url, trace_context, run_at, created_at, updated_at)
        VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)`,
     ),
-    /** The acceptance in the event log: job.queued of version 0, its data built from the job row when read. */
-    logAcceptance: db.prepare<[string, number]>(`INSERT INTO job_events (job_id, version, type, data, created_at) VALUES (?, 0, 'job.queued', NULL, ?)`),
+    /** The acceptance in the event log: job.queued of version 0, its data NULL (built from the job row when read) unless the job starts later. */
+    logAcceptance: db.prepare<[string, string | null, number]>(
+      `INSERT INTO job_events (job_id, version, type, data, created_at) VALUES (?, 0, 'job.queued', ?, ?)`,
+    ),
 
     // --- reading and canceling ----------------------------------------------------------
     getJob: db.prepare<[string, string], SqliteJobRow>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ? AND principal = ?`),
