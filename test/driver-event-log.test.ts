@@ -5,7 +5,7 @@ import { JobEngine } from '../src/engine/job-engine.js';
 import { PostgresDriver } from '../src/store/postgres/postgres-driver.js';
 import { SQL } from '../src/store/postgres/statements.js';
 import type { AcceptRequest, ClaimedJob, EventQuery, Store, StreamedEvent } from '../src/store/store.js';
-import { acceptRequest, type DatabaseUnderTest, driversUnderTest } from './driver-support.js';
+import { acceptRequest, driversUnderTest, useDatabase } from './driver-support.js';
 import { freshSchema, TEST_DATABASE_URL } from './postgres-support.js';
 
 /*
@@ -46,21 +46,9 @@ async function readAll(engine: Store, query: EventQuery): Promise<{ events: Stre
 const summary = (events: StreamedEvent[]) => events.map((event) => [event.jobId, event.type]);
 
 describe.each(DRIVERS)('the $name event log', ({ database }) => {
-  let db: DatabaseUnderTest;
-  const engines: Store[] = [];
-  const open = async () => {
-    const engine = await db.open();
-    engines.push(engine);
-    return engine;
-  };
-  const setup = async () => {
-    db = database();
-    return open();
-  };
-  afterEach(async () => {
-    for (const engine of engines.splice(0)) await engine.close();
-    await db.cleanup();
-  });
+  const databases = useDatabase(database);
+  /** One more engine on the test's database (the first call makes the database). */
+  const open = async (): Promise<Store> => (await databases.open(1))[0] as Store;
 
   async function acceptOne(engine: Store, key: string, overrides: Partial<AcceptRequest> = {}): Promise<string> {
     const outcome = await engine.acceptJob(acceptRequest(key, overrides));
@@ -75,7 +63,7 @@ describe.each(DRIVERS)('the $name event log', ({ database }) => {
   }
 
   it("logs every job's changes, acceptance first, in commit order after a cursor, from two processes", async () => {
-    const first = await setup();
+    const first = await open();
     const second = await open();
     const start = await first.eventCursor();
     const a = await acceptOne(first, 'a');
@@ -110,7 +98,7 @@ describe.each(DRIVERS)('the $name event log', ({ database }) => {
   });
 
   it('reads a page at a time in order, and never past the limit', async () => {
-    const engine = await setup();
+    const engine = await open();
     const start = await engine.eventCursor();
     const ids: string[] = [];
     for (let i = 0; i < 7; i++) ids.push(await acceptOne(engine, `k${i}`));
@@ -123,7 +111,7 @@ describe.each(DRIVERS)('the $name event log', ({ database }) => {
   });
 
   it('filters by principal, operation and the state an event leaves its job in', async () => {
-    const engine = await setup();
+    const engine = await open();
     const start = await engine.eventCursor();
     const a = await acceptOne(engine, 'a');
     const b = await acceptOne(engine, 'b', { principal: 'bob' });
@@ -157,7 +145,7 @@ describe.each(DRIVERS)('the $name event log', ({ database }) => {
   });
 
   it('refuses a cursor it never gave out with last-event-id-invalid, and accepts every one it gave', async () => {
-    const engine = await setup();
+    const engine = await open();
     const start = await engine.eventCursor();
     await acceptOne(engine, 'a');
     await settle(engine, start);
@@ -176,7 +164,7 @@ describe.each(DRIVERS)('the $name event log', ({ database }) => {
   });
 
   it("goes on from a cursor older than what the sweeper kept: the swept jobs' events are gone, none after them is skipped", async () => {
-    const engine = await setup();
+    const engine = await open();
     const start = await engine.eventCursor();
     const old = await acceptOne(engine, 'old');
     const claimed = await claimOne(engine);

@@ -22,6 +22,7 @@ function labelsOf(labelNames: readonly string[], values: readonly string[]): Lab
 /** A counter whose increments are summed here and added to a prom-client Counter when it is scraped. */
 export class FastCounter {
   private readonly series = new Map<string, { labels: Labels; pending: number }>();
+  private readonly labelNames: readonly string[];
 
   constructor(registry: Registry, options: { name: string; help: string; labelNames: readonly string[] }) {
     const series = this.series;
@@ -40,8 +41,6 @@ export class FastCounter {
     });
     this.labelNames = options.labelNames;
   }
-
-  private readonly labelNames: readonly string[];
 
   /** Adds one to the series of these label values. */
   inc(...values: string[]): void {

@@ -1,4 +1,5 @@
 import type { JobState } from '../core/job-states.js';
+import type { EventPosition, LoggedEvent } from './driver.js';
 import type { ClaimedJob, DeliveryStatus, IdempotencyRecord, JobProgress, JobRecord, TraceContext, WebhookDelivery } from './store.js';
 
 /*
@@ -133,5 +134,31 @@ export function toIdempotencyRecord(row: IdempotencyRow): IdempotencyRecord {
     jobId: row.job_id,
     createdAt: row.created_at,
     expiresAt: row.expires_at,
+  };
+}
+
+/** The columns of an event log read both drivers return (each adds where the event sits in its log). */
+export interface EventLogColumns {
+  job_id: string;
+  version: number;
+  type: string;
+  data: string | null;
+  principal: string;
+  operation: string;
+  max_attempts: number;
+  created_at: number;
+}
+
+export function toLoggedEvent(row: EventLogColumns, position: EventPosition): LoggedEvent {
+  return {
+    position,
+    jobId: row.job_id,
+    principal: row.principal,
+    operation: row.operation,
+    version: row.version,
+    type: row.type,
+    data: row.data,
+    maxAttempts: row.max_attempts,
+    jobCreatedAt: row.created_at,
   };
 }

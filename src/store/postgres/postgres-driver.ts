@@ -15,13 +15,21 @@ import type {
   Finish,
   JobListing,
   ListedJob,
-  LoggedEvent,
   MinuteCount,
   RecordChange,
   Requeue,
 } from '../driver.js';
 import { listingScans, newestFirst } from '../listing-scans.js';
-import { type DeliveryRow, type IdempotencyRow, toClaimedJob, toDelivery, toIdempotencyRecord, toJobRecord, traceContextColumn } from '../rows.js';
+import {
+  type DeliveryRow,
+  type IdempotencyRow,
+  toClaimedJob,
+  toDelivery,
+  toIdempotencyRecord,
+  toJobRecord,
+  toLoggedEvent,
+  traceContextColumn,
+} from '../rows.js';
 import {
   type CancelOutcome,
   type ClaimedJob,
@@ -473,21 +481,7 @@ export class PostgresDriver implements Driver {
     ]);
     const first = rows[0];
     if (!first) throw new Error('the event log read returned no row');
-    const events = rows
-      .filter((row) => row.xid !== null)
-      .map(
-        (row): LoggedEvent => ({
-          position: { transaction: BigInt(row.xid as string), row: row.id as number },
-          jobId: row.job_id,
-          principal: row.principal,
-          operation: row.operation,
-          version: row.version,
-          type: row.type,
-          data: row.data,
-          maxAttempts: row.max_attempts,
-          jobCreatedAt: row.created_at,
-        }),
-      );
+    const events = rows.filter((row) => row.xid !== null).map((row) => toLoggedEvent(row, { transaction: BigInt(row.xid as string), row: row.id as number }));
     const last = events.at(-1);
     const horizon: EventPosition = { transaction: BigInt(first.horizon), row: 0 };
     // A full page stops at its last event; a short one has seen every event below the horizon.

@@ -1,4 +1,4 @@
-import type { ClaimedRow as BaseClaimedRow, JobRow } from '../rows.js';
+import type { ClaimedRow as BaseClaimedRow, EventLogColumns, JobRow } from '../rows.js';
 
 /**
  * Every SQL statement asyncfirst runs against PostgreSQL. How a job is accepted, claimed,
@@ -88,19 +88,11 @@ const logAcceptance = (data: string, from = 'job') => `accepted AS (
      )`;
 
 /** A row of the event log across jobs; xid8 values arrive as decimal text. */
-export interface EventLogRow {
+export interface EventLogRow extends EventLogColumns {
   horizon: string;
   held_back: boolean;
   xid: string | null;
   id: number | null;
-  job_id: string;
-  version: number;
-  type: string;
-  data: string | null;
-  principal: string;
-  operation: string;
-  max_attempts: number;
-  created_at: number;
 }
 
 export interface Statement {

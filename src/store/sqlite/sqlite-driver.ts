@@ -18,13 +18,12 @@ import type {
   Finish,
   JobListing,
   ListedJob,
-  LoggedEvent,
   MinuteCount,
   RecordChange,
   Requeue,
 } from '../driver.js';
 import { type ListingScan, listingScans, newestFirst } from '../listing-scans.js';
-import { toClaimedJob, toDelivery, toIdempotencyRecord, toJobRecord, traceContextColumn } from '../rows.js';
+import { toClaimedJob, toDelivery, toIdempotencyRecord, toJobRecord, toLoggedEvent, traceContextColumn } from '../rows.js';
 import {
   type CancelOutcome,
   type ClaimedJob,
@@ -325,19 +324,7 @@ export class SqliteDriver implements Driver {
           types: read.types === undefined ? null : JSON.stringify(read.types),
           limit: read.limit,
         });
-        const events = rows.map(
-          (row): LoggedEvent => ({
-            position: { transaction: 0n, row: row.id },
-            jobId: row.job_id,
-            principal: row.principal,
-            operation: row.operation,
-            version: row.version,
-            type: row.type,
-            data: row.data,
-            maxAttempts: row.max_attempts,
-            jobCreatedAt: row.created_at,
-          }),
-        );
+        const events = rows.map((row) => toLoggedEvent(row, { transaction: 0n, row: row.id }));
         const last = events.at(-1);
         // A full page stops at its last event; a short one has seen everything up to the head.
         const scannedTo = events.length === read.limit && last ? last.position : { transaction: 0n, row: Math.max(upTo, read.after.row) };

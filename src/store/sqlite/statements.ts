@@ -1,6 +1,6 @@
 import type BetterSqlite3 from 'better-sqlite3';
 import { JOB_STATES, type JobState } from '../../core/job-states.js';
-import type { ClaimedRow, DeliveryRow, IdempotencyRow, JobRow } from '../rows.js';
+import type { ClaimedRow, DeliveryRow, EventLogColumns, IdempotencyRow, JobRow } from '../rows.js';
 
 /** The columns a job is read with (GET /jobs/{id}). */
 const JOB_COLUMNS = `id, principal, operation, status, attempts, max_attempts, cancel_requested, progress, callback_url, result, result_location, error, run_at, created_at, updated_at, finished_at, version, fence, lease_owner, lease_epoch, lease_expires_at`;
@@ -100,16 +100,8 @@ export interface EventLogParameters {
   limit: number;
 }
 
-export interface EventLogRow {
+export interface EventLogRow extends EventLogColumns {
   id: number;
-  job_id: string;
-  version: number;
-  type: string;
-  data: string | null;
-  principal: string;
-  operation: string;
-  max_attempts: number;
-  created_at: number;
 }
 
 /** Bind parameters as better-sqlite3 takes them: a tuple, or one object of named parameters. */
