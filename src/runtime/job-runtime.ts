@@ -72,6 +72,8 @@ export class JobRuntime {
       if (fault.kind === 'notifications-lost') log.warn(details, 'lost the connection that listens for other processes; reconnecting, and polling meanwhile');
       else if (fault.kind === 'file-lost')
         log.error(details, 'the database file is gone: every write now answers 503 until it is restored and the server restarted');
+      else if (fault.kind === 'sync-failed')
+        log.error(details, 'the disk failed to sync the database: every write now answers 503 until the server is restarted');
       else log.error(details, 'the database refuses writes; answering 503 until it accepts them again');
     });
 

@@ -329,8 +329,11 @@ export type JobOutcome =
 
 /** A fault of the store worth an operator's attention (each is reported once, not per request). */
 export interface StoreFault {
-  /** file-lost and write-failed: writes answer 503; notifications-lost: other processes' changes are found by polling until the listener reconnects. */
-  kind: 'file-lost' | 'write-failed' | 'notifications-lost';
+  /**
+   * file-lost, sync-failed and write-failed: writes answer 503 (the first two until a restart);
+   * notifications-lost: other processes' changes are found by polling until the listener reconnects.
+   */
+  kind: 'file-lost' | 'sync-failed' | 'write-failed' | 'notifications-lost';
   error: StoreUnavailableError;
 }
 

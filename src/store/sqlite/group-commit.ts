@@ -30,6 +30,16 @@ export interface GroupCommitOptions {
    * transaction before COMMIT.
    */
   groupState?: GroupState;
+  /**
+   * Makes every commit so far durable, off the event loop, and calls `done` (with the error, if
+   * it failed). Given: COMMIT itself does not wait for the disk (synchronous=NORMAL), and each
+   * group's promises settle, and `afterCommit` runs, only once a sync begun after its COMMIT has
+   * finished; groups keep committing meanwhile and share the next sync. Omitted: COMMIT itself is
+   * durable (synchronous=FULL, or a database in memory).
+   */
+  sync?: (done: (error: Error | null) => void) => void;
+  /** A failed sync: what every write it covered, and every write after it, fails with. */
+  syncFailed?: (error: Error) => unknown;
 }
 
 /** See GroupCommitOptions.groupState. */
@@ -40,6 +50,12 @@ export interface GroupState {
   beforeCommit(): void;
 }
 
+/** A group that has committed, with how each of its writes went. */
+interface CommittedGroup {
+  group: PendingWrite[];
+  outcomes: unknown[];
+}
+
 const NO_GROUP_STATE: GroupState = { reset() {}, mark: () => 0, rollbackTo() {}, beforeCommit() {} };
 
 /** The longest pause between two tries for a lock held elsewhere. */
@@ -47,8 +63,10 @@ const MAX_BUSY_PAUSE_MS = 50;
 
 /**
  * Group commit: writes asked for in the same event-loop turn run in one transaction, and each
- * promise settles only after that transaction has committed (with synchronous=FULL, after the
- * fsync). One write's error rolls back that write alone: the group first runs plainly, and only
+ * promise settles only after that transaction is durable: after COMMIT with synchronous=FULL, or,
+ * with a `sync`, once the sync that followed its COMMIT has finished — the fsync then runs in
+ * libuv's thread pool while the event loop goes on serving and committing the next groups, which
+ * share the following sync (as a database's WAL writer flushes many commits at once). One write's error rolls back that write alone: the group first runs plainly, and only
  * if a write throws is it run again with a savepoint around each write (savepoints cost two
  * statements a write, which the common case does not pay). A failed COMMIT, or a database that
  * is broken, rejects every write of the group and nothing of it is kept.
@@ -62,6 +80,12 @@ export class GroupCommit {
   private scheduled = false;
   private retryTimer: NodeJS.Timeout | undefined;
   private busyTries = 0;
+  /** Committed groups waiting for the next sync to begin. */
+  private unsynced: CommittedGroup[] = [];
+  private syncing = false;
+  /** Set for good by a failed sync: the disk may have dropped what it was given since the last good one. */
+  private syncFailure: unknown;
+  private synced: (() => void)[] = [];
   private readonly runGroup: BetterSqlite3.Transaction<(group: PendingWrite[]) => unknown[]>;
   private readonly runGroupIsolated: BetterSqlite3.Transaction<(group: PendingWrite[]) => unknown[]>;
 
@@ -126,6 +150,10 @@ export class GroupCommit {
     const group = this.pending;
     if (group.length === 0) return;
     this.pending = [];
+    if (this.syncFailure !== undefined) {
+      for (const item of group) item.reject(this.syncFailure);
+      return;
+    }
     let outcomes: unknown[];
     try {
       try {
@@ -149,11 +177,59 @@ export class GroupCommit {
       for (const item of group) item.reject(error);
       return;
     }
+    if (this.options.sync === undefined) {
+      this.settle([{ group, outcomes }]);
+      return;
+    }
+    this.unsynced.push({ group, outcomes });
+    this.startSync();
+  }
+
+  /**
+   * Resolves once every group committed so far has settled (its sync finished, or failed): a
+   * driver closing the database waits for it.
+   */
+  whenSynced(): Promise<void> {
+    if (!this.syncing && this.unsynced.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.synced.push(resolve));
+  }
+
+  private settle(committed: CommittedGroup[]): void {
     this.options.afterCommit();
-    group.forEach((item, index) => {
-      const outcome = outcomes[index] as { ok: boolean; value: unknown };
-      if (outcome.ok) item.resolve(outcome.value);
-      else item.reject(outcome.value);
+    for (const { group, outcomes } of committed) {
+      group.forEach((item, index) => {
+        const outcome = outcomes[index] as { ok: boolean; value: unknown };
+        if (outcome.ok) item.resolve(outcome.value);
+        else item.reject(outcome.value);
+      });
+    }
+  }
+
+  /** Starts a sync of every group committed so far, unless one is running (its end starts the next). */
+  private startSync(): void {
+    const sync = this.options.sync;
+    if (this.syncing || sync === undefined) return;
+    const batch = this.unsynced;
+    this.unsynced = [];
+    if (batch.length === 0) {
+      for (const resolve of this.synced.splice(0)) resolve();
+      return;
+    }
+    if (this.syncFailure !== undefined) {
+      for (const { group } of batch) for (const item of group) item.reject(this.syncFailure);
+      this.startSync();
+      return;
+    }
+    this.syncing = true;
+    sync((error) => {
+      this.syncing = false;
+      if (error) {
+        this.syncFailure = this.options.syncFailed?.(error) ?? error;
+        for (const { group } of batch) for (const item of group) item.reject(this.syncFailure);
+      } else {
+        this.settle(batch);
+      }
+      this.startSync();
     });
   }
 

@@ -44,12 +44,15 @@ import { JobCounter } from './job-counter.js';
 import { type LeaseClock, machineLeaseClock } from './lease-clock.js';
 import { migrate } from './schema.js';
 import { prepareStatements, type SqliteJobRow, type Statements } from './statements.js';
+import { type Sync, WalSync } from './wal-sync.js';
 
 export interface SqliteDriverOptions {
   /** How long a write waits (off the event loop) for another connection's write lock before the store is "busy". */
   busyTimeoutMs?: number;
   /** The clock leases are taken on (tests give one that runs ahead to let leases expire). */
   leaseClock?: LeaseClock;
+  /** @internal Tests: wraps the sync that makes commits durable (to hold it back or make it fail). */
+  wrapSync?: (sync: Sync) => Sync;
 }
 
 /**
@@ -99,8 +102,9 @@ function fileIdentity(path: string): string | undefined {
 }
 
 /**
- * The driver for one SQLite file through better-sqlite3: WAL journal, synchronous=FULL (a commit
- * is on disk before it returns), writes grouped per event-loop turn (see GroupCommit), leases on
+ * The driver for one SQLite file through better-sqlite3: WAL journal, writes grouped per
+ * event-loop turn and acknowledged once the WAL's fdatasync after their commit has finished, off
+ * the event loop (see GroupCommit and WalSync), leases on
  * the machine's monotonic clock (lease-clock.ts), and the file's identity checked after every
  * commit (a removed or replaced file fails every write from then on).
  */
@@ -121,6 +125,8 @@ export class SqliteDriver implements Driver {
   private readonly leaseClock: LeaseClock;
   /** The identities of the database file and its WAL as opened; empty for :memory:. */
   private readonly files: { path: string; identity: string }[] = [];
+  /** The fdatasync of the WAL that makes commits durable; undefined for :memory: (COMMIT is all there is). */
+  private readonly walSync: WalSync | undefined;
   /** Set for good once the file the driver writes is no longer the file at its path. */
   private lost: StoreUnavailableError | undefined;
   /** The last write failure of the database itself, until a commit succeeds again. */
@@ -139,7 +145,8 @@ export class SqliteDriver implements Driver {
     // At open, waiting for another process that opens or migrates the same file is fine (nothing is served yet).
     this.db = new Database(path, { timeout: OPEN_BUSY_WAIT_MS });
     this.db.pragma('journal_mode = WAL');
-    // FULL: in WAL mode NORMAL may lose the last commits on power loss, and a 202 promises durability.
+    // FULL until the WAL sync below takes over: in WAL mode NORMAL alone may lose the last commits
+    // on power loss, and a 202 promises durability.
     this.db.pragma('synchronous = FULL');
     // Statement journals (the undo of one statement inside a transaction: a claim's multi-row
     // UPDATE, a statement whose triggers keep job_counts) and temporary B-trees stay in memory.
@@ -158,7 +165,12 @@ export class SqliteDriver implements Driver {
         if (identity === undefined) throw new Error(`the database file ${file} is missing right after opening it`);
         this.files.push({ path: file, identity });
       }
+      // Commits are made durable by an fdatasync of the WAL off the event loop (see WalSync),
+      // and no write is acknowledged before the sync that followed its COMMIT has finished.
+      this.walSync = new WalSync(path);
+      this.db.pragma('synchronous = NORMAL');
     }
+    const sync = this.walSync?.sync;
     this.writes = new GroupCommit(this.db, {
       afterCommit: () => this.announceCommit(),
       isDatabaseError: (error) => asUnavailable(error) instanceof StoreUnavailableError,
@@ -166,6 +178,7 @@ export class SqliteDriver implements Driver {
       busyTimeoutMs: options.busyTimeoutMs ?? 5000,
       verifyDurable: () => this.verifyFiles(),
       groupState: this.counter,
+      ...(sync === undefined ? {} : { sync: options.wrapSync ? options.wrapSync(sync) : sync, syncFailed: (error) => this.syncFailed(error) }),
     });
   }
 
@@ -197,6 +210,21 @@ export class SqliteDriver implements Driver {
       this.hooks?.events.fault({ kind: 'file-lost', error: this.lost });
       throw this.lost;
     }
+  }
+
+  /**
+   * A failed fsync fails the store for good, as PostgreSQL does: the kernel may already have
+   * dropped the pages it could not write, so a later sync that succeeds would vouch for data that
+   * is not on disk. A restart reads back what the disk holds.
+   */
+  private syncFailed(error: Error): StoreUnavailableError {
+    if (this.lost) return this.lost;
+    this.lost = new StoreUnavailableError(
+      `the database's write-ahead log could not be synced to disk (${error.message}); writes since the last good sync may not be durable. Check the disk and restart.`,
+      { cause: error },
+    );
+    this.hooks?.events.fault({ kind: 'sync-failed', error: this.lost });
+    return this.lost;
   }
 
   async checkReady(): Promise<void> {
@@ -536,6 +564,8 @@ export class SqliteDriver implements Driver {
     if (this.closed) return;
     this.writes.flush(true);
     this.closed = true;
+    await this.writes.whenSynced();
+    this.walSync?.close();
     this.db.close();
   }
 
