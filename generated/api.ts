@@ -224,6 +224,8 @@ export interface components {
             /** @description Handler runs started so far. */
             attempts: number;
             maxAttempts?: number;
+            /** @description The operation's x-asyncfirst priority when the job was accepted: higher runs first among due jobs. Absent: 0. */
+            priority?: number;
             /** @description DELETE was asked while the job was running. */
             cancelRequested?: boolean;
             /** Format: date-time */

@@ -29,6 +29,12 @@ export interface OperationOptions<Input = { params: unknown; query: unknown; bod
   timeout?: number;
   /** Retry delays in seconds: the first retry's ceiling and the largest (default: the contract's, else RETRY_BASE_MS and RETRY_MAX_MS). */
   backoff?: { base?: number; max?: number };
+  /** Higher runs first among due jobs, from -100 to 100 (default: the contract's, else 0). */
+  priority?: number;
+  /** The most attempts of this operation running at once across every process (default: the contract's, else no limit). */
+  concurrency?: number;
+  /** At most `max` starts of this operation in any `per` seconds across every process (default: the contract's, else no limit). */
+  rateLimit?: { max: number; per: number };
   /** Asynchronous operations: may refuse a submission (throw an HttpProblem) before its job or key is stored. */
   beforeAccept?: BeforeAccept<Input>;
 }
@@ -136,6 +142,7 @@ async function prepare<HandlerMap extends object>(options: AsyncFirstOptions<Han
   }
   const log = serviceLogger(options.logger, config);
   const store = options.store ?? (await openJobEngine(config));
+  store.useClaimPolicies(policies);
   const runtime = new JobRuntime({
     config,
     store,

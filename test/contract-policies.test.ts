@@ -53,7 +53,17 @@ describe('x-asyncfirst: a bad value stops the start, naming the operation and th
     [{ backoff: {} }, 'x-asyncfirst.backoff must give base or max (seconds)'],
     [{ backoff: { base: 1, jitter: true } }, 'x-asyncfirst.backoff.jitter is not a known field (known: base, max)'],
     [{ backoff: { base: 10, max: 5 } }, 'backoff.max (5 s) is below backoff.base (10 s)'],
-    [{ retries: 3 }, 'x-asyncfirst.retries is not a known field (known: maxAttempts, timeout, backoff)'],
+    [{ retries: 3 }, 'x-asyncfirst.retries is not a known field (known: maxAttempts, timeout, backoff, priority, concurrency, rateLimit)'],
+    [{ priority: 1.5 }, 'x-asyncfirst.priority must be integer (given: 1.5)'],
+    [{ priority: 101 }, 'x-asyncfirst.priority must be <= 100 (given: 101)'],
+    [{ priority: 'high' }, 'x-asyncfirst.priority must be integer (given: "high")'],
+    [{ concurrency: 0 }, 'x-asyncfirst.concurrency must be >= 1 (given: 0)'],
+    [{ concurrency: 2.5 }, 'x-asyncfirst.concurrency must be integer (given: 2.5)'],
+    [{ rateLimit: { max: 5 } }, 'x-asyncfirst.rateLimit must give per (rateLimit is { max: starts, per: seconds })'],
+    [{ rateLimit: { max: 0, per: 1 } }, 'x-asyncfirst.rateLimit.max must be >= 1 (given: 0)'],
+    [{ rateLimit: { max: 1, per: 0 } }, 'x-asyncfirst.rateLimit.per must be > 0 (given: 0)'],
+    [{ rateLimit: { max: 1, per: 1, burst: 2 } }, 'x-asyncfirst.rateLimit.burst is not a known field (known: max, per)'],
+    [{ rateLimit: 10 }, 'x-asyncfirst.rateLimit must be object (given: 10)'],
     [{ timeout: 8 * 24 * 3600 }, 'x-asyncfirst.timeout must be <= 604800'],
     [5, 'x-asyncfirst must be object (given: 5)'],
   ])('%j', async (policy, expected) => {
@@ -62,7 +72,7 @@ describe('x-asyncfirst: a bad value stops the start, naming the operation and th
     expect(message).toContain(expected);
   });
 
-  it.each(['priority', 'concurrency', 'rateLimit', 'retention'])('refuses %s, which is not supported yet, instead of ignoring it', async (field) => {
+  it.each(['retention'])('refuses %s, which is not supported yet, instead of ignoring it', async (field) => {
     const message = await startError(taskContract({ maxAttempts: 3, [field]: 1 }));
     expect(message).toContain('POST /tasks (runTask)');
     expect(message).toContain(`x-asyncfirst.${field} is not supported yet`);
@@ -92,7 +102,12 @@ describe('x-asyncfirst: a bad value stops the start, naming the operation and th
     expect(await startError(taskContract(), { runTask: { backoff: { base: 'fast' as unknown as number } } })).toContain(
       'operations.runTask.backoff.base must be number',
     );
-    expect(await startError(taskContract(), { runTask: { priority: 1 } as never })).toContain('operations.runTask.priority is not supported yet');
+    expect(await startError(taskContract(), { runTask: { concurrency: 0 } })).toContain('operations.runTask.concurrency must be >= 1 (given: 0)');
+    expect(await startError(taskContract({ priority: 5 }), { runTask: { priority: -200 } })).toContain(
+      'operations.runTask.priority must be >= -100 (given: -200)',
+    );
+    expect(await startError(taskContract(), { runTask: { rateLimit: { max: 2 } as never } })).toContain('operations.runTask.rateLimit must give per');
+    expect(await startError(taskContract(), { runTask: { retention: 1 } as never })).toContain('operations.runTask.retention is not supported yet');
   });
 });
 

@@ -53,6 +53,10 @@ export const JobSchema = {
     status: { $ref: '#/components/schemas/JobStatus' },
     attempts: { type: 'integer', minimum: 0, description: 'Handler runs started so far.' },
     maxAttempts: { type: 'integer', minimum: 1 },
+    priority: {
+      type: 'integer',
+      description: "The operation's x-asyncfirst priority when the job was accepted: higher runs first among due jobs. Absent: 0.",
+    },
     cancelRequested: { type: 'boolean', description: 'DELETE was asked while the job was running.' },
     createdAt: { type: 'string', format: 'date-time' },
     updatedAt: { type: 'string', format: 'date-time' },

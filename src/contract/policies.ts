@@ -19,6 +19,12 @@ export interface JobPolicyFields {
   timeout?: number;
   /** Retry delays: the first retry's ceiling (`base`, doubling per attempt) and the largest (`max`), in seconds. */
   backoff?: { base?: number; max?: number };
+  /** Higher runs first among due jobs (default 0). */
+  priority?: number;
+  /** The most attempts of the operation running at once, across every process. */
+  concurrency?: number;
+  /** At most `max` attempts of the operation start in any `per` seconds, across every process. */
+  rateLimit?: { max: number; per: number };
 }
 
 /** What the worker and the acceptance use for one operation, every field settled. */
@@ -28,10 +34,19 @@ export interface JobPolicy {
   timeoutMs: number | undefined;
   retryBaseMs: number;
   retryMaxMs: number;
+  /** Stored with each job at acceptance: higher is claimed first among due jobs. */
+  priority: number;
+  /** Undefined: no limit on attempts running at once. */
+  concurrency: number | undefined;
+  /** Undefined: no limit on starts per window. */
+  rateLimit: { max: number; perMs: number } | undefined;
 }
 
 /** Fields issue 9 plans whose enforcement needs the claim to change on both drivers: refused until then. */
-const NOT_SUPPORTED_YET = ['priority', 'concurrency', 'rateLimit', 'retention', 'notify'];
+const NOT_SUPPORTED_YET = ['retention', 'notify'];
+
+/** The fields of the extension, as an unknown one's error lists them. */
+const KNOWN_FIELDS = ['maxAttempts', 'timeout', 'backoff', 'priority', 'concurrency', 'rateLimit'];
 
 /** The longest timeout and backoff accepted: a week (timers in Node.js hold at most 24.8 days). */
 const MAX_SECONDS = 7 * 24 * 60 * 60;
@@ -50,6 +65,17 @@ export const JOB_POLICY_SCHEMA = {
       properties: {
         base: { type: 'number', exclusiveMinimum: 0, maximum: MAX_SECONDS },
         max: { type: 'number', exclusiveMinimum: 0, maximum: MAX_SECONDS },
+      },
+    },
+    priority: { type: 'integer', minimum: -100, maximum: 100 },
+    concurrency: { type: 'integer', minimum: 1, maximum: 10_000 },
+    rateLimit: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['max', 'per'],
+      properties: {
+        max: { type: 'integer', minimum: 1, maximum: 10_000 },
+        per: { type: 'number', exclusiveMinimum: 0, maximum: MAX_SECONDS },
       },
     },
   },
@@ -98,11 +124,16 @@ export function settlePolicies(
       );
     }
     const timeout = given.timeout ?? declared.timeout;
+    // rateLimit is one field: code's replaces the contract's whole (its max and per go together).
+    const rateLimit = given.rateLimit ?? declared.rateLimit;
     policies.set(operation.operationId, {
       maxAttempts: given.maxAttempts ?? declared.maxAttempts ?? defaults.maxAttempts,
       timeoutMs: timeout === undefined ? undefined : Math.max(1, Math.round(timeout * 1000)),
       retryBaseMs,
       retryMaxMs,
+      priority: given.priority ?? declared.priority ?? 0,
+      concurrency: given.concurrency ?? declared.concurrency,
+      rateLimit: rateLimit === undefined ? undefined : { max: rateLimit.max, perMs: Math.max(1, Math.round(rateLimit.per * 1000)) },
     });
   }
   return policies;
@@ -111,7 +142,7 @@ export function settlePolicies(
 /** The policy fields of an operation's options in code (its hooks are not policy). */
 function policyFieldsOf(options: object): Record<string, unknown> {
   const fields: Record<string, unknown> = {};
-  for (const name of ['maxAttempts', 'timeout', 'backoff', ...NOT_SUPPORTED_YET]) {
+  for (const name of [...KNOWN_FIELDS, ...NOT_SUPPORTED_YET]) {
     const value = (options as Record<string, unknown>)[name];
     if (value !== undefined) fields[name] = value;
   }
@@ -136,9 +167,11 @@ function describeError(error: ErrorObject | undefined): string {
   const at = field === '' ? '' : `.${field}`;
   if (error.keyword === 'additionalProperty' || error.keyword === 'additionalProperties') {
     const unknown = (error.params as { additionalProperty: string }).additionalProperty;
-    const known = field === 'backoff' ? 'base, max' : 'maxAttempts, timeout, backoff';
+    const known = field === 'backoff' ? 'base, max' : field === 'rateLimit' ? 'max, per' : KNOWN_FIELDS.join(', ');
     return `${at}.${unknown} is not a known field (known: ${known})`;
   }
   if (error.keyword === 'minProperties') return `${at} must give base or max (seconds)`;
+  if (error.keyword === 'required')
+    return `${at} must give ${(error.params as { missingProperty: string }).missingProperty} (rateLimit is { max: starts, per: seconds })`;
   return `${at} ${error.message ?? 'is not valid'} (given: ${JSON.stringify(error.data)})`;
 }

@@ -8,6 +8,7 @@ import type {
   ActivityMinute,
   CancelOutcome,
   ClaimedJob,
+  ClaimPolicy,
   ClaimRequest,
   DeliveryOutcome,
   EventQuery,
@@ -26,6 +27,7 @@ import type {
   StoreFault,
   WebhookDelivery,
 } from '../store/store.js';
+import { isLimited, limitedRoom, startsAfter } from './claim-limits.js';
 import { cursorOf, isAfter, logReadOf, positionOf, sliceOf } from './event-log.js';
 import { listingOf, pageOf } from './job-listing.js';
 import { acceptedJobBody, jobBody } from './job-view.js';
@@ -63,6 +65,13 @@ export class JobEngine implements Store {
   // The hot writes go to the driver a turn's worth at a time.
   private readonly accepts: TurnBatcher<AcceptWrite, AcceptResult>;
   private readonly finishes: TurnBatcher<Finish, boolean>;
+  /** Operations with a priority or a limit; empty: every claim is the plain one. */
+  private claimPolicies: ReadonlyMap<string, ClaimPolicy> = new Map();
+  /** Limited operations, claimed one after another (in turn, first) after or before the plain claim. */
+  private limitedOperations: Array<[string, ClaimPolicy]> = [];
+  private anyPriority = false;
+  /** Counts claims, to alternate which lane a claim fills first. */
+  private claims = 0;
 
   private constructor(
     readonly driver: Driver,
@@ -116,13 +125,26 @@ export class JobEngine implements Store {
     return { data, delivery: { id: `msg_${newJobId(now)}`, url: job.callbackUrl, eventType: type, payload, maxAttempts: this.webhookMaxAttempts } };
   }
 
+  useClaimPolicies(policies: ReadonlyMap<string, ClaimPolicy>): void {
+    const kept = [...policies].filter(([, policy]) => policy.priority !== 0 || isLimited(policy));
+    this.claimPolicies = new Map(kept);
+    this.limitedOperations = kept.filter(([, policy]) => isLimited(policy));
+    this.anyPriority = kept.some(([, policy]) => policy.priority !== 0);
+  }
+
   async acceptJob(request: AcceptRequest): Promise<AcceptOutcome> {
     const jobId = newJobId(request.now);
     const runAt = request.runAt ?? request.now;
+    const policy = this.claimPolicies.size === 0 ? undefined : this.claimPolicies.get(request.operation);
+    const priority = policy?.priority ?? 0;
     const write: AcceptWrite =
       runAt > request.now
-        ? { ...request, jobId, runAt, acceptedEvent: acceptedJobBody({ ...request, id: jobId, createdAt: request.now, runAt }) }
+        ? { ...request, jobId, runAt, acceptedEvent: acceptedJobBody({ ...request, id: jobId, createdAt: request.now, runAt, priority }) }
         : { ...request, jobId, runAt: request.now };
+    if (policy) {
+      write.priority = priority;
+      if (isLimited(policy)) write.limited = true;
+    }
     const result = await this.accepts.add(write);
     if (result.kind === 'created') return result;
     // The key is bound: the same request again is a replay; another request under it is refused.
@@ -209,7 +231,40 @@ export class JobEngine implements Store {
   }
 
   claimJobs(claim: ClaimRequest): Promise<ClaimedJob[]> {
-    return this.driver.claimJobs(claim);
+    // The common path: no operation has a priority or a limit, and the claim is the driver's one statement.
+    if (this.claimPolicies.size === 0) return this.driver.claimJobs(claim);
+    return this.claimWithPolicies(claim);
+  }
+
+  /**
+   * A claim when some operation has a priority or a limit: the plain jobs (by priority when some
+   * operation has one), and each limited operation's in its own transaction under its limit row.
+   * Which comes first alternates from claim to claim, so neither lane starves the other.
+   */
+  private async claimWithPolicies(claim: ClaimRequest): Promise<ClaimedJob[]> {
+    const claimed: ClaimedJob[] = [];
+    const plainFirst = this.claims++ % 2 === 0;
+    const plain = async () => {
+      if (claimed.length < claim.limit)
+        claimed.push(...(await this.driver.claimJobs({ ...claim, limit: claim.limit - claimed.length, byPriority: this.anyPriority })));
+    };
+    if (plainFirst) await plain();
+    const count = this.limitedOperations.length;
+    for (let i = 0; i < count && claimed.length < claim.limit; i++) {
+      const [operation, policy] = this.limitedOperations[(this.claims + i) % count] as [string, ClaimPolicy];
+      const wanted = claim.limit - claimed.length;
+      claimed.push(
+        ...(await this.driver.claimLimitedJobs({
+          ...claim,
+          limit: wanted,
+          operation,
+          room: (state) => limitedRoom(policy, state, wanted),
+          startsAfter: (state, started) => startsAfter(policy, state, started),
+        })),
+      );
+    }
+    if (!plainFirst) await plain();
+    return claimed;
   }
 
   reportProgress(id: string, fence: number, progress: JobProgress, now: number): Promise<boolean> {

@@ -33,6 +33,7 @@ export function jobBody(job: JobRecord): string {
     createdAt: isoTime(job.createdAt),
     updatedAt: isoTime(job.updatedAt),
   };
+  if (job.priority !== 0) view.priority = job.priority;
   if (job.cancelRequested && !isFinished(job.status)) view.cancelRequested = true;
   if (job.status === 'queued') view.nextAttemptAt = isoTime(job.runAt);
   if (job.finishedAt !== undefined) view.finishedAt = isoTime(job.finishedAt);
@@ -45,7 +46,9 @@ export function jobBody(job: JobRecord): string {
 }
 
 /** The job as it was when accepted (its job.queued event of version 0), from the fields that never change and its first run time (default: when it was accepted). */
-export function acceptedJobBody(job: Pick<JobRecord, 'id' | 'principal' | 'operation' | 'maxAttempts' | 'createdAt'> & { runAt?: number | undefined }): string {
+export function acceptedJobBody(
+  job: Pick<JobRecord, 'id' | 'principal' | 'operation' | 'maxAttempts' | 'createdAt'> & { runAt?: number | undefined; priority?: number | undefined },
+): string {
   return jobBody({
     id: job.id,
     principal: job.principal,
@@ -53,6 +56,7 @@ export function acceptedJobBody(job: Pick<JobRecord, 'id' | 'principal' | 'opera
     status: 'queued',
     attempts: 0,
     maxAttempts: job.maxAttempts,
+    priority: job.priority ?? 0,
     cancelRequested: false,
     runAt: job.runAt ?? job.createdAt,
     createdAt: job.createdAt,

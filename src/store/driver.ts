@@ -70,7 +70,14 @@ export interface DriverEvents {
  * that starts later has its acceptance's event data given (`acceptedEvent`): the job row's run
  * time changes with its attempts, so that event could not be built from the row afterwards.
  */
-export type AcceptWrite = AcceptRequest & { jobId: string; acceptedEvent?: string };
+export type AcceptWrite = AcceptRequest & {
+  jobId: string;
+  acceptedEvent?: string;
+  /** The operation's priority (omitted: 0). */
+  priority?: number;
+  /** True when the operation has a concurrency or rate limit: its jobs are claimed only by claimLimitedJobs. */
+  limited?: boolean;
+};
 
 /**
  * How an acceptance went: the job was created, or a live record already binds the key (the
@@ -103,6 +110,33 @@ export interface DriverClaim {
   now: number;
   /** Lease length, measured on the driver's lease clock (the database's, or the machine's monotonic clock). */
   leaseMs: number;
+  /**
+   * Due jobs by priority (highest first), then run time and insertion: set when some operation
+   * has a priority. Unset, only jobs of priority 0 are claimed, through the plain queue's index.
+   */
+  byPriority?: boolean;
+}
+
+/** What a limited operation's claim finds, under the lock of the operation's limit row. */
+export interface LimitState {
+  /** Attempts of the operation running now (leases lapsed included: they end or are taken over). */
+  running: number;
+  /** The start times the rate limit keeps (the log the claim wrote last), on `now`'s clock. */
+  recentStarts: number[];
+  /** Now on the clock that start times are kept on (the database's, on PostgreSQL). */
+  now: number;
+}
+
+/**
+ * A claim of one limited operation's jobs, in one transaction that holds the operation's row of
+ * operation_limits: the engine's `room` says how many may start from what the claim found, and
+ * `startsAfter` what the rate limit keeps once `started` have (undefined: nothing to keep).
+ * Takeovers of its abandoned jobs come first (they count as starts but were running already).
+ */
+export interface LimitedClaim extends DriverClaim {
+  operation: string;
+  room(state: LimitState): { takeOver: number; start: number };
+  startsAfter(state: LimitState, started: number): number[] | undefined;
 }
 
 /** Puts a claimed job back in the queue: a retry (the attempt counts, the error is kept) or a release (it does not). */
@@ -235,6 +269,12 @@ export interface Driver {
    * highest-due first by run time and insertion. Every claim bumps the job's fence.
    */
   claimJobs(claim: DriverClaim): Promise<ClaimedJob[]>;
+  /**
+   * Claims jobs of one limited operation (accepted with `limited`): locks the operation's limit
+   * row, counts its running attempts, and takes over or claims as many as `claim.room` allows,
+   * then stores `claim.startsAfter`. claimJobs never claims or takes over a limited job.
+   */
+  claimLimitedJobs(claim: LimitedClaim): Promise<ClaimedJob[]>;
   /** Extends a lease still held (fence matches and running) by `leaseMs` from now on the lease clock. */
   renewLease(id: string, fence: number, leaseMs: number, now: number): Promise<LeaseState>;
   /** Stores a running job's progress; false when the fence is stale. */

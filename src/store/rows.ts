@@ -14,6 +14,7 @@ export interface JobRow {
   status: string;
   attempts: number;
   max_attempts: number;
+  priority: number;
   cancel_requested: number | boolean;
   progress: string | null;
   callback_url: string | null;
@@ -71,6 +72,7 @@ export function toJobRecord(row: JobRow, leaseExpiresInMs: number | null): JobRe
     status: row.status as JobState,
     attempts: row.attempts,
     maxAttempts: row.max_attempts,
+    priority: row.priority,
     cancelRequested: row.cancel_requested === true || row.cancel_requested === 1,
     ...(row.progress === null ? {} : { progress: JSON.parse(row.progress) as JobProgress }),
     ...(row.callback_url === null ? {} : { callbackUrl: row.callback_url }),

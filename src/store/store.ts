@@ -30,6 +30,12 @@ export interface Store {
    * jobs with no attempts left fail (job-lease-expired); abandoned ones whose cancel was asked end canceled.
    */
   claimJobs(claim: ClaimRequest): Promise<ClaimedJob[]>;
+  /**
+   * The operations' claim policies (x-asyncfirst priority, concurrency, rateLimit), set once before
+   * jobs are accepted or claimed: acceptance stores each job's priority and whether it is limited,
+   * and claims order by priority and keep the limits. Operations not in the map have neither.
+   */
+  useClaimPolicies(policies: ReadonlyMap<string, ClaimPolicy>): void;
   /** Stores a running job's progress (and a job.progress event); false when the fence is stale. */
   reportProgress(id: string, fence: number, progress: JobProgress, now: number): Promise<boolean>;
   /** Extends a lease the worker still holds by `leaseMs` from now (on the store's lease clock); tells whether it is held and whether cancel was asked. */
@@ -106,6 +112,15 @@ export interface AcceptRequest {
   keyExpiresAt: number;
 }
 
+/** How an operation's jobs are claimed: their priority, and the limits on their attempts across every process. */
+export interface ClaimPolicy {
+  priority: number;
+  /** The most attempts running at once; undefined: no limit. */
+  concurrency?: number | undefined;
+  /** At most `max` attempts start in any `perMs` milliseconds; undefined: no limit. */
+  rateLimit?: { max: number; perMs: number } | undefined;
+}
+
 /** A W3C trace context (https://www.w3.org/TR/trace-context/), as the headers carry it. */
 export interface TraceContext {
   traceparent: string;
@@ -125,6 +140,8 @@ export interface JobRecord {
   status: JobState;
   attempts: number;
   maxAttempts: number;
+  /** Higher is claimed first among due jobs (the operation's x-asyncfirst priority when the job was accepted). */
+  priority: number;
   cancelRequested: boolean;
   progress?: JobProgress;
   callbackUrl?: string;

@@ -14,6 +14,7 @@ import type {
   EventPosition,
   Finish,
   JobListing,
+  LimitedClaim,
   ListedJob,
   MinuteCount,
   RecordChange,
@@ -374,6 +375,8 @@ export class PostgresDriver implements Driver {
         notice,
         batch.map((write) => write.runAt ?? write.now),
         batch.map((write) => write.acceptedEvent ?? null),
+        batch.map((write) => write.priority ?? 0),
+        batch.map((write) => write.limited === true),
       ]);
       created = new Set(rows.map((row) => row.id));
     } catch (error) {
@@ -424,7 +427,7 @@ export class PostgresDriver implements Driver {
       if (bound?.job_exists) return { kind: 'bound', jobId: bound.job_id, fingerprint: bound.fingerprint };
       // No record (swept meanwhile), or one that outlived its job: write it, unless another process does first.
       const statement = bound ? SQL.rebindKey : SQL.acceptJob;
-      const later = [write.runAt ?? write.now, write.acceptedEvent ?? null];
+      const later = [write.runAt ?? write.now, write.acceptedEvent ?? null, write.priority ?? 0, write.limited === true];
       const created = await this.run<{ id: string }>(
         statement,
         bound ? [...values, bound.job_id, this.channel, notice, ...later] : [...values, this.channel, notice, ...later],
@@ -596,7 +599,8 @@ export class PostgresDriver implements Driver {
     const { owner, limit, now, leaseMs } = claim;
     return this.transaction(async (query, changes) => {
       // One statement ends or takes over abandoned jobs and claims due ones; one more records their events.
-      const rows = await query<ClaimRow>(SQL.claimJobs, [owner, leaseMs, now, limit, this.problems.canceledWhileRunning, this.problems.abandoned]);
+      const statement = claim.byPriority ? SQL.claimJobsByPriority : SQL.claimJobs;
+      const rows = await query<ClaimRow>(statement, [owner, leaseMs, now, limit, this.problems.canceledWhileRunning, this.problems.abandoned]);
       const claimedRows = rows.filter((row) => row.change === 'job.running').sort(byClaimOrder);
       await this.record(
         query,
@@ -605,6 +609,35 @@ export class PostgresDriver implements Driver {
         now,
       );
       return claimedRows.map((row) => ({
+        ...toClaimedJob(row),
+        ...(row.previous_owner ? { takenOverFrom: row.previous_owner } : {}),
+      }));
+    });
+  }
+
+  claimLimitedJobs(claim: LimitedClaim): Promise<ClaimedJob[]> {
+    const { owner, limit, now, leaseMs, operation } = claim;
+    return this.transaction(async (query, changes) => {
+      let [limitRow] = await query<{ recent_starts: string[]; now: number }>(SQL.lockOperationLimit, [operation]);
+      if (!limitRow) {
+        await query(SQL.addOperationLimit, [operation]);
+        [limitRow] = await query<{ recent_starts: string[]; now: number }>(SQL.lockOperationLimit, [operation]);
+        if (!limitRow) throw new Error(`the limit row of operation ${operation} vanished inside its own transaction`);
+      }
+      const [counted] = await query<{ running: number }>(SQL.limitedRunning, [operation]);
+      const state = { running: counted?.running ?? 0, recentStarts: limitRow.recent_starts.map(Number), now: Number(limitRow.now) };
+      const room = claim.room(state);
+      if (room.takeOver <= 0) return [];
+      const rows = await query<ClaimRow>(SQL.claimLimitedJobs, [owner, leaseMs, now, operation, Math.min(limit, room.takeOver), room.start]);
+      const starts = claim.startsAfter(state, rows.length);
+      if (starts !== undefined && rows.length > 0) await query(SQL.writeOperationLimit, [operation, starts]);
+      await this.record(
+        query,
+        changes,
+        rows.map((row) => ({ row, type: row.change })),
+        now,
+      );
+      return rows.sort(byClaimOrder).map((row) => ({
         ...toClaimedJob(row),
         ...(row.previous_owner ? { takenOverFrom: row.previous_owner } : {}),
       }));
@@ -747,11 +780,11 @@ function compare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-/** Takeovers first (they waited longest), then due jobs by run time and insertion. */
+/** Takeovers first (they waited longest), then due jobs by priority, run time and insertion. */
 function byClaimOrder(a: ClaimRow, b: ClaimRow): number {
   const aTaken = a.previous_owner ? 0 : 1;
   const bTaken = b.previous_owner ? 0 : 1;
-  return aTaken - bTaken || a.run_at - b.run_at || a.seq - b.seq;
+  return aTaken - bTaken || b.priority - a.priority || a.run_at - b.run_at || a.seq - b.seq;
 }
 
 /** Database errors that mean "not now" become StoreUnavailableError; others (bugs) pass through. */

@@ -18,7 +18,7 @@ const DB_NOW = `(extract(epoch from clock_timestamp()) * 1000)::bigint`;
  */
 const DB_NOW_ONCE = `(SELECT ${DB_NOW})`;
 
-const JOB_COLUMN_NAMES = `id, principal, operation, status, attempts, max_attempts, cancel_requested, progress, callback_url, result, result_location, error, run_at, created_at, updated_at, finished_at, version, fence, lease_owner`;
+const JOB_COLUMN_NAMES = `id, principal, operation, status, attempts, max_attempts, priority, cancel_requested, progress, callback_url, result, result_location, error, run_at, created_at, updated_at, finished_at, version, fence, lease_owner`;
 
 /**
  * The columns a job is read with (qualified by `table` in statements that read another table
@@ -102,6 +102,59 @@ export interface Statement {
 
 const statement = (name: string, text: string): Statement => ({ name: `asyncfirst_${name}`, text });
 
+/** What is left of a claim's limit ($4) after its takeovers. */
+const LEFT_AFTER_TAKEOVERS = `GREATEST(0, $4 - (SELECT count(*) FROM taken))`;
+/** The due jobs of priority 0 with no limit (the plain queue), by run time and insertion. */
+const PLAIN_DUE = `due AS (
+       SELECT seq FROM jobs WHERE status = 'queued' AND priority = 0 AND NOT limited AND run_at <= $3 ORDER BY run_at, seq
+       LIMIT ${LEFT_AFTER_TAKEOVERS} FOR UPDATE SKIP LOCKED
+     )`;
+/** The due jobs with no limit by priority: the first of each part, each read in order from its index, then the best of those. */
+const DUE_BY_PRIORITY = `due_above AS (
+       SELECT seq, priority, run_at FROM jobs WHERE status = 'queued' AND priority <> 0 AND NOT limited AND priority > 0 AND run_at <= $3
+       ORDER BY priority DESC, run_at, seq LIMIT ${LEFT_AFTER_TAKEOVERS} FOR UPDATE SKIP LOCKED
+     ), due_plain AS (
+       SELECT seq, priority, run_at FROM jobs WHERE status = 'queued' AND priority = 0 AND NOT limited AND run_at <= $3
+       ORDER BY run_at, seq LIMIT ${LEFT_AFTER_TAKEOVERS} FOR UPDATE SKIP LOCKED
+     ), due_below AS (
+       SELECT seq, priority, run_at FROM jobs WHERE status = 'queued' AND priority <> 0 AND NOT limited AND priority < 0 AND run_at <= $3
+       ORDER BY priority DESC, run_at, seq LIMIT ${LEFT_AFTER_TAKEOVERS} FOR UPDATE SKIP LOCKED
+     ), due AS (
+       SELECT seq FROM (SELECT * FROM due_above UNION ALL SELECT * FROM due_plain UNION ALL SELECT * FROM due_below) AS candidates
+       ORDER BY priority DESC, run_at, seq LIMIT ${LEFT_AFTER_TAKEOVERS}
+     )`;
+
+/**
+ * The text of a claim with its due jobs chosen by `due` (a CTE named due, of seq): the comment of
+ * SQL.claimJobs says what it does. A limited operation's jobs are never taken over or claimed here.
+ */
+function claimStatement(due: string): string {
+  return `WITH canceled AS (
+       UPDATE jobs SET version = version + 1, status = 'canceled', error = $5, ${NO_LEASE}, updated_at = $3, finished_at = $3
+       WHERE seq IN (SELECT seq FROM jobs WHERE status = 'running' AND lease_expires_at <= ${DB_NOW_ONCE} AND cancel_requested FOR UPDATE SKIP LOCKED)
+       RETURNING ${CLAIM_COLUMNS('jobs')}, NULL::text AS previous_owner, 'job.canceled' AS change
+     ), failed AS (
+       UPDATE jobs SET version = version + 1, status = 'failed', error = $6, ${NO_LEASE}, updated_at = $3, finished_at = $3
+       WHERE seq IN (SELECT seq FROM jobs WHERE status = 'running' AND lease_expires_at <= ${DB_NOW_ONCE} AND attempts >= max_attempts AND NOT cancel_requested
+                     FOR UPDATE SKIP LOCKED)
+       RETURNING ${CLAIM_COLUMNS('jobs')}, NULL::text AS previous_owner, 'job.failed' AS change
+     ), abandoned AS (
+       SELECT seq, lease_owner FROM jobs
+       WHERE status = 'running' AND lease_expires_at <= ${DB_NOW_ONCE} AND attempts < max_attempts AND NOT cancel_requested AND NOT limited
+       ORDER BY lease_expires_at LIMIT $4 FOR UPDATE SKIP LOCKED
+     ), taken AS (
+       UPDATE jobs SET version = version + 1, attempts = attempts + 1, fence = fence + 1, lease_owner = $1, lease_expires_at = ${DB_NOW} + $2, updated_at = $3
+       FROM abandoned WHERE jobs.seq = abandoned.seq
+       RETURNING ${CLAIM_COLUMNS('jobs')}, abandoned.lease_owner AS previous_owner, 'job.running' AS change
+     ), ${due}, queued AS (
+       UPDATE jobs SET version = version + 1, status = 'running', attempts = attempts + 1, fence = fence + 1,
+         lease_owner = $1, lease_expires_at = ${DB_NOW} + $2, updated_at = $3
+       FROM due WHERE jobs.seq = due.seq
+       RETURNING ${CLAIM_COLUMNS('jobs')}, NULL::text AS previous_owner, 'job.running' AS change
+     )
+     SELECT * FROM canceled UNION ALL SELECT * FROM failed UNION ALL SELECT * FROM taken UNION ALL SELECT * FROM queued`;
+}
+
 export const SQL = {
   // --- acceptance ---------------------------------------------------------------------
   /**
@@ -110,7 +163,7 @@ export const SQL = {
    * a concurrent inserter to commit), and the job is inserted only when the record was written.
    * $1 principal, $2 operation, $3 key, $4 fingerprint, $5 job id, $6 now, $7 key expiry,
    * $8 input, $9 max attempts, $10 callback URL, $11 trace context, $12 channel, $13 notification,
-   * $14 run time, $15 the acceptance's event data (NULL but for a job that starts later).
+   * $14 run time, $15 the acceptance's event data (NULL but for a job that starts later), $16 priority, $17 limited.
    */
   acceptJob: statement(
     'accept_job',
@@ -122,8 +175,8 @@ export const SQL = {
          WHERE k.expires_at <= EXCLUDED.created_at
        RETURNING k.job_id
      ), job AS (
-       INSERT INTO jobs (id, principal, operation, input, status, max_attempts, callback_url, trace_context, run_at, created_at, updated_at)
-       SELECT job_id, $1, $2, $8, 'queued', $9, $10, $11, $14::bigint, $6, $6 FROM key
+       INSERT INTO jobs (id, principal, operation, input, status, max_attempts, callback_url, trace_context, run_at, created_at, updated_at, priority, limited)
+       SELECT job_id, $1, $2, $8, 'queued', $9, $10, $11, $14::bigint, $6, $6, $16::integer, $17::boolean FROM key
        RETURNING id, created_at
      ), ${logAcceptance('$15::text')}
      SELECT id, pg_notify($12, $13) FROM job`,
@@ -133,14 +186,14 @@ export const SQL = {
    * index's locks in one order and cannot deadlock); returns the ids of the jobs created.
    * $1 principals, $2 operations, $3 keys, $4 fingerprints, $5 job ids, $6 nows, $7 key expiries,
    * $8 inputs, $9 max attempts, $10 callback URLs, $11 trace contexts, $12 channel, $13 notification,
-   * $14 run times, $15 the acceptances' event data (NULL but for jobs that start later).
+   * $14 run times, $15 the acceptances' event data (NULL but for jobs that start later), $16 priorities, $17 limited.
    */
   acceptJobs: statement(
     'accept_jobs',
     `WITH input AS (
        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::text[], $9::integer[], $10::text[], $11::text[],
-                            $14::bigint[], $15::text[])
-         AS i(principal, operation, key, fingerprint, job_id, now, key_expires_at, input, max_attempts, callback_url, trace_context, run_at, accepted_event)
+                            $14::bigint[], $15::text[], $16::integer[], $17::boolean[])
+         AS i(principal, operation, key, fingerprint, job_id, now, key_expires_at, input, max_attempts, callback_url, trace_context, run_at, accepted_event, priority, limited)
      ), key AS (
        INSERT INTO idempotency_keys AS k (principal, operation, key, fingerprint, job_id, created_at, expires_at)
        SELECT principal, operation, key, fingerprint, job_id, now, key_expires_at FROM input
@@ -149,8 +202,8 @@ export const SQL = {
          WHERE k.expires_at <= EXCLUDED.created_at
        RETURNING k.job_id
      ), job AS (
-       INSERT INTO jobs (id, principal, operation, input, status, max_attempts, callback_url, trace_context, run_at, created_at, updated_at)
-       SELECT i.job_id, i.principal, i.operation, i.input, 'queued', i.max_attempts, i.callback_url, i.trace_context, i.run_at, i.now, i.now
+       INSERT INTO jobs (id, principal, operation, input, status, max_attempts, callback_url, trace_context, run_at, created_at, updated_at, priority, limited)
+       SELECT i.job_id, i.principal, i.operation, i.input, 'queued', i.max_attempts, i.callback_url, i.trace_context, i.run_at, i.now, i.now, i.priority, i.limited
        FROM input i JOIN key ON key.job_id = i.job_id
        RETURNING id, created_at
      ), ${logAcceptance('i.accepted_event', 'job JOIN input i ON i.job_id = job.id')}
@@ -163,7 +216,7 @@ export const SQL = {
     `SELECT k.fingerprint, k.job_id, EXISTS (SELECT 1 FROM jobs WHERE jobs.id = k.job_id) AS job_exists
      FROM idempotency_keys k WHERE k.principal = $1 AND k.operation = $2 AND k.key = $3`,
   ),
-  /** Rebinds a record whose job was swept, only if it still names that job ($12), and inserts the new job; $13 channel, $14 notification, $15 run time, $16 event data. */
+  /** Rebinds a record whose job was swept, only if it still names that job ($12), and inserts the new job; $13 channel, $14 notification, $15 run time, $16 event data, $17 priority, $18 limited. */
   rebindKey: statement(
     'rebind_key',
     `WITH key AS (
@@ -171,8 +224,8 @@ export const SQL = {
        WHERE principal = $1 AND operation = $2 AND key = $3 AND job_id = $12
        RETURNING job_id
      ), job AS (
-       INSERT INTO jobs (id, principal, operation, input, status, max_attempts, callback_url, trace_context, run_at, created_at, updated_at)
-       SELECT job_id, $1, $2, $8, 'queued', $9, $10, $11, $15::bigint, $6, $6 FROM key
+       INSERT INTO jobs (id, principal, operation, input, status, max_attempts, callback_url, trace_context, run_at, created_at, updated_at, priority, limited)
+       SELECT job_id, $1, $2, $8, 'queued', $9, $10, $11, $15::bigint, $6, $6, $17::integer, $18::boolean FROM key
        RETURNING id, created_at
      ), ${logAcceptance('$16::text')}
      SELECT id, pg_notify($13, $14) FROM job`,
@@ -216,10 +269,16 @@ export const SQL = {
      )
      SELECT operation, status, delta AS count FROM kept WHERE delta > 0 ORDER BY operation COLLATE "C", status COLLATE "C"`,
   ),
-  /** Served by jobs_queued (run_at, seq): it reads the due queued jobs only. */
+  /** Served by the three queue indexes (plain, by priority, limited): it reads the queued jobs only. */
   oldestDueJobs: statement(
     'oldest_due_jobs',
-    `SELECT operation, min(run_at) AS due_since FROM jobs WHERE status = 'queued' AND run_at <= $1 GROUP BY operation ORDER BY operation COLLATE "C"`,
+    `SELECT operation, min(due_since) AS due_since FROM (
+       SELECT operation, min(run_at) AS due_since FROM jobs WHERE status = 'queued' AND priority = 0 AND NOT limited AND run_at <= $1 GROUP BY operation
+       UNION ALL
+       SELECT operation, min(run_at) FROM jobs WHERE status = 'queued' AND priority <> 0 AND NOT limited AND run_at <= $1 GROUP BY operation
+       UNION ALL
+       SELECT operation, min(run_at) FROM jobs WHERE status = 'queued' AND limited AND run_at <= $1 GROUP BY operation
+     ) AS due GROUP BY operation ORDER BY operation COLLATE "C"`,
   ),
   /** Served by the id index (ids begin with their acceptance time): it reads the jobs accepted since then only. */
   acceptedPerMinute: statement(
@@ -266,42 +325,61 @@ export const SQL = {
    * One claim, in one statement (one round trip): abandoned jobs (their lease expired) whose
    * cancel was asked end canceled; abandoned ones with no attempts left end failed; the others
    * are taken over, oldest lease first, naming the owner that let go; then due queued jobs fill
-   * what is left of the limit, by run time then insertion. Rows other claimers hold are skipped.
+   * what is left of the limit, by run time then insertion (those of priority 0; claimJobsByPriority
+   * takes every priority). Rows other claimers hold are skipped. A limited operation's jobs are
+   * neither taken over nor claimed here, but in claimLimitedJobs, under the operation's lock.
    * The four parts touch disjoint rows (the guards partition them), so each row changes once.
    * A job being canceled is never failed or taken over: a cancel committed after this statement
    * looked (or while it skipped the row as locked) was answered 202, so the job must end
    * canceled, by the next claim. Each row says what happened to it (`change`).
    * $1 owner, $2 lease ms, $3 now, $4 limit, $5 the canceled-while-running problem, $6 the abandoned problem.
    */
-  claimJobs: statement(
-    'claim_jobs',
-    `WITH canceled AS (
-       UPDATE jobs SET version = version + 1, status = 'canceled', error = $5, ${NO_LEASE}, updated_at = $3, finished_at = $3
-       WHERE seq IN (SELECT seq FROM jobs WHERE status = 'running' AND lease_expires_at <= ${DB_NOW_ONCE} AND cancel_requested FOR UPDATE SKIP LOCKED)
-       RETURNING ${CLAIM_COLUMNS('jobs')}, NULL::text AS previous_owner, 'job.canceled' AS change
-     ), failed AS (
-       UPDATE jobs SET version = version + 1, status = 'failed', error = $6, ${NO_LEASE}, updated_at = $3, finished_at = $3
-       WHERE seq IN (SELECT seq FROM jobs WHERE status = 'running' AND lease_expires_at <= ${DB_NOW_ONCE} AND attempts >= max_attempts AND NOT cancel_requested
-                     FOR UPDATE SKIP LOCKED)
-       RETURNING ${CLAIM_COLUMNS('jobs')}, NULL::text AS previous_owner, 'job.failed' AS change
-     ), abandoned AS (
+  claimJobs: statement('claim_jobs', claimStatement(PLAIN_DUE)),
+  /**
+   * claimJobs when some operation has a priority: the first due jobs above priority 0, of priority
+   * 0 and below it, each read in order from its index, then the best of those. Rows locked but not
+   * taken stay locked (skipped by other claims) until this transaction commits, a moment later.
+   */
+  claimJobsByPriority: statement('claim_jobs_by_priority', claimStatement(DUE_BY_PRIORITY)),
+
+  // --- claiming a limited operation's jobs (one transaction, holding its operation_limits row) ---
+  /** $1 operation. Waits for a claim of the operation in another process to commit; with now on the database's clock. */
+  lockOperationLimit: statement('lock_operation_limit', `SELECT recent_starts, ${DB_NOW} AS now FROM operation_limits WHERE operation = $1 FOR UPDATE`),
+  /** $1 operation: the row the claims of its jobs lock, made by the first. */
+  addOperationLimit: statement('add_operation_limit', `INSERT INTO operation_limits (operation) VALUES ($1) ON CONFLICT (operation) DO NOTHING`),
+  /**
+   * $1 operation: its running attempts, lapsed leases included. Under READ COMMITTED this statement's
+   * snapshot is taken after the lock was granted, so it sees every claim of the operation that held
+   * the lock before (they committed to release it).
+   */
+  limitedRunning: statement('limited_running', `SELECT count(*)::integer AS running FROM jobs WHERE status = 'running' AND limited AND operation = $1`),
+  /** $1 operation, $2 the rate limit's start times. */
+  writeOperationLimit: statement('write_operation_limit', `UPDATE operation_limits SET recent_starts = $2::bigint[] WHERE operation = $1`),
+  /**
+   * The operation's abandoned jobs taken over (up to $5; those being canceled or out of attempts
+   * end in claimJobs), then its due jobs by priority, run time and insertion, up to $6 starts in
+   * all. $1 owner, $2 lease ms, $3 now, $4 operation, $5 takeovers, $6 starts.
+   */
+  claimLimitedJobs: statement(
+    'claim_limited_jobs',
+    `WITH abandoned AS (
        SELECT seq, lease_owner FROM jobs
-       WHERE status = 'running' AND lease_expires_at <= ${DB_NOW_ONCE} AND attempts < max_attempts AND NOT cancel_requested
-       ORDER BY lease_expires_at LIMIT $4 FOR UPDATE SKIP LOCKED
+       WHERE status = 'running' AND limited AND operation = $4 AND lease_expires_at <= ${DB_NOW_ONCE} AND attempts < max_attempts AND NOT cancel_requested
+       ORDER BY lease_expires_at LIMIT $5 FOR UPDATE SKIP LOCKED
      ), taken AS (
        UPDATE jobs SET version = version + 1, attempts = attempts + 1, fence = fence + 1, lease_owner = $1, lease_expires_at = ${DB_NOW} + $2, updated_at = $3
        FROM abandoned WHERE jobs.seq = abandoned.seq
        RETURNING ${CLAIM_COLUMNS('jobs')}, abandoned.lease_owner AS previous_owner, 'job.running' AS change
      ), due AS (
-       SELECT seq FROM jobs WHERE status = 'queued' AND run_at <= $3 ORDER BY run_at, seq
-       LIMIT GREATEST(0, $4 - (SELECT count(*) FROM taken)) FOR UPDATE SKIP LOCKED
+       SELECT seq FROM jobs WHERE status = 'queued' AND limited AND operation = $4 AND run_at <= $3 ORDER BY priority DESC, run_at, seq
+       LIMIT GREATEST(0, LEAST($6, $5 - (SELECT count(*) FROM taken))) FOR UPDATE SKIP LOCKED
      ), queued AS (
        UPDATE jobs SET version = version + 1, status = 'running', attempts = attempts + 1, fence = fence + 1,
          lease_owner = $1, lease_expires_at = ${DB_NOW} + $2, updated_at = $3
        FROM due WHERE jobs.seq = due.seq
        RETURNING ${CLAIM_COLUMNS('jobs')}, NULL::text AS previous_owner, 'job.running' AS change
      )
-     SELECT * FROM canceled UNION ALL SELECT * FROM failed UNION ALL SELECT * FROM taken UNION ALL SELECT * FROM queued`,
+     SELECT * FROM taken UNION ALL SELECT * FROM queued`,
   ),
   /** $1 lease ms, $2 now, $3 id, $4 fence. */
   renewLease: statement(

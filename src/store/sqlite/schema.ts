@@ -179,6 +179,26 @@ const MIGRATIONS: string[] = [
   DROP TRIGGER jobs_counted_moved;
   DROP TRIGGER jobs_counted_out;
   `,
+  `
+  -- Claim policies (x-asyncfirst priority, concurrency, rateLimit), stored with each job at its
+  -- acceptance. The plain queue's index holds only the jobs of priority 0 with no limit, so that
+  -- the claim of an operation without a policy reads what it read before; a job with a priority
+  -- is in its own index, a limited one in its operation's, so each of them writes one queue index
+  -- as before. A limited operation's running attempts are counted through jobs_limited_running.
+  ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE jobs ADD COLUMN limited INTEGER NOT NULL DEFAULT 0;
+  DROP INDEX jobs_queued;
+  CREATE INDEX jobs_queued ON jobs (run_at, seq) WHERE status = 'queued' AND priority = 0 AND limited = 0;
+  CREATE INDEX jobs_queued_by_priority ON jobs (priority DESC, run_at, seq) WHERE status = 'queued' AND priority <> 0 AND limited = 0;
+  CREATE INDEX jobs_limited_queued ON jobs (operation, priority DESC, run_at, seq) WHERE status = 'queued' AND limited = 1;
+  CREATE INDEX jobs_limited_running ON jobs (operation, lease_expires_at) WHERE status = 'running' AND limited = 1;
+  -- One row per limited operation: the claims of its jobs hold it (one writer at a time here), and
+  -- its rate limit's latest start times (a JSON array of milliseconds).
+  CREATE TABLE operation_limits (
+    operation     TEXT PRIMARY KEY,
+    recent_starts TEXT NOT NULL DEFAULT '[]'
+  ) WITHOUT ROWID;
+  `,
 ];
 
 /**

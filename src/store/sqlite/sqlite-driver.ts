@@ -17,6 +17,7 @@ import type {
   EventPosition,
   Finish,
   JobListing,
+  LimitedClaim,
   ListedJob,
   MinuteCount,
   RecordChange,
@@ -43,7 +44,7 @@ import { GroupCommit } from './group-commit.js';
 import { JobCounter } from './job-counter.js';
 import { type LeaseClock, machineLeaseClock } from './lease-clock.js';
 import { migrate } from './schema.js';
-import { prepareStatements, type SqliteJobRow, type Statements } from './statements.js';
+import { prepareStatements, type SqliteClaimedRow, type SqliteJobRow, type Statements } from './statements.js';
 import { type Sync, WalSync } from './wal-sync.js';
 
 export interface SqliteDriverOptions {
@@ -301,6 +302,8 @@ export class SqliteDriver implements Driver {
       write.runAt ?? now,
       now,
       now,
+      write.priority ?? 0,
+      write.limited ? 1 : 0,
     );
     this.sql.logAcceptance.run(jobId, write.acceptedEvent ?? null, now);
     this.counter.moved(operation, undefined, 'queued');
@@ -392,7 +395,7 @@ export class SqliteDriver implements Driver {
   }
 
   async oldestDueJobs(now: number): Promise<Array<{ operation: string; dueSince: number }>> {
-    return this.read(() => this.sql.oldestDueJobs.all(now).map((row) => ({ operation: row.operation, dueSince: row.due_since })));
+    return this.read(() => this.sql.oldestDueJobs.all({ now }).map((row) => ({ operation: row.operation, dueSince: row.due_since })));
   }
 
   async jobActivity(since: number, firstIdSince: string): Promise<{ accepted: MinuteCount[]; finished: Array<MinuteCount & { status: JobState }> }> {
@@ -469,11 +472,51 @@ export class SqliteDriver implements Driver {
       claimed.push({ ...toClaimedJob(row), ...(abandoned.lease_owner === null ? {} : { takenOverFrom: abandoned.lease_owner }) });
     }
     if (claimed.length < limit) {
-      for (const row of this.sql.claimQueued.all(owner, epoch, leaseExpiresAt, now, now, limit - claimed.length)) {
+      const rows = claim.byPriority
+        ? this.sql.claimQueuedByPriority.all({ owner, epoch, leaseExpiresAt, now, limit: limit - claimed.length }).sort(byPriorityOrder)
+        : this.sql.claimQueued.all(owner, epoch, leaseExpiresAt, now, now, limit - claimed.length);
+      for (const row of rows as SqliteClaimedRow[]) {
         this.recordChange(row, 'job.running', now, 'queued');
         claimed.push(toClaimedJob(row));
       }
     }
+    return claimed;
+  }
+
+  claimLimitedJobs(claim: LimitedClaim): Promise<ClaimedJob[]> {
+    return this.write(() => this.claimLimitedWrite(claim));
+  }
+
+  /** One writer at a time: what this transaction counts stays true until it commits. */
+  private claimLimitedWrite(claim: LimitedClaim): ClaimedJob[] {
+    const { owner, now, leaseMs, operation } = claim;
+    const epoch = this.leaseClock.epoch;
+    const leaseNow = this.leaseClock.now();
+    const leaseExpiresAt = leaseNow + leaseMs;
+    const state = {
+      running: this.sql.limitedRunning.get(operation)?.running ?? 0,
+      recentStarts: JSON.parse(this.sql.operationLimit.get(operation)?.recent_starts ?? '[]') as number[],
+      now,
+    };
+    const room = claim.room(state);
+    const claimed: ClaimedJob[] = [];
+    if (room.takeOver > 0) {
+      for (const abandoned of this.sql.limitedAbandoned.all(operation, leaseNow, room.takeOver)) {
+        const row = this.sql.takeOver.get(owner, epoch, leaseExpiresAt, now, abandoned.seq);
+        if (!row) continue;
+        this.recordChange(row, 'job.running', now, 'running');
+        claimed.push({ ...toClaimedJob(row), ...(abandoned.lease_owner === null ? {} : { takenOverFrom: abandoned.lease_owner }) });
+      }
+    }
+    const start = Math.min(room.start, room.takeOver - claimed.length);
+    if (start > 0) {
+      for (const row of this.sql.claimLimitedQueued.all({ owner, epoch, leaseExpiresAt, now, operation, limit: start }).sort(byPriorityOrder)) {
+        this.recordChange(row, 'job.running', now, 'queued');
+        claimed.push(toClaimedJob(row));
+      }
+    }
+    const starts = claim.startsAfter(state, claimed.length);
+    if (starts !== undefined && claimed.length > 0) this.sql.writeOperationLimit.run(operation, JSON.stringify(starts));
     return claimed;
   }
 
@@ -607,6 +650,11 @@ export class SqliteDriver implements Driver {
     if (row.lease_expires_at === null) return toJobRecord(row, null);
     return toJobRecord(row, row.lease_epoch === this.leaseClock.epoch ? row.lease_expires_at - this.leaseClock.now() : 0);
   }
+}
+
+/** Claim order: priority (highest first), then run time and insertion. */
+function byPriorityOrder(a: SqliteJobRow & { seq: number }, b: SqliteJobRow & { seq: number }): number {
+  return b.priority - a.priority || a.run_at - b.run_at || a.seq - b.seq;
 }
 
 function asUnavailable(error: unknown): unknown {

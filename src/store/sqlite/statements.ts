@@ -3,7 +3,7 @@ import { JOB_STATES, type JobState } from '../../core/job-states.js';
 import type { ClaimedRow, DeliveryRow, EventLogColumns, IdempotencyRow, JobRow } from '../rows.js';
 
 /** The columns a job is read with (GET /jobs/{id}). */
-const JOB_COLUMNS = `id, principal, operation, status, attempts, max_attempts, cancel_requested, progress, callback_url, result, result_location, error, run_at, created_at, updated_at, finished_at, version, fence, lease_owner, lease_epoch, lease_expires_at`;
+const JOB_COLUMNS = `id, principal, operation, status, attempts, max_attempts, priority, cancel_requested, progress, callback_url, result, result_location, error, run_at, created_at, updated_at, finished_at, version, fence, lease_owner, lease_epoch, lease_expires_at`;
 const DELIVERY_COLUMNS = `id, job_id, url, event_type, payload, status, attempts, max_attempts, next_attempt_at, last_status, last_error, created_at, updated_at`;
 const CLAIMED_COLUMNS = `${JOB_COLUMNS}, input, trace_context`;
 
@@ -139,9 +139,9 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
        ON CONFLICT (principal, operation, key) DO UPDATE SET
          fingerprint = excluded.fingerprint, job_id = excluded.job_id, created_at = excluded.created_at, expires_at = excluded.expires_at`,
     ),
-    insertJob: db.prepare<[string, string, string, string, number, string | null, string | null, number, number, number]>(
-      `INSERT INTO jobs (id, principal, operation, input, status, max_attempts, callback_url, trace_context, run_at, created_at, updated_at)
-       VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)`,
+    insertJob: db.prepare<[string, string, string, string, number, string | null, string | null, number, number, number, number, number]>(
+      `INSERT INTO jobs (id, principal, operation, input, status, max_attempts, callback_url, trace_context, run_at, created_at, updated_at, priority, limited)
+       VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)`,
     ),
     /** The acceptance in the event log: job.queued of version 0, its data NULL (built from the job row when read) unless the job starts later. */
     logAcceptance: db.prepare<[string, string | null, number]>(
@@ -193,9 +193,9 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
        WHERE status = 'running' AND lease_expires_at <= ? AND attempts >= max_attempts
        RETURNING ${JOB_COLUMNS}`,
     ),
-    /** The other abandoned jobs, oldest lease first, with the owner that let go of each. Parameters: lease clock now, limit. */
+    /** The other abandoned jobs, oldest lease first, with the owner that let go of each; a limited operation's are its own claim's. Parameters: lease clock now, limit. */
     abandonedJobs: db.prepare<[number, number], { seq: number; lease_owner: string | null }>(
-      `SELECT seq, lease_owner FROM jobs INDEXED BY jobs_leased WHERE status = 'running' AND lease_expires_at <= ? ORDER BY lease_expires_at LIMIT ?`,
+      `SELECT seq, lease_owner FROM jobs INDEXED BY jobs_leased WHERE status = 'running' AND lease_expires_at <= ? AND limited = 0 ORDER BY lease_expires_at LIMIT ?`,
     ),
     takeOver: db.prepare<[string, string, number, number, number], SqliteClaimedRow>(
       `UPDATE jobs SET version = version + 1, attempts = attempts + 1, fence = fence + 1, lease_owner = ?, lease_epoch = ?, lease_expires_at = ?, updated_at = ?
@@ -209,8 +209,57 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
      */
     claimQueued: db.prepare<[string, string, number, number, number, number], SqliteClaimedRow>(
       `UPDATE jobs SET version = version + 1, status = 'running', attempts = attempts + 1, fence = fence + 1, lease_owner = ?, lease_epoch = ?, lease_expires_at = ?, updated_at = ?
-       WHERE seq IN (SELECT seq FROM jobs INDEXED BY jobs_queued WHERE status = 'queued' AND run_at <= ? ORDER BY run_at, seq LIMIT ?)
+       WHERE seq IN (SELECT seq FROM jobs INDEXED BY jobs_queued WHERE status = 'queued' AND priority = 0 AND limited = 0 AND run_at <= ? ORDER BY run_at, seq LIMIT ?)
        RETURNING ${CLAIMED_COLUMNS}`,
+    ),
+    /**
+     * claimQueued when some operation has a priority: the first due jobs above priority 0, of
+     * priority 0 and below it, each read in order from its index (no sort of the queue), then the
+     * best of those. Each row comes with its seq, for the driver to put them in claim order.
+     */
+    claimQueuedByPriority: db.prepare<
+      [{ owner: string; epoch: string; leaseExpiresAt: number; now: number; limit: number }],
+      SqliteClaimedRow & { seq: number }
+    >(
+      `UPDATE jobs SET version = version + 1, status = 'running', attempts = attempts + 1, fence = fence + 1, lease_owner = @owner, lease_epoch = @epoch,
+         lease_expires_at = @leaseExpiresAt, updated_at = @now
+       WHERE seq IN (SELECT seq FROM (
+           SELECT * FROM (SELECT seq, priority, run_at FROM jobs INDEXED BY jobs_queued_by_priority
+                          WHERE status = 'queued' AND priority <> 0 AND limited = 0 AND priority > 0 AND run_at <= @now ORDER BY priority DESC, run_at, seq LIMIT @limit)
+           UNION ALL
+           SELECT * FROM (SELECT seq, priority, run_at FROM jobs INDEXED BY jobs_queued
+                          WHERE status = 'queued' AND priority = 0 AND limited = 0 AND run_at <= @now ORDER BY run_at, seq LIMIT @limit)
+           UNION ALL
+           SELECT * FROM (SELECT seq, priority, run_at FROM jobs INDEXED BY jobs_queued_by_priority
+                          WHERE status = 'queued' AND priority <> 0 AND limited = 0 AND priority < 0 AND run_at <= @now ORDER BY priority DESC, run_at, seq LIMIT @limit)
+         ) ORDER BY priority DESC, run_at, seq LIMIT @limit)
+       RETURNING ${CLAIMED_COLUMNS}, seq`,
+    ),
+
+    // --- claiming a limited operation's jobs (in one write transaction: one writer at a time) ---
+    operationLimit: db.prepare<[string], { recent_starts: string }>(`SELECT recent_starts FROM operation_limits WHERE operation = ?`),
+    writeOperationLimit: db.prepare<[string, string]>(
+      `INSERT INTO operation_limits (operation, recent_starts) VALUES (?, ?) ON CONFLICT (operation) DO UPDATE SET recent_starts = excluded.recent_starts`,
+    ),
+    /** The operation's running attempts, lapsed leases included. */
+    limitedRunning: db.prepare<[string], { running: number }>(
+      `SELECT count(*) AS running FROM jobs INDEXED BY jobs_limited_running WHERE status = 'running' AND limited = 1 AND operation = ?`,
+    ),
+    /** The operation's abandoned jobs that are taken over (those being canceled or out of attempts end in claimJobs). Parameters: operation, lease clock now, limit. */
+    limitedAbandoned: db.prepare<[string, number, number], { seq: number; lease_owner: string | null }>(
+      `SELECT seq, lease_owner FROM jobs INDEXED BY jobs_limited_running
+       WHERE status = 'running' AND limited = 1 AND operation = ? AND lease_expires_at <= ? AND attempts < max_attempts AND cancel_requested = 0
+       ORDER BY lease_expires_at LIMIT ?`,
+    ),
+    claimLimitedQueued: db.prepare<
+      [{ owner: string; epoch: string; leaseExpiresAt: number; now: number; operation: string; limit: number }],
+      SqliteClaimedRow & { seq: number }
+    >(
+      `UPDATE jobs SET version = version + 1, status = 'running', attempts = attempts + 1, fence = fence + 1, lease_owner = @owner, lease_epoch = @epoch,
+         lease_expires_at = @leaseExpiresAt, updated_at = @now
+       WHERE seq IN (SELECT seq FROM jobs INDEXED BY jobs_limited_queued
+                     WHERE status = 'queued' AND limited = 1 AND operation = @operation AND run_at <= @now ORDER BY priority DESC, run_at, seq LIMIT @limit)
+       RETURNING ${CLAIMED_COLUMNS}, seq`,
     ),
     renewLease: db.prepare<[string, number, number, string, number], { cancel_requested: number }>(
       `UPDATE jobs SET lease_epoch = ?, lease_expires_at = ?, updated_at = ? WHERE id = ? AND fence = ? AND status = 'running'
@@ -288,9 +337,17 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
     countJobs: db.prepare<[], { operation: string; status: string; count: number }>(
       `SELECT operation, status, count FROM job_counts WHERE count > 0 ORDER BY operation, status`,
     ),
-    /** Served by jobs_queued (run_at, seq): it reads the due queued jobs only. */
-    oldestDueJobs: db.prepare<[number], { operation: string; due_since: number }>(
-      `SELECT operation, min(run_at) AS due_since FROM jobs WHERE status = 'queued' AND run_at <= ? GROUP BY operation ORDER BY operation`,
+    /** Served by the three queue indexes: it reads the due queued jobs only (and the queued jobs with a priority). */
+    oldestDueJobs: db.prepare<[{ now: number }], { operation: string; due_since: number }>(
+      `SELECT operation, min(due_since) AS due_since FROM (
+         SELECT operation, min(run_at) AS due_since FROM jobs INDEXED BY jobs_queued
+         WHERE status = 'queued' AND priority = 0 AND limited = 0 AND run_at <= @now GROUP BY operation
+         UNION ALL
+         SELECT operation, min(run_at) FROM jobs INDEXED BY jobs_queued_by_priority
+         WHERE status = 'queued' AND priority <> 0 AND limited = 0 AND run_at <= @now GROUP BY operation
+         UNION ALL
+         SELECT operation, min(run_at) FROM jobs INDEXED BY jobs_limited_queued WHERE status = 'queued' AND limited = 1 AND run_at <= @now GROUP BY operation
+       ) GROUP BY operation ORDER BY operation`,
     ),
     /** Served by the id index (ids begin with their acceptance time): it reads the jobs accepted since then only. */
     acceptedPerMinute: db.prepare<[string, number], { minute: number; count: number }>(
