@@ -16,7 +16,7 @@ describe('SQLite query plans of the hot statements', () => {
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   });
 
-  it('claims due jobs through jobs_queued, in order, without sorting the queue, finds abandoned leases in one range of jobs_leased, and lists jobs newest first from an index in that order', async () => {
+  it('claims due jobs through jobs_queued (by priority and per limited operation through their own indexes), in order, without sorting the queue, finds abandoned leases in one range of jobs_leased, and lists jobs newest first from an index in that order', async () => {
     const tmp = tempDir();
     cleanups.push(tmp.cleanup);
     const engine = await openSqliteEngine(tmp.dbPath);
@@ -52,6 +52,24 @@ describe('SQLite query plans of the hot statements', () => {
     const claim = plan(sql.claimQueued, ['w', 'epoch', now + 30_000, now, now, 16]);
     expect(claim).toContain('jobs_queued');
     expect(claim).not.toContain('TEMP B-TREE');
+    // With priorities, each part is read in order from its index; only the few candidates (three
+    // parts of at most the limit each) are sorted, never the queue.
+    const byPriority = plan(sql.claimQueuedByPriority, [{ owner: 'w', epoch: 'epoch', leaseExpiresAt: now + 30_000, now, limit: 16 }]);
+    expect(byPriority).toContain('SEARCH jobs USING INDEX jobs_queued_by_priority (priority>?)');
+    expect(byPriority).toContain('SEARCH jobs USING INDEX jobs_queued (run_at<?)');
+    expect(byPriority).toContain('SEARCH jobs USING INDEX jobs_queued_by_priority (priority<?)');
+    expect(byPriority.match(/TEMP B-TREE/g)).toHaveLength(1);
+    expect(byPriority).toMatch(/SCAN \(subquery-\d+\) \| USE TEMP B-TREE FOR ORDER BY$/);
+    // A limited operation's claim reads its own jobs only: its queue in order, its running attempts, its lapsed leases.
+    expect(plan(sql.claimLimitedQueued, [{ owner: 'w', epoch: 'epoch', leaseExpiresAt: now + 30_000, now, operation: 'op', limit: 16 }])).toContain(
+      'SEARCH jobs USING COVERING INDEX jobs_limited_queued (operation=?)',
+    );
+    expect(plan(sql.claimLimitedQueued, [{ owner: 'w', epoch: 'epoch', leaseExpiresAt: now + 30_000, now, operation: 'op', limit: 16 }])).not.toContain(
+      'TEMP B-TREE',
+    );
+    expect(plan(sql.limitedRunning, ['op'])).toBe('SEARCH jobs USING COVERING INDEX jobs_limited_running (operation=?)');
+    expect(plan(sql.limitedAbandoned, ['op', 1000, 16])).toBe('SEARCH jobs USING INDEX jobs_limited_running (operation=? AND lease_expires_at<?)');
+
     // Every claim first looks for abandoned leases: one range of jobs_leased, not every running job.
     for (const [name, statement, parameters] of [
       ['cancelAbandoned', sql.cancelAbandoned, ['{}', now, now, 1000]],
