@@ -380,6 +380,84 @@ describe.each(DRIVERS)('the $name driver', ({ database }) => {
     expect(job?.deliveries).toEqual([expect.objectContaining({ id: delivery.id, status: 'succeeded', lastStatus: 204, attempts: 1 })]);
   });
 
+  it("stores a notification for each ending its operation's notifiers listen for, beside but apart from webhooks, and leases each to one sender", async () => {
+    const first = await setup();
+    const second = await open();
+    const routes = {
+      byOperation: new Map([
+        [
+          'createReport',
+          [
+            { notifier: 'ops', on: new Set(['job.failed']) },
+            { notifier: 'audit', on: new Set(['job.succeeded', 'job.failed', 'job.canceled']) },
+          ],
+        ],
+      ]),
+      maxAttempts: 4,
+    };
+    for (const engine of [first, second]) engine.routeNotifications(routes);
+    const succeeded = await acceptOne(first, 'succeeded', { callbackUrl: 'https://hooks.example.com/done' });
+    const failed = await acceptOne(first, 'failed');
+    const running = await acceptOne(first, 'running');
+    const unrouted = await acceptOne(first, 'other', { operation: 'other' });
+    const canceled = await acceptOne(first, 'canceled');
+    const fences = new Map<string, number>();
+    for (const claimed of await first.claimJobs({ owner: 'worker-a', limit: 4, now: Date.now(), leaseMs: 30_000 })) fences.set(claimed.id, claimed.fence);
+    const fence = (id: string) => fences.get(id) ?? Number.NaN;
+    await Promise.all([
+      first.finishJob(succeeded, fence(succeeded), { status: 'succeeded', result: '{"ok":1}' }, Date.now()),
+      first.finishJob(failed, fence(failed), { status: 'failed', error: problem('jobHandlerFailed', 'it broke') }, Date.now()),
+      first.finishJob(unrouted, fence(unrouted), { status: 'succeeded', result: '{}' }, Date.now()),
+      first.reportProgress(running, fence(running), { percent: 50 }, Date.now()),
+    ]);
+    expect((await first.cancelJob('alice', canceled, Date.now())).kind).toBe('canceled');
+
+    // The webhook claim takes only the webhook.
+    const webhooks = await first.claimDeliveries({ owner: 'sender-w', limit: 10, now: Date.now(), leaseMs: 30_000 });
+    expect(webhooks.map((delivery) => [delivery.jobId, delivery.notifier])).toEqual([[succeeded, undefined]]);
+    // Two processes claim the notifications at once: each exactly once; none for the running job or the unrouted operation.
+    const claim = (engine: Store, owner: string) => engine.claimDeliveries({ owner, limit: 10, now: Date.now(), leaseMs: 30_000, kind: 'notification' });
+    const [a, b] = await Promise.all([claim(first, 'sender-a'), claim(second, 'sender-b')]);
+    const notifications = [...a, ...b];
+    const summary = notifications.map(
+      (notification) =>
+        `${notification.jobId === succeeded ? 'succeeded' : notification.jobId === failed ? 'failed' : notification.jobId === canceled ? 'canceled' : notification.jobId} ${notification.notifier} ${notification.eventType}`,
+    );
+    expect(summary.sort()).toEqual(['canceled audit job.canceled', 'failed audit job.failed', 'failed ops job.failed', 'succeeded audit job.succeeded']);
+    expect(await claim(second, 'sender-c')).toEqual([]);
+    const ops = notifications.find((notification) => notification.notifier === 'ops');
+    if (!ops) throw new Error('no notification for ops');
+    expect(ops).toMatchObject({ jobId: failed, url: '', status: 'pending', attempts: 1, maxAttempts: 4 });
+    expect(JSON.parse(ops.payload)).toEqual({
+      id: ops.id,
+      notifier: 'ops',
+      type: 'job.failed',
+      timestamp: expect.any(String),
+      principal: 'alice',
+      job: expect.objectContaining({ id: failed, operation: 'createReport', status: 'failed', error: expect.objectContaining({ detail: 'it broke' }) }),
+    });
+
+    const owner = a.includes(ops) ? 'sender-a' : 'sender-b';
+    const retryAt = Date.now() + 60_000;
+    expect(await second.recordDelivery(ops, owner, { status: 'pending', error: 'chat is down', nextAttemptAt: retryAt }, Date.now())).toBe(true);
+    const failedJob = await second.getJob('alice', failed);
+    expect(failedJob?.deliveries).toBeUndefined();
+    expect(
+      failedJob?.notifications?.map((notification) => [notification.notifier, notification.status, notification.attempts, notification.lastError ?? null]),
+    ).toEqual(
+      expect.arrayContaining([
+        ['ops', 'pending', 1, 'chat is down'],
+        ['audit', 'pending', 1, null],
+      ]),
+    );
+    expect(failedJob?.notifications?.find((notification) => notification.notifier === 'ops')?.nextAttemptAt).toBe(retryAt);
+    const succeededJob = await first.getJob('alice', succeeded);
+    expect(succeededJob?.deliveries?.map((delivery) => delivery.url)).toEqual(['https://hooks.example.com/done']);
+    expect(succeededJob?.notifications?.map((notification) => notification.notifier)).toEqual(['audit']);
+    expect((await first.getJob('alice', running))?.notifications).toBeUndefined();
+    expect((await first.getJob('alice', unrouted))?.notifications).toBeUndefined();
+  });
+
   it('sweeps expired key records and jobs finished before the retention time, with their events', async () => {
     const engine = await setup();
     const now = Date.now();

@@ -1,7 +1,7 @@
 import { firstJobIdAt, newJobId } from '../core/ids.js';
 import { isFinished } from '../core/job-states.js';
 import { type ProblemDetails, ProblemError, problem } from '../core/problems.js';
-import type { AcceptResult, AcceptWrite, Driver, Finish, RecordedChange } from '../store/driver.js';
+import type { AcceptResult, AcceptWrite, Driver, Finish, NewNotification, RecordedChange } from '../store/driver.js';
 import type {
   AcceptOutcome,
   AcceptRequest,
@@ -10,6 +10,7 @@ import type {
   ClaimedJob,
   ClaimPolicy,
   ClaimRequest,
+  DeliveryClaim,
   DeliveryOutcome,
   EventQuery,
   EventSlice,
@@ -22,6 +23,7 @@ import type {
   JobQuery,
   JobRecord,
   LeaseState,
+  NotificationRoutes,
   RetryEndedOutcome,
   Store,
   StoreFault,
@@ -62,6 +64,7 @@ export class JobEngine implements Store {
   private readonly faultListeners: Array<(fault: StoreFault) => void> = [];
   private readonly webhookMaxAttempts: number;
   private readonly sweepBatchSize: number;
+  private notificationRoutes: NotificationRoutes = { byOperation: new Map(), maxAttempts: 8 };
   // The hot writes go to the driver a turn's worth at a time.
   private readonly accepts: TurnBatcher<AcceptWrite, AcceptResult>;
   private readonly finishes: TurnBatcher<Finish, boolean>;
@@ -88,6 +91,7 @@ export class JobEngine implements Store {
     const engine = new JobEngine(driver, options);
     await driver.start({
       recordChange: (job, type, now) => engine.recordChange(job, type, now),
+      notifies: (operation) => engine.notificationRoutes.byOperation.has(operation),
       problems: ENDINGS,
       events: {
         jobsQueued: () => {
@@ -114,15 +118,35 @@ export class JobEngine implements Store {
     return this.driver.announcesOtherProcesses;
   }
 
+  routeNotifications(routes: NotificationRoutes): void {
+    this.notificationRoutes = routes;
+  }
+
   /**
-   * What a change records: the job as GET /jobs/{id} shows it, as the event's data; and, when a
-   * job with a Callback-URL reaches a terminal state, the webhook delivery of that event.
+   * What a change records: the job as GET /jobs/{id} shows it, as the event's data; when a job
+   * with a Callback-URL reaches a terminal state, the webhook delivery of that event; and when a
+   * job of an operation with notifiers does, a notification for each notifier that listens for it.
    */
   private recordChange(job: JobRecord, type: string, now: number): RecordedChange {
     const data = jobBody(job);
-    if (!job.callbackUrl || !isFinished(job.status)) return { data };
-    const payload = `{"type":${JSON.stringify(type)},"timestamp":${JSON.stringify(new Date(now).toISOString())},"data":${data}}`;
-    return { data, delivery: { id: `msg_${newJobId(now)}`, url: job.callbackUrl, eventType: type, payload, maxAttempts: this.webhookMaxAttempts } };
+    if (!isFinished(job.status)) return { data };
+    const routes = this.notificationRoutes.byOperation.get(job.operation);
+    if (!job.callbackUrl && !routes) return { data };
+    const timestamp = JSON.stringify(new Date(now).toISOString());
+    const recorded: RecordedChange = { data };
+    if (job.callbackUrl) {
+      const payload = `{"type":${JSON.stringify(type)},"timestamp":${timestamp},"data":${data}}`;
+      recorded.delivery = { id: `msg_${newJobId(now)}`, url: job.callbackUrl, eventType: type, payload, maxAttempts: this.webhookMaxAttempts };
+    }
+    const notifications: NewNotification[] = [];
+    for (const route of routes ?? []) {
+      if (!route.on.has(type)) continue;
+      const id = `ntf_${newJobId(now)}`;
+      const payload = `{"id":${JSON.stringify(id)},"notifier":${JSON.stringify(route.notifier)},"type":${JSON.stringify(type)},"timestamp":${timestamp},"principal":${JSON.stringify(job.principal)},"job":${data}}`;
+      notifications.push({ id, notifier: route.notifier, eventType: type, payload, maxAttempts: this.notificationRoutes.maxAttempts });
+    }
+    if (notifications.length > 0) recorded.notifications = notifications;
+    return recorded;
   }
 
   useClaimPolicies(policies: ReadonlyMap<string, ClaimPolicy>): void {
@@ -287,7 +311,7 @@ export class JobEngine implements Store {
     return this.driver.requeueJob(id, fence, { runAt: now, countsAttempt: false }, now);
   }
 
-  claimDeliveries(claim: { owner: string; limit: number; now: number; leaseMs: number }): Promise<WebhookDelivery[]> {
+  claimDeliveries(claim: DeliveryClaim): Promise<WebhookDelivery[]> {
     return this.driver.claimDeliveries(claim);
   }
 

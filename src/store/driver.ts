@@ -5,6 +5,7 @@ import type {
   AcceptRequest,
   CancelOutcome,
   ClaimedJob,
+  DeliveryClaim,
   DeliveryOutcome,
   IdempotencyRecord,
   JobCount,
@@ -37,10 +38,23 @@ export interface MinuteCount {
   count: number;
 }
 
-/** What a change of a job records: its event's data and, for a finished job with a callback, a webhook delivery. */
+/**
+ * What a change of a job records: its event's data; for a finished job with a callback, a webhook
+ * delivery; and for a finished job of an operation with notifiers, its notifications.
+ */
 export interface RecordedChange {
   data: string;
   delivery?: NewDelivery;
+  notifications?: NewNotification[];
+}
+
+/** A notification to store with the change that caused it, for the notifier it names. */
+export interface NewNotification {
+  id: string;
+  notifier: string;
+  eventType: string;
+  payload: string;
+  maxAttempts: number;
 }
 
 /** A webhook delivery to store with the change that caused it. */
@@ -54,6 +68,15 @@ export interface NewDelivery {
 
 /** Supplied by the engine: builds what a change records, from the job as the change left it. Pure; runs inside the driver's transaction. */
 export type RecordChange = (job: JobRecord, type: string, now: number) => RecordedChange;
+
+/** What the engine gives a driver at start. */
+export interface DriverHooks {
+  recordChange: RecordChange;
+  /** Whether jobs of this operation may have notifications (getJob reads them only then). */
+  notifies: (operation: string) => boolean;
+  events: DriverEvents;
+  problems: EndingProblems;
+}
 
 /** What a driver announces, after each commit (its own, and with `announcesOtherProcesses` those of other processes). */
 export interface DriverEvents {
@@ -221,7 +244,7 @@ export interface Driver {
   readonly announcesOtherProcesses: boolean;
 
   /** Connects, applies migrations, and starts announcing. Called once, before anything else. */
-  start(hooks: { recordChange: RecordChange; events: DriverEvents; problems: EndingProblems }): Promise<void>;
+  start(hooks: DriverHooks): Promise<void>;
 
   // --- acceptance and reading -----------------------------------------------------------
   /**
@@ -229,7 +252,7 @@ export interface Driver {
    * submissions of one event-loop turn) in one transaction or statement. One outcome per write, in order.
    */
   acceptJobs(writes: AcceptWrite[]): Promise<Settled<AcceptResult>[]>;
-  /** One principal's job with its webhook deliveries; undefined for an unknown id or another principal's job. */
+  /** One principal's job with its webhook deliveries and notifications; undefined for an unknown id or another principal's job. */
   getJob(principal: string, id: string): Promise<JobRecord | undefined>;
   /** The principal a job belongs to; undefined for an unknown id. */
   jobPrincipal(id: string): Promise<string | undefined>;
@@ -287,9 +310,9 @@ export interface Driver {
   /** Puts a claimed job back in the queue, or ends it canceled when its cancel was asked. False when the fence is stale. */
   requeueJob(id: string, fence: number, requeue: Requeue, now: number): Promise<boolean>;
 
-  // --- webhook deliveries ---------------------------------------------------------------
-  /** Fails abandoned deliveries with no attempts left, then claims due ones with a lease; each claim counts as an attempt. */
-  claimDeliveries(claim: { owner: string; limit: number; now: number; leaseMs: number }): Promise<WebhookDelivery[]>;
+  // --- webhook deliveries and notifications ---------------------------------------------
+  /** Fails abandoned deliveries with no attempts left, then claims due ones of the claim's kind with a lease; each claim counts as an attempt. */
+  claimDeliveries(claim: DeliveryClaim): Promise<WebhookDelivery[]>;
   /** Records a claimed attempt's outcome; false when the claim is no longer this owner's. */
   recordDelivery(delivery: WebhookDelivery, owner: string, outcome: DeliveryOutcome, now: number): Promise<boolean>;
 

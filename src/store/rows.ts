@@ -51,6 +51,8 @@ export interface DeliveryRow {
   id: string;
   job_id: string;
   url: string;
+  /** NULL for a webhook delivery. */
+  notifier: string | null;
   event_type: string;
   payload: string;
   status: string;
@@ -114,6 +116,7 @@ export function toDelivery(row: DeliveryRow): WebhookDelivery {
     id: row.id,
     jobId: row.job_id,
     url: row.url,
+    ...(row.notifier === null ? {} : { notifier: row.notifier }),
     eventType: row.event_type,
     payload: row.payload,
     status: row.status as DeliveryStatus,
@@ -125,6 +128,13 @@ export function toDelivery(row: DeliveryRow): WebhookDelivery {
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   };
+}
+
+/** Puts a job's delivery rows on it: the webhook deliveries (when it has a callback) and the notifications (when there are any). */
+export function withDeliveries(job: JobRecord, rows: WebhookDelivery[]): void {
+  if (job.callbackUrl) job.deliveries = rows.filter((delivery) => delivery.notifier === undefined);
+  const notifications = rows.filter((delivery) => delivery.notifier !== undefined);
+  if (notifications.length > 0) job.notifications = notifications;
 }
 
 export function toIdempotencyRecord(row: IdempotencyRow): IdempotencyRecord {

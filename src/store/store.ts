@@ -72,8 +72,8 @@ export interface Store {
   countIdempotencyRecords(): Promise<number>;
   /** True when changes made by other processes are announced (onJobsChanged fires for them); waiters then poll only as a backstop. */
   readonly announcesOtherProcesses: boolean;
-  /** Claims due webhook deliveries with a lease; each claim counts as an attempt. */
-  claimDeliveries(claim: { owner: string; limit: number; now: number; leaseMs: number }): Promise<WebhookDelivery[]>;
+  /** Claims due webhook deliveries (or, with kind 'notification', notifications) with a lease; each claim counts as an attempt. */
+  claimDeliveries(claim: DeliveryClaim): Promise<WebhookDelivery[]>;
   /** Records how a claimed delivery attempt ended; `nextAttemptAt` applies when it stays pending. */
   recordDelivery(delivery: WebhookDelivery, owner: string, outcome: DeliveryOutcome, now: number): Promise<boolean>;
   /** Deletes expired idempotency records and jobs finished before `jobsFinishedBefore` (with their events and deliveries). */
@@ -84,7 +84,13 @@ export interface Store {
   onJobsChanged(listener: (jobIds: Set<string>) => void): void;
   /** Called when changes may have been missed or were too many to name: every waiter should look again. */
   onEverythingChanged(listener: () => void): void;
-  /** Called after each commit that queued webhook deliveries (wakes the in-process dispatcher). */
+  /**
+   * Which notifiers hear of which operations' jobs (x-asyncfirst.notify, settled at start): a job
+   * of a routed operation that ends records one notification per route that listens for its event,
+   * in the transaction that ended it. Jobs of other operations record nothing more.
+   */
+  routeNotifications(routes: NotificationRoutes): void;
+  /** Called after each commit that queued webhook deliveries or notifications (wakes the in-process dispatchers). */
   onDeliveriesQueued(listener: () => void): void;
   /** Called once per fault (the database file lost, writes failing for a cause other than a busy lock), for logging. */
   onFault(listener: (fault: StoreFault) => void): void;
@@ -152,6 +158,8 @@ export interface JobRecord {
   error?: ProblemDetails;
   /** Webhook deliveries, when the submission asked for a callback. */
   deliveries?: WebhookDelivery[];
+  /** Notifications recorded for the job's endings, when its operation has notifiers (x-asyncfirst.notify). */
+  notifications?: WebhookDelivery[];
   runAt: number;
   createdAt: number;
   updatedAt: number;
@@ -279,11 +287,18 @@ export interface JobEvent {
 
 export type DeliveryStatus = 'pending' | 'succeeded' | 'failed';
 
+/**
+ * A delivery: a webhook to POST (to `url`), or a notification to hand to the notifier `notifier`
+ * names. Both are stored alike, claimed with a lease and retried with backoff.
+ */
 export interface WebhookDelivery {
-  /** The webhook-id: stable across retries. */
+  /** The webhook-id (or the notification's id): stable across retries. */
   id: string;
   jobId: string;
+  /** The callback URL; empty for a notification. */
   url: string;
+  /** The notifier a notification is for; absent for a webhook delivery. */
+  notifier?: string;
   eventType: string;
   /** The exact body that is signed and sent. */
   payload: string;
@@ -297,8 +312,37 @@ export interface WebhookDelivery {
   updatedAt: number;
 }
 
+/** Which deliveries a dispatcher claims: webhooks (the default) or notifications. */
+export type DeliveryKind = 'webhook' | 'notification';
+
+export interface DeliveryClaim {
+  owner: string;
+  limit: number;
+  now: number;
+  leaseMs: number;
+  /** Omitted: webhook deliveries. */
+  kind?: DeliveryKind;
+}
+
+/** The events a notifier can be told of: a job's endings. */
+export const NOTIFY_EVENTS = ['job.succeeded', 'job.failed', 'job.canceled'] as const;
+export type NotifyEvent = (typeof NOTIFY_EVENTS)[number];
+
+/** One notifier an operation's ending jobs are reported to, and which endings. */
+export interface NotificationRoute {
+  notifier: string;
+  on: ReadonlySet<string>;
+}
+
+export interface NotificationRoutes {
+  /** Per operation, its routes (an operation without notify has none). */
+  byOperation: ReadonlyMap<string, readonly NotificationRoute[]>;
+  /** Attempts per notification before it is marked failed. */
+  maxAttempts: number;
+}
+
 export type DeliveryOutcome =
-  | { status: 'succeeded'; httpStatus: number }
+  | { status: 'succeeded'; httpStatus?: number }
   | { status: 'pending' | 'failed'; httpStatus?: number; error: string; nextAttemptAt: number };
 
 export type CancelOutcome =

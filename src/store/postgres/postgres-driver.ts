@@ -8,7 +8,7 @@ import type {
   Driver,
   DriverClaim,
   DriverEvents,
-  EndingProblems,
+  DriverHooks,
   EventLogPage,
   EventLogRead,
   EventPosition,
@@ -17,7 +17,6 @@ import type {
   LimitedClaim,
   ListedJob,
   MinuteCount,
-  RecordChange,
   Requeue,
 } from '../driver.js';
 import { listingScans, newestFirst } from '../listing-scans.js';
@@ -30,10 +29,12 @@ import {
   toJobRecord,
   toLoggedEvent,
   traceContextColumn,
+  withDeliveries,
 } from '../rows.js';
 import {
   type CancelOutcome,
   type ClaimedJob,
+  type DeliveryClaim,
   type DeliveryOutcome,
   type IdempotencyRecord,
   type JobCount,
@@ -112,7 +113,7 @@ export class PostgresDriver implements Driver {
   private readonly listener: PostgresListener;
   private readonly channel: string;
   private readonly token = randomBytes(6).toString('hex');
-  private hooks: { recordChange: RecordChange; events: DriverEvents; problems: EndingProblems } | undefined;
+  private hooks: DriverHooks | undefined;
   private problems = { canceledWhileRunning: '', canceledBeforeRunning: '', abandoned: '' };
   private closed = false;
   /** The last failure of the database, until a statement succeeds again (reported once). */
@@ -151,7 +152,7 @@ export class PostgresDriver implements Driver {
     });
   }
 
-  async start(hooks: { recordChange: RecordChange; events: DriverEvents; problems: EndingProblems }): Promise<void> {
+  async start(hooks: DriverHooks): Promise<void> {
     this.hooks = hooks;
     this.problems = {
       canceledWhileRunning: JSON.stringify(hooks.problems.canceledWhileRunning),
@@ -286,17 +287,18 @@ export class PostgresDriver implements Driver {
   }
 
   /**
-   * Records what the changed rows did: the engine builds each event (and webhook delivery), and
+   * Records what the changed rows did: the engine builds each event (and webhook delivery and notifications), and
    * they are inserted with one statement each, which also NOTIFYs (delivered at COMMIT).
    */
   private async record(query: Query, changes: Changes, changed: { row: PostgresJobRow; type: string }[], now: number): Promise<JobRecord[]> {
-    const record = (this.hooks as { recordChange: RecordChange }).recordChange;
+    const record = (this.hooks as DriverHooks).recordChange;
     const jobs: JobRecord[] = [];
     const events = { ids: [] as string[], versions: [] as number[], types: [] as string[], data: [] as string[], times: [] as number[] };
     const deliveries = {
       ids: [] as string[],
       jobIds: [] as string[],
       urls: [] as string[],
+      notifiers: [] as (string | null)[],
       types: [] as string[],
       payloads: [] as string[],
       attempts: [] as number[],
@@ -316,14 +318,34 @@ export class PostgresDriver implements Driver {
         deliveries.ids.push(delivery.id);
         deliveries.jobIds.push(job.id);
         deliveries.urls.push(delivery.url);
+        deliveries.notifiers.push(null);
         deliveries.types.push(delivery.eventType);
         deliveries.payloads.push(delivery.payload);
         deliveries.attempts.push(delivery.maxAttempts);
         changes.deliveries = true;
       }
+      for (const notification of recorded.notifications ?? []) {
+        deliveries.ids.push(notification.id);
+        deliveries.jobIds.push(job.id);
+        deliveries.urls.push('');
+        deliveries.notifiers.push(notification.notifier);
+        deliveries.types.push(notification.eventType);
+        deliveries.payloads.push(notification.payload);
+        deliveries.attempts.push(notification.maxAttempts);
+        changes.deliveries = true;
+      }
     }
     if (deliveries.ids.length > 0) {
-      await query(SQL.insertDeliveries, [deliveries.ids, deliveries.jobIds, deliveries.urls, deliveries.types, deliveries.payloads, deliveries.attempts, now]);
+      await query(SQL.insertDeliveries, [
+        deliveries.ids,
+        deliveries.jobIds,
+        deliveries.urls,
+        deliveries.types,
+        deliveries.payloads,
+        deliveries.attempts,
+        now,
+        deliveries.notifiers,
+      ]);
     }
     if (events.ids.length > 0) {
       const [written] = await query<{ out_of_order: boolean }>(SQL.insertEvents, [
@@ -444,7 +466,7 @@ export class PostgresDriver implements Driver {
     const [row] = await this.run<PostgresJobRow>(SQL.getJob, [id, principal]);
     if (!row) return undefined;
     const job = jobOf(row);
-    if (job.callbackUrl) job.deliveries = (await this.run<DeliveryRow>(SQL.deliveriesOfJob, [id])).map(toDelivery);
+    if (job.callbackUrl || this.hooks?.notifies(job.operation)) withDeliveries(job, (await this.run<DeliveryRow>(SQL.deliveriesOfJob, [id])).map(toDelivery));
     return job;
   }
 
@@ -709,11 +731,11 @@ export class PostgresDriver implements Driver {
 
   // --- webhook deliveries -------------------------------------------------------------------------
 
-  claimDeliveries(claim: { owner: string; limit: number; now: number; leaseMs: number }): Promise<WebhookDelivery[]> {
+  claimDeliveries(claim: DeliveryClaim): Promise<WebhookDelivery[]> {
     const { owner, limit, now, leaseMs } = claim;
     return this.transaction(async (query) => {
       await query(SQL.failAbandonedDeliveries, [now]);
-      const rows = await query<DeliveryRow>(SQL.claimDeliveries, [owner, leaseMs, now, limit]);
+      const rows = await query<DeliveryRow>(SQL.claimDeliveries, [owner, leaseMs, now, limit, claim.kind !== 'notification']);
       return rows.sort((a, b) => a.next_attempt_at - b.next_attempt_at).map(toDelivery);
     });
   }

@@ -34,7 +34,7 @@ function jobColumns(table?: string, extra = ''): string {
 const JOB_COLUMNS = jobColumns();
 /** A claimed (or ended) row: the job, its input and its position. */
 const CLAIM_COLUMNS = (table: string) => `${jobColumns(table, 'input, trace_context')}, ${table}.seq`;
-const DELIVERY_COLUMNS = `id, job_id, url, event_type, payload, status, attempts, max_attempts, next_attempt_at, last_status, last_error, created_at, updated_at`;
+const DELIVERY_COLUMNS = `id, job_id, url, notifier, event_type, payload, status, attempts, max_attempts, next_attempt_at, last_status, last_error, created_at, updated_at`;
 /** Clears the lease of a job that leaves `running`. */
 const NO_LEASE = `lease_owner = NULL, lease_expires_at = NULL`;
 
@@ -490,11 +490,12 @@ export const SQL = {
   ),
   /** Every event of a transaction older than this one has committed: (horizon, 0) is after all of them. */
   eventLogHead: statement('event_log_head', `SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon`),
+  /** Webhook deliveries ($8 notifier NULL) and notifications ($3 url empty) of one transaction, as arrays; $7 now. */
   insertDeliveries: statement(
     'insert_deliveries',
-    `INSERT INTO webhook_deliveries (id, job_id, url, event_type, payload, status, max_attempts, next_attempt_at, created_at, updated_at)
-     SELECT id, job_id, url, event_type, payload, 'pending', max_attempts, $7, $7, $7
-     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[]) AS d(id, job_id, url, event_type, payload, max_attempts)`,
+    `INSERT INTO webhook_deliveries (id, job_id, url, notifier, event_type, payload, status, max_attempts, next_attempt_at, created_at, updated_at)
+     SELECT id, job_id, url, notifier, event_type, payload, 'pending', max_attempts, $7, $7, $7
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[], $8::text[]) AS d(id, job_id, url, event_type, payload, max_attempts, notifier)`,
   ),
   notify: statement('notify', `SELECT pg_notify($1, $2)`),
 
@@ -505,12 +506,13 @@ export const SQL = {
     `UPDATE webhook_deliveries SET status = 'failed', last_error = 'the sender stopped during the last attempt', lease_owner = NULL, lease_expires_at = NULL, updated_at = $1
      WHERE status = 'pending' AND attempts >= max_attempts AND lease_expires_at <= ${DB_NOW_ONCE}`,
   ),
-  /** $1 owner, $2 lease ms, $3 now, $4 limit. */
+  /** $1 owner, $2 lease ms, $3 now, $4 limit, $5 true: webhook deliveries (notifier IS NULL), false: notifications. */
   claimDeliveries: statement(
     'claim_deliveries',
     `WITH due AS (
        SELECT id FROM webhook_deliveries
        WHERE status = 'pending' AND next_attempt_at <= $3 AND (lease_expires_at IS NULL OR lease_expires_at <= ${DB_NOW_ONCE}) AND attempts < max_attempts
+         AND (notifier IS NULL) = $5::boolean
        ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED
      )
      UPDATE webhook_deliveries SET attempts = attempts + 1, lease_owner = $1, lease_expires_at = ${DB_NOW} + $2, updated_at = $3

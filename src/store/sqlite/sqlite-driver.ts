@@ -11,7 +11,7 @@ import type {
   Driver,
   DriverClaim,
   DriverEvents,
-  EndingProblems,
+  DriverHooks,
   EventLogPage,
   EventLogRead,
   EventPosition,
@@ -20,14 +20,14 @@ import type {
   LimitedClaim,
   ListedJob,
   MinuteCount,
-  RecordChange,
   Requeue,
 } from '../driver.js';
 import { type ListingScan, listingScans, newestFirst } from '../listing-scans.js';
-import { toClaimedJob, toDelivery, toIdempotencyRecord, toJobRecord, toLoggedEvent, traceContextColumn } from '../rows.js';
+import { toClaimedJob, toDelivery, toIdempotencyRecord, toJobRecord, toLoggedEvent, traceContextColumn, withDeliveries } from '../rows.js';
 import {
   type CancelOutcome,
   type ClaimedJob,
+  type DeliveryClaim,
   type DeliveryOutcome,
   type IdempotencyRecord,
   type JobCount,
@@ -116,7 +116,7 @@ export class SqliteDriver implements Driver {
   readonly db: BetterSqlite3.Database;
   private readonly sql: Statements;
   private readonly writes: GroupCommit;
-  private hooks: { recordChange: RecordChange; events: DriverEvents; problems: EndingProblems } | undefined;
+  private hooks: DriverHooks | undefined;
   private problems = { canceledWhileRunning: '', canceledBeforeRunning: '', abandoned: '' };
   // What the transaction being built has done, announced after it commits (after a failed
   // commit the flags carry over: a spurious wake-up is harmless, a missed one is not).
@@ -183,7 +183,7 @@ export class SqliteDriver implements Driver {
     });
   }
 
-  async start(hooks: { recordChange: RecordChange; events: DriverEvents; problems: EndingProblems }): Promise<void> {
+  async start(hooks: DriverHooks): Promise<void> {
     this.hooks = hooks;
     this.problems = {
       canceledWhileRunning: JSON.stringify(hooks.problems.canceledWhileRunning),
@@ -259,17 +259,32 @@ export class SqliteDriver implements Driver {
 
   /**
    * Records the change the row's UPDATE made (it bumped the version): the event the engine builds
-   * from the job, and its webhook delivery if the engine asks for one. Inside the transaction.
+   * from the job, and its webhook delivery and notifications if the engine asks for them. Inside the transaction.
    */
   private recordChange(row: SqliteJobRow, type: string, now: number, from: JobState): JobRecord {
     const job = this.jobOf(row);
     this.counter.moved(job.operation, from, job.status);
-    const recorded = (this.hooks as { recordChange: RecordChange }).recordChange(job, type, now);
+    const recorded = (this.hooks as DriverHooks).recordChange(job, type, now);
     this.sql.insertEvent.run(job.id, job.version, type, recorded.data, now);
     this.changedInGroup.add(job.id);
     const delivery = recorded.delivery;
     if (delivery) {
-      this.sql.insertDelivery.run(delivery.id, job.id, delivery.url, delivery.eventType, delivery.payload, delivery.maxAttempts, now, now, now);
+      this.sql.insertDelivery.run(delivery.id, job.id, delivery.url, null, delivery.eventType, delivery.payload, delivery.maxAttempts, now, now, now);
+      this.deliveriesQueuedInGroup = true;
+    }
+    for (const notification of recorded.notifications ?? []) {
+      this.sql.insertDelivery.run(
+        notification.id,
+        job.id,
+        '',
+        notification.notifier,
+        notification.eventType,
+        notification.payload,
+        notification.maxAttempts,
+        now,
+        now,
+        now,
+      );
       this.deliveriesQueuedInGroup = true;
     }
     return job;
@@ -318,7 +333,7 @@ export class SqliteDriver implements Driver {
       const row = this.sql.getJob.get(id, principal);
       if (!row) return undefined;
       const job = this.jobOf(row);
-      if (job.callbackUrl) job.deliveries = this.sql.deliveriesOfJob.all(id).map(toDelivery);
+      if (job.callbackUrl || this.hooks?.notifies(job.operation)) withDeliveries(job, this.sql.deliveriesOfJob.all(id).map(toDelivery));
       return job;
     });
   }
@@ -569,11 +584,12 @@ export class SqliteDriver implements Driver {
     });
   }
 
-  claimDeliveries(claim: { owner: string; limit: number; now: number; leaseMs: number }): Promise<WebhookDelivery[]> {
+  claimDeliveries(claim: DeliveryClaim): Promise<WebhookDelivery[]> {
     const { owner, limit, now, leaseMs } = claim;
+    const webhooks = claim.kind === 'notification' ? 0 : 1;
     return this.write(() => {
       this.sql.failAbandonedDeliveries.run(now, now);
-      return this.sql.claimDeliveries.all(owner, now + leaseMs, now, now, now, limit).map(toDelivery);
+      return this.sql.claimDeliveries.all(owner, now + leaseMs, now, now, now, webhooks, limit).map(toDelivery);
     });
   }
 

@@ -4,7 +4,7 @@ import type { ClaimedRow, DeliveryRow, EventLogColumns, IdempotencyRow, JobRow }
 
 /** The columns a job is read with (GET /jobs/{id}). */
 const JOB_COLUMNS = `id, principal, operation, status, attempts, max_attempts, priority, cancel_requested, progress, callback_url, result, result_location, error, run_at, created_at, updated_at, finished_at, version, fence, lease_owner, lease_epoch, lease_expires_at`;
-const DELIVERY_COLUMNS = `id, job_id, url, event_type, payload, status, attempts, max_attempts, next_attempt_at, last_status, last_error, created_at, updated_at`;
+const DELIVERY_COLUMNS = `id, job_id, url, notifier, event_type, payload, status, attempts, max_attempts, next_attempt_at, last_status, last_error, created_at, updated_at`;
 const CLAIMED_COLUMNS = `${JOB_COLUMNS}, input, trace_context`;
 
 /** A lease's expiry means something only on the lease clock of its epoch (lease-clock.ts). */
@@ -364,14 +364,17 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
     countIdempotencyRecords: db.prepare<[], { count: number }>(`SELECT count(*) AS count FROM idempotency_keys`),
 
     // --- webhook deliveries -------------------------------------------------------------
-    insertDelivery: db.prepare<[string, string, string, string, string, number, number, number, number]>(
-      `INSERT INTO webhook_deliveries (id, job_id, url, event_type, payload, status, max_attempts, next_attempt_at, created_at, updated_at)
-       VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)`,
+    /** A webhook delivery (notifier NULL) or a notification (url empty). */
+    insertDelivery: db.prepare<[string, string, string, string | null, string, string, number, number, number, number]>(
+      `INSERT INTO webhook_deliveries (id, job_id, url, notifier, event_type, payload, status, max_attempts, next_attempt_at, created_at, updated_at)
+       VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)`,
     ),
-    claimDeliveries: db.prepare<[string, number, number, number, number, number], DeliveryRow>(
+    /** Due deliveries of one kind: webhooks (the 6th parameter 1: notifier IS NULL) or notifications (0). */
+    claimDeliveries: db.prepare<[string, number, number, number, number, number, number], DeliveryRow>(
       `UPDATE webhook_deliveries SET attempts = attempts + 1, lease_owner = ?, lease_expires_at = ?, updated_at = ?
        WHERE id IN (SELECT id FROM webhook_deliveries
                     WHERE status = 'pending' AND next_attempt_at <= ? AND (lease_expires_at IS NULL OR lease_expires_at <= ?) AND attempts < max_attempts
+                      AND (notifier IS NULL) = ?
                     ORDER BY next_attempt_at LIMIT ?)
        RETURNING ${DELIVERY_COLUMNS}`,
     ),
