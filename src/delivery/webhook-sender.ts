@@ -5,7 +5,7 @@ import type { CallbackPolicy } from './callback-url.js';
 
 /** How one delivery attempt ended. */
 export type SendOutcome =
-  | { kind: 'delivered'; status: number }
+  | { kind: 'delivered'; status?: number }
   /** Worth another attempt: a timeout, a network error, 429 or 5xx; retryAfterMs when the receiver said. */
   | { kind: 'retry'; status?: number; error: string; retryAfterMs?: number }
   /** Never worth another attempt: 410 Gone, another 3xx/4xx, or a refused address. */
