@@ -247,6 +247,8 @@ export interface components {
             error?: components["schemas"]["Problem"];
             /** @description Present when the submission sent Callback-URL. */
             deliveries?: components["schemas"]["WebhookDelivery"][];
+            /** @description Present once the job's operation has told a notifier of its ending (x-asyncfirst.notify). */
+            notifications?: components["schemas"]["Notification"][];
         };
         JobPage: {
             /** @description Newest first. */
@@ -293,6 +295,30 @@ export interface components {
             lastStatus?: number;
             lastError?: string;
             /** Format: date-time */
+            nextAttemptAt?: string;
+            /** Format: date-time */
+            updatedAt: string;
+        };
+        Notification: {
+            /** @description The notification's id, the same in every attempt (a notifier may dedupe by it). */
+            id: string;
+            /** @description The notifier it is for (a name in createAsyncFirst notifiers). */
+            notifier: string;
+            /** @enum {string} */
+            event: "job.succeeded" | "job.failed" | "job.canceled";
+            /** @enum {string} */
+            status: "pending" | "succeeded" | "failed";
+            /** @description Calls of the notifier so far. */
+            attempts: number;
+            maxAttempts: number;
+            /** @description When the notifier posted over HTTP: the receiver's last status. */
+            lastStatus?: number;
+            /** @description The last failed attempt's error. */
+            lastError?: string;
+            /**
+             * Format: date-time
+             * @description While pending: when it is tried next.
+             */
             nextAttemptAt?: string;
             /** Format: date-time */
             updatedAt: string;

@@ -3,10 +3,11 @@ import { type Logger, type LoggerOptions, pino } from 'pino';
 import { type AsyncFirstConfig, ConfigError, loadConfig } from './config.js';
 import { ContractError, loadContract, type OpenApiDocument, readContractFile } from './contract/load.js';
 import { describeOperations } from './contract/operations.js';
-import { settlePolicies } from './contract/policies.js';
+import { type NotifyEntry, settlePolicies } from './contract/policies.js';
 import { buildServedDocument, FRAMEWORK_OPERATION_IDS } from './contract/served-document.js';
 import type { DashboardOptions } from './dashboard/dashboard-routes.js';
 import { CallbackPolicy } from './delivery/callback-url.js';
+import { type Notifier, SLACK_NOTIFIER_NAME, slackNotifier } from './delivery/notifiers.js';
 import type { WebhookDispatcher } from './delivery/webhook-dispatcher.js';
 import { decodeWebhookSecret } from './delivery/webhook-signature.js';
 import { openJobEngine } from './engine/open-engine.js';
@@ -17,7 +18,7 @@ import type { SecurityHandler } from './http/security.js';
 import { buildServer } from './http/server.js';
 import { ContractValidators } from './http/validation.js';
 import { JobRuntime } from './runtime/job-runtime.js';
-import type { Store } from './store/store.js';
+import type { NotificationRoute, Store } from './store/store.js';
 import type { Sweeper } from './worker/sweeper.js';
 import type { JobOperation, Worker } from './worker/worker.js';
 
@@ -35,6 +36,11 @@ export interface OperationOptions<Input = { params: unknown; query: unknown; bod
   concurrency?: number;
   /** At most `max` starts of this operation in any `per` seconds across every process (default: the contract's, else no limit). */
   rateLimit?: { max: number; per: number };
+  /**
+   * The notifiers told of the operation's job endings, each a name in `notifiers` (every ending) or
+   * { notifier, on: ['job.failed', …] }; replaces the contract's x-asyncfirst notify (an empty list: none).
+   */
+  notify?: NotifyEntry[];
   /** Asynchronous operations: may refuse a submission (throw an HttpProblem) before its job or key is stored. */
   beforeAccept?: BeforeAccept<Input>;
 }
@@ -52,6 +58,11 @@ export interface AsyncFirstOptions<HandlerMap> {
       HandlerMap[OperationId] extends (input: infer Input, ...rest: never[]) => unknown ? Input : unknown
     >;
   };
+  /**
+   * Out-of-band notifiers by name (slackNotifier({ url }), or any async function of the
+   * notification), which operations name in x-asyncfirst notify. NOTIFY_SLACK_URL adds one named slack.
+   */
+  notifiers?: Record<string, Notifier>;
   /** Chooses operators in code, besides those named in ADMIN_PRINCIPALS: they list and retry every principal's jobs. */
   operators?: IsOperator;
   /** Settings over those read from the environment. */
@@ -119,11 +130,13 @@ async function prepare<HandlerMap extends object>(options: AsyncFirstOptions<Han
   );
   const validators = new ContractValidators(document.openapi);
   const inCode = (operationId: string): OperationOptions | undefined => (options.operations as Record<string, OperationOptions> | undefined)?.[operationId];
+  const notifiers = notifiersOf(options.notifiers, config);
   const policies = settlePolicies(
     operations,
     inCode,
     { maxAttempts: config.maxAttempts, retryBaseMs: config.retryBaseMs, retryMaxMs: config.retryMaxMs },
     source,
+    new Set(notifiers.keys()),
   );
   const maxAttempts = (operationId: string) => policies.get(operationId)?.maxAttempts ?? inCode(operationId)?.maxAttempts ?? config.maxAttempts;
   const beforeAccept = (operationId: string): BeforeAccept | undefined => inCode(operationId)?.beforeAccept;
@@ -143,12 +156,16 @@ async function prepare<HandlerMap extends object>(options: AsyncFirstOptions<Han
   const log = serviceLogger(options.logger, config);
   const store = options.store ?? (await openJobEngine(config));
   store.useClaimPolicies(policies);
+  const routes = new Map<string, NotificationRoute[]>();
+  for (const [operationId, policy] of policies) if (policy.notify.length > 0) routes.set(operationId, policy.notify);
+  store.routeNotifications({ byOperation: routes, maxAttempts: config.notifyMaxAttempts });
   const runtime = new JobRuntime({
     config,
     store,
     log,
     operations: jobOperations,
     ...(webhookSecrets.length > 0 ? { webhooks: { secrets: webhookSecrets, policy: callbackPolicy } } : {}),
+    ...(notifiers.size > 0 ? { notifiers: { byName: notifiers, policy: callbackPolicy } } : {}),
   });
   const enqueue = makeEnqueue({
     operations,
@@ -276,6 +293,21 @@ function dashboardOptions(config: AsyncFirstConfig): DashboardOptions {
     readOnly: config.dashboardReadOnly,
     ...(config.dashboardUser ? { credentials: { user: config.dashboardUser, password: config.dashboardPassword } } : {}),
   };
+}
+
+/** The service's notifiers: those given in code, and slack when NOTIFY_SLACK_URL is set (code's own slack wins). */
+function notifiersOf(given: Record<string, Notifier> | undefined, config: AsyncFirstConfig): Map<string, Notifier> {
+  const notifiers = new Map<string, Notifier>();
+  if (config.notifySlackUrl !== '') {
+    if (!/^https?:\/\//i.test(config.notifySlackUrl) || !URL.canParse(config.notifySlackUrl))
+      throw new ConfigError(`NOTIFY_SLACK_URL="${config.notifySlackUrl}" must be an http(s) URL: the incoming webhook's (https://hooks.slack.com/services/…)`);
+    notifiers.set(SLACK_NOTIFIER_NAME, slackNotifier({ url: config.notifySlackUrl }));
+  }
+  for (const [name, notifier] of Object.entries(given ?? {})) {
+    if (typeof notifier !== 'function') throw new ConfigError(`notifiers.${name} must be a function (notification, context) => Promise<void>`);
+    notifiers.set(name, notifier);
+  }
+  return notifiers;
 }
 
 /** WEBHOOK_SECRET: comma-separated whsec_ secrets (several during a rotation). */

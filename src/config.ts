@@ -92,6 +92,16 @@ export interface AsyncFirstConfig {
   webhookRetryBaseMs: number;
   /** WEBHOOK_RETRY_MAX_MS: the largest delivery retry delay. */
   webhookRetryMaxMs: number;
+  /** NOTIFY_SLACK_URL: when set, a notifier named slack posts {"text": …} to this incoming-webhook URL. */
+  notifySlackUrl: string;
+  /** NOTIFY_TIMEOUT_MS: how long one call of a notifier may take. */
+  notifyTimeoutMs: number;
+  /** NOTIFY_MAX_ATTEMPTS: calls per notification before it is marked failed. */
+  notifyMaxAttempts: number;
+  /** NOTIFY_RETRY_BASE_MS: the first notification retry's delay ceiling; it doubles per attempt. */
+  notifyRetryBaseMs: number;
+  /** NOTIFY_RETRY_MAX_MS: the largest notification retry delay. */
+  notifyRetryMaxMs: number;
 }
 
 export const DEFAULT_CONFIG: AsyncFirstConfig = {
@@ -141,6 +151,11 @@ export const DEFAULT_CONFIG: AsyncFirstConfig = {
   webhookMaxAttempts: 8,
   webhookRetryBaseMs: 1000,
   webhookRetryMaxMs: 60 * 60_000,
+  notifySlackUrl: '',
+  notifyTimeoutMs: 10_000,
+  notifyMaxAttempts: 8,
+  notifyRetryBaseMs: 1000,
+  notifyRetryMaxMs: 60 * 60_000,
 };
 
 const ENV_NAMES: Record<keyof AsyncFirstConfig, string> = {
@@ -190,12 +205,19 @@ const ENV_NAMES: Record<keyof AsyncFirstConfig, string> = {
   webhookMaxAttempts: 'WEBHOOK_MAX_ATTEMPTS',
   webhookRetryBaseMs: 'WEBHOOK_RETRY_BASE_MS',
   webhookRetryMaxMs: 'WEBHOOK_RETRY_MAX_MS',
+  notifySlackUrl: 'NOTIFY_SLACK_URL',
+  notifyTimeoutMs: 'NOTIFY_TIMEOUT_MS',
+  notifyMaxAttempts: 'NOTIFY_MAX_ATTEMPTS',
+  notifyRetryBaseMs: 'NOTIFY_RETRY_BASE_MS',
+  notifyRetryMaxMs: 'NOTIFY_RETRY_MAX_MS',
 };
 
 const MINIMUM: Partial<Record<keyof AsyncFirstConfig, number>> = {
   port: 0,
   workerConcurrency: 0,
   maxAttempts: 1,
+  notifyMaxAttempts: 1,
+  notifyTimeoutMs: 1,
   bodyLimit: 1,
   databasePoolMax: 1,
   databaseStatementTimeoutMs: 1,

@@ -14,6 +14,16 @@ export { FRAMEWORK_OPERATION_IDS, type FrameworkOperationId } from './contract/s
 export { FINISHED_STATES, JOB_STATES, type JobState } from './core/job-states.js';
 export { PROBLEM_TYPE_BASE, PROBLEMS, type ProblemDetails, ProblemError, type ProblemKind } from './core/problems.js';
 export { CallbackPolicy } from './delivery/callback-url.js';
+export {
+  type Notification,
+  type NotifiedJob,
+  type Notifier,
+  type NotifierContext,
+  NotifierError,
+  notificationText,
+  type SlackNotifierOptions,
+  slackNotifier,
+} from './delivery/notifiers.js';
 export { signWebhook, type VerifyOptions, verifyWebhook, WebhookVerificationError } from './delivery/webhook-signature.js';
 export { JobEngine } from './engine/job-engine.js';
 export type { Enqueue, Enqueued, EnqueueInput, EnqueueOptions } from './enqueue.js';
@@ -34,4 +44,4 @@ export { ANONYMOUS_PRINCIPAL, type SecurityHandler } from './http/security.js';
 export { JobRuntime } from './runtime/job-runtime.js';
 export type { Driver } from './store/driver.js';
 export { SqliteDriver } from './store/sqlite/sqlite-driver.js';
-export type { Store } from './store/store.js';
+export type { NotifyEvent, Store } from './store/store.js';

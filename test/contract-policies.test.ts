@@ -53,7 +53,7 @@ describe('x-asyncfirst: a bad value stops the start, naming the operation and th
     [{ backoff: {} }, 'x-asyncfirst.backoff must give base or max (seconds)'],
     [{ backoff: { base: 1, jitter: true } }, 'x-asyncfirst.backoff.jitter is not a known field (known: base, max)'],
     [{ backoff: { base: 10, max: 5 } }, 'backoff.max (5 s) is below backoff.base (10 s)'],
-    [{ retries: 3 }, 'x-asyncfirst.retries is not a known field (known: maxAttempts, timeout, backoff, priority, concurrency, rateLimit)'],
+    [{ retries: 3 }, 'x-asyncfirst.retries is not a known field (known: maxAttempts, timeout, backoff, priority, concurrency, rateLimit, notify)'],
     [{ priority: 1.5 }, 'x-asyncfirst.priority must be integer (given: 1.5)'],
     [{ priority: 101 }, 'x-asyncfirst.priority must be <= 100 (given: 101)'],
     [{ priority: 'high' }, 'x-asyncfirst.priority must be integer (given: "high")'],

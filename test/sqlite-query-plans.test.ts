@@ -79,6 +79,15 @@ describe('SQLite query plans of the hot statements', () => {
       expect(plan(statement, [...parameters]), name).toContain('SEARCH jobs USING INDEX jobs_leased (lease_expires_at<?)');
     }
 
+    // Delivery claims (webhooks and notifications alike) read the due range of the pending ones, in order.
+    for (const webhooks of [1, 0]) {
+      const deliveries = plan(sql.claimDeliveries, ['w', now + 30_000, now, now, now, webhooks, 16]);
+      expect(deliveries, `claimDeliveries (${webhooks ? 'webhooks' : 'notifications'})`).toContain(
+        'SEARCH webhook_deliveries USING INDEX webhook_deliveries_due (next_attempt_at<?)',
+      );
+      expect(deliveries).not.toContain('TEMP B-TREE');
+    }
+
     // Listings newest first: each reads an index in seq order (no sort), or the running jobs (a
     // worker's few) through jobs_leased, sorted.
     const listingParameters = { principal: 'p1', operation: null, createdAfter: null, createdBefore: null, before: Number.MAX_SAFE_INTEGER, limit: 50 };

@@ -71,6 +71,11 @@ export const JobSchema = {
     resultLocation: { type: 'string', description: 'Present when the handler answered with a resource location: GET /jobs/{id}/result redirects there (303).' },
     error: { $ref: '#/components/schemas/Problem' },
     deliveries: { type: 'array', items: { $ref: '#/components/schemas/WebhookDelivery' }, description: 'Present when the submission sent Callback-URL.' },
+    notifications: {
+      type: 'array',
+      items: { $ref: '#/components/schemas/Notification' },
+      description: "Present once the job's operation has told a notifier of its ending (x-asyncfirst.notify).",
+    },
   },
 } as const;
 
@@ -122,6 +127,23 @@ export const WebhookDeliverySchema = {
   },
 } as const;
 
+export const NotificationSchema = {
+  type: 'object',
+  required: ['id', 'notifier', 'event', 'status', 'attempts', 'maxAttempts', 'updatedAt'],
+  properties: {
+    id: { type: 'string', description: "The notification's id, the same in every attempt (a notifier may dedupe by it)." },
+    notifier: { type: 'string', description: 'The notifier it is for (a name in createAsyncFirst notifiers).' },
+    event: { type: 'string', enum: ['job.succeeded', 'job.failed', 'job.canceled'] },
+    status: { type: 'string', enum: ['pending', 'succeeded', 'failed'] },
+    attempts: { type: 'integer', description: 'Calls of the notifier so far.' },
+    maxAttempts: { type: 'integer' },
+    lastStatus: { type: 'integer', description: "When the notifier posted over HTTP: the receiver's last status." },
+    lastError: { type: 'string', description: "The last failed attempt's error." },
+    nextAttemptAt: { type: 'string', format: 'date-time', description: 'While pending: when it is tried next.' },
+    updatedAt: { type: 'string', format: 'date-time' },
+  },
+} as const;
+
 export const WebhookEventSchema = {
   type: 'object',
   required: ['type', 'timestamp', 'data'],
@@ -141,6 +163,7 @@ export const FRAMEWORK_SCHEMAS = {
   JobAccepted: JobAcceptedSchema,
   JobProgress: JobProgressSchema,
   WebhookDelivery: WebhookDeliverySchema,
+  Notification: NotificationSchema,
   WebhookEvent: WebhookEventSchema,
   Problem: ProblemSchema,
   ProblemViolation: ViolationSchema,

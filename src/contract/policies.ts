@@ -1,4 +1,5 @@
 import { Ajv, type ErrorObject } from 'ajv';
+import { NOTIFY_EVENTS, type NotificationRoute, type NotifyEvent } from '../store/store.js';
 import { ContractError } from './load.js';
 import type { OperationSpec } from './operations.js';
 
@@ -25,7 +26,12 @@ export interface JobPolicyFields {
   concurrency?: number;
   /** At most `max` attempts of the operation start in any `per` seconds, across every process. */
   rateLimit?: { max: number; per: number };
+  /** Notifiers told of the job's endings: a notifier's name (every ending), or one with the endings it hears of. */
+  notify?: NotifyEntry[];
 }
+
+/** One entry of `notify`: a notifier's name (told of every ending), or the name and the endings it is told of. */
+export type NotifyEntry = string | { notifier: string; on?: NotifyEvent[] };
 
 /** What the worker and the acceptance use for one operation, every field settled. */
 export interface JobPolicy {
@@ -40,13 +46,15 @@ export interface JobPolicy {
   concurrency: number | undefined;
   /** Undefined: no limit on starts per window. */
   rateLimit: { max: number; perMs: number } | undefined;
+  /** The notifiers told of the operation's job endings (none: nothing more is written when a job ends). */
+  notify: NotificationRoute[];
 }
 
 /** Fields issue 9 plans whose enforcement needs the claim to change on both drivers: refused until then. */
-const NOT_SUPPORTED_YET = ['retention', 'notify'];
+const NOT_SUPPORTED_YET = ['retention'];
 
 /** The fields of the extension, as an unknown one's error lists them. */
-const KNOWN_FIELDS = ['maxAttempts', 'timeout', 'backoff', 'priority', 'concurrency', 'rateLimit'];
+const KNOWN_FIELDS = ['maxAttempts', 'timeout', 'backoff', 'priority', 'concurrency', 'rateLimit', 'notify'];
 
 /** The longest timeout and backoff accepted: a week (timers in Node.js hold at most 24.8 days). */
 const MAX_SECONDS = 7 * 24 * 60 * 60;
@@ -78,6 +86,8 @@ export const JOB_POLICY_SCHEMA = {
         per: { type: 'number', exclusiveMinimum: 0, maximum: MAX_SECONDS },
       },
     },
+    // Its entries are checked by checkedNotify, whose messages name the entry and the notifiers known.
+    notify: { type: 'array' },
   },
 } as const;
 
@@ -99,6 +109,7 @@ export function settlePolicies(
   inCode: (operationId: string) => object | undefined,
   defaults: PolicyDefaults,
   source: string,
+  notifiers: ReadonlySet<string> = new Set(),
 ): Map<string, JobPolicy> {
   const policies = new Map<string, JobPolicy>();
   for (const operation of operations) {
@@ -126,6 +137,11 @@ export function settlePolicies(
     const timeout = given.timeout ?? declared.timeout;
     // rateLimit is one field: code's replaces the contract's whole (its max and per go together).
     const rateLimit = given.rateLimit ?? declared.rateLimit;
+    // Code's notify replaces the contract's whole (an empty list in code: no notifiers).
+    const notify =
+      given.notify !== undefined
+        ? checkedNotify(given.notify, `operations.${operation.operationId}`, notifiers)
+        : checkedNotify(declared.notify ?? [], `${source}: ${place}: ${POLICY_EXTENSION}`, notifiers);
     policies.set(operation.operationId, {
       maxAttempts: given.maxAttempts ?? declared.maxAttempts ?? defaults.maxAttempts,
       timeoutMs: timeout === undefined ? undefined : Math.max(1, Math.round(timeout * 1000)),
@@ -134,9 +150,42 @@ export function settlePolicies(
       priority: given.priority ?? declared.priority ?? 0,
       concurrency: given.concurrency ?? declared.concurrency,
       rateLimit: rateLimit === undefined ? undefined : { max: rateLimit.max, perMs: Math.max(1, Math.round(rateLimit.per * 1000)) },
+      notify,
     });
   }
   return policies;
+}
+
+/** A notify list checked entry by entry against the notifiers there are; `where` names the policy in the error. */
+function checkedNotify(entries: unknown[], where: string, notifiers: ReadonlySet<string>): NotificationRoute[] {
+  const routes: NotificationRoute[] = [];
+  entries.forEach((entry, index) => {
+    const at = `${where}.notify[${index}]`;
+    const isObject = entry !== null && typeof entry === 'object' && !Array.isArray(entry);
+    if (typeof entry !== 'string' && !isObject)
+      throw new ContractError(`${at} must be a notifier's name or { notifier, on } (given: ${JSON.stringify(entry)})`);
+    const fields = (typeof entry === 'string' ? { notifier: entry } : entry) as Record<string, unknown>;
+    const unknown = Object.keys(fields).find((field) => field !== 'notifier' && field !== 'on');
+    if (unknown !== undefined) throw new ContractError(`${at}.${unknown} is not a known field (known: notifier, on)`);
+    const name = fields.notifier;
+    const nameAt = typeof entry === 'string' ? at : `${at}.notifier`;
+    if (typeof name !== 'string' || name === '') throw new ContractError(`${nameAt} must be a notifier's name (given: ${JSON.stringify(name)})`);
+    if (!notifiers.has(name)) {
+      const known =
+        notifiers.size > 0 ? `known: ${[...notifiers].join(', ')}` : 'none is configured: pass createAsyncFirst({ notifiers }) or set NOTIFY_SLACK_URL';
+      throw new ContractError(`${nameAt} names the notifier "${name}", which this service does not have (${known})`);
+    }
+    if (routes.some((route) => route.notifier === name)) throw new ContractError(`${nameAt} names "${name}" again; give it once, with every ending in on`);
+    const on = fields.on ?? [...NOTIFY_EVENTS];
+    if (!Array.isArray(on) || on.length === 0)
+      throw new ContractError(`${at}.on must be a non-empty list of ${NOTIFY_EVENTS.join(', ')} (given: ${JSON.stringify(on)})`);
+    on.forEach((event, position) => {
+      if (!(NOTIFY_EVENTS as readonly unknown[]).includes(event))
+        throw new ContractError(`${at}.on[${position}] must be one of ${NOTIFY_EVENTS.join(', ')} (given: ${JSON.stringify(event)})`);
+    });
+    routes.push({ notifier: name, on: new Set(on as string[]) });
+  });
+  return routes;
 }
 
 /** The policy fields of an operation's options in code (its hooks are not policy). */

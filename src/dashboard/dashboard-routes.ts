@@ -184,7 +184,9 @@ export async function registerDashboard(server: FastifyInstance, deps: Dashboard
         if (!found) throw notFound(id);
         const input = await deps.store.jobInput(principal, id);
         const events = found.events.slice(-TIMELINE_EVENTS).map(timelineEntry);
-        return sendJson(reply, `{"job":${withPrincipal(found.job)},"input":${input ?? 'null'},"events":${JSON.stringify(events)},"eventsOmitted":${omitted}}`);
+        // The events' read has the job without its deliveries and notifications; the first read has them.
+        const job = { ...found.job, deliveries: current.deliveries, notifications: current.notifications };
+        return sendJson(reply, `{"job":${withPrincipal(job)},"input":${input ?? 'null'},"events":${JSON.stringify(events)},"eventsOmitted":${omitted}}`);
       });
 
       scope.post<{ Params: { id: string } }>('/api/jobs/:id/cancel', async (request, reply) => {

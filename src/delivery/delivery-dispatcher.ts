@@ -5,14 +5,9 @@ import { retryDelayMs } from '../worker/backoff.js';
 import { ClaimLoop } from '../worker/claim-loop.js';
 import type { SendOutcome } from './webhook-sender.js';
 
-export interface DeliveryDispatcherOptions {
+/** What every dispatcher is given: the store, each attempt's time, the retry delays, how often to look, how many at once. */
+export interface DispatchSettings {
   store: Store;
-  /** Which deliveries this dispatcher claims. */
-  kind: DeliveryKind;
-  /** What the log calls one delivery ("webhook delivery", "notification"). */
-  noun: string;
-  /** Makes one attempt at a claimed delivery; never rejects. */
-  send: (delivery: WebhookDelivery) => Promise<SendOutcome>;
   /** How long one attempt may take: the lease outlasts it. */
   timeoutMs: number;
   retryBaseMs: number;
@@ -21,6 +16,15 @@ export interface DeliveryDispatcherOptions {
   /** Deliveries sent at once. */
   concurrency: number;
   log: FastifyBaseLogger;
+}
+
+export interface DeliveryDispatcherOptions extends DispatchSettings {
+  /** Which deliveries this dispatcher claims. */
+  kind: DeliveryKind;
+  /** What the log calls one delivery ("webhook delivery", "notification"). */
+  noun: string;
+  /** Makes one attempt at a claimed delivery; never rejects. */
+  send: (delivery: WebhookDelivery) => Promise<SendOutcome>;
   /** Hears of each attempt recorded (the metrics). */
   onRecorded?: (status: DeliveryStatus) => void;
 }

@@ -1,23 +1,14 @@
-import type { FastifyBaseLogger } from 'fastify';
 import type { JobMetrics } from '../metrics/job-metrics.js';
-import type { Store, WebhookDelivery } from '../store/store.js';
+import type { WebhookDelivery } from '../store/store.js';
 import type { JobTracing } from '../tracing/job-tracing.js';
 import type { CallbackPolicy } from './callback-url.js';
-import { DeliveryDispatcher } from './delivery-dispatcher.js';
+import { DeliveryDispatcher, type DispatchSettings } from './delivery-dispatcher.js';
 import { type SendOutcome, sendWebhook } from './webhook-sender.js';
 import { signWebhook } from './webhook-signature.js';
 
-export interface DispatcherOptions {
-  store: Store;
+export interface DispatcherOptions extends DispatchSettings {
   secrets: string[];
   policy: CallbackPolicy;
-  timeoutMs: number;
-  retryBaseMs: number;
-  retryMaxMs: number;
-  pollIntervalMs: number;
-  /** Deliveries sent at once. */
-  concurrency: number;
-  log: FastifyBaseLogger;
   /** Counts the attempts recorded (GET /metrics). */
   metrics?: JobMetrics;
   /** Traces each attempt as a CLIENT span whose traceparent the request carries (absent: TRACING=off). */
@@ -33,16 +24,10 @@ export class WebhookDispatcher extends DeliveryDispatcher {
   constructor(options: DispatcherOptions) {
     const metrics = options.metrics;
     super({
-      store: options.store,
+      ...options,
       kind: 'webhook',
       noun: 'webhook delivery',
       send: (delivery) => sendSigned(delivery, options),
-      timeoutMs: options.timeoutMs,
-      retryBaseMs: options.retryBaseMs,
-      retryMaxMs: options.retryMaxMs,
-      pollIntervalMs: options.pollIntervalMs,
-      concurrency: options.concurrency,
-      log: options.log,
       ...(metrics ? { onRecorded: (status) => metrics.deliveryRecorded(status) } : {}),
     });
   }

@@ -1,4 +1,4 @@
 import { runProcess } from '../cli.js';
 import { demoOptions } from './service.js';
 
-await runProcess(() => demoOptions());
+await runProcess(() => demoOptions({ logReports: true }));

@@ -1,6 +1,7 @@
 import type { operations } from '../../generated/api.js';
 import { type AsyncFirstApp, type AsyncFirstOptions, createAsyncFirst } from '../app.js';
 import type { AsyncFirstConfig } from '../config.js';
+import type { Notifier } from '../delivery/notifiers.js';
 import type { Handlers } from '../handlers.js';
 import type { SecurityHandler } from '../http/security.js';
 import { buildReport, estimateBytes } from './report.js';
@@ -43,10 +44,22 @@ export function demoSecurity(apiKeys: Map<string, string> | undefined, warn: (me
   return { ApiKeyAuth: lookup, BearerAuth: lookup };
 }
 
-type DemoOptions = { contract?: string; config?: Partial<AsyncFirstConfig>; apiKeys?: string } & Pick<
-  AsyncFirstOptions<typeof reportHandlers>,
-  'store' | 'operations'
->;
+/** The demo's notifier: one log line per finished report job (the dispatcher's logger, component "notifications"). */
+export const reportLogNotifier: Notifier = async (notification, { log }) => {
+  const { job } = notification;
+  log.info(
+    { notifier: notification.notifier, jobId: job.id, principal: notification.principal, status: job.status, attempts: job.attempts, error: job.error?.title },
+    `report job ${job.id} ${job.status}`,
+  );
+};
+
+type DemoOptions = {
+  contract?: string;
+  config?: Partial<AsyncFirstConfig>;
+  apiKeys?: string;
+  /** Tell the report-log notifier of every report job's ending (npm start does; the tests and the benchmark leave it out). */
+  logReports?: boolean;
+} & Pick<AsyncFirstOptions<typeof reportHandlers>, 'store' | 'operations'>;
 
 /** The demo service's options: its contract, handlers and security. */
 export function demoOptions(options: DemoOptions = {}): AsyncFirstOptions<typeof reportHandlers> {
@@ -56,7 +69,12 @@ export function demoOptions(options: DemoOptions = {}): AsyncFirstOptions<typeof
     security: demoSecurity(parseApiKeys(options.apiKeys ?? process.env.API_KEYS)),
     config: options.config,
     store: options.store,
-    operations: options.operations,
+    ...(options.logReports
+      ? {
+          notifiers: { 'report-log': reportLogNotifier },
+          operations: { ...options.operations, createReport: { notify: ['report-log'], ...options.operations?.createReport } },
+        }
+      : { operations: options.operations }),
   };
 }
 

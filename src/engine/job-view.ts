@@ -41,6 +41,7 @@ export function jobBody(job: JobRecord): string {
   if (job.error && job.status !== 'succeeded') view.error = job.error;
   if (job.resultLocation !== undefined) view.resultLocation = job.resultLocation;
   if (job.deliveries) view.deliveries = job.deliveries.map(deliveryView);
+  if (job.notifications) view.notifications = job.notifications.map((notification) => ({ notifier: notification.notifier, ...deliveryView(notification) }));
   const json = JSON.stringify(view);
   return job.status === 'succeeded' && job.result !== undefined && job.resultLocation === undefined ? `${json.slice(0, -1)},"result":${job.result}}` : json;
 }

@@ -4,6 +4,8 @@ import { ProblemError } from '../core/problems.js';
 import type { CallbackPolicy } from '../delivery/callback-url.js';
 import { JobEventStreams } from '../delivery/event-stream.js';
 import { JobWatch } from '../delivery/job-watch.js';
+import { NotificationDispatcher } from '../delivery/notification-dispatcher.js';
+import type { Notifier } from '../delivery/notifiers.js';
 import { WebhookDispatcher } from '../delivery/webhook-dispatcher.js';
 import { CachedCounts } from '../engine/cached-counts.js';
 import { JobMetrics } from '../metrics/job-metrics.js';
@@ -21,11 +23,14 @@ export interface JobRuntimeOptions {
   operations: Map<string, JobOperation>;
   /** Present when webhooks are configured (WEBHOOK_SECRET). */
   webhooks?: { secrets: string[]; policy: CallbackPolicy };
+  /** Present when the service has notifiers: them by name, and the SSRF guard their postJson goes through. */
+  notifiers?: { byName: ReadonlyMap<string, Notifier>; policy: CallbackPolicy };
 }
 
 /**
  * The one owner of a process's moving parts: the job engine, the worker (unless
- * WORKER_CONCURRENCY is 0), the webhook dispatcher (when webhooks are configured), the sweeper,
+ * WORKER_CONCURRENCY is 0), the webhook dispatcher (when webhooks are configured), the
+ * notification dispatcher (when there are notifiers), the sweeper,
  * and the waiters (long-polls and event streams). It wires the engine's commit announcements to
  * them, starts them, answers readiness, and stops them in order. An API process puts an HTTP
  * server in front of it; a worker-only process runs it alone.
@@ -36,6 +41,8 @@ export class JobRuntime {
   readonly streams: JobEventStreams;
   readonly worker: Worker | undefined;
   readonly dispatcher: WebhookDispatcher | undefined;
+  /** Hands notifications to the notifiers; present when the service has notifiers. */
+  readonly notificationDispatcher: NotificationDispatcher | undefined;
   readonly sweeper: Sweeper;
   /** The job counts by operation and state, read at most once per COUNTS_CACHE_MS (GET /jobs/counts). */
   readonly counts: CachedCounts;
@@ -111,6 +118,21 @@ export class JobRuntime {
       store.onDeliveriesQueued(() => dispatcher.notify());
       this.dispatcher = dispatcher;
     }
+    if (options.notifiers && options.notifiers.byName.size > 0) {
+      const dispatcher = new NotificationDispatcher({
+        store,
+        notifiers: options.notifiers.byName,
+        policy: options.notifiers.policy,
+        timeoutMs: config.notifyTimeoutMs,
+        retryBaseMs: config.notifyRetryBaseMs,
+        retryMaxMs: config.notifyRetryMaxMs,
+        pollIntervalMs: config.pollIntervalMs,
+        concurrency: 8,
+        log: log.child({ component: 'notifications' }),
+      });
+      store.onDeliveriesQueued(() => dispatcher.notify());
+      this.notificationDispatcher = dispatcher;
+    }
     this.sweeper = new Sweeper(store, { intervalMs: config.sweepIntervalMs, jobRetentionMs: config.jobRetentionMs, log: log.child({ component: 'sweeper' }) });
   }
 
@@ -125,6 +147,7 @@ export class JobRuntime {
     this.started = true;
     this.worker?.start();
     this.dispatcher?.start();
+    this.notificationDispatcher?.start();
     this.sweeper.start();
   }
 
@@ -147,7 +170,7 @@ export class JobRuntime {
   /**
    * Graceful stop: the sweeper stops, waiters answer with what they have and streams end; then
    * `drainRequests` (the HTTP server's close), the running handlers (within SHUTDOWN_GRACE_MS,
-   * then released to the queue) and the webhook attempts under way all finish; then the store closes.
+   * then released to the queue) and the webhook and notifier attempts under way all finish; then the store closes.
    */
   stop(drainRequests: () => Promise<void> = async () => {}): Promise<void> {
     this.stopped ??= (async () => {
@@ -155,7 +178,12 @@ export class JobRuntime {
       this.sweeper.stop();
       this.watch.close();
       this.streams.closeAll();
-      await Promise.all([drainRequests(), this.worker?.stop(this.options.config.shutdownGraceMs), this.dispatcher?.stop()]);
+      await Promise.all([
+        drainRequests(),
+        this.worker?.stop(this.options.config.shutdownGraceMs),
+        this.dispatcher?.stop(),
+        this.notificationDispatcher?.stop(),
+      ]);
       await this.store.close();
     })();
     return this.stopped;

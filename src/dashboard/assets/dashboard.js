@@ -508,43 +508,9 @@ function drawJob({ job, input, events, eventsOmitted }) {
     ),
   );
   const deliveries = job.deliveries?.length
-    ? el(
-        'div',
-        { class: 'scroll' },
-        el(
-          'table',
-          { id: 'deliveries' },
-          el(
-            'thead',
-            {},
-            el(
-              'tr',
-              {},
-              el('th', {}, 'Event'),
-              el('th', {}, 'Status'),
-              el('th', { class: 'number' }, 'Attempts'),
-              el('th', {}, 'Last answer'),
-              el('th', {}, 'Next attempt'),
-            ),
-          ),
-          el(
-            'tbody',
-            {},
-            job.deliveries.map((delivery) =>
-              el(
-                'tr',
-                {},
-                el('td', {}, delivery.event),
-                el('td', {}, delivery.status),
-                el('td', { class: 'number' }, `${delivery.attempts}/${delivery.maxAttempts}`),
-                el('td', {}, [delivery.lastStatus, delivery.lastError].filter((part) => part !== undefined).join(' ')),
-                el('td', {}, delivery.nextAttemptAt ? time(delivery.nextAttemptAt) : ''),
-              ),
-            ),
-          ),
-        ),
-      )
+    ? deliveryTable('deliveries', job.deliveries, 'Last answer')
     : el('p', { class: 'muted' }, 'No webhook: the submission named no Callback-URL.');
+  const notifications = job.notifications?.length ? deliveryTable('notifications', job.notifications, 'Last error') : undefined;
   return [
     facts,
     actions,
@@ -555,7 +521,51 @@ function drawJob({ job, input, events, eventsOmitted }) {
     timeline,
     el('h2', {}, 'Webhook deliveries'),
     deliveries,
+    ...(notifications ? [el('h2', {}, 'Notifications'), notifications] : []),
   ];
+}
+
+/** The table of a job's webhook deliveries or notifications (these name their notifier). */
+function deliveryTable(id, rows, answer) {
+  const named = rows.some((row) => row.notifier !== undefined);
+  return el(
+    'div',
+    { class: 'scroll' },
+    el(
+      'table',
+      { id },
+      el(
+        'thead',
+        {},
+        el(
+          'tr',
+          {},
+          named && el('th', {}, 'Notifier'),
+          el('th', {}, 'Event'),
+          el('th', {}, 'Status'),
+          el('th', { class: 'number' }, 'Attempts'),
+          el('th', {}, answer),
+          el('th', {}, 'Next attempt'),
+        ),
+      ),
+      el(
+        'tbody',
+        {},
+        rows.map((row) =>
+          el(
+            'tr',
+            {},
+            named && el('td', {}, row.notifier),
+            el('td', {}, row.event),
+            el('td', {}, row.status),
+            el('td', { class: 'number' }, `${row.attempts}/${row.maxAttempts}`),
+            el('td', {}, [row.lastStatus, row.lastError].filter((part) => part !== undefined).join(' ')),
+            el('td', {}, row.nextAttemptAt ? time(row.nextAttemptAt) : ''),
+          ),
+        ),
+      ),
+    ),
+  );
 }
 
 /** Asks for confirmation in the page's dialog; resolves true for yes. */
