@@ -1,9 +1,12 @@
+import { writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type AsyncFirstApp, type AsyncFirstOptions, createAsyncFirst } from '../src/app.js';
+import { checkContract } from '../src/cli/check.js';
 import { type AsyncFirstConfig, ConfigError, loadConfig } from '../src/config.js';
 import { ContractError, type OpenApiDocument } from '../src/contract/load.js';
 import { type Notification, type Notifier, NotifierError, slackNotifier } from '../src/delivery/notifiers.js';
@@ -372,6 +375,22 @@ describe('a notify naming what is not there stops the start, naming the operatio
     const error = await startError(taskContract({ notify }), { notifiers });
     expect(error).toBeInstanceOf(ContractError);
     expect(error.message).toContain(message);
+  });
+
+  it("is checked by asyncfirst check for its shape; the names are the service code's, which check does not see", async () => {
+    const tmp = tempDir();
+    cleanups.push(tmp.cleanup);
+    const good = join(tmp.dir, 'good.json');
+    writeFileSync(good, JSON.stringify(taskContract({ notify: ['ops-chat', { notifier: 'audit', on: ['job.failed'] }] })));
+    expect((await checkContract(good)).filter((problem) => problem.rule === 'asyncfirst')).toEqual([]);
+    const bad = join(tmp.dir, 'bad.json');
+    writeFileSync(bad, JSON.stringify(taskContract({ notify: [{ notifier: 'audit', on: ['job.done'] }] })));
+    expect((await checkContract(bad)).filter((problem) => problem.rule === 'asyncfirst')).toEqual([
+      expect.objectContaining({
+        severity: 'error',
+        message: `${bad}: POST /tasks (runTask): x-asyncfirst.notify[0].on[0] must be one of job.succeeded, job.failed, job.canceled (given: "job.done")`,
+      }),
+    ]);
   });
 
   it('says when the service has no notifiers at all', async () => {

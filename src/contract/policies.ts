@@ -109,7 +109,8 @@ export function settlePolicies(
   inCode: (operationId: string) => object | undefined,
   defaults: PolicyDefaults,
   source: string,
-  notifiers: ReadonlySet<string> = new Set(),
+  /** The service's notifiers; undefined (asyncfirst check, which has only the contract): notify's names are not checked. */
+  notifiers?: ReadonlySet<string>,
 ): Map<string, JobPolicy> {
   const policies = new Map<string, JobPolicy>();
   for (const operation of operations) {
@@ -157,7 +158,7 @@ export function settlePolicies(
 }
 
 /** A notify list checked entry by entry against the notifiers there are; `where` names the policy in the error. */
-function checkedNotify(entries: unknown[], where: string, notifiers: ReadonlySet<string>): NotificationRoute[] {
+function checkedNotify(entries: unknown[], where: string, notifiers: ReadonlySet<string> | undefined): NotificationRoute[] {
   const routes: NotificationRoute[] = [];
   entries.forEach((entry, index) => {
     const at = `${where}.notify[${index}]`;
@@ -170,7 +171,7 @@ function checkedNotify(entries: unknown[], where: string, notifiers: ReadonlySet
     const name = fields.notifier;
     const nameAt = typeof entry === 'string' ? at : `${at}.notifier`;
     if (typeof name !== 'string' || name === '') throw new ContractError(`${nameAt} must be a notifier's name (given: ${JSON.stringify(name)})`);
-    if (!notifiers.has(name)) {
+    if (notifiers && !notifiers.has(name)) {
       const known =
         notifiers.size > 0 ? `known: ${[...notifiers].join(', ')}` : 'none is configured: pass createAsyncFirst({ notifiers }) or set NOTIFY_SLACK_URL';
       throw new ContractError(`${nameAt} names the notifier "${name}", which this service does not have (${known})`);
