@@ -70,7 +70,8 @@ const consoleErrors: string[] = [];
 
 async function startApp(config: Partial<AsyncFirstConfig>): Promise<string> {
   const app = await createAsyncFirst({
-    ...demoOptions({ apiKeys: 'alice:key-a' }),
+    // With the demo's report-log notifier, so that job pages have notifications to show.
+    ...demoOptions({ apiKeys: 'alice:key-a', logReports: true }),
     handlers,
     config: {
       databaseUrl: tmp.dbPath,
@@ -230,6 +231,8 @@ describe('the dashboard in Chromium', () => {
     expect(events).toContain('job.running');
     expect(events.at(-1)).toBe('job.succeeded');
     expect(await page.locator('#facts').textContent()).toContain('alice');
+    const notified = await page.locator('#notifications tbody tr td').evaluateAll((cells) => cells.map((cell) => cell.textContent));
+    expect(notified.slice(0, 2)).toEqual(['report-log', 'job.succeeded']);
 
     await page.goto(`${base}/dashboard/#/jobs/${failed}`);
     await page.waitForSelector('#error');
