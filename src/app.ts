@@ -4,6 +4,7 @@ import { type AsyncFirstConfig, ConfigError, loadConfig } from './config.js';
 import { ContractError, loadContract, type OpenApiDocument, readContractFile } from './contract/load.js';
 import { describeOperations } from './contract/operations.js';
 import { type NotifyEntry, settlePolicies } from './contract/policies.js';
+import { SCHEDULES_EXTENSION, type ScheduleDefinition, settleSchedules } from './contract/schedules.js';
 import { buildServedDocument, FRAMEWORK_OPERATION_IDS } from './contract/served-document.js';
 import type { DashboardOptions } from './dashboard/dashboard-routes.js';
 import { CallbackPolicy } from './delivery/callback-url.js';
@@ -69,6 +70,11 @@ export interface AsyncFirstOptions<HandlerMap> {
   config?: Partial<AsyncFirstConfig>;
   /** The service's logger: a pino instance (used as it is), or pino options (over LOG_LEVEL and LOG_FORMAT). */
   logger?: Logger | LoggerOptions;
+  /**
+   * Recurring schedules besides (or over, by name) the contract's x-asyncfirst-schedules: each
+   * submits a job of an asynchronous operation at every tick of its cron expression.
+   */
+  schedules?: ScheduleDefinition[];
   /** Use this store instead of opening DATABASE_URL (tests, other backends). */
   store?: Store;
 }
@@ -140,6 +146,7 @@ async function prepare<HandlerMap extends object>(options: AsyncFirstOptions<Han
   );
   const maxAttempts = (operationId: string) => policies.get(operationId)?.maxAttempts ?? inCode(operationId)?.maxAttempts ?? config.maxAttempts;
   const beforeAccept = (operationId: string): BeforeAccept | undefined => inCode(operationId)?.beforeAccept;
+  const schedules = settleSchedules(document[SCHEDULES_EXTENSION], options.schedules, operations, validators, source);
   const webhookSecrets = parseWebhookSecrets(config.webhookSecret);
   const callbackPolicy = CallbackPolicy.fromList(config.webhookAllowedHosts);
   const jobOperations = new Map<string, JobOperation>();
@@ -164,6 +171,7 @@ async function prepare<HandlerMap extends object>(options: AsyncFirstOptions<Han
     store,
     log,
     operations: jobOperations,
+    schedules: { schedules, maxAttempts, keyRetentionMs: () => config.idempotencyRetentionMs },
     ...(webhookSecrets.length > 0 ? { webhooks: { secrets: webhookSecrets, policy: callbackPolicy } } : {}),
     ...(notifiers.size > 0 ? { notifiers: { byName: notifiers, policy: callbackPolicy } } : {}),
   });

@@ -49,6 +49,8 @@ export interface HandlerContext {
   log: FastifyBaseLogger;
   /** Present for asynchronous operations: the job being run. */
   job?: { id: string; attempt: number; maxAttempts: number };
+  /** Present for a job a recurring schedule submitted: the schedule's name and the time of the tick it runs for. */
+  schedule?: { name: string; tick: Date } | undefined;
   /**
    * Asynchronous operations: reports progress (0–100 and a short message). It is stored on the
    * job, shown by GET /jobs/{id} and streamed as job.progress; a no-op for synchronous operations.

@@ -9,6 +9,7 @@ export {
 export { runProcess } from './cli.js';
 export { type AsyncFirstConfig, ConfigError, DEFAULT_CONFIG, loadConfig } from './config.js';
 export { ContractError, type OpenApiDocument } from './contract/load.js';
+export type { ScheduleDefinition } from './contract/schedules.js';
 export { servedDocumentOf } from './contract/served.js';
 export { FRAMEWORK_OPERATION_IDS, type FrameworkOperationId } from './contract/served-document.js';
 export { FINISHED_STATES, JOB_STATES, type JobState } from './core/job-states.js';

@@ -10,6 +10,7 @@ import type {
   ClaimedJob,
   ClaimPolicy,
   ClaimRequest,
+  DeclaredSchedule,
   DeliveryClaim,
   DeliveryOutcome,
   EventQuery,
@@ -25,6 +26,9 @@ import type {
   LeaseState,
   NotificationRoutes,
   RetryEndedOutcome,
+  ScheduleRecord,
+  ScheduleTake,
+  ScheduleTaken,
   Store,
   StoreFault,
   WebhookDelivery,
@@ -332,6 +336,20 @@ export class JobEngine implements Store {
       if (batch.keys + batch.jobs === 0) return total;
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
+  }
+
+  declareSchedules(schedules: DeclaredSchedule[], now: number): Promise<Map<string, number>> {
+    return this.driver.declareSchedules(schedules, now);
+  }
+
+  /** The ticks' jobs get their ids here, as acceptJob's do; the driver moves the last tick and stores them together. */
+  takeScheduleTicks(take: ScheduleTake): Promise<ScheduleTaken> {
+    const writes = take.jobs.map((request): AcceptWrite => ({ ...request, jobId: newJobId(request.now), runAt: request.now }));
+    return this.driver.advanceSchedule({ name: take.name, fromTick: take.fromTick, toTick: take.toTick, writes });
+  }
+
+  listSchedules(): Promise<ScheduleRecord[]> {
+    return this.driver.listSchedules();
   }
 
   onJobsQueued(listener: () => void): void {

@@ -63,6 +63,8 @@ export interface JobInput {
   callback?: string;
   /** The start the submission asked for (Not-Before, enqueue's runAt), as not-before.ts writes it: another start is another request. */
   notBefore?: string;
+  /** The schedule and tick (ISO 8601) of a job a schedule submitted: the handler's context.schedule. */
+  schedule?: { name: string; tick: string };
 }
 
 /**
@@ -77,6 +79,7 @@ export function fingerprintRequest(operationId: string, input: JobInput): { fing
     query: input.query,
     callback: input.callback,
     notBefore: input.notBefore,
+    schedule: input.schedule,
   });
   const fingerprint = createHash('sha256').update(operationId).update('\n').update(canonicalInput).digest('hex');
   return { fingerprint, canonicalInput };

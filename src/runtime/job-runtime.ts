@@ -11,6 +11,7 @@ import { CachedCounts } from '../engine/cached-counts.js';
 import { JobMetrics } from '../metrics/job-metrics.js';
 import type { Store } from '../store/store.js';
 import { JobTracing } from '../tracing/job-tracing.js';
+import { Scheduler, type SchedulerOptions } from '../worker/scheduler.js';
 import { Sweeper } from '../worker/sweeper.js';
 import { type JobOperation, Worker } from '../worker/worker.js';
 
@@ -21,6 +22,8 @@ export interface JobRuntimeOptions {
   log: FastifyBaseLogger;
   /** The asynchronous operations this process's worker runs. */
   operations: Map<string, JobOperation>;
+  /** The recurring schedules; their ticks are taken where the worker runs. */
+  schedules?: Omit<SchedulerOptions, 'store' | 'log'>;
   /** Present when webhooks are configured (WEBHOOK_SECRET). */
   webhooks?: { secrets: string[]; policy: CallbackPolicy };
   /** Present when the service has notifiers: them by name, and the SSRF guard their postJson goes through. */
@@ -29,8 +32,8 @@ export interface JobRuntimeOptions {
 
 /**
  * The one owner of a process's moving parts: the job engine, the worker (unless
- * WORKER_CONCURRENCY is 0), the webhook dispatcher (when webhooks are configured), the
- * notification dispatcher (when there are notifiers), the sweeper,
+ * WORKER_CONCURRENCY is 0) with the scheduler of the recurring schedules, the webhook dispatcher
+ * (when webhooks are configured), the notification dispatcher (when there are notifiers), the sweeper,
  * and the waiters (long-polls and event streams). It wires the engine's commit announcements to
  * them, starts them, answers readiness, and stops them in order. An API process puts an HTTP
  * server in front of it; a worker-only process runs it alone.
@@ -44,6 +47,8 @@ export class JobRuntime {
   /** Hands notifications to the notifiers; present when the service has notifiers. */
   readonly notificationDispatcher: NotificationDispatcher | undefined;
   readonly sweeper: Sweeper;
+  /** Takes the schedules' ticks; present where the worker runs. */
+  readonly scheduler: Scheduler | undefined;
   /** The job counts by operation and state, read at most once per COUNTS_CACHE_MS (GET /jobs/counts). */
   readonly counts: CachedCounts;
   /** This process's Prometheus metrics (GET /metrics); undefined with METRICS=off. */
@@ -100,6 +105,8 @@ export class JobRuntime {
       // A job accepted (or retried) anywhere the engine hears of starts at once, without waiting for a poll.
       store.onJobsQueued(() => worker.notify());
       this.worker = worker;
+      if (options.schedules && options.schedules.schedules.length > 0)
+        this.scheduler = new Scheduler({ ...options.schedules, store, log: log.child({ component: 'scheduler' }) });
     }
     if (options.webhooks) {
       const dispatcher = new WebhookDispatcher({
@@ -146,6 +153,7 @@ export class JobRuntime {
     if (this.started) return;
     this.started = true;
     this.worker?.start();
+    this.scheduler?.start();
     this.dispatcher?.start();
     this.notificationDispatcher?.start();
     this.sweeper.start();
@@ -180,6 +188,7 @@ export class JobRuntime {
       this.streams.closeAll();
       await Promise.all([
         drainRequests(),
+        this.scheduler?.stop(),
         this.worker?.stop(this.options.config.shutdownGraceMs),
         this.dispatcher?.stop(),
         this.notificationDispatcher?.stop(),

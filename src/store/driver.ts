@@ -5,6 +5,7 @@ import type {
   AcceptRequest,
   CancelOutcome,
   ClaimedJob,
+  DeclaredSchedule,
   DeliveryClaim,
   DeliveryOutcome,
   IdempotencyRecord,
@@ -15,6 +16,7 @@ import type {
   JobRecord,
   LeaseState,
   RetryEndedOutcome,
+  ScheduleRecord,
   StoreFault,
   WebhookDelivery,
 } from './store.js';
@@ -315,6 +317,22 @@ export interface Driver {
   claimDeliveries(claim: DeliveryClaim): Promise<WebhookDelivery[]>;
   /** Records a claimed attempt's outcome; false when the claim is no longer this owner's. */
   recordDelivery(delivery: WebhookDelivery, owner: string, outcome: DeliveryOutcome, now: number): Promise<boolean>;
+
+  // --- schedules ------------------------------------------------------------------------
+  /** Upserts the declared schedules (a new one's last tick is `now`; a known one keeps its own), marks the others retired; returns every declared one's last tick. */
+  declareSchedules(schedules: DeclaredSchedule[], now: number): Promise<Map<string, number>>;
+  /**
+   * In one transaction: `UPDATE schedules SET last_tick = toTick WHERE name = … AND last_tick = fromTick`,
+   * and only if it matched, accepts each write (as acceptJobs does) and records the last job's id.
+   * Returns whether it matched, and the schedule's last tick after it.
+   */
+  advanceSchedule(advance: {
+    name: string;
+    fromTick: number;
+    toTick: number;
+    writes: AcceptWrite[];
+  }): Promise<{ won: boolean; lastTick: number; jobIds: string[] }>;
+  listSchedules(): Promise<ScheduleRecord[]>;
 
   // --- retention and health -------------------------------------------------------------
   /** Deletes up to `limit` expired key records, or else up to `limit` jobs finished before the time (with their events and deliveries). */

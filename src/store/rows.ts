@@ -1,6 +1,6 @@
 import type { JobState } from '../core/job-states.js';
 import type { EventPosition, LoggedEvent } from './driver.js';
-import type { ClaimedJob, DeliveryStatus, IdempotencyRecord, JobProgress, JobRecord, TraceContext, WebhookDelivery } from './store.js';
+import type { ClaimedJob, DeliveryStatus, IdempotencyRecord, JobProgress, JobRecord, ScheduleRecord, TraceContext, WebhookDelivery } from './store.js';
 
 /*
  * The rows both drivers read, in the columns both schemas share, and their mapping to records.
@@ -172,5 +172,32 @@ export function toLoggedEvent(row: EventLogColumns, position: EventPosition): Lo
     data: row.data,
     maxAttempts: row.max_attempts,
     jobCreatedAt: row.created_at,
+  };
+}
+
+/** A row of the schedules table (both drivers). */
+export interface ScheduleRow {
+  name: string;
+  operation: string;
+  cron: string;
+  timezone: string;
+  window_ms: number;
+  last_tick: number;
+  last_job_id: string | null;
+  declared_at: number;
+  retired_at: number | null;
+}
+
+export function toScheduleRecord(row: ScheduleRow): ScheduleRecord {
+  return {
+    name: row.name,
+    operation: row.operation,
+    cron: row.cron,
+    timezone: row.timezone,
+    windowMs: Number(row.window_ms),
+    lastTick: Number(row.last_tick),
+    ...(row.last_job_id === null ? {} : { lastJobId: row.last_job_id }),
+    declaredAt: Number(row.declared_at),
+    ...(row.retired_at === null ? {} : { retiredAt: Number(row.retired_at) }),
   };
 }

@@ -78,6 +78,15 @@ export interface Store {
   recordDelivery(delivery: WebhookDelivery, owner: string, outcome: DeliveryOutcome, now: number): Promise<boolean>;
   /** Deletes expired idempotency records and jobs finished before `jobsFinishedBefore` (with their events and deliveries). */
   sweep(now: number, jobsFinishedBefore: number): Promise<{ keys: number; jobs: number }>;
+  /** Records the schedules this process ticks (a new one starts from `now`) and marks the others retired; returns each one's last tick. */
+  declareSchedules(schedules: DeclaredSchedule[], now: number): Promise<Map<string, number>>;
+  /**
+   * Moves a schedule's last tick from `fromTick` to `toTick` if it is still `fromTick`, and then
+   * accepts the ticks' jobs in the same transaction: of all processes that try one move, one wins.
+   */
+  takeScheduleTicks(take: ScheduleTake): Promise<ScheduleTaken>;
+  /** Every schedule recorded in the database, by name (those no process declares any more too). */
+  listSchedules(): Promise<ScheduleRecord[]>;
   /** Called after each commit that made new jobs runnable (wakes the in-process worker). */
   onJobsQueued(listener: () => void): void;
   /** Called after each commit with the ids of the jobs it changed (wakes long-polls and streams); with announcesOtherProcesses, for other processes' commits too. */
@@ -339,6 +348,40 @@ export interface NotificationRoutes {
   byOperation: ReadonlyMap<string, readonly NotificationRoute[]>;
   /** Attempts per notification before it is marked failed. */
   maxAttempts: number;
+}
+
+/** A schedule as the database records it for the CLI and the dashboard (its definition is the contract's or code's). */
+export interface DeclaredSchedule {
+  name: string;
+  operation: string;
+  cron: string;
+  timezone: string;
+  windowMs: number;
+}
+
+export interface ScheduleRecord extends DeclaredSchedule {
+  /** The time of the last tick taken (or skipped), or of the schedule's first declaration. */
+  lastTick: number;
+  /** The job of the last tick that ran (undefined: none yet). */
+  lastJobId?: string;
+  declaredAt: number;
+  /** When a process with a worker started without this schedule (undefined: declared by the last one). */
+  retiredAt?: number;
+}
+
+/** One move of a schedule's last tick, with the jobs of the ticks it runs (oldest first; the last tick's is recorded). */
+export interface ScheduleTake {
+  name: string;
+  fromTick: number;
+  toTick: number;
+  jobs: AcceptRequest[];
+}
+
+/** Whether this take won; `lastTick` is the schedule's last tick after it (another process's when it lost). */
+export interface ScheduleTaken {
+  won: boolean;
+  lastTick: number;
+  jobIds: string[];
 }
 
 export type DeliveryOutcome =

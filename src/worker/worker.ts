@@ -219,7 +219,12 @@ export class Worker {
     try {
       const operation = this.options.operations.get(job.operation);
       if (!operation) throw new PermanentJobError(`no handler is registered for operation "${job.operation}"`);
-      const { params, query, body } = JSON.parse(job.input) as { params: unknown; query: unknown; body: unknown };
+      const { params, query, body, schedule } = JSON.parse(job.input) as {
+        params: unknown;
+        query: unknown;
+        body: unknown;
+        schedule?: { name: string; tick: string };
+      };
       const input = { params, query, body };
       let childLog: FastifyBaseLogger | undefined;
       const context = {
@@ -233,6 +238,7 @@ export class Worker {
           return childLog;
         },
         job: { id: job.id, attempt: job.attempts, maxAttempts: job.maxAttempts },
+        schedule: schedule && { name: schedule.name, tick: new Date(schedule.tick) },
         progress: (percent: number, message?: string) => this.reportProgress(entry, percent, message),
       };
       // In the attempt's span, the handler's own spans are its children.

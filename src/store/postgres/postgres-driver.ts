@@ -23,17 +23,20 @@ import { listingScans, newestFirst } from '../listing-scans.js';
 import {
   type DeliveryRow,
   type IdempotencyRow,
+  type ScheduleRow,
   toClaimedJob,
   toDelivery,
   toIdempotencyRecord,
   toJobRecord,
   toLoggedEvent,
+  toScheduleRecord,
   traceContextColumn,
   withDeliveries,
 } from '../rows.js';
 import {
   type CancelOutcome,
   type ClaimedJob,
+  type DeclaredSchedule,
   type DeliveryClaim,
   type DeliveryOutcome,
   type IdempotencyRecord,
@@ -43,6 +46,7 @@ import {
   type JobRecord,
   type LeaseState,
   type RetryEndedOutcome,
+  type ScheduleRecord,
   StoreUnavailableError,
   type WebhookDelivery,
 } from '../store.js';
@@ -757,6 +761,80 @@ export class PostgresDriver implements Driver {
     }
     if (count === 1) this.events.jobsChanged(new Set([delivery.jobId]));
     return count === 1;
+  }
+
+  // --- schedules ---------------------------------------------------------------------------------
+
+  declareSchedules(schedules: DeclaredSchedule[], now: number): Promise<Map<string, number>> {
+    // By name, so that processes declaring at once take the rows' locks in one order.
+    const sorted = [...schedules].sort((a, b) => compare(a.name, b.name));
+    return this.transaction(async (query) => {
+      const lastTicks = new Map<string, number>();
+      for (const schedule of sorted) {
+        const [row] = await query<{ last_tick: number }>(SQL.declareSchedule, [
+          schedule.name,
+          schedule.operation,
+          schedule.cron,
+          schedule.timezone,
+          schedule.windowMs,
+          now,
+        ]);
+        lastTicks.set(schedule.name, Number(row?.last_tick));
+      }
+      await query(SQL.retireSchedules, [now, sorted.map((schedule) => schedule.name)]);
+      return lastTicks;
+    });
+  }
+
+  advanceSchedule(advance: {
+    name: string;
+    fromTick: number;
+    toTick: number;
+    writes: AcceptWrite[];
+  }): Promise<{ won: boolean; lastTick: number; jobIds: string[] }> {
+    return this.transaction(async (query, changes) => {
+      const { name, fromTick, toTick } = advance;
+      // Under READ COMMITTED a second process's UPDATE waits for the first's commit, then finds last_tick moved and matches nothing.
+      const [moved] = await query(SQL.advanceSchedule, [name, fromTick, toTick]);
+      if (!moved) {
+        const [row] = await query<{ last_tick: number }>(SQL.scheduleLastTick, [name]);
+        return { won: false, lastTick: row ? Number(row.last_tick) : fromTick, jobIds: [] };
+      }
+      const jobIds: string[] = [];
+      for (const write of advance.writes) {
+        const notice = this.notification({ jobIds: new Set([write.jobId]), queued: true, deliveries: false });
+        const created = await query<{ id: string }>(SQL.acceptJob, [
+          write.principal,
+          write.operation,
+          write.key,
+          write.fingerprint,
+          write.jobId,
+          write.now,
+          write.keyExpiresAt,
+          write.input,
+          write.maxAttempts,
+          write.callbackUrl ?? null,
+          traceContextColumn(write.traceContext),
+          this.channel,
+          notice,
+          write.runAt ?? write.now,
+          write.acceptedEvent ?? null,
+        ]);
+        // A key bound already (the tick's job exists): nothing is created, and nothing more is owed.
+        if (created.length === 1) {
+          jobIds.push(write.jobId);
+          changes.jobIds.add(write.jobId);
+          changes.queued = true;
+        }
+      }
+      const last = jobIds.at(-1);
+      if (last !== undefined) await query(SQL.recordScheduleJob, [name, last]);
+      return { won: true, lastTick: toTick, jobIds };
+    });
+  }
+
+  async listSchedules(): Promise<ScheduleRecord[]> {
+    return (await this.run<ScheduleRow>(SQL.listSchedules, [])).map(toScheduleRecord);
   }
 
   // --- retention and health -----------------------------------------------------------------------

@@ -544,6 +544,25 @@ export const SQL = {
      )
      DELETE FROM jobs WHERE id IN (SELECT id FROM doomed)`,
   ),
+  // --- schedules ------------------------------------------------------------------------
+  /** A schedule as a starting process declares it: a new one starts at $6; a known one keeps its last tick. */
+  declareSchedule: statement(
+    'declare_schedule',
+    `INSERT INTO schedules (name, operation, cron, timezone, window_ms, last_tick, declared_at) VALUES ($1, $2, $3, $4, $5, $6, $6)
+     ON CONFLICT (name) DO UPDATE SET operation = EXCLUDED.operation, cron = EXCLUDED.cron, timezone = EXCLUDED.timezone, window_ms = EXCLUDED.window_ms,
+       declared_at = EXCLUDED.declared_at, retired_at = NULL
+     RETURNING last_tick`,
+  ),
+  /** The schedules not in $2 (the declared names) are marked retired at $1 (once). */
+  retireSchedules: statement('retire_schedules', `UPDATE schedules SET retired_at = $1 WHERE retired_at IS NULL AND NOT (name = ANY($2::text[]))`),
+  /** Of every process that read last tick $2, one moves it to $3 (the others wait for its commit, then match nothing). */
+  advanceSchedule: statement('advance_schedule', `UPDATE schedules SET last_tick = $3 WHERE name = $1 AND last_tick = $2 RETURNING last_tick`),
+  recordScheduleJob: statement('record_schedule_job', `UPDATE schedules SET last_job_id = $2 WHERE name = $1`),
+  scheduleLastTick: statement('schedule_last_tick', `SELECT last_tick FROM schedules WHERE name = $1`),
+  listSchedules: statement(
+    'list_schedules',
+    `SELECT name, operation, cron, timezone, window_ms, last_tick, last_job_id, declared_at, retired_at FROM schedules ORDER BY name`,
+  ),
   /** Readiness: a round trip, and whether this server takes writes (a standby or a demoted primary does not). */
   ping: statement('ping', `SELECT current_setting('transaction_read_only') AS read_only`),
 } as const;

@@ -205,6 +205,23 @@ const MIGRATIONS: string[] = [
   -- the notifier of such a row (its url is empty); NULL is a webhook delivery.
   ALTER TABLE webhook_deliveries ADD COLUMN notifier TEXT;
   `,
+  `
+  -- Recurring schedules (src/contract/schedules.ts): each one's last tick, which a process moves
+  -- with a conditional UPDATE (last_tick = the tick it read) in the transaction that accepts the
+  -- tick's job, so one process wins each tick. The definition is the contract's; cron, timezone
+  -- and window are kept as the last process with a worker declared them, for the CLI to list.
+  CREATE TABLE schedules (
+    name        TEXT    PRIMARY KEY,
+    operation   TEXT    NOT NULL,
+    cron        TEXT    NOT NULL,
+    timezone    TEXT    NOT NULL,
+    window_ms   INTEGER NOT NULL,
+    last_tick   INTEGER NOT NULL,              -- the last tick taken or skipped (or the first declaration)
+    last_job_id TEXT,                          -- the job of the last tick that ran
+    declared_at INTEGER NOT NULL,
+    retired_at  INTEGER                        -- set when a process with a worker started without it
+  ) WITHOUT ROWID;
+  `,
 ];
 
 /**

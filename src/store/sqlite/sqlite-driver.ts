@@ -23,10 +23,11 @@ import type {
   Requeue,
 } from '../driver.js';
 import { type ListingScan, listingScans, newestFirst } from '../listing-scans.js';
-import { toClaimedJob, toDelivery, toIdempotencyRecord, toJobRecord, toLoggedEvent, traceContextColumn, withDeliveries } from '../rows.js';
+import { toClaimedJob, toDelivery, toIdempotencyRecord, toJobRecord, toLoggedEvent, toScheduleRecord, traceContextColumn, withDeliveries } from '../rows.js';
 import {
   type CancelOutcome,
   type ClaimedJob,
+  type DeclaredSchedule,
   type DeliveryClaim,
   type DeliveryOutcome,
   type IdempotencyRecord,
@@ -37,6 +38,7 @@ import {
   type JobRecord,
   type LeaseState,
   type RetryEndedOutcome,
+  type ScheduleRecord,
   StoreUnavailableError,
   type WebhookDelivery,
 } from '../store.js';
@@ -602,6 +604,44 @@ export class SqliteDriver implements Driver {
       if (recorded) this.changedInGroup.add(delivery.jobId);
       return recorded;
     });
+  }
+
+  declareSchedules(schedules: DeclaredSchedule[], now: number): Promise<Map<string, number>> {
+    return this.write(() => {
+      const lastTicks = new Map<string, number>();
+      for (const schedule of schedules) {
+        const row = this.sql.declareSchedule.get({ ...schedule, now });
+        lastTicks.set(schedule.name, (row as { last_tick: number }).last_tick);
+      }
+      this.sql.retireSchedules.run(now, JSON.stringify(schedules.map((schedule) => schedule.name)));
+      return lastTicks;
+    });
+  }
+
+  advanceSchedule(advance: {
+    name: string;
+    fromTick: number;
+    toTick: number;
+    writes: AcceptWrite[];
+  }): Promise<{ won: boolean; lastTick: number; jobIds: string[] }> {
+    return this.write(() => {
+      const { name, fromTick, toTick } = advance;
+      if (this.sql.advanceSchedule.run({ name, from: fromTick, to: toTick }).changes === 0) {
+        return { won: false, lastTick: this.sql.scheduleLastTick.get(name)?.last_tick ?? fromTick, jobIds: [] };
+      }
+      // A key bound already (the tick's job exists): nothing is created, and nothing more is owed.
+      const jobIds = advance.writes.flatMap((write) => {
+        const accepted = this.acceptWrite(write);
+        return accepted.kind === 'created' ? [accepted.jobId] : [];
+      });
+      const last = jobIds.at(-1);
+      if (last !== undefined) this.sql.recordScheduleJob.run(last, name);
+      return { won: true, lastTick: toTick, jobIds };
+    });
+  }
+
+  async listSchedules(): Promise<ScheduleRecord[]> {
+    return this.read(() => this.sql.listSchedules.all().map(toScheduleRecord));
   }
 
   sweepBatch(now: number, jobsFinishedBefore: number, limit: number): Promise<{ keys: number; jobs: number }> {

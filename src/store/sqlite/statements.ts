@@ -1,6 +1,6 @@
 import type BetterSqlite3 from 'better-sqlite3';
 import { JOB_STATES, type JobState } from '../../core/job-states.js';
-import type { ClaimedRow, DeliveryRow, EventLogColumns, IdempotencyRow, JobRow } from '../rows.js';
+import type { ClaimedRow, DeliveryRow, EventLogColumns, IdempotencyRow, JobRow, ScheduleRow } from '../rows.js';
 
 /** The columns a job is read with (GET /jobs/{id}). */
 const JOB_COLUMNS = `id, principal, operation, status, attempts, max_attempts, priority, cancel_requested, progress, callback_url, result, result_location, error, run_at, created_at, updated_at, finished_at, version, fence, lease_owner, lease_epoch, lease_expires_at`;
@@ -387,6 +387,26 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
        WHERE id = ? AND attempts = ? AND lease_owner = ?`,
     ),
     deliveriesOfJob: db.prepare<[string], DeliveryRow>(`SELECT ${DELIVERY_COLUMNS} FROM webhook_deliveries WHERE job_id = ? ORDER BY created_at, id`),
+
+    // --- schedules ----------------------------------------------------------------------
+    /** A schedule as a starting process declares it: a new one starts at @now; a known one keeps its last tick. */
+    declareSchedule: db.prepare<[{ name: string; operation: string; cron: string; timezone: string; windowMs: number; now: number }], { last_tick: number }>(
+      `INSERT INTO schedules (name, operation, cron, timezone, window_ms, last_tick, declared_at) VALUES (@name, @operation, @cron, @timezone, @windowMs, @now, @now)
+       ON CONFLICT (name) DO UPDATE SET operation = excluded.operation, cron = excluded.cron, timezone = excluded.timezone, window_ms = excluded.window_ms,
+         declared_at = excluded.declared_at, retired_at = NULL
+       RETURNING last_tick`,
+    ),
+    /** ? is a JSON array of the declared names; the others are marked retired at ? (once). */
+    retireSchedules: db.prepare<[number, string]>(
+      `UPDATE schedules SET retired_at = ? WHERE retired_at IS NULL AND name NOT IN (SELECT value FROM json_each(?))`,
+    ),
+    /** Of every process that read last tick @from, one moves it. */
+    advanceSchedule: db.prepare<[{ name: string; from: number; to: number }]>(`UPDATE schedules SET last_tick = @to WHERE name = @name AND last_tick = @from`),
+    recordScheduleJob: db.prepare<[string, string]>(`UPDATE schedules SET last_job_id = ? WHERE name = ?`),
+    scheduleLastTick: db.prepare<[string], { last_tick: number }>(`SELECT last_tick FROM schedules WHERE name = ?`),
+    listSchedules: db.prepare<[], ScheduleRow>(
+      `SELECT name, operation, cron, timezone, window_ms, last_tick, last_job_id, declared_at, retired_at FROM schedules ORDER BY name`,
+    ),
 
     // --- health -------------------------------------------------------------------------
     /** The readiness probe's write: one row, rewritten. */
