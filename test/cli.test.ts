@@ -65,6 +65,7 @@ describe('usage', () => {
       'backup [options] <file>',
       'restore [options] <file>',
       'jobs',
+      'schedules',
     ]) {
       expect(help.stdout).toContain(command);
     }
@@ -89,6 +90,7 @@ describe('usage', () => {
       'jobs show',
       'jobs retry',
       'jobs cancel',
+      'schedules',
     ];
     for (const command of commands) {
       const words = command.split(' ');
@@ -590,3 +592,73 @@ function waitForOutput(child: ChildProcess, pattern: RegExp): Promise<string> {
     child.on('exit', (code) => fail(new Error(`exited with ${code} before ${pattern}; output: ${output}`)));
   });
 }
+
+describe('schedules', () => {
+  const nightly = {
+    name: 'nightly',
+    operationId: 'createReport',
+    cron: '0 0 3 * * *',
+    timezone: 'Europe/Paris',
+    backfill: 'PT1H',
+    input: { title: 'n', rows: 1 },
+  };
+
+  /** Starts the demo with these schedules (its worker declares them), then stops it. */
+  async function declare(config: { databaseUrl: string; databaseSchema?: string }, schedules: (typeof nightly)[]) {
+    const app = await createAsyncFirst({ ...demoOptions({ apiKeys: 'alice:key-a', config: { ...config, logLevel: 'silent' } }), schedules });
+    app.startBackground();
+    const names = schedules.map((schedule) => schedule.name);
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const listed = await app.store.listSchedules();
+      if (
+        names.every((name) => listed.some((row) => row.name === name && row.retiredAt === undefined)) &&
+        (names.length > 0 || listed.every((row) => row.retiredAt))
+      )
+        break;
+      if (Date.now() > deadline) throw new Error(`the schedules were not declared: ${JSON.stringify(listed)}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    await app.close();
+  }
+
+  for (const driver of ['SQLite', 'PostgreSQL'] as const) {
+    it(`${driver}: lists each schedule with its cron, zone, last tick and next runs (--json, --next), and a schedule no process declares any more as retired`, async () => {
+      const { schema, drop } = freshSchema('af_cli_sched');
+      const config = driver === 'SQLite' ? { databaseUrl: join(work, 'schedules-cli/jobs.db') } : { databaseUrl: TEST_DATABASE_URL, databaseSchema: schema };
+      const env: Record<string, string> =
+        driver === 'SQLite' ? { DATABASE_URL: config.databaseUrl } : { DATABASE_URL: TEST_DATABASE_URL, DATABASE_SCHEMA: schema };
+      try {
+        expect(asyncfirst(['schedules'], { env })).toMatchObject({ status: 0, stdout: 'no schedules\n' });
+        await declare(config, [nightly]);
+        const line = asyncfirst(['schedules'], { env });
+        expect(line.status).toBe(0);
+        // 03:00 in Paris is 01:00 or 02:00 UTC, by the season.
+        expect(line.stdout).toMatch(
+          /^nightly {2}createReport {2}"0 0 3 \* \* \*" Europe\/Paris {2}last tick \d{4}-\S+Z {2}next \d{4}-\d\d-\d\dT0[12]:00:00\.000Z\n$/,
+        );
+        const json = JSON.parse(asyncfirst(['schedules', '--json', '--next', '3'], { env }).stdout) as { schedules: Array<Record<string, unknown>> };
+        expect(json.schedules).toHaveLength(1);
+        const [view] = json.schedules as [Record<string, unknown>];
+        expect(view).toMatchObject({ name: 'nightly', operation: 'createReport', cron: '0 0 3 * * *', timezone: 'Europe/Paris', backfillSeconds: 3600 });
+        const runs = (view.nextRuns as string[]).map((run) => Date.parse(run));
+        expect(runs).toHaveLength(3);
+        expect(runs[1]! - runs[0]!).toBeGreaterThanOrEqual(23 * 3600_000);
+        expect(runs[0]!).toBeGreaterThan(Date.now());
+        expect(view.retiredAt).toBeUndefined();
+
+        // Started again without it: the row stays, marked retired, and nobody ticks it.
+        await declare(config, []);
+        const retired = JSON.parse(asyncfirst(['schedules', '--json'], { env }).stdout) as { schedules: Array<Record<string, unknown>> };
+        expect(retired.schedules[0]).toMatchObject({ name: 'nightly', nextRuns: [], retiredAt: expect.stringMatching(/^\d{4}-/) });
+        expect(asyncfirst(['schedules'], { env }).stdout).toMatch(/ retired \S+ \(no process declares it\)\n$/);
+
+        const usage = asyncfirst(['schedules', '--next', '0'], { env });
+        expect(usage.status).toBe(2);
+        expect(usage.stderr).toContain('--next 0: use 1 to 100');
+      } finally {
+        await drop();
+      }
+    }, 30_000);
+  }
+});

@@ -215,6 +215,21 @@ jobs
     else console.log(outcome.kind === 'canceled' ? `job ${id} is canceled` : `job ${id} is running: its handler is aborted at its next lease renewal`);
   });
 
+program
+  .command('schedules')
+  .description('list the recurring schedules the database records: operation, cron, last tick and next runs')
+  .option('--next <n>', 'next runs to show per schedule, 1 to 100', '1')
+  .addOption(databaseOption())
+  .addOption(jsonOption())
+  .action(async (options: { next: string; database?: string; json?: boolean }) => {
+    const runs = Number(options.next);
+    if (!Number.isInteger(runs) || runs < 1 || runs > 100) throw new CliError(`--next ${options.next}: use 1 to 100`, 2);
+    const { listSchedules, scheduleLine, scheduleView } = await import('./schedules.js');
+    const views = (await listSchedules(options.database)).map((schedule) => scheduleView(schedule, Date.now(), runs));
+    if (options.json) console.log(JSON.stringify({ schedules: views }, null, 2));
+    else console.log(views.length === 0 ? 'no schedules' : views.map(scheduleLine).join('\n'));
+  });
+
 try {
   await program.parseAsync(process.argv);
 } catch (error) {

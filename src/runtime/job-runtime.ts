@@ -105,8 +105,8 @@ export class JobRuntime {
       // A job accepted (or retried) anywhere the engine hears of starts at once, without waiting for a poll.
       store.onJobsQueued(() => worker.notify());
       this.worker = worker;
-      if (options.schedules && options.schedules.schedules.length > 0)
-        this.scheduler = new Scheduler({ ...options.schedules, store, log: log.child({ component: 'scheduler' }) });
+      // Even with none declared: its start marks the schedules recorded in the database retired.
+      if (options.schedules) this.scheduler = new Scheduler({ ...options.schedules, store, log: log.child({ component: 'scheduler' }) });
     }
     if (options.webhooks) {
       const dispatcher = new WebhookDispatcher({

@@ -46,7 +46,6 @@ export class Scheduler {
 
   /** Declares the schedules in the store, then takes their ticks; retried while the store is unavailable. */
   start(): void {
-    if (this.options.schedules.length === 0) return;
     this.track(this.declare());
   }
 
