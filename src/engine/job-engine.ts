@@ -160,7 +160,8 @@ export class JobEngine implements Store {
     this.anyPriority = kept.some(([, policy]) => policy.priority !== 0);
   }
 
-  async acceptJob(request: AcceptRequest): Promise<AcceptOutcome> {
+  /** What the driver stores for a new job: its id, when it is due, and its operation's claim policy. */
+  private acceptWrite(request: AcceptRequest): AcceptWrite {
     const jobId = newJobId(request.now);
     const runAt = request.runAt ?? request.now;
     const policy = this.claimPolicies.size === 0 ? undefined : this.claimPolicies.get(request.operation);
@@ -173,7 +174,11 @@ export class JobEngine implements Store {
       write.priority = priority;
       if (isLimited(policy)) write.limited = true;
     }
-    const result = await this.accepts.add(write);
+    return write;
+  }
+
+  async acceptJob(request: AcceptRequest): Promise<AcceptOutcome> {
+    const result = await this.accepts.add(this.acceptWrite(request));
     if (result.kind === 'created') return result;
     // The key is bound: the same request again is a replay; another request under it is refused.
     return result.fingerprint === request.fingerprint ? { kind: 'replayed', jobId: result.jobId } : { kind: 'mismatch', jobId: result.jobId };
@@ -342,9 +347,9 @@ export class JobEngine implements Store {
     return this.driver.declareSchedules(schedules, now);
   }
 
-  /** The ticks' jobs get their ids here, as acceptJob's do; the driver moves the last tick and stores them together. */
+  /** The ticks' jobs are made as acceptJob's are (ids, claim policy); the driver moves the last tick and stores them together. */
   takeScheduleTicks(take: ScheduleTake): Promise<ScheduleTaken> {
-    const writes = take.jobs.map((request): AcceptWrite => ({ ...request, jobId: newJobId(request.now), runAt: request.now }));
+    const writes = take.jobs.map((request) => this.acceptWrite(request));
     return this.driver.advanceSchedule({ name: take.name, fromTick: take.fromTick, toTick: take.toTick, writes });
   }
 
