@@ -435,29 +435,11 @@ export class PostgresDriver implements Driver {
   /** An acceptance whose key the batch found bound: read the record; rebind it if its job was swept. */
   private async acceptBound(write: AcceptWrite): Promise<AcceptResult> {
     const notice = this.notification({ jobIds: new Set([write.jobId]), queued: true, deliveries: false });
-    const values = [
-      write.principal,
-      write.operation,
-      write.key,
-      write.fingerprint,
-      write.jobId,
-      write.now,
-      write.keyExpiresAt,
-      write.input,
-      write.maxAttempts,
-      write.callbackUrl ?? null,
-      traceContextColumn(write.traceContext),
-    ];
     for (let attempt = 0; attempt < 5; attempt++) {
       const [bound] = await this.run<{ fingerprint: string; job_id: string; job_exists: boolean }>(SQL.findKey, [write.principal, write.operation, write.key]);
       if (bound?.job_exists) return { kind: 'bound', jobId: bound.job_id, fingerprint: bound.fingerprint };
       // No record (swept meanwhile), or one that outlived its job: write it, unless another process does first.
-      const statement = bound ? SQL.rebindKey : SQL.acceptJob;
-      const later = [write.runAt ?? write.now, write.acceptedEvent ?? null, write.priority ?? 0, write.limited === true];
-      const created = await this.run<{ id: string }>(
-        statement,
-        bound ? [...values, bound.job_id, this.channel, notice, ...later] : [...values, this.channel, notice, ...later],
-      );
+      const created = await this.run<{ id: string }>(bound ? SQL.rebindKey : SQL.acceptJob, acceptParameters(write, this.channel, notice, bound?.job_id));
       if (created.length === 1) {
         this.announce({ jobIds: new Set([write.jobId]), queued: true, deliveries: false });
         return { kind: 'created', jobId: write.jobId };
@@ -803,23 +785,7 @@ export class PostgresDriver implements Driver {
       const jobIds: string[] = [];
       for (const write of advance.writes) {
         const notice = this.notification({ jobIds: new Set([write.jobId]), queued: true, deliveries: false });
-        const created = await query<{ id: string }>(SQL.acceptJob, [
-          write.principal,
-          write.operation,
-          write.key,
-          write.fingerprint,
-          write.jobId,
-          write.now,
-          write.keyExpiresAt,
-          write.input,
-          write.maxAttempts,
-          write.callbackUrl ?? null,
-          traceContextColumn(write.traceContext),
-          this.channel,
-          notice,
-          write.runAt ?? write.now,
-          write.acceptedEvent ?? null,
-        ]);
+        const created = await query<{ id: string }>(SQL.acceptJob, acceptParameters(write, this.channel, notice));
         // A key bound already (the tick's job exists): nothing is created, and nothing more is owed.
         if (created.length === 1) {
           jobIds.push(write.jobId);
@@ -878,6 +844,30 @@ function laterOf(a: EventPosition, b: EventPosition): EventPosition {
 
 function compare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** The parameters of SQL.acceptJob for one write; of SQL.rebindKey with the id of the job the key was bound to. */
+function acceptParameters(write: AcceptWrite, channel: string, notice: string, boundJobId?: string): unknown[] {
+  return [
+    write.principal,
+    write.operation,
+    write.key,
+    write.fingerprint,
+    write.jobId,
+    write.now,
+    write.keyExpiresAt,
+    write.input,
+    write.maxAttempts,
+    write.callbackUrl ?? null,
+    traceContextColumn(write.traceContext),
+    ...(boundJobId === undefined ? [] : [boundJobId]),
+    channel,
+    notice,
+    write.runAt ?? write.now,
+    write.acceptedEvent ?? null,
+    write.priority ?? 0,
+    write.limited === true,
+  ];
 }
 
 /** Takeovers first (they waited longest), then due jobs by priority, run time and insertion. */
