@@ -42,6 +42,7 @@ import {
   StoreUnavailableError,
   type WebhookDelivery,
 } from '../store.js';
+import { BACKSTOP_PAGES, Checkpointer } from './checkpointer.js';
 import { GroupCommit } from './group-commit.js';
 import { JobCounter } from './job-counter.js';
 import { type LeaseClock, machineLeaseClock } from './lease-clock.js';
@@ -130,6 +131,8 @@ export class SqliteDriver implements Driver {
   private readonly files: { path: string; identity: string }[] = [];
   /** The fdatasync of the WAL that makes commits durable; undefined for :memory: (COMMIT is all there is). */
   private readonly walSync: WalSync | undefined;
+  /** The thread that checkpoints the WAL; undefined for :memory:. */
+  private readonly checkpointer: Checkpointer | undefined;
   /** Set for good once the file the driver writes is no longer the file at its path. */
   private lost: StoreUnavailableError | undefined;
   /** The last write failure of the database itself, until a commit succeeds again. */
@@ -172,6 +175,11 @@ export class SqliteDriver implements Driver {
       // and no write is acknowledged before the sync that followed its COMMIT has finished.
       this.walSync = new WalSync(path);
       this.db.pragma('synchronous = NORMAL');
+      // Checkpoints run on a thread of their own (see Checkpointer); this connection's own is the backstop.
+      this.db.pragma(`wal_autocheckpoint = ${BACKSTOP_PAGES}`);
+      this.checkpointer = new Checkpointer(path, () => {
+        if (!this.closed) this.db.pragma('wal_autocheckpoint = 1000');
+      });
     }
     const sync = this.walSync?.sync;
     this.writes = new GroupCommit(this.db, {
@@ -665,6 +673,7 @@ export class SqliteDriver implements Driver {
     this.closed = true;
     await this.writes.whenSynced();
     this.walSync?.close();
+    await this.checkpointer?.close();
     this.db.close();
   }
 
