@@ -104,7 +104,7 @@ export function telemetrySection(results: BenchResults): string[] {
   return [
     '## Metrics and tracing, on and off',
     '',
-    `What the Prometheus metrics and the OpenTelemetry tracing cost when the application registers no SDK: asyncfirst with both on (the defaults) and with \`METRICS=off TRACING=off\`, taking turns for ${part.rounds} round(s) (on then off, then off then on). Acceptance as in the acceptance part (the demo server, worker off, ${part.connections} connections, a ${part.warmupS} s warm-up, then ${part.durationS} s measured, random UUIDv4 keys); the drain of ${formatInt(part.drainJobs)} stored jobs with the no-op handler at concurrency ${part.drainConcurrency}. Cost = 1 − on/off, on the medians and on the best round of each.`,
+    `What the Prometheus metrics and the OpenTelemetry tracing cost when the application registers no SDK: asyncfirst with both on (the defaults) and with \`METRICS=off TRACING=off\`, taking turns for ${part.rounds} round(s) (on then off, then off then on). Acceptance as in the acceptance part (the demo server, worker off, ${part.connections} connections, a ${part.warmupS} s warm-up, then ${part.durationS} s measured, random UUIDv4 keys); the drain of ${formatInt(part.drainJobs)} stored jobs with the no-op handler at concurrency ${part.drainConcurrency}, ${part.drainsPerRound ?? 1} drain(s) of each setting per round, taking turns. Cost = 1 − on/off, on the medians and on the best round of each.`,
     '',
     table(
       ['', 'On (req/s or jobs/s)', 'Off', 'Cost', 'Each round, on', 'Each round, off'],

@@ -34,6 +34,8 @@ export interface TelemetryPart {
   connections: number;
   drainJobs: number;
   drainConcurrency: number;
+  /** Drains per setting in each round (a drain lasts about a second: one is too short to be steady). */
+  drainsPerRound: number;
   acceptance: Record<TelemetrySetting, LoadResult[]>;
   drain: Record<TelemetrySetting, DrainRun[]>;
 }
@@ -47,6 +49,7 @@ export async function runTelemetry(context: BenchContext): Promise<TelemetryPart
     connections: 50,
     drainJobs: quick ? 500 : 20_000,
     drainConcurrency: 64,
+    drainsPerRound: quick ? 1 : 4,
     acceptance: { on: [], off: [] },
     drain: { on: [], off: [] },
   };
@@ -74,7 +77,7 @@ export async function runTelemetry(context: BenchContext): Promise<TelemetryPart
         database.cleanup();
       }
     }
-    for (const setting of order) {
+    for (const setting of Array.from({ length: part.drainsPerRound }, () => order).flat()) {
       const message = await runOnce(
         'bench/drain/asyncfirst.ts',
         {
