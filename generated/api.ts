@@ -249,6 +249,10 @@ export interface components {
             deliveries?: components["schemas"]["WebhookDelivery"][];
             /** @description Present once the job's operation has told a notifier of its ending (x-asyncfirst.notify). */
             notifications?: components["schemas"]["Notification"][];
+            /** @description Present on a follow-up: the id of the job whose success enqueued it (its handler's ctx.enqueue). */
+            parent?: string;
+            /** @description The ids of the follow-ups this job's success stored (its handler's ctx.enqueue), oldest first: in GET /jobs/{id} and job.succeeded; absent when none. */
+            children?: string[];
         };
         JobPage: {
             /** @description Newest first. */

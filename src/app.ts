@@ -13,6 +13,7 @@ import type { WebhookDispatcher } from './delivery/webhook-dispatcher.js';
 import { decodeWebhookSecret } from './delivery/webhook-signature.js';
 import { openJobEngine } from './engine/open-engine.js';
 import { type Enqueue, type EnqueueArgumentsOf, type Enqueued, type EnqueueOperationId, makeEnqueue } from './enqueue.js';
+import { makeFollowUpPlanner } from './follow-ups.js';
 import type { AnyHandler, BeforeAccept } from './handlers.js';
 import type { IsOperator } from './http/job-routes.js';
 import type { SecurityHandler } from './http/security.js';
@@ -172,6 +173,15 @@ async function prepare<HandlerMap extends object>(options: AsyncFirstOptions<Han
     log,
     operations: jobOperations,
     schedules: { schedules, maxAttempts, keyRetentionMs: () => config.idempotencyRetentionMs },
+    planFollowUp: (tracing) =>
+      makeFollowUpPlanner({
+        operations,
+        validators,
+        maxAttempts,
+        idempotencyRetentionMs: config.idempotencyRetentionMs,
+        notBeforeMaxSeconds: config.notBeforeMaxSeconds,
+        ...(tracing ? { tracing } : {}),
+      }),
     ...(webhookSecrets.length > 0 ? { webhooks: { secrets: webhookSecrets, policy: callbackPolicy } } : {}),
     ...(notifiers.size > 0 ? { notifiers: { byName: notifiers, policy: callbackPolicy } } : {}),
   });

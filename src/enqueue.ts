@@ -75,37 +75,9 @@ export function makeEnqueue(deps: {
   /** Where `job accepted` (or `job replayed`) is logged, as for an HTTP submission. */
   log: FastifyBaseLogger;
 }): Enqueue {
-  const checks = new Map(
-    deps.operations
-      .filter((operation) => operation.async)
-      .map((operation) => [
-        operation.operationId,
-        {
-          params: deps.validators.requestChecker(objectSchema(operation.parameters.path), 'path'),
-          query: deps.validators.requestChecker(objectSchema(operation.parameters.query), 'query'),
-          body: operation.body?.schema ? deps.validators.requestChecker(operation.body.schema, 'body') : undefined,
-          bodyRequired: operation.body?.required === true,
-        },
-      ]),
-  );
+  const checkSubmission = submissionChecker(deps.operations, deps.validators, 'enqueue');
   return async (operationId, input = {}, options = {}) => {
-    const check = checks.get(operationId);
-    if (!check) throw new TypeError(`enqueue: "${operationId}" is not an asynchronous operation of the contract`);
-    const params = input.params ?? {};
-    const query = input.query ?? {};
-    const violations = [...check.params(params), ...check.query(query)];
-    if (input.body === undefined && check.bodyRequired) violations.push({ in: 'body', pointer: '', message: 'is required' });
-    else if (input.body !== undefined && check.body) violations.push(...check.body(input.body));
-    if (violations.length > 0) {
-      const first = violations[0]!;
-      throw new ProblemError(
-        'validationFailed',
-        `${violations.length} violation${violations.length === 1 ? '' : 's'} of the contract; first: ${first.in} ${first.pointer || '/'} ${first.message}.`,
-        {
-          extra: { errors: violations },
-        },
-      );
-    }
+    const { params, query } = checkSubmission(operationId, input);
     const key = parseIdempotencyKey([options.key ?? uuidv7()]);
     const notBefore = options.runAt === undefined ? undefined : readRunAt(options.runAt, Date.now(), deps.notBeforeMaxSeconds);
     const { fingerprint, canonicalInput } = fingerprintRequest(operationId, {
@@ -136,6 +108,50 @@ export function makeEnqueue(deps: {
     }
     deps.log.info({ jobId: outcome.jobId, operation: operationId }, outcome.kind === 'replayed' ? 'job replayed' : 'job accepted');
     return { jobId: outcome.jobId, replayed: outcome.kind === 'replayed' };
+  };
+}
+
+/** Checks a submission from code against its operation's contract: its params and query (defaulted to {}); throws as enqueue documents. */
+export type SubmissionCheck = (operationId: string, input: EnqueueInput) => { params: Record<string, unknown>; query: Record<string, unknown> };
+
+/**
+ * The check of submissions from code (app.enqueue, ctx.enqueue): the operation must be one of the
+ * contract's asynchronous operations (else a TypeError naming `caller`), and its params, query and
+ * body must match the contract (else ProblemError validation-failed, listing the violations).
+ */
+export function submissionChecker(operations: OperationSpec[], validators: ContractValidators, caller: string): SubmissionCheck {
+  const checks = new Map(
+    operations
+      .filter((operation) => operation.async)
+      .map((operation) => [
+        operation.operationId,
+        {
+          params: validators.requestChecker(objectSchema(operation.parameters.path), 'path'),
+          query: validators.requestChecker(objectSchema(operation.parameters.query), 'query'),
+          body: operation.body?.schema ? validators.requestChecker(operation.body.schema, 'body') : undefined,
+          bodyRequired: operation.body?.required === true,
+        },
+      ]),
+  );
+  return (operationId, input) => {
+    const check = checks.get(operationId);
+    if (!check) throw new TypeError(`${caller}: "${operationId}" is not an asynchronous operation of the contract`);
+    const params = input.params ?? {};
+    const query = input.query ?? {};
+    const violations = [...check.params(params), ...check.query(query)];
+    if (input.body === undefined && check.bodyRequired) violations.push({ in: 'body', pointer: '', message: 'is required' });
+    else if (input.body !== undefined && check.body) violations.push(...check.body(input.body));
+    if (violations.length > 0) {
+      const first = violations[0]!;
+      throw new ProblemError(
+        'validationFailed',
+        `${violations.length} violation${violations.length === 1 ? '' : 's'} of the contract for ${operationId}; first: ${first.in} ${first.pointer || '/'} ${first.message}.`,
+        {
+          extra: { errors: violations },
+        },
+      );
+    }
+    return { params, query };
   };
 }
 

@@ -1,5 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify';
 import type { FrameworkOperationId } from './contract/served-document.js';
+import type { EnqueueInput } from './enqueue.js';
 
 /*
  * Handler types, derived from the `operations` interface that openapi-typescript writes into
@@ -40,8 +41,33 @@ export interface OperationInput<Op> {
   body: OperationBody<Op>;
 }
 
-/** What a handler is given about the call it serves. */
-export interface HandlerContext {
+/** What ctx.enqueue takes after the input. */
+export interface FollowUpOptions {
+  /**
+   * Names the follow-up within its parent (1 to 200 printable ASCII characters): its idempotency
+   * key is `followup:<parent job id>:<key>`. Default: the call's position in the attempt
+   * (`followup:<parent job id>#1`, `#2`, …).
+   */
+  key?: string;
+  /** Start no earlier than this time (a Date, or milliseconds since the epoch), at most NOT_BEFORE_MAX_SECONDS ahead. */
+  runAt?: Date | number;
+}
+
+/** ctx.enqueue's arguments after the operationId: the input (optional when it may be empty) and the options. */
+export type FollowUpArguments<Input> =
+  Record<string, never> extends Input ? [input?: Input, options?: FollowUpOptions] : [input: Input, options?: FollowUpOptions];
+
+/**
+ * ctx.enqueue: asks for a job of an asynchronous operation to be stored when this job succeeds, in
+ * the transaction that records the success. Typed from the contract for handlers typed with
+ * Handlers<operations>; untyped (any operationId, checked when called) otherwise.
+ */
+export type FollowUpEnqueue<Operations = unknown> = unknown extends Operations
+  ? (operationId: string, input?: EnqueueInput, options?: FollowUpOptions) => void
+  : <OperationId extends AsyncOperationId<Operations>>(operationId: OperationId, ...rest: FollowUpArguments<SubmissionInput<Operations[OperationId]>>) => void;
+
+/** What a handler is given about the call it serves; Operations (the contract's) types `enqueue`. */
+export interface HandlerContext<Operations = unknown> {
   /** The principal the security handlers resolved ("anonymous" for an operation without security). */
   principal: string;
   /** Fires when the job is canceled, its lease is lost, or the server shuts down (or the request closes, for synchronous operations). */
@@ -56,6 +82,15 @@ export interface HandlerContext {
    * job, shown by GET /jobs/{id} and streamed as job.progress; a no-op for synchronous operations.
    */
   progress: (percent: number, message?: string) => Promise<void>;
+  /**
+   * Asynchronous operations: a follow-up job, stored if and only if this job succeeds, in the same
+   * transaction as its success (a failed, retried or canceled attempt's follow-ups are dropped).
+   * The input is checked against the operation's contract now: a bad one throws (a ProblemError
+   * validation-failed), failing the attempt by the usual rules. The child belongs to this job's
+   * principal, names this job as its parent and inherits the trace context. Synchronous
+   * operations' handlers throw a TypeError: use app.enqueue there.
+   */
+  enqueue: FollowUpEnqueue<Operations>;
 }
 
 /** A job result that is a resource elsewhere: GET /jobs/{id}/result answers 303 See Other to it. */
@@ -68,10 +103,10 @@ export function seeOther(location: string): ResourceLocation {
   return new ResourceLocation(location);
 }
 
-/** One operation's handler. */
-export type OperationHandler<Op> = (
+/** One operation's handler; Operations (the contract's, with Handlers<operations>) types its context's `enqueue`. */
+export type OperationHandler<Op, Operations = unknown> = (
   input: OperationInput<Op>,
-  context: HandlerContext,
+  context: HandlerContext<Operations>,
 ) => OperationResult<Op> | ResourceLocation | Promise<OperationResult<Op> | ResourceLocation>;
 
 /** Where a handler map keeps the contract's operations it was typed from; a type only, never set. */
@@ -83,7 +118,7 @@ declare const contractOperations: unique symbol;
  * app.enqueue from them too.
  */
 export type Handlers<Operations> = {
-  [OperationId in Exclude<keyof Operations, FrameworkOperationId>]: OperationHandler<Operations[OperationId]>;
+  [OperationId in Exclude<keyof Operations, FrameworkOperationId>]: OperationHandler<Operations[OperationId], Operations>;
 } & { readonly [contractOperations]?: Operations };
 
 /** The contract's `operations` a handler map was typed from (with Handlers<operations>), or unknown. */

@@ -87,6 +87,8 @@ describe('SQLite query plans of the hot statements', () => {
       );
       expect(deliveries).not.toContain('TEMP B-TREE');
     }
+    // A job's children (ctx.enqueue's follow-ups) are one range of the partial index that holds only jobs with a parent.
+    expect(plan(sql.childrenOfJob, ['01ARZ3NDEKTSV4RRFFQ69G5FAV'])).toBe('SEARCH jobs USING INDEX jobs_children (parent_id=?)');
 
     // Listings newest first: each reads an index in seq order (no sort), or the running jobs (a
     // worker's few) through jobs_leased, sorted.

@@ -76,6 +76,13 @@ export const JobSchema = {
       items: { $ref: '#/components/schemas/Notification' },
       description: "Present once the job's operation has told a notifier of its ending (x-asyncfirst.notify).",
     },
+    parent: { type: 'string', description: "Present on a follow-up: the id of the job whose success enqueued it (its handler's ctx.enqueue)." },
+    children: {
+      type: 'array',
+      items: { type: 'string' },
+      description:
+        "The ids of the follow-ups this job's success stored (its handler's ctx.enqueue), oldest first: in GET /jobs/{id} and job.succeeded; absent when none.",
+    },
   },
 } as const;
 

@@ -15,6 +15,7 @@ import type {
   DeliveryOutcome,
   EventQuery,
   EventSlice,
+  FollowUpRequest,
   IdempotencyRecord,
   JobCount,
   JobEvent,
@@ -308,8 +309,22 @@ export class JobEngine implements Store {
     return this.driver.renewLease(id, fence, leaseMs, now);
   }
 
-  finishJob(id: string, fence: number, outcome: JobOutcome, now: number): Promise<boolean> {
-    return this.finishes.add({ id, fence, outcome, now });
+  finishJob(id: string, fence: number, outcome: JobOutcome, now: number, followUps?: readonly FollowUpRequest[]): Promise<boolean> {
+    // Only a success stores follow-ups; a finish without any is the same write as ever.
+    if (!followUps?.length || outcome.status !== 'succeeded') return this.finishes.add({ id, fence, outcome, now });
+    return this.finishes.add({ id, fence, outcome, now, followUps: followUps.map((followUp) => this.followUpWrite(id, followUp, now)) });
+  }
+
+  /**
+   * A follow-up as its parent's finish stores it: accepted as any job is (its id, its operation's
+   * claim policy), created when the parent finishes, starting then or at its runAt if later, its key
+   * binding for the retention from its start, and naming its parent (in its acceptance's event too).
+   */
+  private followUpWrite(parentId: string, followUp: FollowUpRequest, now: number): AcceptWrite {
+    const { keyRetentionMs, ...request } = followUp;
+    const runAt = Math.max(now, followUp.runAt ?? now);
+    const accepted = { ...request, parentId, now, runAt, keyExpiresAt: runAt + keyRetentionMs };
+    return { ...this.acceptWrite(accepted), parentId };
   }
 
   retryJob(id: string, fence: number, error: ProblemDetails, runAt: number, now: number): Promise<boolean> {

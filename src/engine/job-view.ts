@@ -42,15 +42,22 @@ export function jobBody(job: JobRecord): string {
   if (job.resultLocation !== undefined) view.resultLocation = job.resultLocation;
   if (job.deliveries) view.deliveries = job.deliveries.map(deliveryView);
   if (job.notifications) view.notifications = job.notifications.map((notification) => ({ notifier: notification.notifier, ...deliveryView(notification) }));
+  if (job.parentId !== undefined) view.parent = job.parentId;
+  if (job.children?.length) view.children = job.children;
   const json = JSON.stringify(view);
   return job.status === 'succeeded' && job.result !== undefined && job.resultLocation === undefined ? `${json.slice(0, -1)},"result":${job.result}}` : json;
 }
 
 /** The job as it was when accepted (its job.queued event of version 0), from the fields that never change and its first run time (default: when it was accepted). */
 export function acceptedJobBody(
-  job: Pick<JobRecord, 'id' | 'principal' | 'operation' | 'maxAttempts' | 'createdAt'> & { runAt?: number | undefined; priority?: number | undefined },
+  job: Pick<JobRecord, 'id' | 'principal' | 'operation' | 'maxAttempts' | 'createdAt'> & {
+    runAt?: number | undefined;
+    priority?: number | undefined;
+    parentId?: string | undefined;
+  },
 ): string {
   return jobBody({
+    ...(job.parentId === undefined ? {} : { parentId: job.parentId }),
     id: job.id,
     principal: job.principal,
     operation: job.operation,

@@ -99,6 +99,11 @@ function requestGate(operation: OperationSpec, authenticate: Authenticate) {
   };
 }
 
+/** ctx.enqueue in a synchronous operation's handler: there is no job whose success could store the follow-up. */
+function enqueueRefused(): never {
+  throw new TypeError("ctx.enqueue stores a follow-up with the success of a job: call it from an asynchronous operation's handler, or use app.enqueue");
+}
+
 /**
  * A synchronous operation: the handler runs now and its result is the 200/201 body, once it is
  * checked against the contract (a result that does not match is a logged 500, never sent) and
@@ -113,7 +118,7 @@ function inlineHandler(operation: OperationSpec, handler: AnyHandler, writeResul
     try {
       const result = await handler(
         { params: request.params ?? {}, query: request.query ?? {}, body: request.body },
-        { principal: request.principal, signal: controller.signal, log: request.log, progress: async () => {} },
+        { principal: request.principal, signal: controller.signal, log: request.log, progress: async () => {}, enqueue: enqueueRefused },
       );
       if (result instanceof ResourceLocation) return reply.code(303).header('location', result.location).send();
       if (!writeResult) return reply.code(successStatus).send(result);

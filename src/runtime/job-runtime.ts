@@ -8,6 +8,7 @@ import { NotificationDispatcher } from '../delivery/notification-dispatcher.js';
 import type { Notifier } from '../delivery/notifiers.js';
 import { WebhookDispatcher } from '../delivery/webhook-dispatcher.js';
 import { CachedCounts } from '../engine/cached-counts.js';
+import type { PlanFollowUp } from '../follow-ups.js';
 import { JobMetrics } from '../metrics/job-metrics.js';
 import type { Store } from '../store/store.js';
 import { JobTracing } from '../tracing/job-tracing.js';
@@ -28,6 +29,8 @@ export interface JobRuntimeOptions {
   webhooks?: { secrets: string[]; policy: CallbackPolicy };
   /** Present when the service has notifiers: them by name, and the SSRF guard their postJson goes through. */
   notifiers?: { byName: ReadonlyMap<string, Notifier>; policy: CallbackPolicy };
+  /** Checks handlers' ctx.enqueue calls against the contract; given the runtime's tracing (TRACING=on) to carry the attempt's trace context. */
+  planFollowUp?: (tracing: JobTracing | undefined) => PlanFollowUp;
 }
 
 /**
@@ -101,6 +104,7 @@ export class JobRuntime {
         log: log.child({ component: 'worker' }),
         ...(this.metrics ? { metrics: this.metrics } : {}),
         ...(this.tracing ? { tracing: this.tracing } : {}),
+        ...(options.planFollowUp ? { planFollowUp: options.planFollowUp(this.tracing) } : {}),
       });
       // A job accepted (or retried) anywhere the engine hears of starts at once, without waiting for a poll.
       store.onJobsQueued(() => worker.notify());

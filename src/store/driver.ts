@@ -102,6 +102,8 @@ export type AcceptWrite = AcceptRequest & {
   priority?: number;
   /** True when the operation has a concurrency or rate limit: its jobs are claimed only by claimLimitedJobs. */
   limited?: boolean;
+  /** A follow-up's parent (ctx.enqueue): the job whose success stores this one. */
+  parentId?: string;
 };
 
 /**
@@ -126,6 +128,12 @@ export interface Finish {
   fence: number;
   outcome: JobOutcome;
   now: number;
+  /**
+   * The jobs to store, with this job as their parent, when it ends succeeded (not when a cancel
+   * asked meanwhile wins, nor when the fence is stale): in the transaction of the finish. A write
+   * whose key a live record binds is skipped, as a replayed acceptance makes no second job.
+   */
+  followUps?: AcceptWrite[];
 }
 
 export interface DriverClaim {
@@ -306,7 +314,8 @@ export interface Driver {
   reportProgress(id: string, fence: number, progress: JobProgress, now: number): Promise<boolean>;
   /**
    * Ends claimed jobs, a batch at once; a job whose cancel was asked meanwhile ends canceled instead
-   * (cancel wins). One outcome per finish, in order: false when its fence is stale.
+   * (cancel wins). A job that ends succeeded stores its follow-ups with it, and its change records
+   * their ids (`children`). One outcome per finish, in order: false when its fence is stale.
    */
   finishJobs(finishes: Finish[]): Promise<Settled<boolean>[]>;
   /** Puts a claimed job back in the queue, or ends it canceled when its cancel was asked. False when the fence is stale. */

@@ -29,6 +29,8 @@ export interface JobRow {
   version: number;
   fence: number;
   lease_owner: string | null;
+  /** The job whose success enqueued this one. */
+  parent_id: string | null;
 }
 
 export interface ClaimedRow extends JobRow {
@@ -89,6 +91,7 @@ export function toJobRecord(row: JobRow, leaseExpiresInMs: number | null): JobRe
     fence: row.fence,
     ...(row.lease_owner === null ? {} : { leaseOwner: row.lease_owner }),
     ...(leaseExpiresInMs === null ? {} : { leaseExpiresInMs }),
+    ...(row.parent_id === null ? {} : { parentId: row.parent_id }),
   };
 }
 

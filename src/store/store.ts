@@ -40,8 +40,12 @@ export interface Store {
   reportProgress(id: string, fence: number, progress: JobProgress, now: number): Promise<boolean>;
   /** Extends a lease the worker still holds by `leaseMs` from now (on the store's lease clock); tells whether it is held and whether cancel was asked. */
   renewLease(id: string, fence: number, leaseMs: number, now: number): Promise<LeaseState>;
-  /** Records the end of a claimed job; false when the fence is stale (the write is refused). */
-  finishJob(id: string, fence: number, outcome: JobOutcome, now: number): Promise<boolean>;
+  /**
+   * Records the end of a claimed job; false when the fence is stale (the write is refused). A job
+   * that ends succeeded stores its follow-ups (ctx.enqueue) in the same transaction, as its
+   * children; a job that ends otherwise (or a refused write) stores none of them.
+   */
+  finishJob(id: string, fence: number, outcome: JobOutcome, now: number, followUps?: readonly FollowUpRequest[]): Promise<boolean>;
   /** Puts a claimed job back in the queue to run again at `runAt`, keeping the last error. */
   retryJob(id: string, fence: number, error: ProblemDetails, runAt: number, now: number): Promise<boolean>;
   /** Gives a claimed job back without counting the attempt (graceful shutdown). */
@@ -136,6 +140,26 @@ export interface ClaimPolicy {
   rateLimit?: { max: number; perMs: number } | undefined;
 }
 
+/**
+ * A job a handler asked for with ctx.enqueue, checked against the contract when asked and stored
+ * only with its parent's success (a transactional outbox): the parent's principal, its key derived
+ * from the parent's id (see src/follow-ups.ts), and the trace context it inherits.
+ */
+export interface FollowUpRequest {
+  principal: string;
+  operation: string;
+  key: string;
+  fingerprint: string;
+  /** The canonical JSON of the job's input ({body, params, query}). */
+  input: string;
+  maxAttempts: number;
+  traceContext?: TraceContext;
+  /** When the child may start (ctx.enqueue's runAt); omitted or past: when the parent finishes. */
+  runAt?: number;
+  /** How long the child's key binds after it is stored (IDEMPOTENCY_RETENTION), from its start. */
+  keyRetentionMs: number;
+}
+
 /** A W3C trace context (https://www.w3.org/TR/trace-context/), as the headers carry it. */
 export interface TraceContext {
   traceparent: string;
@@ -187,6 +211,10 @@ export interface JobRecord {
   leaseExpiresInMs?: number;
   /** The canonical JSON of the job's input ({body, params, query}); only when a listing asked for it (`withInput`). */
   input?: string;
+  /** The job whose success enqueued this one (ctx.enqueue). */
+  parentId?: string;
+  /** The jobs this one's success enqueued, oldest first: read by getJob, and given with job.succeeded. */
+  children?: string[];
 }
 
 /** Which jobs listJobs returns: the filters combine, and an omitted one does not filter. */

@@ -8,7 +8,8 @@ import { type AsyncFirstApp, type AsyncFirstOptions, createAsyncFirst } from '..
 import { loadContract, readContractFile } from '../contract/load.js';
 import { describeOperations } from '../contract/operations.js';
 import { FINISHED_STATES } from '../core/job-states.js';
-import { type AnyHandler, type HandlerContext, ResourceLocation } from '../handlers.js';
+import { type EnqueueInput, submissionChecker } from '../enqueue.js';
+import { type AnyHandler, type FollowUpOptions, type HandlerContext, ResourceLocation } from '../handlers.js';
 import { ANONYMOUS_PRINCIPAL } from '../http/security.js';
 import { ContractValidators } from '../http/validation.js';
 
@@ -134,6 +135,8 @@ export async function createTestApp<HandlerMap extends object>(options: AsyncFir
 export interface HandlerRun<Result> {
   result: Result;
   progress: { percent: number; message: string | undefined }[];
+  /** What the handler asked for with ctx.enqueue, in order, each input checked against the contract (in a worker, stored only with the job's success). */
+  followUps: { operationId: string; input: EnqueueInput; options: FollowUpOptions }[];
 }
 
 /** A handler's result that does not match its operation's response schema. */
@@ -164,6 +167,9 @@ export async function runHandler<HandlerMap extends object, OperationId extends 
   const handler = (options.handlers as Record<string, AnyHandler>)[operationId];
   if (typeof handler !== 'function') throw new Error(`no handler is registered for "${operationId}"`);
   const progress: HandlerRun<unknown>['progress'] = [];
+  const followUps: HandlerRun<unknown>['followUps'] = [];
+  const validators = new ContractValidators(document.openapi);
+  const checkFollowUp = submissionChecker(describeOperations(contract), validators, 'ctx.enqueue');
   const handlerContext: HandlerContext = {
     principal: context.principal ?? ANONYMOUS_PRINCIPAL,
     signal: context.signal ?? new AbortController().signal,
@@ -171,12 +177,17 @@ export async function runHandler<HandlerMap extends object, OperationId extends 
     progress: async (percent, message) => {
       progress.push({ percent, message });
     },
+    enqueue: (operationId, input = {}, options = {}) => {
+      if (!operation.async) throw new TypeError("ctx.enqueue stores a follow-up with the success of a job: call it from an asynchronous operation's handler");
+      checkFollowUp(operationId, input);
+      followUps.push({ operationId, input, options });
+    },
     ...(operation.async ? { job: { id: `test-${uuidv7()}`, attempt: context.attempt ?? 1, maxAttempts: context.attempt ?? 1 } } : {}),
   };
   const result = await handler({ params: input.params ?? {}, query: input.query ?? {}, body: input.body }, handlerContext);
-  if (result instanceof ResourceLocation || !operation.result?.schema) return { result: result as never, progress };
-  const written = new ContractValidators(document.openapi).resultWriter(operation.result.schema)(result);
+  if (result instanceof ResourceLocation || !operation.result?.schema) return { result: result as never, progress, followUps };
+  const written = validators.resultWriter(operation.result.schema)(result);
   if (written.violations !== undefined) throw new ResultMismatchError(operationId, written.violations);
   // The result as a client receives it: what the schema does not declare is dropped.
-  return { result: JSON.parse(written.json) as never, progress };
+  return { result: JSON.parse(written.json) as never, progress, followUps };
 }

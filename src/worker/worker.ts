@@ -1,9 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import { type ProblemDetails, problem } from '../core/problems.js';
-import { type AnyHandler, HttpProblem, PermanentJobError, ResourceLocation } from '../handlers.js';
+import type { EnqueueInput } from '../enqueue.js';
+import { AttemptFollowUps, type PlanFollowUp } from '../follow-ups.js';
+import { type AnyHandler, type FollowUpOptions, HttpProblem, PermanentJobError, ResourceLocation } from '../handlers.js';
 import type { JobMetrics } from '../metrics/job-metrics.js';
-import { type ClaimedJob, type Store, StoreUnavailableError } from '../store/store.js';
+import { type ClaimedJob, type FollowUpRequest, type Store, StoreUnavailableError } from '../store/store.js';
 import type { AttemptEnding, AttemptSpan, JobTracing } from '../tracing/job-tracing.js';
 import { retryDelayMs } from './backoff.js';
 import { ClaimLoop } from './claim-loop.js';
@@ -35,6 +37,8 @@ export interface WorkerOptions {
   metrics?: JobMetrics;
   /** Traces each attempt (absent: TRACING=off). */
   tracing?: JobTracing;
+  /** Checks and shapes handlers' ctx.enqueue calls (absent: ctx.enqueue throws). */
+  planFollowUp?: PlanFollowUp;
 }
 
 /** How an attempt's recorded outcome ended its job (a cancel asked meanwhile still ends it canceled in the store). */
@@ -53,6 +57,8 @@ interface RunningJob {
   leaseRenewedAt: number;
   /** Fires at SELF_FENCE_SHARE of the lease after leaseRenewedAt: the attempt is given up. */
   selfFence?: NodeJS.Timeout;
+  /** What the handler asked for with ctx.enqueue, made at its first call; stored only with the attempt's success. */
+  followUps?: AttemptFollowUps;
   done: Promise<void>;
 }
 
@@ -240,6 +246,7 @@ export class Worker {
         job: { id: job.id, attempt: job.attempts, maxAttempts: job.maxAttempts },
         schedule: schedule && { name: schedule.name, tick: new Date(schedule.tick) },
         progress: (percent: number, message?: string) => this.reportProgress(entry, percent, message),
+        enqueue: (operationId: string, input?: EnqueueInput, options?: FollowUpOptions) => this.followUpsOf(entry).enqueue(operationId, input, options),
       };
       // In the attempt's span, the handler's own spans are its children.
       const run = () => operation.handler(input, context);
@@ -274,7 +281,7 @@ export class Worker {
           );
           ended = recorded ? 'canceled' : undefined;
         } else if (outcome.ok) {
-          ended = await this.succeed(job, outcome.value, now, ranMs);
+          ended = await this.succeed(job, outcome.value, now, ranMs, entry.followUps?.requests);
         } else {
           ended = await this.fail(job, outcome.error, now, ranMs);
         }
@@ -319,6 +326,13 @@ export class Worker {
     }
   }
 
+  /** The attempt's follow-ups, collected from its first ctx.enqueue on (most handlers never call it). */
+  private followUpsOf(entry: RunningJob): AttemptFollowUps {
+    if (!this.options.planFollowUp) throw new TypeError('ctx.enqueue: this worker was started without the contract to check follow-ups against');
+    entry.followUps ??= new AttemptFollowUps(this.options.planFollowUp, entry.job);
+    return entry.followUps;
+  }
+
   private async reportProgress(entry: RunningJob, percent: number, message?: string): Promise<void> {
     if (!Number.isFinite(percent)) throw new TypeError('progress percent must be a number from 0 to 100');
     if (entry.released || entry.leaseLost) return;
@@ -326,10 +340,13 @@ export class Worker {
     await this.options.store.reportProgress(entry.job.id, entry.job.fence, progress, Date.now());
   }
 
-  /** Records a handler's result; says how the job ended when the write was not refused. */
-  private async succeed(job: ClaimedJob, value: unknown, now: number, ranMs: number): Promise<EndedAs | undefined> {
+  /**
+   * Records a handler's result, and with it the follow-ups it asked for (a result that does not
+   * match the contract fails the job, and drops them); says how the job ended when the write was not refused.
+   */
+  private async succeed(job: ClaimedJob, value: unknown, now: number, ranMs: number, followUps: FollowUpRequest[] | undefined): Promise<EndedAs | undefined> {
     if (value instanceof ResourceLocation) {
-      return (await this.options.store.finishJob(job.id, job.fence, { status: 'succeeded', result: 'null', location: value.location }, now))
+      return (await this.options.store.finishJob(job.id, job.fence, { status: 'succeeded', result: 'null', location: value.location }, now, followUps))
         ? 'succeeded'
         : undefined;
     }
@@ -354,7 +371,7 @@ export class Worker {
       );
       return recorded ? 'failed' : undefined;
     }
-    return (await this.options.store.finishJob(job.id, job.fence, { status: 'succeeded', result: written.json }, now)) ? 'succeeded' : undefined;
+    return (await this.options.store.finishJob(job.id, job.fence, { status: 'succeeded', result: written.json }, now, followUps)) ? 'succeeded' : undefined;
   }
 
   /** Records a handler's error: the job fails, or waits for its retry; undefined when the write was refused. */

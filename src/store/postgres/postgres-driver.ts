@@ -294,7 +294,12 @@ export class PostgresDriver implements Driver {
    * Records what the changed rows did: the engine builds each event (and webhook delivery and notifications), and
    * they are inserted with one statement each, which also NOTIFYs (delivered at COMMIT).
    */
-  private async record(query: Query, changes: Changes, changed: { row: PostgresJobRow; type: string }[], now: number): Promise<JobRecord[]> {
+  private async record(
+    query: Query,
+    changes: Changes,
+    changed: { row: PostgresJobRow; type: string; children?: string[] }[],
+    now: number,
+  ): Promise<JobRecord[]> {
     const record = (this.hooks as DriverHooks).recordChange;
     const jobs: JobRecord[] = [];
     const events = { ids: [] as string[], versions: [] as number[], types: [] as string[], data: [] as string[], times: [] as number[] };
@@ -307,8 +312,9 @@ export class PostgresDriver implements Driver {
       payloads: [] as string[],
       attempts: [] as number[],
     };
-    for (const { row, type } of changed) {
+    for (const { row, type, children } of changed) {
       const job = jobOf(row);
+      if (children) job.children = children;
       jobs.push(job);
       const recorded = record(job, type, now);
       events.ids.push(job.id);
@@ -449,10 +455,11 @@ export class PostgresDriver implements Driver {
   }
 
   async getJob(principal: string, id: string): Promise<JobRecord | undefined> {
-    const [row] = await this.run<PostgresJobRow>(SQL.getJob, [id, principal]);
+    const [row] = await this.run<PostgresJobRow & { children: string[] | null }>(SQL.getJobWithChildren, [id, principal]);
     if (!row) return undefined;
     const job = jobOf(row);
     if (job.callbackUrl || this.hooks?.notifies(job.operation)) withDeliveries(job, (await this.run<DeliveryRow>(SQL.deliveriesOfJob, [id])).map(toDelivery));
+    if (job.status === 'succeeded') job.children = row.children ?? [];
     return job;
   }
 
@@ -681,12 +688,14 @@ export class PostgresDriver implements Driver {
           sorted.map((finish) => finish.now),
           this.problems.canceledWhileRunning,
         ]);
-        // Each row says how its job ended: a cancel asked meanwhile (from any process) wins over the outcome.
+        // Each row says how its job ended: a cancel asked meanwhile (from any process) wins over the
+        // outcome, and then its follow-ups are dropped with it.
         const now = Math.max(...sorted.map((finish) => finish.now));
+        const children = await this.storeFollowUps(query, changes, sorted, rows);
         await this.record(
           query,
           changes,
-          rows.map((row) => ({ row, type: `job.${row.status}` })),
+          rows.map((row) => ({ row, type: `job.${row.status}`, ...(children.has(row.id) ? { children: children.get(row.id) } : {}) })),
           now,
         );
         return new Set(rows.map((row) => `${row.id}:${row.fence}`));
@@ -696,6 +705,46 @@ export class PostgresDriver implements Driver {
     }
     // Matched by id and fence: a stale finish in the same batch as the current one is refused (false).
     return finishes.map((finish) => ({ ok: true, value: finished.has(`${finish.id}:${finish.fence}`) }));
+  }
+
+  /**
+   * The follow-ups of the finishes that ended succeeded, in one statement in the finish's
+   * transaction (none when no finish has any); per parent, the ids of the children created.
+   */
+  private async storeFollowUps(query: Query, changes: Changes, finishes: Finish[], rows: PostgresJobRow[]): Promise<Map<string, string[]>> {
+    const children = new Map<string, string[]>();
+    if (!finishes.some((finish) => finish.followUps?.length)) return children;
+    const succeeded = new Set(rows.filter((row) => row.status === 'succeeded').map((row) => `${row.id}:${row.fence}`));
+    const parents = finishes.filter((finish) => finish.followUps?.length && succeeded.has(`${finish.id}:${finish.fence}`));
+    const writes = parents.flatMap((finish) => finish.followUps ?? []);
+    if (writes.length === 0) return children;
+    const created = await query<{ id: string }>(SQL.acceptFollowUps, [
+      writes.map((write) => write.principal),
+      writes.map((write) => write.operation),
+      writes.map((write) => write.key),
+      writes.map((write) => write.fingerprint),
+      writes.map((write) => write.jobId),
+      writes.map((write) => write.now),
+      writes.map((write) => write.keyExpiresAt),
+      writes.map((write) => write.input),
+      writes.map((write) => write.maxAttempts),
+      writes.map((write) => traceContextColumn(write.traceContext)),
+      writes.map((write) => write.runAt ?? write.now),
+      writes.map((write) => write.acceptedEvent ?? null),
+      writes.map((write) => write.parentId ?? null),
+      writes.map((write) => write.priority ?? 0),
+      writes.map((write) => write.limited === true),
+    ]);
+    const createdIds = new Set(created.map((row) => row.id));
+    for (const finish of parents) {
+      children.set(
+        finish.id,
+        (finish.followUps ?? []).filter((write) => createdIds.has(write.jobId)).map((write) => write.jobId),
+      );
+    }
+    for (const id of createdIds) changes.jobIds.add(id);
+    if (createdIds.size > 0) changes.queued = true;
+    return children;
   }
 
   requeueJob(id: string, fence: number, requeue: Requeue, now: number): Promise<boolean> {

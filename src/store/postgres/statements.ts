@@ -18,7 +18,7 @@ const DB_NOW = `(extract(epoch from clock_timestamp()) * 1000)::bigint`;
  */
 const DB_NOW_ONCE = `(SELECT ${DB_NOW})`;
 
-const JOB_COLUMN_NAMES = `id, principal, operation, status, attempts, max_attempts, priority, cancel_requested, progress, callback_url, result, result_location, error, run_at, created_at, updated_at, finished_at, version, fence, lease_owner`;
+const JOB_COLUMN_NAMES = `id, principal, operation, status, attempts, max_attempts, priority, cancel_requested, progress, callback_url, result, result_location, error, run_at, created_at, updated_at, finished_at, version, fence, lease_owner, parent_id`;
 
 /**
  * The columns a job is read with (qualified by `table` in statements that read another table
@@ -210,6 +210,37 @@ export const SQL = {
      -- One NOTIFY per created job, all with one payload: PostgreSQL delivers identical ones once.
      SELECT id, pg_notify($12, $13) FROM job`,
   ),
+  /**
+   * A succeeded parent's follow-ups (ctx.enqueue), in its finish's transaction: acceptJobs with each
+   * job's parent named, inserted in the order given (the order the handlers asked for them: seq, by
+   * which children are listed, follows it), no NOTIFY of its own (the finish's events send one).
+   * A key a live record binds makes no job. Returns the ids of the jobs created. Unlike acceptJobs
+   * the keys are not sorted: each is derived from its parent's id, which only this transaction finishes.
+   * $1 principals, $2 operations, $3 keys, $4 fingerprints, $5 job ids, $6 nows, $7 key expiries,
+   * $8 inputs, $9 max attempts, $10 trace contexts, $11 run times, $12 acceptances' event data, $13 parents,
+   * $14 priorities, $15 limited (the operations' claim policies, as acceptJobs takes them).
+   */
+  acceptFollowUps: statement(
+    'accept_follow_ups',
+    `WITH input AS (
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::text[], $9::integer[], $10::text[],
+                            $11::bigint[], $12::text[], $13::text[], $14::integer[], $15::boolean[]) WITH ORDINALITY
+         AS i(principal, operation, key, fingerprint, job_id, now, key_expires_at, input, max_attempts, trace_context, run_at, accepted_event, parent_id, priority, limited, ord)
+     ), key AS (
+       INSERT INTO idempotency_keys AS k (principal, operation, key, fingerprint, job_id, created_at, expires_at)
+       SELECT principal, operation, key, fingerprint, job_id, now, key_expires_at FROM input
+       ON CONFLICT (principal, operation, key) DO UPDATE
+         SET fingerprint = EXCLUDED.fingerprint, job_id = EXCLUDED.job_id, created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
+         WHERE k.expires_at <= EXCLUDED.created_at
+       RETURNING k.job_id
+     ), job AS (
+       INSERT INTO jobs (id, principal, operation, input, status, max_attempts, trace_context, run_at, created_at, updated_at, parent_id, priority, limited)
+       SELECT i.job_id, i.principal, i.operation, i.input, 'queued', i.max_attempts, i.trace_context, i.run_at, i.now, i.now, i.parent_id, i.priority, i.limited
+       FROM input i JOIN key ON key.job_id = i.job_id ORDER BY i.ord
+       RETURNING id, created_at
+     ), ${logAcceptance('i.accepted_event', 'job JOIN input i ON i.job_id = job.id')}
+     SELECT id FROM job`,
+  ),
   /** The record that binds a key, and whether its job still exists (the sweeper may have removed it). */
   findKey: statement(
     'find_key',
@@ -233,6 +264,15 @@ export const SQL = {
 
   // --- reading --------------------------------------------------------------------------
   getJob: statement('get_job', `SELECT ${JOB_COLUMNS} FROM jobs WHERE id = $1 AND principal = $2`),
+  /**
+   * getJob with the ids of the jobs its success enqueued, oldest first (null: none), in one round
+   * trip; served by jobs_children, which holds only jobs with a parent. $1 id, $2 principal.
+   */
+  getJobWithChildren: statement(
+    'get_job_with_children',
+    `SELECT ${JOB_COLUMNS}, (SELECT array_agg(c.id ORDER BY c.seq) FROM jobs c WHERE c.parent_id = jobs.id) AS children
+     FROM jobs WHERE id = $1 AND principal = $2`,
+  ),
   /** The job and its events after a version, in one statement (one snapshot). */
   jobWithEvents: statement(
     'job_with_events',

@@ -271,8 +271,9 @@ export class SqliteDriver implements Driver {
    * Records the change the row's UPDATE made (it bumped the version): the event the engine builds
    * from the job, and its webhook delivery and notifications if the engine asks for them. Inside the transaction.
    */
-  private recordChange(row: SqliteJobRow, type: string, now: number, from: JobState): JobRecord {
+  private recordChange(row: SqliteJobRow, type: string, now: number, from: JobState, children?: string[]): JobRecord {
     const job = this.jobOf(row);
+    if (children) job.children = children;
     this.counter.moved(job.operation, from, job.status);
     const recorded = (this.hooks as DriverHooks).recordChange(job, type, now);
     this.sql.insertEvent.run(job.id, job.version, type, recorded.data, now);
@@ -316,20 +317,37 @@ export class SqliteDriver implements Driver {
     if (existing && existing.expires_at > now && this.sql.jobExists.get(existing.job_id)) {
       return { kind: 'bound', jobId: existing.job_id, fingerprint: existing.fingerprint };
     }
-    this.sql.insertJob.run(
-      jobId,
-      principal,
-      operation,
-      write.input,
-      write.maxAttempts,
-      write.callbackUrl ?? null,
-      traceContextColumn(write.traceContext),
-      write.runAt ?? now,
-      now,
-      now,
-      write.priority ?? 0,
-      write.limited ? 1 : 0,
-    );
+    if (write.parentId === undefined) {
+      this.sql.insertJob.run(
+        jobId,
+        principal,
+        operation,
+        write.input,
+        write.maxAttempts,
+        write.callbackUrl ?? null,
+        traceContextColumn(write.traceContext),
+        write.runAt ?? now,
+        now,
+        now,
+        write.priority ?? 0,
+        write.limited ? 1 : 0,
+      );
+    } else {
+      this.sql.insertFollowUp.run(
+        jobId,
+        principal,
+        operation,
+        write.input,
+        write.maxAttempts,
+        traceContextColumn(write.traceContext),
+        write.runAt ?? now,
+        now,
+        now,
+        write.priority ?? 0,
+        write.limited ? 1 : 0,
+        write.parentId,
+      );
+    }
     this.sql.logAcceptance.run(jobId, write.acceptedEvent ?? null, now);
     this.counter.moved(operation, undefined, 'queued');
     this.sql.upsertIdempotencyKey.run(principal, operation, key, write.fingerprint, jobId, now, write.keyExpiresAt);
@@ -344,6 +362,8 @@ export class SqliteDriver implements Driver {
       if (!row) return undefined;
       const job = this.jobOf(row);
       if (job.callbackUrl || this.hooks?.notifies(job.operation)) withDeliveries(job, this.sql.deliveriesOfJob.all(id).map(toDelivery));
+      // Only a success stores follow-ups: the other jobs have no children to look for.
+      if (job.status === 'succeeded') job.children = this.sql.childrenOfJob.all(id).map((child) => child.id);
       return job;
     });
   }
@@ -561,19 +581,33 @@ export class SqliteDriver implements Driver {
   }
 
   finishJobs(finishes: Finish[]): Promise<Settled<boolean>[]> {
-    const outcomes = finishes.map(({ id, fence, outcome, now }) => this.write(() => this.finishWrite(id, fence, outcome, now)));
+    const outcomes = finishes.map(({ id, fence, outcome, now, followUps }) => this.write(() => this.finishWrite(id, fence, outcome, now, followUps)));
     this.writes.flushNow();
     return Promise.allSettled(outcomes).then(settledOf);
   }
 
-  private finishWrite(id: string, fence: number, outcome: JobOutcome, now: number): boolean {
+  private finishWrite(id: string, fence: number, outcome: JobOutcome, now: number, followUps: AcceptWrite[] | undefined): boolean {
     const result = outcome.status === 'succeeded' ? outcome.result : null;
     const location = outcome.status === 'succeeded' ? (outcome.location ?? null) : null;
     const error = outcome.status === 'succeeded' ? null : JSON.stringify(outcome.error);
     const row = this.sql.finishJob.get(outcome.status, result, location, this.problems.canceledWhileRunning, error, now, now, id, fence);
-    // The row says how the job ended: a cancel asked meanwhile (from any process) wins over the outcome.
-    if (row) this.recordChange(row, `job.${row.status}`, now, 'running');
-    return row !== undefined;
+    if (!row) return false;
+    // The row says how the job ended: a cancel asked meanwhile (from any process) wins over the
+    // outcome, and then its follow-ups are dropped with it. Stored in this write, they commit (or
+    // roll back) with the success.
+    const children = row.status === 'succeeded' && followUps?.length ? this.storeFollowUps(followUps) : undefined;
+    this.recordChange(row, `job.${row.status}`, now, 'running', children);
+    return true;
+  }
+
+  /** A succeeded job's follow-ups, accepted inside its finish's write; the ids of those created (a key already bound makes none). */
+  private storeFollowUps(followUps: AcceptWrite[]): string[] {
+    const created: string[] = [];
+    for (const write of followUps) {
+      const accepted = this.acceptWrite(write);
+      if (accepted.kind === 'created') created.push(accepted.jobId);
+    }
+    return created;
   }
 
   requeueJob(id: string, fence: number, requeue: Requeue, now: number): Promise<boolean> {

@@ -3,7 +3,7 @@ import { JOB_STATES, type JobState } from '../../core/job-states.js';
 import type { ClaimedRow, DeliveryRow, EventLogColumns, IdempotencyRow, JobRow, ScheduleRow } from '../rows.js';
 
 /** The columns a job is read with (GET /jobs/{id}). */
-const JOB_COLUMNS = `id, principal, operation, status, attempts, max_attempts, priority, cancel_requested, progress, callback_url, result, result_location, error, run_at, created_at, updated_at, finished_at, version, fence, lease_owner, lease_epoch, lease_expires_at`;
+const JOB_COLUMNS = `id, principal, operation, status, attempts, max_attempts, priority, cancel_requested, progress, callback_url, result, result_location, error, run_at, created_at, updated_at, finished_at, version, fence, lease_owner, lease_epoch, lease_expires_at, parent_id`;
 const DELIVERY_COLUMNS = `id, job_id, url, notifier, event_type, payload, status, attempts, max_attempts, next_attempt_at, last_status, last_error, created_at, updated_at`;
 const CLAIMED_COLUMNS = `${JOB_COLUMNS}, input, trace_context`;
 
@@ -143,6 +143,11 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
       `INSERT INTO jobs (id, principal, operation, input, status, max_attempts, callback_url, trace_context, run_at, created_at, updated_at, priority, limited)
        VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)`,
     ),
+    /** A follow-up (ctx.enqueue), stored with its parent's success: insertJob with the parent named. */
+    insertFollowUp: db.prepare<[string, string, string, string, number, string | null, number, number, number, number, number, string]>(
+      `INSERT INTO jobs (id, principal, operation, input, status, max_attempts, trace_context, run_at, created_at, updated_at, priority, limited, parent_id)
+       VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ),
     /** The acceptance in the event log: job.queued of version 0, its data NULL (built from the job row when read) unless the job starts later. */
     logAcceptance: db.prepare<[string, string | null, number]>(
       `INSERT INTO job_events (job_id, version, type, data, created_at) VALUES (?, 0, 'job.queued', ?, ?)`,
@@ -150,6 +155,8 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
 
     // --- reading and canceling ----------------------------------------------------------
     getJob: db.prepare<[string, string], SqliteJobRow>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ? AND principal = ?`),
+    /** The jobs a job's success enqueued, oldest first; served by jobs_children, which holds only jobs with a parent. */
+    childrenOfJob: db.prepare<[string], { id: string }>(`SELECT id FROM jobs INDEXED BY jobs_children WHERE parent_id = ? ORDER BY seq`),
     cancelQueuedJob: db.prepare<[string, number, number, string, string], SqliteJobRow>(
       `UPDATE jobs SET version = version + 1, status = 'canceled', error = ?, updated_at = ?, finished_at = ? WHERE id = ? AND principal = ? AND status = 'queued'
        RETURNING ${JOB_COLUMNS}`,
