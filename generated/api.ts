@@ -20,6 +20,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/reports/index": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Index a finished report in the background
+         * @description A follow-up of createReport: a report asked for with `index: true` enqueues this job from
+         *     its handler (ctx.enqueue), and the job is stored in the transaction that records the
+         *     report's success, so a report is indexed if and only if it was built. It can be
+         *     submitted on its own too.
+         */
+        post: operations["indexReport"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/reports/estimate": {
         parameters: {
             query?: never;
@@ -196,6 +219,8 @@ export interface components {
             title: string;
             rows: number;
             format?: components["schemas"]["ReportFormat"];
+            /** @description Also index the finished report (an indexReport job, stored with the report's success); no default, so a request without it keeps its fingerprint. */
+            index?: boolean;
         };
         Report: {
             title: string;
@@ -203,6 +228,18 @@ export interface components {
             rowCount: number;
             bytes: number;
             sha256: string;
+        };
+        IndexRequest: {
+            /** @description The job id of the report. */
+            report: string;
+            title: string;
+            sha256: string;
+        };
+        IndexEntry: {
+            report: string;
+            sha256: string;
+            /** @description The title's words, lowercased, each once, in order. */
+            terms: string[];
         };
         Estimate: {
             rows: number;
@@ -526,6 +563,63 @@ export interface operations {
                     "application/json": components["schemas"]["JobAccepted"] & {
                         /** @enum {string} */
                         operation: "createReport";
+                    };
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["IdempotencyKeyReused"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    indexReport: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description Makes the submission safe to retry: 1 to 255 printable ASCII characters (the quoted Structured Field form is the same key). Scoped by principal and operation; a repeat with the same request answers the same job, a repeat with another request answers 422. */
+                "Idempotency-Key": components["parameters"]["IdempotencyKey"];
+                /** @description RFC 7240. `wait=N`: hold the answer until the job finishes or N seconds pass (the server caps N). On a submission, a job finished in time is answered with its result (200/201). `respond-async`: answer 202 at once. */
+                Prefer?: components["parameters"]["Prefer"];
+                /** @description Where to POST the job's terminal event (a signed Standard Webhooks delivery). Non-public addresses are refused unless allowed by the server. */
+                "Callback-URL"?: components["parameters"]["CallbackUrl"];
+                /** @description Start the job no earlier than this: delta-seconds (`60`) or an HTTP date (IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`; a time already past means now), at most the server's NOT_BEFORE_MAX_SECONDS ahead. The job is queued meanwhile, its `nextAttemptAt` the time asked. It is part of the request: a retry with the same Idempotency-Key and the same Not-Before replays the job, one with another Not-Before answers 422. */
+                "Not-Before"?: components["parameters"]["NotBefore"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["IndexRequest"];
+            };
+        };
+        responses: {
+            /** @description The report's index entry (what the job's `result` holds). */
+            200: {
+                headers: {
+                    "Preference-Applied": components["headers"]["PreferenceApplied"];
+                    "X-Job-ID": components["headers"]["JobId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["IndexEntry"];
+                };
+            };
+            /** @description Accepted; the report is indexed in the background. */
+            202: {
+                headers: {
+                    Location: components["headers"]["JobLocation"];
+                    "X-Job-ID": components["headers"]["JobId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
+                    "Idempotent-Replayed": components["headers"]["IdempotentReplayed"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobAccepted"] & {
+                        /** @enum {string} */
+                        operation: "indexReport";
                     };
                 };
             };

@@ -30,6 +30,8 @@ export { JobEngine } from './engine/job-engine.js';
 export type { Enqueue, Enqueued, EnqueueInput, EnqueueOptions } from './enqueue.js';
 export type {
   AsyncOperationId,
+  FollowUpEnqueue,
+  FollowUpOptions,
   HandlerContext,
   Handlers,
   OperationBody,

@@ -132,14 +132,18 @@ import { createTestApp, runHandler } from 'asyncfirst/testing';
 import type { operations, paths } from './api.js';
 
 const handlers: Handlers<operations> = {
-  async createReport({ body }, { signal, progress, log }) {
+  async createReport({ body }, { signal, progress, log, enqueue, job }) {
     if (body.rows > 1_000_000) throw new PermanentJobError('too many rows');
     await progress(50, 'half way');
     log.info({ aborted: signal.aborted }, 'building');
+    if (body.index && job) enqueue('indexReport', { body: { report: job.id, title: body.title, sha256: '' } }, { key: 'index' });
     return { title: body.title, format: body.format ?? 'csv', rowCount: body.rows, bytes: 0, sha256: '' };
   },
   estimateReport({ query }) {
     return { rows: query.rows, format: query.format ?? 'csv', estimatedBytes: query.rows * 10 };
+  },
+  indexReport({ body }) {
+    return { report: body.report, sha256: body.sha256, terms: [] };
   },
 };
 export const options = { contract: 'openapi.yaml', handlers, config: { databaseUrl: 'jobs.db', port: 3000 } };

@@ -170,6 +170,7 @@ describe('a synchronous handler that throws', () => {
         estimateReport: () => {
           throw new Error(secret);
         },
+        indexReport: reportHandlers.indexReport,
       },
       security: demoSecurity(parseApiKeys(API_KEYS)),
       config: { databaseUrl: tmp.dbPath, logLevel: 'silent', workerConcurrency: 0 },

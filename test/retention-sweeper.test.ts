@@ -74,6 +74,7 @@ describe('the retention sweeper', () => {
         return reportHandlers.createReport(input, context);
       },
       estimateReport: reportHandlers.estimateReport,
+      indexReport: reportHandlers.indexReport,
     };
     app = await createAsyncFirst({
       contract: await readContractFile(new URL('../openapi.yaml', import.meta.url).pathname),

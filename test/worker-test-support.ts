@@ -90,7 +90,7 @@ export function customApp(options: {
   return createAsyncFirst({
     ...(options.store ? { store: options.store } : {}),
     contract: CONTRACT_PATH,
-    handlers: { createReport: options.createReport, estimateReport: reportHandlers.estimateReport },
+    handlers: { createReport: options.createReport, estimateReport: reportHandlers.estimateReport, indexReport: reportHandlers.indexReport },
     security: demoSecurity(parseApiKeys(API_KEYS)),
     operations: options.createReportOptions ? { createReport: options.createReportOptions } : {},
     config: {

@@ -122,6 +122,7 @@ try {
     estimateReport({ query }) {
       return { rows: query.rows, format: query.format ?? 'csv', estimatedBytes: 0 };
     },
+    indexReport: reportHandlers.indexReport,
   };
   const app = await createAsyncFirst({
     contract: CONTRACT_PATH,

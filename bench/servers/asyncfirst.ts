@@ -11,7 +11,7 @@
 import type { FastifyRequest } from 'fastify';
 import type { operations } from '../../generated/api.js';
 import { type AsyncFirstApp, createAsyncFirst } from '../../src/app.js';
-import { createDemo, demoSecurity, parseApiKeys } from '../../src/demo/service.js';
+import { createDemo, demoSecurity, parseApiKeys, reportHandlers } from '../../src/demo/service.js';
 import type { Handlers } from '../../src/handlers.js';
 import { announce, cpuProfiler, rss, serveParent } from '../lib/child-side.js';
 import { asyncfirstChannel, benchSchemaName, countQueries, type DatabaseWindow, dropSchema, namedConnectionUrl, startDatabaseWindow } from '../lib/postgres.js';
@@ -49,6 +49,7 @@ if (mode === 'demo') {
     estimateReport({ query }) {
       return { rows: query.rows, format: query.format ?? 'csv', estimatedBytes: 0 };
     },
+    indexReport: reportHandlers.indexReport,
   };
   app = await createAsyncFirst({ contract: CONTRACT_PATH, handlers, security: demoSecurity(parseApiKeys(BENCH_API_KEYS)), config });
   // Hooks can still be added: app.server is built but not ready until listen().

@@ -50,3 +50,8 @@ export function estimateBytes(rows: number, format: ReportFormat): number {
   const widestRow = reportRow('x'.repeat(20), rows, format).length + 6;
   return (format === 'csv' ? 16 : 2) + rows * widestRow;
 }
+
+/** The index terms of a report's title: its words (letters and digits), lowercased, each once, in order. */
+export function indexTerms(title: string): string[] {
+  return [...new Set(title.toLowerCase().match(/[\p{L}\p{N}]+/gu) ?? [])];
+}

@@ -4,7 +4,7 @@ import type { AsyncFirstConfig } from '../config.js';
 import type { Notifier } from '../delivery/notifiers.js';
 import type { Handlers } from '../handlers.js';
 import type { SecurityHandler } from '../http/security.js';
-import { buildReport, estimateBytes } from './report.js';
+import { buildReport, estimateBytes, indexTerms } from './report.js';
 
 /** The key accepted when API_KEYS is unset (development only; a warning is logged). */
 export const DEVELOPMENT_API_KEY = 'dev-key';
@@ -12,8 +12,14 @@ export const DEVELOPMENT_PRINCIPAL = 'developer';
 
 /** The demo's handlers, typed from generated/: a missing or mistyped handler is a compile error. */
 export const reportHandlers: Handlers<operations> = {
-  async createReport({ body }, { signal, progress }) {
-    return buildReport(body, signal, progress);
+  async createReport({ body }, { signal, progress, enqueue, job }) {
+    const report = await buildReport(body, signal, progress);
+    // The event-driven side effect: stored with this report's success, in the same transaction, or not at all.
+    if (body.index === true && job) enqueue('indexReport', { body: { report: job.id, title: report.title, sha256: report.sha256 } }, { key: 'index' });
+    return report;
+  },
+  indexReport({ body }) {
+    return { report: body.report, sha256: body.sha256, terms: indexTerms(body.title) };
   },
   estimateReport({ query }) {
     const format = query.format ?? 'csv';
