@@ -150,6 +150,8 @@ function violations(schema: Schema, value: unknown, pointer = ''): string[] {
     case 'integer':
       if (typeof value !== 'number' || !Number.isInteger(value)) return [pointer];
       return value < (schema.minimum ?? Number.NEGATIVE_INFINITY) || value > (schema.maximum ?? Number.POSITIVE_INFINITY) ? [pointer] : [];
+    case 'boolean':
+      return typeof value === 'boolean' ? [] : [pointer];
     default:
       return [];
   }
@@ -203,6 +205,8 @@ function validValue(schema: Schema): fc.Arbitrary<unknown> {
     }
     case 'integer':
       return fc.integer({ min: schema.minimum ?? -1e9, max: schema.maximum ?? 1e9 });
+    case 'boolean':
+      return fc.boolean();
     default:
       return fc.jsonValue({ maxDepth: 2 });
   }
@@ -290,6 +294,9 @@ function mutatedValue(schema: Schema, pointer = ''): fc.Arbitrary<Mutation> {
       }
       break;
     }
+    case 'boolean':
+      options.push(at(['true', 1, 0, null, [], {}], 'not a boolean'));
+      break;
   }
   return fc.oneof(...options);
 }
