@@ -232,7 +232,7 @@ describe('the demo: a report asked for with index: true is indexed by a follow-u
   });
 
   it("runHandler records the handler's follow-ups, checked against the contract", async () => {
-    const run = await runHandler(demoOptions(), 'createReport', { body: { title: 'Q3 sales', rows: 3, index: true } });
+    const run = await runHandler(demoOptions({ apiKeys: 'alice:key-a' }), 'createReport', { body: { title: 'Q3 sales', rows: 3, index: true } });
     expect(run.followUps).toEqual([
       {
         operationId: 'indexReport',
@@ -240,10 +240,12 @@ describe('the demo: a report asked for with index: true is indexed by a follow-u
         options: { key: 'index' },
       },
     ]);
-    expect((await runHandler(demoOptions(), 'createReport', { body: { title: 'Q3 sales', rows: 3 } })).followUps).toEqual([]);
-    await expect(runHandler(demoOptions(), 'indexReport', { body: { report: 'r', title: 't', sha256: SHA } })).resolves.toMatchObject({
-      result: { report: 'r', sha256: SHA, terms: ['t'] },
-    });
+    expect((await runHandler(demoOptions({ apiKeys: 'alice:key-a' }), 'createReport', { body: { title: 'Q3 sales', rows: 3 } })).followUps).toEqual([]);
+    await expect(runHandler(demoOptions({ apiKeys: 'alice:key-a' }), 'indexReport', { body: { report: 'r', title: 't', sha256: SHA } })).resolves.toMatchObject(
+      {
+        result: { report: 'r', sha256: SHA, terms: ['t'] },
+      },
+    );
   });
 });
 
