@@ -28,7 +28,11 @@ async function start(options: {
   if (options.declared !== undefined) contract['x-asyncfirst-schedules'] = options.declared;
   const app = await createAsyncFirst({
     contract,
-    handlers: { createReport: options.createReport ?? reportHandlers.createReport, estimateReport: reportHandlers.estimateReport },
+    handlers: {
+      createReport: options.createReport ?? reportHandlers.createReport,
+      estimateReport: reportHandlers.estimateReport,
+      indexReport: reportHandlers.indexReport,
+    },
     security: demoSecurity(parseApiKeys('alice:key-a')),
     ...(options.schedules ? { schedules: options.schedules } : {}),
     config: { databaseUrl: dbPath, logLevel: 'silent', pollIntervalMs: 20, workerConcurrency: options.workerConcurrency ?? 4 },
