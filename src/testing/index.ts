@@ -107,10 +107,12 @@ export async function createTestApp<HandlerMap extends object>(options: AsyncFir
       for (;;) {
         const counts = await app.store.countJobs();
         const pending = counts.filter((count) => !(FINISHED_STATES as readonly string[]).includes(count.status) && count.count > 0);
-        if (pending.length === 0) return;
+        // A finish is visible in the counts once committed; the worker is done with the job (its log
+        // line written, its attempt's work over) once the commit is durable and acknowledged.
+        if (pending.length === 0 && (app.runtime.worker?.activeJobs ?? 0) === 0) return;
         if (Date.now() > deadline) {
           throw new Error(
-            `jobs still pending after ${timeoutMs} ms: ${pending.map((count) => `${count.count} ${count.operation} ${count.status}`).join(', ')}`,
+            `jobs still pending after ${timeoutMs} ms: ${pending.map((count) => `${count.count} ${count.operation} ${count.status}`).join(', ') || `the worker still holds ${app.runtime.worker?.activeJobs} job(s)`}`,
           );
         }
         await new Promise((done) => setTimeout(done, 10));
