@@ -43,6 +43,8 @@ export interface OperationOptions<Input = { params: unknown; query: unknown; bod
    * { notifier, on: ['job.failed', …] }; replaces the contract's x-asyncfirst notify (an empty list: none).
    */
   notify?: NotifyEntry[];
+  /** Seconds the operation's finished jobs (`jobs`) and idempotency keys (`keys`) are kept, each field over the contract's (default: JOB_RETENTION_MS, IDEMPOTENCY_RETENTION_MS). */
+  retention?: { jobs?: number; keys?: number };
   /** Asynchronous operations: may refuse a submission (throw an HttpProblem) before its job or key is stored. */
   beforeAccept?: BeforeAccept<Input>;
 }
@@ -147,6 +149,9 @@ async function prepare<HandlerMap extends object>(options: AsyncFirstOptions<Han
   );
   const maxAttempts = (operationId: string) => policies.get(operationId)?.maxAttempts ?? inCode(operationId)?.maxAttempts ?? config.maxAttempts;
   const beforeAccept = (operationId: string): BeforeAccept | undefined => inCode(operationId)?.beforeAccept;
+  const keyRetentionMs = (operationId: string) => policies.get(operationId)?.keyRetentionMs ?? config.idempotencyRetentionMs;
+  const jobRetentionByOperation = new Map<string, number>();
+  for (const [operationId, policy] of policies) if (policy.jobRetentionMs !== undefined) jobRetentionByOperation.set(operationId, policy.jobRetentionMs);
   const schedules = settleSchedules(document[SCHEDULES_EXTENSION], options.schedules, operations, validators, source);
   const webhookSecrets = parseWebhookSecrets(config.webhookSecret);
   const callbackPolicy = CallbackPolicy.fromList(config.webhookAllowedHosts);
@@ -172,13 +177,14 @@ async function prepare<HandlerMap extends object>(options: AsyncFirstOptions<Han
     store,
     log,
     operations: jobOperations,
-    schedules: { schedules, maxAttempts, keyRetentionMs: () => config.idempotencyRetentionMs },
+    schedules: { schedules, maxAttempts, keyRetentionMs },
+    jobRetentionByOperation,
     planFollowUp: (tracing) =>
       makeFollowUpPlanner({
         operations,
         validators,
         maxAttempts,
-        idempotencyRetentionMs: config.idempotencyRetentionMs,
+        keyRetentionMs,
         notBeforeMaxSeconds: config.notBeforeMaxSeconds,
         ...(tracing ? { tracing } : {}),
       }),
@@ -190,12 +196,27 @@ async function prepare<HandlerMap extends object>(options: AsyncFirstOptions<Han
     validators,
     store,
     maxAttempts,
-    idempotencyRetentionMs: config.idempotencyRetentionMs,
+    keyRetentionMs,
     notBeforeMaxSeconds: config.notBeforeMaxSeconds,
     ...(runtime.tracing ? { tracing: runtime.tracing } : {}),
     log,
   });
-  return { config, contract, operations, handlers, validators, maxAttempts, beforeAccept, callbackPolicy, webhookSecrets, log, store, runtime, enqueue };
+  return {
+    config,
+    contract,
+    operations,
+    handlers,
+    validators,
+    maxAttempts,
+    keyRetentionMs,
+    beforeAccept,
+    callbackPolicy,
+    webhookSecrets,
+    log,
+    store,
+    runtime,
+    enqueue,
+  };
 }
 
 function background<HandlerMap>(config: AsyncFirstConfig, runtime: JobRuntime, log: FastifyBaseLogger, enqueue: Enqueue): AsyncFirstBackground<HandlerMap> {
@@ -229,6 +250,7 @@ export async function createAsyncFirst<HandlerMap extends object>(options: Async
         handlers: prepared.handlers,
         validators: prepared.validators,
         maxAttempts: prepared.maxAttempts,
+        keyRetentionMs: prepared.keyRetentionMs,
         beforeAccept: prepared.beforeAccept,
       },
       securityHandlers: options.security ?? {},
@@ -243,7 +265,6 @@ export async function createAsyncFirst<HandlerMap extends object>(options: Async
           keepAliveTimeoutMs: config.keepAliveTimeoutMs,
           maxConnections: config.maxConnections,
         },
-        idempotencyRetentionMs: config.idempotencyRetentionMs,
         longPollMaxSeconds: config.longPollMaxSeconds,
         notBeforeMaxSeconds: config.notBeforeMaxSeconds,
       },

@@ -67,7 +67,8 @@ export function makeEnqueue(deps: {
   validators: ContractValidators;
   store: Store;
   maxAttempts: (operationId: string) => number;
-  idempotencyRetentionMs: number;
+  /** How long the operation's idempotency keys stay bound (its retention.keys, else IDEMPOTENCY_RETENTION_MS). */
+  keyRetentionMs: (operationId: string) => number;
   /** NOT_BEFORE_MAX_SECONDS: how far ahead runAt may be. */
   notBeforeMaxSeconds: number;
   /** Stores the caller's active trace context with the job (absent: TRACING=off). */
@@ -98,7 +99,7 @@ export function makeEnqueue(deps: {
       ...(traceContext === undefined ? {} : { traceContext }),
       ...(notBefore === undefined ? {} : { runAt: notBefore.runAt }),
       now,
-      keyExpiresAt: Math.max(now, notBefore?.runAt ?? now) + deps.idempotencyRetentionMs,
+      keyExpiresAt: Math.max(now, notBefore?.runAt ?? now) + deps.keyRetentionMs(operationId),
     });
     if (outcome.kind === 'mismatch') {
       throw new ProblemError(

@@ -32,7 +32,8 @@ export function makeFollowUpPlanner(deps: {
   operations: OperationSpec[];
   validators: ContractValidators;
   maxAttempts: (operationId: string) => number;
-  idempotencyRetentionMs: number;
+  /** How long an operation's idempotency keys are kept (its retention.keys, else IDEMPOTENCY_RETENTION_MS). */
+  keyRetentionMs: (operationId: string) => number;
   notBeforeMaxSeconds: number;
   /** The handler's active trace context (its attempt's span) goes with the child (absent: TRACING=off, the parent's own). */
   tracing?: JobTracing;
@@ -60,7 +61,7 @@ export function makeFollowUpPlanner(deps: {
       maxAttempts: deps.maxAttempts(operationId),
       ...(traceContext === undefined ? {} : { traceContext }),
       ...(notBefore === undefined ? {} : { runAt: notBefore.runAt }),
-      keyRetentionMs: deps.idempotencyRetentionMs,
+      keyRetentionMs: deps.keyRetentionMs(operationId),
     };
   };
 }

@@ -9,7 +9,7 @@ import { taskContract } from './policy-support.js';
 
 /*
  * x-asyncfirst on an operation: its JSON Schema stops a start on a bad value (naming the operation
- * and the field), fields not supported yet are refused rather than ignored, options in code are
+ * and the field), options in code are
  * checked the same way and override the contract, and the served document keeps the extension.
  */
 
@@ -53,7 +53,13 @@ describe('x-asyncfirst: a bad value stops the start, naming the operation and th
     [{ backoff: {} }, 'x-asyncfirst.backoff must give base or max (seconds)'],
     [{ backoff: { base: 1, jitter: true } }, 'x-asyncfirst.backoff.jitter is not a known field (known: base, max)'],
     [{ backoff: { base: 10, max: 5 } }, 'backoff.max (5 s) is below backoff.base (10 s)'],
-    [{ retries: 3 }, 'x-asyncfirst.retries is not a known field (known: maxAttempts, timeout, backoff, priority, concurrency, rateLimit, notify)'],
+    [{ retries: 3 }, 'x-asyncfirst.retries is not a known field (known: maxAttempts, timeout, backoff, priority, concurrency, rateLimit, notify, retention)'],
+    [{ retention: 3600 }, 'x-asyncfirst.retention must be object (given: 3600)'],
+    [{ retention: {} }, 'x-asyncfirst.retention must give jobs or keys (seconds)'],
+    [{ retention: { jobs: 0 } }, 'x-asyncfirst.retention.jobs must be > 0 (given: 0)'],
+    [{ retention: { keys: '1d' } }, 'x-asyncfirst.retention.keys must be number (given: "1d")'],
+    [{ retention: { jobs: 11 * 365 * 24 * 3600 } }, 'x-asyncfirst.retention.jobs must be <= 315360000'],
+    [{ retention: { jobs: 60, results: 60 } }, 'x-asyncfirst.retention.results is not a known field (known: jobs, keys)'],
     [{ priority: 1.5 }, 'x-asyncfirst.priority must be integer (given: 1.5)'],
     [{ priority: 101 }, 'x-asyncfirst.priority must be <= 100 (given: 101)'],
     [{ priority: 'high' }, 'x-asyncfirst.priority must be integer (given: "high")'],
@@ -70,12 +76,6 @@ describe('x-asyncfirst: a bad value stops the start, naming the operation and th
     const message = await startError(taskContract(policy));
     expect(message).toContain('POST /tasks (runTask)');
     expect(message).toContain(expected);
-  });
-
-  it.each(['retention'])('refuses %s, which is not supported yet, instead of ignoring it', async (field) => {
-    const message = await startError(taskContract({ maxAttempts: 3, [field]: 1 }));
-    expect(message).toContain('POST /tasks (runTask)');
-    expect(message).toContain(`x-asyncfirst.${field} is not supported yet`);
   });
 
   it('refuses the extension on a synchronous operation, whose calls are no jobs', async () => {
@@ -107,7 +107,10 @@ describe('x-asyncfirst: a bad value stops the start, naming the operation and th
       'operations.runTask.priority must be >= -100 (given: -200)',
     );
     expect(await startError(taskContract(), { runTask: { rateLimit: { max: 2 } as never } })).toContain('operations.runTask.rateLimit must give per');
-    expect(await startError(taskContract(), { runTask: { retention: 1 } as never })).toContain('operations.runTask.retention is not supported yet');
+    expect(await startError(taskContract(), { runTask: { retention: 1 } as never })).toContain('operations.runTask.retention must be object (given: 1)');
+    expect(await startError(taskContract({ retention: { jobs: 60 } }), { runTask: { retention: { keys: -1 } } })).toContain(
+      'operations.runTask.retention.keys must be > 0 (given: -1)',
+    );
   });
 });
 

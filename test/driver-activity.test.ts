@@ -46,6 +46,29 @@ describe.each(driversUnderTest('af_activity'))('the $name driver', ({ database }
     expect(await engine.jobActivity(thisMinute)).toEqual([{ minute: thisMinute, accepted: 3, succeeded: 0, failed: 0, canceled: 1 }]);
   });
 
+  it("adds up the jobs finished per minute across operations, whichever operation's jobs are older", async () => {
+    const [engine] = await open(1);
+    if (!engine) throw new Error('no engine');
+    const thisMinute = Math.floor(Date.now() / MINUTE) * MINUTE;
+    const since = thisMinute - 10 * MINUTE;
+    for (const operation of ['alpha', 'createReport', 'zeta']) {
+      for (const key of ['a', 'b']) await engine.acceptJob(acceptRequest(`${operation}-${key}`, { operation, now: since - MINUTE }));
+    }
+    const claimed = await engine.claimJobs({ owner: 'w', limit: 10, now: Date.now(), leaseMs: 30_000 });
+    expect(claimed).toHaveLength(6);
+    // One job of each operation finishes in the window's first minute; the others before it (alpha's), or in this minute.
+    for (const [index, job] of claimed.entries()) {
+      const at = index % 2 === 0 ? since + 1 : job.operation === 'alpha' ? since - 1 : thisMinute + 1;
+      const outcome =
+        job.operation === 'zeta' ? { status: 'failed' as const, error: problem('jobHandlerFailed', 'boom') } : { status: 'succeeded' as const, result: '{}' };
+      expect(await engine.finishJob(job.id, job.fence, outcome, at)).toBe(true);
+    }
+    expect(await engine.jobActivity(since)).toEqual([
+      { minute: since, accepted: 0, succeeded: 2, failed: 1, canceled: 0 },
+      { minute: thisMinute, accepted: 0, succeeded: 1, failed: 1, canceled: 0 },
+    ]);
+  });
+
   it("reads a job's input for its own principal only", async () => {
     const [engine] = await open(1);
     if (!engine) throw new Error('no engine');

@@ -475,6 +475,51 @@ describe.each(DRIVERS)('the $name driver', ({ database }) => {
     expect((await engine.acceptJob(acceptRequest('done'))).kind).toBe('created');
   });
 
+  it("sweeps an operation's finished jobs before its own time and every other operation's before the global one, across batches", async () => {
+    db = database();
+    const engine = await db.open({ sweepBatchSize: 2 });
+    engines.push(engine);
+    const base = Date.now() - 100_000;
+    // Three operations, two finished jobs each (at base + 10 and base + 20) and one still queued.
+    const finished = new Map<string, string[]>();
+    for (const operation of ['alpha', 'createReport', 'zeta']) {
+      finished.set(operation, [await acceptOne(engine, `${operation}-1`, { operation }), await acceptOne(engine, `${operation}-2`, { operation })]);
+    }
+    const claimed = await engine.claimJobs({ owner: 'w', limit: 10, now: Date.now(), leaseMs: 30_000 });
+    expect(claimed).toHaveLength(6);
+    for (const job of claimed) {
+      const at = finished.get(job.operation)?.[0] === job.id ? base + 10 : base + 20;
+      expect(await engine.finishJob(job.id, job.fence, { status: 'succeeded', result: '{}' }, at)).toBe(true);
+    }
+    for (const operation of finished.keys()) await acceptOne(engine, `${operation}-queued`, { operation });
+    const statuses = async () => {
+      const listed = await engine.listJobs({ limit: 50 });
+      return listed.jobs.map((job) => `${job.operation}:${job.status}`).sort();
+    };
+    // alpha's time takes both of its jobs, zeta's neither; createReport's is the global time, which takes its first.
+    expect(
+      await engine.sweep(
+        Date.now(),
+        base + 15,
+        new Map([
+          ['alpha', base + 25],
+          ['zeta', base + 5],
+        ]),
+      ),
+    ).toEqual({ keys: 0, jobs: 3 });
+    expect(await statuses()).toEqual(['alpha:queued', 'createReport:queued', 'createReport:succeeded', 'zeta:queued', 'zeta:succeeded', 'zeta:succeeded']);
+    expect(await engine.getJob('alice', finished.get('createReport')?.[1] as string)).toMatchObject({ status: 'succeeded' });
+    // A longer time of its own keeps an operation's jobs past the global time.
+    expect(await engine.sweep(Date.now(), base + 30, new Map([['zeta', base + 15]]))).toEqual({ keys: 0, jobs: 2 });
+    expect(await statuses()).toEqual(['alpha:queued', 'createReport:queued', 'zeta:queued', 'zeta:succeeded']);
+    expect(await engine.countJobs()).toEqual([
+      { operation: 'alpha', status: 'queued', count: 1 },
+      { operation: 'createReport', status: 'queued', count: 1 },
+      { operation: 'zeta', status: 'queued', count: 1 },
+      { operation: 'zeta', status: 'succeeded', count: 1 },
+    ]);
+  });
+
   it('announces commits: jobs queued and changed in this process at once', async () => {
     const engine = await setup();
     const changed: string[] = [];

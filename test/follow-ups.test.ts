@@ -256,7 +256,7 @@ describe('what a follow-up inherits', () => {
       operations: describeOperations(await loadContract(document, 'openapi.yaml')),
       validators: new ContractValidators(document.openapi),
       maxAttempts: (operationId) => (operationId === 'indexReport' ? 4 : 3),
-      idempotencyRetentionMs: 5000,
+      keyRetentionMs: () => 5000,
       notBeforeMaxSeconds: 60,
     });
     const trace = { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' };

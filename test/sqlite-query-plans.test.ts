@@ -16,7 +16,7 @@ describe('SQLite query plans of the hot statements', () => {
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   });
 
-  it('claims due jobs through jobs_queued (by priority and per limited operation through their own indexes), in order, without sorting the queue, finds abandoned leases in one range of jobs_leased, and lists jobs newest first from an index in that order', async () => {
+  it('claims due jobs through jobs_queued (by priority and per limited operation through their own indexes), in order, without sorting the queue, finds abandoned leases in one range of jobs_leased, sweeps and charts finished jobs by ranges of jobs_finished_by_operation, and lists jobs newest first from an index in that order', async () => {
     const tmp = tempDir();
     cleanups.push(tmp.cleanup);
     const engine = await openSqliteEngine(tmp.dbPath);
@@ -89,6 +89,16 @@ describe('SQLite query plans of the hot statements', () => {
     }
     // A job's children (ctx.enqueue's follow-ups) are one range of the partial index that holds only jobs with a parent.
     expect(plan(sql.childrenOfJob, ['01ARZ3NDEKTSV4RRFFQ69G5FAV'])).toBe('SEARCH jobs USING INDEX jobs_children (parent_id=?)');
+
+    // The sweep and the dashboard's chart skip from operation to operation through
+    // jobs_finished_by_operation (one probe each), then read each one's range of finish times.
+    const skip =
+      'CO-ROUTINE finished | SETUP | SCAN CONSTANT ROW | SCALAR SUBQUERY 1 | SCAN jobs USING COVERING INDEX jobs_finished_by_operation | RECURSIVE STEP | SCAN finished | CORRELATED SCALAR SUBQUERY 3 | SEARCH jobs USING COVERING INDEX jobs_finished_by_operation (operation>?) | SCAN finished';
+    expect(plan(sql.finishedOperations, [])).toBe(skip);
+    expect(plan(sql.finishedJobsBefore, ['op', now, 500])).toBe('SEARCH jobs USING INDEX jobs_finished_by_operation (operation=? AND finished_at<?)');
+    expect(plan(sql.finishedPerMinute, [now])).toBe(
+      `${skip} | SEARCH jobs USING INDEX jobs_finished_by_operation (operation=? AND finished_at>?) | USE TEMP B-TREE FOR GROUP BY`,
+    );
 
     // Listings newest first: each reads an index in seq order (no sort), or the running jobs (a
     // worker's few) through jobs_leased, sorted.

@@ -28,6 +28,8 @@ export interface JobPolicyFields {
   rateLimit?: { max: number; per: number };
   /** Notifiers told of the job's endings: a notifier's name (every ending), or one with the endings it hears of. */
   notify?: NotifyEntry[];
+  /** How long, in seconds, the operation's finished jobs (`jobs`) and its idempotency keys (`keys`) are kept; each in place of JOB_RETENTION_MS, IDEMPOTENCY_RETENTION_MS. */
+  retention?: { jobs?: number; keys?: number };
 }
 
 /** One entry of `notify`: a notifier's name (told of every ending), or the name and the endings it is told of. */
@@ -48,16 +50,20 @@ export interface JobPolicy {
   rateLimit: { max: number; perMs: number } | undefined;
   /** The notifiers told of the operation's job endings (none: nothing more is written when a job ends). */
   notify: NotificationRoute[];
+  /** How long a finished job is kept; undefined: JOB_RETENTION_MS. */
+  jobRetentionMs: number | undefined;
+  /** How long an idempotency key stays bound; undefined: IDEMPOTENCY_RETENTION_MS. */
+  keyRetentionMs: number | undefined;
 }
 
-/** Fields issue 9 plans whose enforcement needs the claim to change on both drivers: refused until then. */
-const NOT_SUPPORTED_YET = ['retention'];
-
 /** The fields of the extension, as an unknown one's error lists them. */
-const KNOWN_FIELDS = ['maxAttempts', 'timeout', 'backoff', 'priority', 'concurrency', 'rateLimit', 'notify'];
+const KNOWN_FIELDS = ['maxAttempts', 'timeout', 'backoff', 'priority', 'concurrency', 'rateLimit', 'notify', 'retention'];
 
 /** The longest timeout and backoff accepted: a week (timers in Node.js hold at most 24.8 days). */
 const MAX_SECONDS = 7 * 24 * 60 * 60;
+
+/** The longest retention accepted: ten years (no timer holds it; the sweeper compares times). */
+const MAX_RETENTION_SECONDS = 10 * 365 * 24 * 60 * 60;
 
 /** The extension's JSON Schema (draft-07, as ajv's default class reads it). */
 export const JOB_POLICY_SCHEMA = {
@@ -88,6 +94,15 @@ export const JOB_POLICY_SCHEMA = {
     },
     // Its entries are checked by checkedNotify, whose messages name the entry and the notifiers known.
     notify: { type: 'array' },
+    retention: {
+      type: 'object',
+      additionalProperties: false,
+      minProperties: 1,
+      properties: {
+        jobs: { type: 'number', exclusiveMinimum: 0, maximum: MAX_RETENTION_SECONDS },
+        keys: { type: 'number', exclusiveMinimum: 0, maximum: MAX_RETENTION_SECONDS },
+      },
+    },
   },
 } as const;
 
@@ -143,6 +158,9 @@ export function settlePolicies(
       given.notify !== undefined
         ? checkedNotify(given.notify, `operations.${operation.operationId}`, notifiers)
         : checkedNotify(declared.notify ?? [], `${source}: ${place}: ${POLICY_EXTENSION}`, notifiers);
+    // Field by field, as backoff: code's jobs or keys over the contract's, each else the global setting.
+    const jobRetention = given.retention?.jobs ?? declared.retention?.jobs;
+    const keyRetention = given.retention?.keys ?? declared.retention?.keys;
     policies.set(operation.operationId, {
       maxAttempts: given.maxAttempts ?? declared.maxAttempts ?? defaults.maxAttempts,
       timeoutMs: timeout === undefined ? undefined : Math.max(1, Math.round(timeout * 1000)),
@@ -152,6 +170,8 @@ export function settlePolicies(
       concurrency: given.concurrency ?? declared.concurrency,
       rateLimit: rateLimit === undefined ? undefined : { max: rateLimit.max, perMs: Math.max(1, Math.round(rateLimit.per * 1000)) },
       notify,
+      jobRetentionMs: jobRetention === undefined ? undefined : Math.max(1, Math.round(jobRetention * 1000)),
+      keyRetentionMs: keyRetention === undefined ? undefined : Math.max(1, Math.round(keyRetention * 1000)),
     });
   }
   return policies;
@@ -192,7 +212,7 @@ function checkedNotify(entries: unknown[], where: string, notifiers: ReadonlySet
 /** The policy fields of an operation's options in code (its hooks are not policy). */
 function policyFieldsOf(options: object): Record<string, unknown> {
   const fields: Record<string, unknown> = {};
-  for (const name of [...KNOWN_FIELDS, ...NOT_SUPPORTED_YET]) {
+  for (const name of KNOWN_FIELDS) {
     const value = (options as Record<string, unknown>)[name];
     if (value !== undefined) fields[name] = value;
   }
@@ -202,10 +222,6 @@ function policyFieldsOf(options: object): Record<string, unknown> {
 /** A policy checked against the schema; `where` names it in the error (e.g. "…: x-asyncfirst"). */
 function checkedFields(value: unknown, where: string): JobPolicyFields {
   if (value === undefined) return {};
-  if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
-    const planned = NOT_SUPPORTED_YET.find((name) => name in value);
-    if (planned) throw new ContractError(`${where}.${planned} is not supported yet (it is planned); remove it`);
-  }
   if (validatePolicy(value)) return value as JobPolicyFields;
   throw new ContractError(`${where}${describeError((validatePolicy.errors ?? [])[0])}`);
 }
@@ -217,10 +233,10 @@ function describeError(error: ErrorObject | undefined): string {
   const at = field === '' ? '' : `.${field}`;
   if (error.keyword === 'additionalProperty' || error.keyword === 'additionalProperties') {
     const unknown = (error.params as { additionalProperty: string }).additionalProperty;
-    const known = field === 'backoff' ? 'base, max' : field === 'rateLimit' ? 'max, per' : KNOWN_FIELDS.join(', ');
+    const known = field === 'backoff' ? 'base, max' : field === 'rateLimit' ? 'max, per' : field === 'retention' ? 'jobs, keys' : KNOWN_FIELDS.join(', ');
     return `${at}.${unknown} is not a known field (known: ${known})`;
   }
-  if (error.keyword === 'minProperties') return `${at} must give base or max (seconds)`;
+  if (error.keyword === 'minProperties') return field === 'retention' ? `${at} must give jobs or keys (seconds)` : `${at} must give base or max (seconds)`;
   if (error.keyword === 'required')
     return `${at} must give ${(error.params as { missingProperty: string }).missingProperty} (rateLimit is { max: starts, per: seconds })`;
   return `${at} ${error.message ?? 'is not valid'} (given: ${JSON.stringify(error.data)})`;

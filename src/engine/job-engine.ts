@@ -344,13 +344,14 @@ export class JobEngine implements Store {
   }
 
   /**
-   * Deletes expired key records, then jobs finished before the time, a batch at a time: each
-   * batch is its own short transaction, and the event loop serves requests between batches.
+   * Deletes expired key records, then jobs finished before the time (their operation's own, where
+   * it has one), a batch at a time: each batch is its own short transaction, and the event loop
+   * serves requests between batches.
    */
-  async sweep(now: number, jobsFinishedBefore: number): Promise<{ keys: number; jobs: number }> {
+  async sweep(now: number, jobsFinishedBefore: number, byOperation: ReadonlyMap<string, number> = new Map()): Promise<{ keys: number; jobs: number }> {
     const total = { keys: 0, jobs: 0 };
     for (;;) {
-      const batch = await this.driver.sweepBatch(now, jobsFinishedBefore, this.sweepBatchSize);
+      const batch = await this.driver.sweepBatch(now, { others: jobsFinishedBefore, byOperation }, this.sweepBatchSize);
       total.keys += batch.keys;
       total.jobs += batch.jobs;
       if (batch.keys + batch.jobs === 0) return total;

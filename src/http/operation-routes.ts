@@ -38,7 +38,8 @@ export interface OperationRouteDeps {
   writeResult?: ((result: unknown) => WrittenResult) | undefined;
   /** Refuses a submission before anything is stored (asynchronous operations). */
   beforeAccept?: BeforeAccept | undefined;
-  idempotencyRetentionMs: number;
+  /** How long this operation's idempotency keys stay bound (its retention.keys, else IDEMPOTENCY_RETENTION_MS). */
+  keyRetentionMs: number;
   /** NOT_BEFORE_MAX_SECONDS: how far ahead a Not-Before may ask the job to start. */
   notBeforeMaxSeconds: number;
   /** Counts submissions (undefined: METRICS=off). */
@@ -167,7 +168,7 @@ function acceptHandler(operation: OperationSpec, deps: OperationRouteDeps) {
       ...(notBefore === undefined ? {} : { runAt: notBefore.runAt }),
       now,
       // A job that starts later keeps its key bound for the retention after its start, not after its submission.
-      keyExpiresAt: Math.max(now, notBefore?.runAt ?? now) + deps.idempotencyRetentionMs,
+      keyExpiresAt: Math.max(now, notBefore?.runAt ?? now) + deps.keyRetentionMs,
     });
     if (outcome.kind === 'mismatch') {
       throw new ProblemError(

@@ -26,6 +26,8 @@ export interface ServerDeps {
     handlers: Map<string, AnyHandler>;
     validators: ContractValidators;
     maxAttempts: (operationId: string) => number;
+    /** How long the operation's idempotency keys stay bound (its retention.keys, else IDEMPOTENCY_RETENTION_MS). */
+    keyRetentionMs: (operationId: string) => number;
     /** The operation's pre-acceptance hook, if the service gave one. */
     beforeAccept?: (operationId: string) => BeforeAccept | undefined;
   };
@@ -39,7 +41,6 @@ export interface ServerDeps {
     /** How deeply arrays and objects may nest in a JSON body (BODY_MAX_DEPTH). */
     bodyMaxDepth: number;
     connections: ConnectionLimits;
-    idempotencyRetentionMs: number;
     longPollMaxSeconds: number;
     notBeforeMaxSeconds: number;
   };
@@ -114,7 +115,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
       maxAttempts: contract.maxAttempts(operation.operationId),
       beforeAccept: contract.beforeAccept?.(operation.operationId),
       writeResult: operation.async || !operation.result?.schema ? undefined : contract.validators.resultWriter(operation.result.schema),
-      idempotencyRetentionMs: limits.idempotencyRetentionMs,
+      keyRetentionMs: contract.keyRetentionMs(operation.operationId),
       notBeforeMaxSeconds: limits.notBeforeMaxSeconds,
       metrics: runtime.metrics,
       tracing: runtime.tracing,

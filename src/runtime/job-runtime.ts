@@ -25,6 +25,8 @@ export interface JobRuntimeOptions {
   operations: Map<string, JobOperation>;
   /** The recurring schedules; their ticks are taken where the worker runs. */
   schedules?: Omit<SchedulerOptions, 'store' | 'log'>;
+  /** The operations whose finished jobs are kept for their own time (x-asyncfirst retention.jobs, ms) rather than JOB_RETENTION_MS. */
+  jobRetentionByOperation?: ReadonlyMap<string, number>;
   /** Present when webhooks are configured (WEBHOOK_SECRET). */
   webhooks?: { secrets: string[]; policy: CallbackPolicy };
   /** Present when the service has notifiers: them by name, and the SSRF guard their postJson goes through. */
@@ -144,7 +146,12 @@ export class JobRuntime {
       store.onDeliveriesQueued(() => dispatcher.notify());
       this.notificationDispatcher = dispatcher;
     }
-    this.sweeper = new Sweeper(store, { intervalMs: config.sweepIntervalMs, jobRetentionMs: config.jobRetentionMs, log: log.child({ component: 'sweeper' }) });
+    this.sweeper = new Sweeper(store, {
+      intervalMs: config.sweepIntervalMs,
+      jobRetentionMs: config.jobRetentionMs,
+      ...(options.jobRetentionByOperation ? { jobRetentionByOperation: options.jobRetentionByOperation } : {}),
+      log: log.child({ component: 'sweeper' }),
+    });
   }
 
   /** True once stop() began: requests are refused. */

@@ -344,8 +344,11 @@ export interface Driver {
   listSchedules(): Promise<ScheduleRecord[]>;
 
   // --- retention and health -------------------------------------------------------------
-  /** Deletes up to `limit` expired key records, or else up to `limit` jobs finished before the time (with their events and deliveries). */
-  sweepBatch(now: number, jobsFinishedBefore: number, limit: number): Promise<{ keys: number; jobs: number }>;
+  /**
+   * Deletes up to `limit` expired key records, or else up to `limit` finished jobs (with their
+   * events and deliveries): an operation's finished before its time in `finishedBefore.byOperation`, every other one's before `finishedBefore.others`.
+   */
+  sweepBatch(now: number, finishedBefore: FinishedBefore, limit: number): Promise<{ keys: number; jobs: number }>;
   /** Resolves when the database answers a round trip now; rejects with StoreUnavailableError otherwise. */
   checkReady(): Promise<void>;
   /** Flushes what is pending and disconnects. */
@@ -359,4 +362,10 @@ export interface MigrationStep {
   name?: string;
   /** Absent when the migration is about to run; its run time once it has. */
   ms?: number;
+}
+
+/** The times before which finished jobs are swept: per operation with its own retention, and for every other operation. */
+export interface FinishedBefore {
+  others: number;
+  byOperation: ReadonlyMap<string, number>;
 }

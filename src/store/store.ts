@@ -80,8 +80,11 @@ export interface Store {
   claimDeliveries(claim: DeliveryClaim): Promise<WebhookDelivery[]>;
   /** Records how a claimed delivery attempt ended; `nextAttemptAt` applies when it stays pending. */
   recordDelivery(delivery: WebhookDelivery, owner: string, outcome: DeliveryOutcome, now: number): Promise<boolean>;
-  /** Deletes expired idempotency records and jobs finished before `jobsFinishedBefore` (with their events and deliveries). */
-  sweep(now: number, jobsFinishedBefore: number): Promise<{ keys: number; jobs: number }>;
+  /**
+   * Deletes expired idempotency records and jobs finished before `jobsFinishedBefore` (with their
+   * events and deliveries); a job of an operation in `byOperation` goes when it finished before that operation's time instead.
+   */
+  sweep(now: number, jobsFinishedBefore: number, byOperation?: ReadonlyMap<string, number>): Promise<{ keys: number; jobs: number }>;
   /** Records the schedules this process ticks (a new one starts from `now`) and marks the others retired; returns each one's last tick. */
   declareSchedules(schedules: DeclaredSchedule[], now: number): Promise<Map<string, number>>;
   /**

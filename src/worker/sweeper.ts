@@ -10,7 +10,14 @@ export class Sweeper {
 
   constructor(
     private readonly store: Store,
-    private readonly options: { intervalMs: number; jobRetentionMs: number; log: FastifyBaseLogger },
+    private readonly options: {
+      intervalMs: number;
+      /** JOB_RETENTION_MS: how long a finished job is kept, unless its operation has its own. */
+      jobRetentionMs: number;
+      /** The operations with their own retention (x-asyncfirst retention.jobs), in ms. */
+      jobRetentionByOperation?: ReadonlyMap<string, number>;
+      log: FastifyBaseLogger;
+    },
   ) {}
 
   start(): void {
@@ -25,7 +32,9 @@ export class Sweeper {
   /** One sweep; returns how many rows it deleted. */
   async sweepNow(now: number = Date.now()): Promise<{ keys: number; jobs: number }> {
     try {
-      const deleted = await this.store.sweep(now, now - this.options.jobRetentionMs);
+      const byOperation = new Map<string, number>();
+      for (const [operation, retentionMs] of this.options.jobRetentionByOperation ?? []) byOperation.set(operation, now - retentionMs);
+      const deleted = await this.store.sweep(now, now - this.options.jobRetentionMs, byOperation);
       // Reading the counts folds what the store keeps of them (on PostgreSQL a delta per changing
       // statement), so they stay small where no dashboard or scrape reads them.
       await this.store.countJobs();

@@ -13,6 +13,7 @@ import type {
   EventLogRead,
   EventPosition,
   Finish,
+  FinishedBefore,
   JobListing,
   LimitedClaim,
   ListedJob,
@@ -854,7 +855,7 @@ export class PostgresDriver implements Driver {
 
   // --- retention and health -----------------------------------------------------------------------
 
-  async sweepBatch(now: number, jobsFinishedBefore: number, limit: number): Promise<{ keys: number; jobs: number }> {
+  async sweepBatch(now: number, finishedBefore: FinishedBefore, limit: number): Promise<{ keys: number; jobs: number }> {
     const deleteRows = async (statement: Statement, values: unknown[]) => {
       if (this.closed) throw new StoreUnavailableError('the store is closed');
       try {
@@ -865,7 +866,12 @@ export class PostgresDriver implements Driver {
     };
     const keys = await deleteRows(SQL.deleteExpiredKeys, [now, limit]);
     if (keys > 0) return { keys, jobs: 0 };
-    return { keys: 0, jobs: await deleteRows(SQL.deleteFinishedJobs, [jobsFinishedBefore, limit]) };
+    let jobs = 0;
+    for (const { operation } of await this.run<{ operation: string }>(SQL.finishedOperations, [])) {
+      if (jobs >= limit) break;
+      jobs += await deleteRows(SQL.deleteFinishedJobs, [operation, finishedBefore.byOperation.get(operation) ?? finishedBefore.others, limit - jobs]);
+    }
+    return { keys: 0, jobs };
   }
 
   async checkReady(): Promise<void> {

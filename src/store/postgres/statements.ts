@@ -102,6 +102,18 @@ export interface Statement {
 
 const statement = (name: string, text: string): Statement => ({ name: `asyncfirst_${name}`, text });
 
+/**
+ * The operations that have finished jobs, as the rows of a CTE `finished(operation)` (its last row
+ * NULL): each step reads the next operation from jobs_finished_by_operation, so it costs one
+ * index probe per operation, however many jobs each has.
+ */
+const FINISHED_OPERATIONS = `finished(operation) AS (
+     SELECT (SELECT operation FROM jobs WHERE finished_at IS NOT NULL ORDER BY operation LIMIT 1)
+     UNION ALL
+     SELECT (SELECT operation FROM jobs WHERE finished_at IS NOT NULL AND jobs.operation > finished.operation ORDER BY operation LIMIT 1)
+     FROM finished WHERE finished.operation IS NOT NULL
+   )`;
+
 /** What is left of a claim's limit ($4) after its takeovers. */
 const LEFT_AFTER_TAKEOVERS = `GREATEST(0, $4 - (SELECT count(*) FROM taken))`;
 /** The due jobs of priority 0 with no limit (the plain queue), by run time and insertion. */
@@ -325,10 +337,17 @@ export const SQL = {
     'accepted_per_minute',
     `SELECT created_at / 60000 * 60000 AS minute, count(*) AS count FROM jobs WHERE id >= $1 AND created_at >= $2 GROUP BY minute ORDER BY minute`,
   ),
-  /** Served by jobs_finished (finished_at): it reads the jobs finished since then only. */
+  /** Served by jobs_finished_by_operation: per operation that has finished jobs, one range of the jobs finished since then. */
   finishedPerMinute: statement(
     'finished_per_minute',
-    `SELECT finished_at / 60000 * 60000 AS minute, status, count(*) AS count FROM jobs WHERE finished_at >= $1 GROUP BY minute, status ORDER BY minute, status COLLATE "C"`,
+    // The aggregate inside LATERAL keeps it one parameterized range per operation (a plain join
+    // is planned as a hash join over every finished job's index entry).
+    `WITH RECURSIVE ${FINISHED_OPERATIONS}
+     SELECT minute, status, sum(count)::bigint AS count FROM finished CROSS JOIN LATERAL (
+       SELECT finished_at / 60000 * 60000 AS minute, status, count(*) AS count FROM jobs
+       WHERE jobs.operation = finished.operation AND jobs.finished_at >= $1 GROUP BY 1, 2
+     ) AS per_operation
+     GROUP BY minute, status ORDER BY minute, status COLLATE "C"`,
   ),
   jobInput: statement('job_input', `SELECT input FROM jobs WHERE id = $1 AND principal = $2`),
   getIdempotencyRecord: statement(
@@ -572,11 +591,13 @@ export const SQL = {
     'delete_expired_keys',
     `DELETE FROM idempotency_keys WHERE ctid IN (SELECT ctid FROM idempotency_keys WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)`,
   ),
-  /** Jobs finished before $1 (at most $2), with their events and deliveries. */
+  /** The operations that have finished jobs: a skip through jobs_finished_by_operation, one step per operation. */
+  finishedOperations: statement('finished_operations', `WITH RECURSIVE ${FINISHED_OPERATIONS} SELECT operation FROM finished WHERE operation IS NOT NULL`),
+  /** Operation $1's jobs finished before $2 (at most $3, one range of jobs_finished_by_operation), with their events and deliveries. */
   deleteFinishedJobs: statement(
     'delete_finished_jobs',
     `WITH doomed AS (
-       SELECT id FROM jobs WHERE finished_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED
+       SELECT id FROM jobs WHERE operation = $1 AND finished_at <= $2 LIMIT $3 FOR UPDATE SKIP LOCKED
      ), events AS (
        DELETE FROM job_events WHERE job_id IN (SELECT id FROM doomed)
      ), deliveries AS (

@@ -16,6 +16,7 @@ import type {
   EventLogRead,
   EventPosition,
   Finish,
+  FinishedBefore,
   JobListing,
   LimitedClaim,
   ListedJob,
@@ -686,18 +687,23 @@ export class SqliteDriver implements Driver {
     return this.read(() => this.sql.listSchedules.all().map(toScheduleRecord));
   }
 
-  sweepBatch(now: number, jobsFinishedBefore: number, limit: number): Promise<{ keys: number; jobs: number }> {
+  sweepBatch(now: number, finishedBefore: FinishedBefore, limit: number): Promise<{ keys: number; jobs: number }> {
     return this.write(() => {
       const keys = this.sql.deleteExpiredKeys.run(now, limit).changes;
       if (keys > 0) return { keys, jobs: 0 };
-      const ids = this.sql.finishedJobsBefore.all(jobsFinishedBefore, limit);
-      for (const { id, operation, status } of ids) {
-        this.sql.deleteJobEvents.run(id);
-        this.sql.deleteJobDeliveries.run(id);
-        this.sql.deleteJob.run(id);
-        this.counter.moved(operation, status as JobState, undefined);
+      let jobs = 0;
+      for (const { operation: name } of this.sql.finishedOperations.all()) {
+        if (jobs >= limit) break;
+        const before = finishedBefore.byOperation.get(name) ?? finishedBefore.others;
+        for (const { id, operation, status } of this.sql.finishedJobsBefore.all(name, before, limit - jobs)) {
+          this.sql.deleteJobEvents.run(id);
+          this.sql.deleteJobDeliveries.run(id);
+          this.sql.deleteJob.run(id);
+          this.counter.moved(operation, status as JobState, undefined);
+          jobs++;
+        }
       }
-      return { keys: 0, jobs: ids.length };
+      return { keys: 0, jobs };
     });
   }
 

@@ -2,6 +2,18 @@ import type BetterSqlite3 from 'better-sqlite3';
 import { JOB_STATES, type JobState } from '../../core/job-states.js';
 import type { ClaimedRow, DeliveryRow, EventLogColumns, IdempotencyRow, JobRow, ScheduleRow } from '../rows.js';
 
+/**
+ * The operations that have finished jobs, as the rows of a CTE `finished(operation)` (its last row
+ * NULL): each step reads the next operation from jobs_finished_by_operation, so it costs one
+ * index probe per operation, however many jobs each has.
+ */
+const FINISHED_OPERATIONS = `finished(operation) AS (
+     SELECT (SELECT operation FROM jobs WHERE finished_at IS NOT NULL ORDER BY operation LIMIT 1)
+     UNION ALL
+     SELECT (SELECT operation FROM jobs WHERE finished_at IS NOT NULL AND operation > finished.operation ORDER BY operation LIMIT 1)
+     FROM finished WHERE finished.operation IS NOT NULL
+   )`;
+
 /** The columns a job is read with (GET /jobs/{id}). */
 const JOB_COLUMNS = `id, principal, operation, status, attempts, max_attempts, priority, cancel_requested, progress, callback_url, result, result_location, error, run_at, created_at, updated_at, finished_at, version, fence, lease_owner, lease_epoch, lease_expires_at, parent_id`;
 const DELIVERY_COLUMNS = `id, job_id, url, notifier, event_type, payload, status, attempts, max_attempts, next_attempt_at, last_status, last_error, created_at, updated_at`;
@@ -360,9 +372,12 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
     acceptedPerMinute: db.prepare<[string, number], { minute: number; count: number }>(
       `SELECT created_at / 60000 * 60000 AS minute, count(*) AS count FROM jobs WHERE id >= ? AND created_at >= ? GROUP BY minute ORDER BY minute`,
     ),
-    /** Served by jobs_finished (finished_at): it reads the jobs finished since then only. */
+    /** Served by jobs_finished_by_operation: per operation that has finished jobs, one range of the jobs finished since then. */
     finishedPerMinute: db.prepare<[number], { minute: number; status: string; count: number }>(
-      `SELECT finished_at / 60000 * 60000 AS minute, status, count(*) AS count FROM jobs WHERE finished_at >= ? GROUP BY minute, status ORDER BY minute, status`,
+      `WITH RECURSIVE ${FINISHED_OPERATIONS}
+       SELECT jobs.finished_at / 60000 * 60000 AS minute, jobs.status AS status, count(*) AS count
+       FROM finished JOIN jobs ON jobs.operation = finished.operation AND jobs.finished_at >= ?
+       GROUP BY minute, jobs.status ORDER BY minute, jobs.status`,
     ),
     jobInput: db.prepare<[string, string], { input: string }>(`SELECT input FROM jobs WHERE id = ? AND principal = ?`),
     getIdempotencyRecord: db.prepare<[string, string, string], IdempotencyRow>(
@@ -425,8 +440,13 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
       `DELETE FROM idempotency_keys WHERE (principal, operation, key) IN
          (SELECT principal, operation, key FROM idempotency_keys WHERE expires_at <= ? LIMIT ?)`,
     ),
-    finishedJobsBefore: db.prepare<[number, number], { id: string; operation: string; status: string }>(
-      `SELECT id, operation, status FROM jobs WHERE finished_at <= ? LIMIT ?`,
+    /** The operations that have finished jobs: a skip through jobs_finished_by_operation, one step per operation. */
+    finishedOperations: db.prepare<[], { operation: string }>(
+      `WITH RECURSIVE ${FINISHED_OPERATIONS} SELECT operation FROM finished WHERE operation IS NOT NULL`,
+    ),
+    /** One operation's jobs finished before a time: one range of jobs_finished_by_operation. */
+    finishedJobsBefore: db.prepare<[string, number, number], { id: string; operation: string; status: string }>(
+      `SELECT id, operation, status FROM jobs WHERE operation = ? AND finished_at <= ? LIMIT ?`,
     ),
     deleteJobEvents: db.prepare<[string]>(`DELETE FROM job_events WHERE job_id = ?`),
     deleteJobDeliveries: db.prepare<[string]>(`DELETE FROM webhook_deliveries WHERE job_id = ?`),
