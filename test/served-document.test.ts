@@ -2,8 +2,19 @@ import { readFileSync } from 'node:fs';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
+import { createAsyncFirst } from '../src/app.js';
+import { readContractFile } from '../src/contract/load.js';
 import { JOB_STATES } from '../src/core/job-states.js';
-import { startDemo } from './helpers.js';
+import { demoSecurity, parseApiKeys, reportHandlers } from '../src/demo/service.js';
+import { API_KEYS, startDemo, tempDir } from './helpers.js';
+
+async function until(condition: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
 
 interface Operation {
   operationId?: string;
@@ -124,5 +135,42 @@ describe('the served OpenAPI document', () => {
     const response = await demo.app.server.inject({ method: 'GET', url: '/healthz' });
     expect(response.statusCode).toBe(200);
     expect(response.json()).toEqual({ status: 'ok' });
+  });
+});
+
+describe('the served document of a contract with schedules', () => {
+  it('leaves out the document-level x-asyncfirst-schedules (their crons and inputs), in JSON and YAML, and keeps each operation’s x-asyncfirst', async () => {
+    const contract = await readContractFile(new URL('../openapi.yaml', import.meta.url).pathname);
+    contract['x-asyncfirst-schedules'] = [
+      { name: 'nightly-report', operationId: 'createReport', cron: '0 0 3 * * *', timezone: 'Europe/Paris', input: { title: 'internal-ledger-7431', rows: 3 } },
+    ];
+    const policy = { maxAttempts: 4, retention: { jobs: 86_400 } };
+    (contract.paths?.['/reports']?.post as Record<string, unknown>)['x-asyncfirst'] = policy;
+    const tmp = tempDir();
+    const app = await createAsyncFirst({
+      contract,
+      handlers: reportHandlers,
+      security: demoSecurity(parseApiKeys(API_KEYS)),
+      config: { databaseUrl: tmp.dbPath, logLevel: 'silent' },
+    });
+    try {
+      app.startBackground();
+      // The schedule is in force (the service reads the contract it was given) ...
+      await until(async () => (await app.store.listSchedules()).some((schedule) => schedule.name === 'nightly-report'));
+      for (const url of ['/openapi.json', '/openapi.yaml']) {
+        const response = await app.server.inject({ method: 'GET', url });
+        expect(response.statusCode).toBe(200);
+        // ... but no client of the API is told of it: neither the extension nor its input appears.
+        expect(response.body).not.toContain('x-asyncfirst-schedules');
+        expect(response.body).not.toContain('internal-ledger-7431');
+        expect(response.body).not.toContain('nightly-report');
+        const served = (url.endsWith('.json') ? response.json() : parseYaml(response.body)) as ServedDocument;
+        expect(served.paths['/reports']?.post).toHaveProperty('x-asyncfirst', policy);
+      }
+      expect(app.servedDocument).not.toHaveProperty('x-asyncfirst-schedules');
+    } finally {
+      await app.close();
+      tmp.cleanup();
+    }
   });
 });

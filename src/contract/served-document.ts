@@ -2,6 +2,7 @@ import { FRAMEWORK_SCHEMAS } from './framework-schemas.js';
 import { jobsPaths } from './jobs-paths.js';
 import { ContractError, type OpenApiDocument } from './load.js';
 import type { OperationSpec } from './operations.js';
+import { SCHEDULES_EXTENSION } from './schedules.js';
 
 /** The operationIds of the endpoints asyncfirst adds to every contract. */
 export const FRAMEWORK_OPERATION_IDS = [
@@ -114,6 +115,9 @@ const WEBHOOK_CALLBACK = {
  */
 export function buildServedDocument(document: OpenApiDocument, operations: OperationSpec[]): OpenApiDocument {
   const served = structuredClone(document) as OpenApiDocument & { components?: Record<string, Record<string, unknown>> };
+  // The schedules are the service's own (cron, zone, each tick's input): no API client calls them,
+  // and their inputs may hold what the service keeps to itself. The operations' x-asyncfirst stays.
+  delete (served as Record<string, unknown>)[SCHEDULES_EXTENSION];
   const components = (served.components ??= {});
   for (const [section, entries] of Object.entries({ schemas: FRAMEWORK_SCHEMAS, ...FRAMEWORK_COMPONENTS })) {
     const target = (components[section] ??= {});
