@@ -42,6 +42,13 @@ describe('dashboard access', () => {
     expect(aliceStream.statusCode).toBe(403);
     expect(aliceStream.json().type).toBe('urn:asyncfirst:problem:forbidden');
     expect((await app.server.inject({ url: '/dashboard/api/events' })).statusCode).toBe(401);
+    // The schedules too: the operator reads them, nobody else.
+    const schedules = await app.server.inject({ url: '/dashboard/api/schedules', headers: BOB });
+    expect(schedules.statusCode).toBe(200);
+    expect(schedules.headers['content-security-policy']).toContain("default-src 'none'");
+    expect(schedules.json()).toEqual({ schedules: [] });
+    expect((await app.server.inject({ url: '/dashboard/api/schedules', headers: ALICE })).statusCode).toBe(403);
+    expect((await app.server.inject({ url: '/dashboard/api/schedules' })).statusCode).toBe(401);
   });
 
   it("shows a job's newest 200 events, reading no older ones", async () => {

@@ -8,6 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { operations } from '../generated/api.js';
 import { type AsyncFirstApp, createAsyncFirst } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
+import type { ScheduleDefinition } from '../src/contract/schedules.js';
 import { problem } from '../src/core/problems.js';
 import { demoOptions, reportHandlers } from '../src/demo/service.js';
 import { openSqliteEngine } from '../src/engine/open-engine.js';
@@ -68,11 +69,21 @@ let context: BrowserContext;
 let browserProfile = '';
 const consoleErrors: string[] = [];
 
-async function startApp(config: Partial<AsyncFirstConfig>): Promise<string> {
+/** A schedule of the service (declared by its process with a worker), due once a year so that it makes no job during the tests. */
+const NIGHTLY: ScheduleDefinition = {
+  name: 'new-year-report',
+  operationId: 'createReport',
+  cron: '0 0 3 1 1 *',
+  timezone: 'Europe/Paris',
+  input: { title: 'yearly', rows: 3 },
+};
+
+async function startApp(config: Partial<AsyncFirstConfig>, schedules: ScheduleDefinition[] = []): Promise<string> {
   const app = await createAsyncFirst({
     // With the demo's report-log notifier, so that job pages have notifications to show.
     ...demoOptions({ apiKeys: 'alice:key-a', logReports: true }),
     handlers,
+    schedules,
     config: {
       databaseUrl: tmp.dbPath,
       logLevel: 'silent',
@@ -125,7 +136,7 @@ async function dashboardPage(): Promise<Page> {
 const statusOnPage = (page: Page) => page.locator('#job-status .status').getAttribute('data-status');
 
 beforeAll(async () => {
-  base = await startApp({});
+  base = await startApp({}, [NIGHTLY]);
   readOnlyBase = await startApp({ dashboardReadOnly: true, workerConcurrency: 0 });
   // Another site: a page on another host name (localhost, not 127.0.0.1) whose form posts to the dashboard.
   attacker = createServer((request, response) => {
@@ -426,6 +437,33 @@ describe('the dashboard in Chromium', () => {
     }
   });
 
+  it('lists the schedules the database records: name, operation, cron and zone, last tick and next runs', async () => {
+    const page = await dashboardPage();
+    const answered = page.waitForResponse((response) => new URL(response.url()).pathname === '/dashboard/api/schedules');
+    await page.goto(`${base}/dashboard/`);
+    await page.waitForSelector('#counts');
+    await page.locator('[data-nav=schedules]').click();
+    expect((await answered).status()).toBe(200);
+    const row = page.locator('#schedules tr[data-schedule="new-year-report"]');
+    await row.waitFor();
+    expect(page.url()).toBe(`${base}/dashboard/#/schedules`);
+    expect(await page.locator('[data-nav=schedules]').getAttribute('aria-current')).toBe('page');
+    expect(await page.locator('#schedules tbody tr').count()).toBe(1);
+    const cells = await row.locator('td').evaluateAll((tds) => tds.map((td) => td.textContent));
+    expect(cells.slice(0, 4)).toEqual(['new-year-report', 'createReport', '0 0 3 1 1 *', 'Europe/Paris']);
+    // The last tick is its declaration (no tick has run, so no job); the next runs are the next three 1 January 03:00 in Paris.
+    expect(await row.locator('[data-field=last-tick] a').count()).toBe(0);
+    const runs = await row.locator('[data-field=next-runs] [data-run]').evaluateAll((items) => items.map((item) => item.getAttribute('data-run')));
+    const year = Number(new Intl.DateTimeFormat('en', { timeZone: 'Europe/Paris', year: 'numeric' }).format(new Date()));
+    const first = Date.now() < Date.parse(`${year}-01-01T02:00:00Z`) ? year : year + 1;
+    expect(runs).toEqual([0, 1, 2].map((ahead) => `${first + ahead}-01-01T02:00:00.000Z`));
+    // The operation links to its jobs.
+    await row.locator('a', { hasText: 'createReport' }).click();
+    await page.waitForSelector('#jobs tbody tr[data-job]');
+    expect(page.url()).toBe(`${base}/dashboard/#/jobs?operation=createReport`);
+    await page.close();
+  });
+
   it('renders on a phone-sized screen without horizontal scrolling', async () => {
     const page = await dashboardPage();
     await page.setViewportSize({ width: 375, height: 740 });
@@ -438,6 +476,9 @@ describe('the dashboard in Chromium', () => {
     expect(await overflow()).toBeLessThanOrEqual(0);
     await page.goto(`${base}/dashboard/#/jobs/${succeeded[0]}`);
     await page.waitForSelector('#result');
+    expect(await overflow()).toBeLessThanOrEqual(0);
+    await page.goto(`${base}/dashboard/#/schedules`);
+    await page.waitForSelector('#schedules tr[data-schedule]');
     expect(await overflow()).toBeLessThanOrEqual(0);
     await page.close();
   });

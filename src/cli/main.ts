@@ -224,7 +224,8 @@ program
   .action(async (options: { next: string; database?: string; json?: boolean }) => {
     const runs = Number(options.next);
     if (!Number.isInteger(runs) || runs < 1 || runs > 100) throw new CliError(`--next ${options.next}: use 1 to 100`, 2);
-    const { listSchedules, scheduleLine, scheduleView } = await import('./schedules.js');
+    const { listSchedules, scheduleLine } = await import('./schedules.js');
+    const { scheduleView } = await import('../contract/schedule-view.js');
     const views = (await listSchedules(options.database)).map((schedule) => scheduleView(schedule, Date.now(), runs));
     if (options.json) console.log(JSON.stringify({ schedules: views }, null, 2));
     else console.log(views.length === 0 ? 'no schedules' : views.map(scheduleLine).join('\n'));

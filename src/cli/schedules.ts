@@ -1,4 +1,3 @@
-import { cronOf } from '../contract/schedules.js';
 import { openJobEngine } from '../engine/open-engine.js';
 import type { ScheduleRecord } from '../store/store.js';
 import { databaseTarget } from './database.js';
@@ -7,22 +6,6 @@ import { databaseTarget } from './database.js';
  * asyncfirst schedules: the recurring schedules the database records (as the processes with a
  * worker last declared them), with their last tick and next runs.
  */
-
-/** A schedule as the CLI (and the dashboard) shows it: its next runs computed from its cron; none once retired. */
-export function scheduleView(schedule: ScheduleRecord, now: number = Date.now(), runs = 1): Record<string, unknown> {
-  const next = schedule.retiredAt === undefined ? cronOf(schedule.cron, schedule.timezone).nextRuns(runs, new Date(Math.max(schedule.lastTick, now))) : [];
-  return {
-    name: schedule.name,
-    operation: schedule.operation,
-    cron: schedule.cron,
-    timezone: schedule.timezone,
-    backfillSeconds: schedule.windowMs / 1000,
-    lastTick: new Date(schedule.lastTick).toISOString(),
-    ...(schedule.lastJobId === undefined ? {} : { lastJobId: schedule.lastJobId }),
-    nextRuns: next.map((run) => run.toISOString()),
-    ...(schedule.retiredAt === undefined ? {} : { retiredAt: new Date(schedule.retiredAt).toISOString() }),
-  };
-}
 
 /** One line per schedule: name, operation, cron and zone, then its next run or since when it is retired. */
 export function scheduleLine(view: Record<string, unknown>): string {

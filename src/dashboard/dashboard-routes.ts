@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { scheduleView } from '../contract/schedule-view.js';
 import { JOB_ID_PATTERN } from '../core/ids.js';
 import { ProblemError, problem } from '../core/problems.js';
 import type { JobEventStreams } from '../delivery/event-stream.js';
@@ -38,6 +39,8 @@ const ACTIVITY_WINDOW_MS = 60 * 60_000;
 const ACTIVITY_CACHE_MS = 5000;
 /** The newest events a job page shows (a job reporting progress often has many). */
 const TIMELINE_EVENTS = 200;
+/** The next runs the schedules page shows of each schedule. */
+const SCHEDULE_RUNS = 3;
 
 const ASSETS = {
   'dashboard.js': 'text/javascript; charset=utf-8',
@@ -168,6 +171,13 @@ export async function registerDashboard(server: FastifyInstance, deps: Dashboard
         );
       });
 
+      // The schedules the database records, as asyncfirst schedules lists them (by name).
+      scope.get('/api/schedules', async (_request, reply) => {
+        const now = Date.now();
+        const schedules = (await deps.store.listSchedules()).map((schedule) => scheduleView(schedule, now, SCHEDULE_RUNS));
+        return sendJson(reply, JSON.stringify({ schedules }));
+      });
+
       scope.get<{ Querystring: ListingQuery }>('/api/jobs', { schema: { querystring: LISTING_QUERY_SCHEMA } }, async (request, reply) => {
         const page = await deps.store.listJobs(jobQueryOf(request.query, undefined));
         return sendJson(reply, jobPageBody(page, withPrincipal));
@@ -230,6 +240,7 @@ export async function registerDashboard(server: FastifyInstance, deps: Dashboard
         ['/assets/:name', ['GET', 'HEAD']],
         ['/api/session', ['GET', 'HEAD']],
         ['/api/overview', ['GET', 'HEAD']],
+        ['/api/schedules', ['GET', 'HEAD']],
         ['/api/jobs', ['GET', 'HEAD']],
         ['/api/jobs/:id', ['GET', 'HEAD']],
         ['/api/jobs/:id/cancel', ['POST']],

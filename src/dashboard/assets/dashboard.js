@@ -592,6 +592,72 @@ async function act(job, action) {
   await refreshNow();
 }
 
+// --- the schedules ------------------------------------------------------------------------
+
+function schedulesView() {
+  const body = el('div');
+  view.replaceChildren(el('h1', {}, 'Schedules'), body);
+  return {
+    async refresh() {
+      const answer = await api('schedules');
+      return [JSON.stringify(answer), () => body.replaceChildren(...drawSchedules(answer))];
+    },
+  };
+}
+
+function drawSchedules({ schedules }) {
+  const table = el(
+    'table',
+    { id: 'schedules' },
+    el(
+      'thead',
+      {},
+      el(
+        'tr',
+        {},
+        el('th', {}, 'Name'),
+        el('th', {}, 'Operation'),
+        el('th', {}, 'Cron'),
+        el('th', {}, 'Time zone'),
+        el('th', {}, 'Last tick'),
+        el('th', {}, 'Next runs'),
+      ),
+    ),
+    el(
+      'tbody',
+      {},
+      schedules.length === 0 ? el('tr', {}, el('td', { colspan: 6, class: 'muted' }, 'No schedules recorded.')) : null,
+      schedules.map((schedule) =>
+        el(
+          'tr',
+          { 'data-schedule': schedule.name },
+          el('td', {}, schedule.name),
+          el('td', {}, el('a', { href: listLink({ operation: schedule.operation }) }, schedule.operation)),
+          el('td', { 'data-field': 'cron' }, el('code', {}, schedule.cron)),
+          el('td', { 'data-field': 'timezone' }, schedule.timezone),
+          el(
+            'td',
+            { 'data-field': 'last-tick' },
+            time(schedule.lastTick),
+            schedule.lastJobId === undefined ? null : el('div', {}, jobLink(schedule.lastJobId)),
+          ),
+          el(
+            'td',
+            { 'data-field': 'next-runs' },
+            schedule.retiredAt === undefined
+              ? schedule.nextRuns.map((run) => el('div', { 'data-run': run }, time(run)))
+              : el('span', { class: 'muted' }, 'retired ', time(schedule.retiredAt), ' (no process declares it)'),
+          ),
+        ),
+      ),
+    ),
+  );
+  return [
+    el('div', { class: 'scroll' }, table),
+    el('p', { class: 'muted' }, 'As the processes with a worker last declared them; times in this browser’s zone.'),
+  ];
+}
+
 // --- routing and live updates ------------------------------------------------------------
 
 function route() {
@@ -603,6 +669,9 @@ function route() {
   const jobMatch = /^\/jobs\/([^/]+)$/.exec(path);
   if (jobMatch) {
     next = jobView(decodeURIComponent(jobMatch[1]));
+  } else if (path === '/schedules') {
+    document.querySelector('[data-nav=schedules]').setAttribute('aria-current', 'page');
+    next = schedulesView();
   } else if (path === '/jobs') {
     document.querySelector('[data-nav=jobs]').setAttribute('aria-current', 'page');
     next = listView(query);
