@@ -290,6 +290,16 @@ export interface components {
             parent?: string;
             /** @description The ids of the follow-ups this job's success stored (its handler's ctx.enqueue), oldest first: in GET /jobs/{id} and job.succeeded; absent when none. */
             children?: string[];
+            /** @description Present on GET /jobs/{id} of a job a recurring schedule made: the schedule and the tick it was made for. */
+            schedule?: {
+                /** @description The schedule's name. */
+                name: string;
+                /**
+                 * Format: date-time
+                 * @description The tick's time (not when the job ran).
+                 */
+                tick: string;
+            };
         };
         JobPage: {
             /** @description Newest first. */

@@ -520,6 +520,26 @@ describe.each(DRIVERS)('the $name driver', ({ database }) => {
     ]);
   });
 
+  it("stores with a schedule's tick job the schedule and tick, which getJob shows; an accepted job has none", async () => {
+    const engine = await setup();
+    const now = Date.now();
+    await engine.declareSchedules([{ name: 'nightly', operation: 'createReport', cron: '0 0 3 * * *', timezone: 'UTC', windowMs: 0 }], now - 1000);
+    const tick = { name: 'nightly', tick: new Date(now).toISOString() };
+    const taken = await engine.takeScheduleTicks({
+      name: 'nightly',
+      fromTick: now - 1000,
+      toTick: now,
+      jobs: [acceptRequest(`schedule:nightly:${tick.tick}`, { schedule: tick })],
+    });
+    expect(taken).toMatchObject({ won: true, lastTick: now });
+    const [ticked] = taken.jobIds;
+    expect(await engine.getJob('alice', ticked as string)).toMatchObject({ id: ticked, status: 'queued', schedule: tick });
+    const accepted = await acceptOne(engine, 'by-hand');
+    expect(await engine.getJob('alice', accepted)).not.toHaveProperty('schedule');
+    // Read back by a second process too.
+    expect((await (await open()).getJob('alice', ticked as string))?.schedule).toEqual(tick);
+  });
+
   it('announces commits: jobs queued and changed in this process at once', async () => {
     const engine = await setup();
     const changed: string[] = [];

@@ -75,6 +75,43 @@ describe('a tick', () => {
     expect(row!.lastTick).toBeGreaterThanOrEqual(second.schedule!.tick.getTime());
   });
 
+  it('shows on GET /jobs/{id} the schedule and tick that made the job (as in the served Job schema); a submitted job has none', async () => {
+    const seen: Array<{ tick: string; jobId: string | undefined }> = [];
+    const app = await start({
+      declared: [{ ...EVERY_SECOND, principal: 'alice' }],
+      createReport: (_input, context) => {
+        if (context.schedule) seen.push({ tick: context.schedule.tick.toISOString(), jobId: context.job?.id });
+        return { title: 't', format: 'csv', rowCount: 3, bytes: 0, sha256: '0'.repeat(64) };
+      },
+    });
+    app.startBackground();
+    const ticked = await waitFor('a tick', () => seen[0], 10_000);
+    const alice = { 'x-api-key': 'key-a' };
+    const shown = await waitFor(
+      'the tick job to succeed',
+      async () => {
+        const response = await app.server.inject({ url: `/jobs/${ticked.jobId}`, headers: alice });
+        return response.json().status === 'succeeded' ? response : undefined;
+      },
+      10_000,
+    );
+    expect(shown.statusCode).toBe(200);
+    expect(shown.json()).toMatchObject({ id: ticked.jobId, operation: 'createReport', schedule: { name: 'tick', tick: ticked.tick } });
+    const submitted = await app.server.inject({
+      method: 'POST',
+      url: '/reports',
+      headers: { ...alice, 'content-type': 'application/json', 'idempotency-key': 'by-hand' },
+      payload: { title: 'by hand', rows: 1 },
+    });
+    expect(submitted.statusCode).toBe(202);
+    const byHand = await app.server.inject({ url: `/jobs/${submitted.json().job_id}`, headers: alice });
+    expect(byHand.statusCode).toBe(200);
+    expect(byHand.json()).not.toHaveProperty('schedule');
+    // The served Job schema declares it.
+    const served = (await app.server.inject({ url: '/openapi.json' })).json() as { components: { schemas: { Job: { properties: Record<string, unknown> } } } };
+    expect(served.components.schemas.Job.properties.schedule).toMatchObject({ type: 'object', required: ['name', 'tick'] });
+  });
+
   it('is taken only by a process that runs a worker: WORKER_CONCURRENCY=0 declares nothing and submits nothing', async () => {
     const app = await start({ schedules: [EVERY_SECOND], workerConcurrency: 0 });
     app.startBackground();

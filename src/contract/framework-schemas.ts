@@ -83,6 +83,15 @@ export const JobSchema = {
       description:
         "The ids of the follow-ups this job's success stored (its handler's ctx.enqueue), oldest first: in GET /jobs/{id} and job.succeeded; absent when none.",
     },
+    schedule: {
+      type: 'object',
+      required: ['name', 'tick'],
+      properties: {
+        name: { type: 'string', description: "The schedule's name." },
+        tick: { type: 'string', format: 'date-time', description: "The tick's time (not when the job ran)." },
+      },
+      description: 'Present on GET /jobs/{id} of a job a recurring schedule made: the schedule and the tick it was made for.',
+    },
   },
 } as const;
 

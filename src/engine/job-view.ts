@@ -40,6 +40,7 @@ export function jobBody(job: JobRecord): string {
   if (job.progress) view.progress = job.progress;
   if (job.error && job.status !== 'succeeded') view.error = job.error;
   if (job.resultLocation !== undefined) view.resultLocation = job.resultLocation;
+  if (job.schedule) view.schedule = job.schedule;
   if (job.deliveries) view.deliveries = job.deliveries.map(deliveryView);
   if (job.notifications) view.notifications = job.notifications.map((notification) => ({ notifier: notification.notifier, ...deliveryView(notification) }));
   if (job.parentId !== undefined) view.parent = job.parentId;

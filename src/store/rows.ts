@@ -1,6 +1,16 @@
 import type { JobState } from '../core/job-states.js';
 import type { EventPosition, LoggedEvent } from './driver.js';
-import type { ClaimedJob, DeliveryStatus, IdempotencyRecord, JobProgress, JobRecord, ScheduleRecord, TraceContext, WebhookDelivery } from './store.js';
+import type {
+  ClaimedJob,
+  DeliveryStatus,
+  IdempotencyRecord,
+  JobProgress,
+  JobRecord,
+  ScheduleRecord,
+  ScheduleTick,
+  TraceContext,
+  WebhookDelivery,
+} from './store.js';
 
 /*
  * The rows both drivers read, in the columns both schemas share, and their mapping to records.
@@ -31,6 +41,8 @@ export interface JobRow {
   lease_owner: string | null;
   /** The job whose success enqueued this one. */
   parent_id: string | null;
+  /** JSON of the schedule tick that made the job ({ name, tick }), or null; read only where the job is shown (getJob). */
+  schedule?: string | null;
 }
 
 export interface ClaimedRow extends JobRow {
@@ -92,6 +104,7 @@ export function toJobRecord(row: JobRow, leaseExpiresInMs: number | null): JobRe
     ...(row.lease_owner === null ? {} : { leaseOwner: row.lease_owner }),
     ...(leaseExpiresInMs === null ? {} : { leaseExpiresInMs }),
     ...(row.parent_id === null ? {} : { parentId: row.parent_id }),
+    ...(typeof row.schedule === 'string' ? { schedule: JSON.parse(row.schedule) as ScheduleTick } : {}),
   };
 }
 

@@ -132,6 +132,8 @@ export interface AcceptRequest {
   runAt?: number;
   now: number;
   keyExpiresAt: number;
+  /** Set on a schedule's tick job: stored with it by advanceSchedule (nothing is written for it otherwise). */
+  schedule?: ScheduleTick;
 }
 
 /** How an operation's jobs are claimed: their priority, and the limits on their attempts across every process. */
@@ -218,6 +220,14 @@ export interface JobRecord {
   parentId?: string;
   /** The jobs this one's success enqueued, oldest first: read by getJob, and given with job.succeeded. */
   children?: string[];
+  /** The schedule tick that made the job; read by getJob only (absent elsewhere, and for a job a schedule did not make). */
+  schedule?: ScheduleTick;
+}
+
+/** A recurring schedule's tick: the schedule's name and the tick's time (ISO 8601), as the handler's context.schedule and the job show it. */
+export interface ScheduleTick {
+  name: string;
+  tick: string;
 }
 
 /** Which jobs listJobs returns: the filters combine, and an omitted one does not filter. */

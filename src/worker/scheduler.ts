@@ -114,12 +114,8 @@ export class Scheduler {
 
   /** A tick's job: the schedule's body, and the tick in the input (the handler's context.schedule). */
   private tickJob(schedule: Schedule, tick: number, now: number): AcceptRequest {
-    const { fingerprint, canonicalInput } = fingerprintRequest(schedule.operationId, {
-      params: {},
-      query: {},
-      body: schedule.body,
-      schedule: { name: schedule.name, tick: new Date(tick).toISOString() },
-    });
+    const scheduled = { name: schedule.name, tick: new Date(tick).toISOString() };
+    const { fingerprint, canonicalInput } = fingerprintRequest(schedule.operationId, { params: {}, query: {}, body: schedule.body, schedule: scheduled });
     return {
       principal: schedule.principal,
       operation: schedule.operationId,
@@ -129,6 +125,7 @@ export class Scheduler {
       maxAttempts: this.options.maxAttempts(schedule.operationId),
       now,
       keyExpiresAt: now + this.options.keyRetentionMs(schedule.operationId),
+      schedule: scheduled,
     };
   }
 

@@ -838,6 +838,7 @@ export class PostgresDriver implements Driver {
         const created = await query<{ id: string }>(SQL.acceptJob, acceptParameters(write, this.channel, notice));
         // A key bound already (the tick's job exists): nothing is created, and nothing more is owed.
         if (created.length === 1) {
+          if (write.schedule) await query(SQL.markScheduleJob, [write.jobId, JSON.stringify(write.schedule)]);
           jobIds.push(write.jobId);
           changes.jobIds.add(write.jobId);
           changes.queued = true;

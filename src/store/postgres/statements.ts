@@ -277,12 +277,13 @@ export const SQL = {
   // --- reading --------------------------------------------------------------------------
   getJob: statement('get_job', `SELECT ${JOB_COLUMNS} FROM jobs WHERE id = $1 AND principal = $2`),
   /**
-   * getJob with the ids of the jobs its success enqueued, oldest first (null: none), in one round
-   * trip; served by jobs_children, which holds only jobs with a parent. $1 id, $2 principal.
+   * The job as GET /jobs/{id} shows it: with the schedule tick that made it and the ids of the
+   * jobs its success enqueued, oldest first (null: none), in one round trip; the children are
+   * served by jobs_children, which holds only jobs with a parent. $1 id, $2 principal.
    */
   getJobWithChildren: statement(
     'get_job_with_children',
-    `SELECT ${JOB_COLUMNS}, (SELECT array_agg(c.id ORDER BY c.seq) FROM jobs c WHERE c.parent_id = jobs.id) AS children
+    `SELECT ${JOB_COLUMNS}, schedule, (SELECT array_agg(c.id ORDER BY c.seq) FROM jobs c WHERE c.parent_id = jobs.id) AS children
      FROM jobs WHERE id = $1 AND principal = $2`,
   ),
   /** The job and its events after a version, in one statement (one snapshot). */
@@ -619,6 +620,7 @@ export const SQL = {
   /** Of every process that read last tick $2, one moves it to $3 (the others wait for its commit, then match nothing). */
   advanceSchedule: statement('advance_schedule', `UPDATE schedules SET last_tick = $3 WHERE name = $1 AND last_tick = $2 RETURNING last_tick`),
   recordScheduleJob: statement('record_schedule_job', `UPDATE schedules SET last_job_id = $2 WHERE name = $1`),
+  markScheduleJob: statement('mark_schedule_job', `UPDATE jobs SET schedule = $2 WHERE id = $1`),
   scheduleLastTick: statement('schedule_last_tick', `SELECT last_tick FROM schedules WHERE name = $1`),
   listSchedules: statement(
     'list_schedules',

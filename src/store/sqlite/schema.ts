@@ -237,6 +237,12 @@ const MIGRATIONS: string[] = [
   DROP INDEX jobs_finished;
   CREATE INDEX jobs_finished_by_operation ON jobs (operation, finished_at) WHERE finished_at IS NOT NULL;
   `,
+  `
+  -- The schedule tick that made a job (JSON { name, tick }), shown on GET /jobs/{id}. Set by the
+  -- transaction that takes the tick, after it accepted the job; NULL (and never written) for
+  -- every other job.
+  ALTER TABLE jobs ADD COLUMN schedule TEXT;
+  `,
 ];
 
 /**

@@ -359,7 +359,7 @@ export class SqliteDriver implements Driver {
 
   async getJob(principal: string, id: string): Promise<JobRecord | undefined> {
     return this.read(() => {
-      const row = this.sql.getJob.get(id, principal);
+      const row = this.sql.getShownJob.get(id, principal);
       if (!row) return undefined;
       const job = this.jobOf(row);
       if (job.callbackUrl || this.hooks?.notifies(job.operation)) withDeliveries(job, this.sql.deliveriesOfJob.all(id).map(toDelivery));
@@ -675,7 +675,9 @@ export class SqliteDriver implements Driver {
       // A key bound already (the tick's job exists): nothing is created, and nothing more is owed.
       const jobIds = advance.writes.flatMap((write) => {
         const accepted = this.acceptWrite(write);
-        return accepted.kind === 'created' ? [accepted.jobId] : [];
+        if (accepted.kind !== 'created') return [];
+        if (write.schedule) this.sql.markScheduleJob.run(JSON.stringify(write.schedule), accepted.jobId);
+        return [accepted.jobId];
       });
       const last = jobIds.at(-1);
       if (last !== undefined) this.sql.recordScheduleJob.run(last, name);

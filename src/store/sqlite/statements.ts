@@ -169,6 +169,8 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
     getJob: db.prepare<[string, string], SqliteJobRow>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ? AND principal = ?`),
     /** The jobs a job's success enqueued, oldest first; served by jobs_children, which holds only jobs with a parent. */
     childrenOfJob: db.prepare<[string], { id: string }>(`SELECT id FROM jobs INDEXED BY jobs_children WHERE parent_id = ? ORDER BY seq`),
+    /** The job as GET /jobs/{id} shows it: with the schedule tick that made it. */
+    getShownJob: db.prepare<[string, string], SqliteJobRow>(`SELECT ${JOB_COLUMNS}, schedule FROM jobs WHERE id = ? AND principal = ?`),
     cancelQueuedJob: db.prepare<[string, number, number, string, string], SqliteJobRow>(
       `UPDATE jobs SET version = version + 1, status = 'canceled', error = ?, updated_at = ?, finished_at = ? WHERE id = ? AND principal = ? AND status = 'queued'
        RETURNING ${JOB_COLUMNS}`,
@@ -425,6 +427,7 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
     /** Of every process that read last tick @from, one moves it. */
     advanceSchedule: db.prepare<[{ name: string; from: number; to: number }]>(`UPDATE schedules SET last_tick = @to WHERE name = @name AND last_tick = @from`),
     recordScheduleJob: db.prepare<[string, string]>(`UPDATE schedules SET last_job_id = ? WHERE name = ?`),
+    markScheduleJob: db.prepare<[string, string]>(`UPDATE jobs SET schedule = ? WHERE id = ?`),
     scheduleLastTick: db.prepare<[string], { last_tick: number }>(`SELECT last_tick FROM schedules WHERE name = ?`),
     listSchedules: db.prepare<[], ScheduleRow>(
       `SELECT name, operation, cron, timezone, window_ms, last_tick, last_job_id, declared_at, retired_at FROM schedules ORDER BY name`,
