@@ -1,4 +1,4 @@
-import { type Attributes, type Context, context, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, type Tracer, trace } from '@opentelemetry/api';
+import { type Attributes, type Context, context, ProxyTracerProvider, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, type Tracer, trace } from '@opentelemetry/api';
 import type { SendOutcome } from '../delivery/webhook-sender.js';
 import type { ClaimedJob, TraceContext, WebhookDelivery } from '../store/store.js';
 import { activeTraceContext, spanContextOf, traceContextOf } from './trace-context.js';
@@ -25,8 +25,13 @@ export class JobTracing {
     return activeTraceContext();
   }
 
-  /** Starts the span of a claimed job's attempt. */
-  startAttempt(job: ClaimedJob): AttemptSpan {
+  /**
+   * Starts the span of a claimed job's attempt; undefined while no SDK is registered, when the span
+   * would record nothing and carry no context (an attempt's span is a root), so the attempt runs
+   * without building one — its attributes, its link, its context — per job.
+   */
+  startAttempt(job: ClaimedJob): AttemptSpan | undefined {
+    if (!sdkRegistered()) return undefined;
     const submission = spanContextOf(job.traceContext);
     const span = this.tracer.startSpan(
       `process ${job.operation}`,
@@ -68,6 +73,15 @@ export class JobTracing {
     const span = this.tracer.startSpan('POST', { kind: SpanKind.CLIENT, root: true, attributes }, ROOT_CONTEXT);
     return new DeliverySpan(span);
   }
+}
+
+/**
+ * Whether an OpenTelemetry SDK has been registered (checked each time: one may be registered after
+ * the service started). Without one, the global provider is the API's proxy with no delegate.
+ */
+function sdkRegistered(): boolean {
+  const provider = trace.getTracerProvider();
+  return !(provider instanceof ProxyTracerProvider) || provider.getDelegateTracer('asyncfirst') !== undefined;
 }
 
 function parseUrl(url: string): URL | undefined {
