@@ -1,4 +1,15 @@
-import { type Attributes, type Context, context, ProxyTracerProvider, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, type Tracer, trace } from '@opentelemetry/api';
+import {
+  type Attributes,
+  type Context,
+  context,
+  ProxyTracerProvider,
+  ROOT_CONTEXT,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  type Tracer,
+  trace,
+} from '@opentelemetry/api';
 import type { SendOutcome } from '../delivery/webhook-sender.js';
 import type { ClaimedJob, TraceContext, WebhookDelivery } from '../store/store.js';
 import { activeTraceContext, spanContextOf, traceContextOf } from './trace-context.js';
