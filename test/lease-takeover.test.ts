@@ -4,8 +4,10 @@ import type { AsyncFirstApp } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
 import { problem } from '../src/core/problems.js';
 import { createDemo } from '../src/demo/service.js';
+import { JobEngine } from '../src/engine/job-engine.js';
 import { openSqliteEngine } from '../src/engine/open-engine.js';
 import { machineLeaseClock } from '../src/store/sqlite/lease-clock.js';
+import { SqliteDriver } from '../src/store/sqlite/sqlite-driver.js';
 import type { JobRecord } from '../src/store/store.js';
 import { API_KEYS, submitReport, tempDir, waitForJob } from './helpers.js';
 import { customApp, expectNoLease, sleep, waitFor } from './worker-test-support.js';
@@ -269,5 +271,40 @@ describe('lease renewal', () => {
     expect(job.attempts).toBe(1);
     expect(runs).toEqual([{ attempt: 1, aborted: false }]);
     expect(await first.store.getJob('alice', id)).toMatchObject({ status: 'succeeded', attempts: 1, fence: 1 });
+  });
+
+  it('takes a renewal that finds its job already ended by its own success (committed, its sync still running) for that, not for a lost lease', async () => {
+    const tmp = tempDir();
+    cleanups.push(tmp.cleanup);
+    // Once the handler has returned, every commit's sync takes 250 ms: a renewal (every 200 ms) then
+    // runs between the success's COMMIT and its acknowledgement.
+    let slowSyncs = false;
+    const store = await JobEngine.start(
+      new SqliteDriver(tmp.dbPath, { wrapSync: (sync) => (done) => (slowSyncs ? setTimeout(() => sync(done), 250) : sync(done)) }),
+    );
+    const runs: Array<{ aborted: boolean }> = [];
+    const createReport = async (_input: unknown, context: { signal: AbortSignal }) => {
+      const run = { aborted: false };
+      runs.push(run);
+      context.signal.addEventListener('abort', () => {
+        run.aborted = true;
+        console.log('ABORT', String(context.signal.reason), Date.now());
+      });
+      await sleep(400);
+      slowSyncs = true;
+      return { title: 'slow sync', format: 'csv', rowCount: 1, bytes: 1, sha256: 'd'.repeat(64) };
+    };
+    const app = await customApp({ dbPath: tmp.dbPath, store, createReport, config: { leaseMs: 1000, pollIntervalMs: 20 } });
+    apps.push(app);
+    app.startBackground();
+    const accepted = await submitReport(app, { title: 'slow sync', rows: 1 }, { 'idempotency-key': 'slow-sync' });
+    const id = accepted.json<{ job_id: string }>().job_id;
+    await waitFor('the worker to let the job go', async () =>
+      (await app.store.getJob('alice', id))?.status === 'succeeded' && app.runtime.worker?.activeJobs === 0 ? true : undefined,
+    );
+    // The renewals asked meanwhile answer a sync later.
+    await sleep(700);
+    expect(runs).toEqual([{ aborted: false }]);
+    expect(await app.store.getJob('alice', id)).toMatchObject({ status: 'succeeded', attempts: 1 });
   });
 });

@@ -53,6 +53,12 @@ interface RunningJob {
   cancelRequested: boolean;
   leaseLost: boolean;
   released: boolean;
+  /**
+   * The attempt's outcome has been asked to be recorded: a renewal that then finds the job no longer
+   * running sees that write (committed, its sync not yet finished), not another worker's claim. A
+   * stale fence is the outcome write's to report.
+   */
+  outcomeAsked?: boolean;
   /** performance.now() when the lease was last known to be extended (the claim was asked, then each renewal asked). */
   leaseRenewedAt: number;
   /** Fires at SELF_FENCE_SHARE of the lease after leaseRenewedAt: the attempt is given up. */
@@ -268,6 +274,7 @@ export class Worker {
     // While the store is unavailable the outcome is recorded again and again (the lease is still
     // renewed meanwhile), so a database that comes back finds the work done instead of running it
     // again after the lease; past the self-fencing point the attempt is given up to the next claim.
+    entry.outcomeAsked = true;
     for (let attempt = 1; ; attempt++) {
       const now = Date.now();
       try {
@@ -429,7 +436,7 @@ export class Worker {
         entry.leaseRenewedAt = askedAt;
         this.armSelfFence(entry);
       }
-      if (!lease.held && !entry.released) {
+      if (!lease.held && !entry.released && !entry.outcomeAsked) {
         entry.leaseLost = true;
         abort(entry, new Error('the lease on this job was lost to another worker'));
         this.options.log.warn({ jobId: entry.job.id }, 'lease lost; the job is another worker’s now');
