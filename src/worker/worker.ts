@@ -418,7 +418,9 @@ export class Worker {
   }
 
   private giveUp(entry: RunningJob): void {
-    if (entry.released || entry.leaseLost || !this.running.has(entry.job.id)) return;
+    // Once its outcome is asked to be recorded the handler is done; that write's fence, and its own
+    // retry limit (the same share of the lease), decide the rest.
+    if (entry.released || entry.leaseLost || entry.outcomeAsked || !this.running.has(entry.job.id)) return;
     entry.leaseLost = true;
     abort(entry, new Error('the lease on this job could not be renewed in time; the attempt was given up'));
     this.options.log.warn(
