@@ -4,8 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { AsyncFirstApp, OperationOptions } from '../src/app.js';
 import { reportHandlers } from '../src/demo/service.js';
 import type { AnyHandler } from '../src/handlers.js';
-import { tempDir } from './helpers.js';
-import { freshSchema, TEST_DATABASE_URL } from './postgres-support.js';
+import { processDatabases } from './driver-support.js';
 import { customApp, type DemoProcess, killDemoProcess, startDemoProcess, waitFor } from './worker-test-support.js';
 
 /*
@@ -26,31 +25,7 @@ interface Run {
   failed: boolean;
 }
 
-const DATABASES = [
-  {
-    name: 'SQLite',
-    make: () => {
-      const tmp = tempDir();
-      return { dir: tmp.dir, env: { DATABASE_URL: tmp.dbPath }, config: { databaseUrl: tmp.dbPath }, drop: async () => tmp.cleanup() };
-    },
-  },
-  {
-    name: 'PostgreSQL',
-    make: () => {
-      const tmp = tempDir();
-      const { schema, drop } = freshSchema('af_limits');
-      return {
-        dir: tmp.dir,
-        env: { DATABASE_URL: TEST_DATABASE_URL, DATABASE_SCHEMA: schema },
-        config: { databaseUrl: TEST_DATABASE_URL, databaseSchema: schema },
-        drop: async () => {
-          await drop();
-          tmp.cleanup();
-        },
-      };
-    },
-  },
-];
+const DATABASES = processDatabases('af_limits');
 
 /** The most handlers running at once, from their own start and end times (an end and a start at one instant do not overlap). */
 function mostAtOnce(runs: Run[]): number {

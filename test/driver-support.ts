@@ -50,6 +50,39 @@ export function driversUnderTest(schemaPrefix: string, poolMax = 4): DriverUnder
 }
 
 /**
+ * A database for an app in the test and worker processes it starts, on each driver: its settings
+ * as config (for the app) and as environment (for the processes), a folder for the test's own
+ * files, and how to remove it all.
+ */
+export function processDatabases(schemaPrefix: string) {
+  return [
+    {
+      name: 'SQLite',
+      make: () => {
+        const tmp = tempDir();
+        return { dir: tmp.dir, env: { DATABASE_URL: tmp.dbPath }, config: { databaseUrl: tmp.dbPath }, drop: async () => tmp.cleanup() };
+      },
+    },
+    {
+      name: 'PostgreSQL',
+      make: () => {
+        const tmp = tempDir();
+        const { schema, drop } = freshSchema(schemaPrefix);
+        return {
+          dir: tmp.dir,
+          env: { DATABASE_URL: TEST_DATABASE_URL, DATABASE_SCHEMA: schema },
+          config: { databaseUrl: TEST_DATABASE_URL, databaseSchema: schema },
+          drop: async () => {
+            await drop();
+            tmp.cleanup();
+          },
+        };
+      },
+    },
+  ];
+}
+
+/**
  * A fresh database for each test of the calling describe block: `open(n)` starts n engines on it
  * (with `options`, if given); after the test every engine is closed and the database removed.
  */

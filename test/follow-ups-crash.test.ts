@@ -3,8 +3,8 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { reportHandlers } from '../src/demo/service.js';
 import type { AnyHandler } from '../src/handlers.js';
-import { ALICE, tempDir } from './helpers.js';
-import { freshSchema, TEST_DATABASE_URL } from './postgres-support.js';
+import { processDatabases } from './driver-support.js';
+import { ALICE } from './helpers.js';
 import { customApp, type DemoProcess, killDemoProcess, startDemoProcess, waitFor } from './worker-test-support.js';
 
 /*
@@ -23,31 +23,7 @@ interface Ran {
   pid: number;
 }
 
-const DATABASES = [
-  {
-    name: 'SQLite',
-    make: () => {
-      const tmp = tempDir();
-      return { dir: tmp.dir, env: { DATABASE_URL: tmp.dbPath }, config: { databaseUrl: tmp.dbPath }, drop: async () => tmp.cleanup() };
-    },
-  },
-  {
-    name: 'PostgreSQL',
-    make: () => {
-      const tmp = tempDir();
-      const { schema, drop } = freshSchema('af_followup_crash');
-      return {
-        dir: tmp.dir,
-        env: { DATABASE_URL: TEST_DATABASE_URL, DATABASE_SCHEMA: schema },
-        config: { databaseUrl: TEST_DATABASE_URL, databaseSchema: schema },
-        drop: async () => {
-          await drop();
-          tmp.cleanup();
-        },
-      };
-    },
-  },
-];
+const DATABASES = processDatabases('af_followup_crash');
 
 describe.each(DATABASES)('follow-ups of a parent killed mid-attempt, on $name', (database) => {
   const cleanups: Array<() => Promise<void> | void> = [];
