@@ -2,60 +2,91 @@ import { TELEMETRY_LABELS, TELEMETRY_SETTINGS, type TelemetryPart } from '../par
 import { formatFixed, formatInt } from './context.js';
 import type { BenchResults, Goal } from './report.js';
 import { ms, table } from './report-format.js';
-import { median } from './stats.js';
+import { median, medianInterval } from './stats.js';
 
 /*
  * The telemetry part: acceptance and drain with metrics and tracing on (no SDK registered) against
- * METRICS=off TRACING=off, measured in turns in this run. The cost is 1 − on/off.
+ * METRICS=off TRACING=off, measured in turns in this run. The cost of a pair of turns is
+ * 1 − on/off; the goal is judged on the median of the paired costs, with a distribution-free
+ * confidence interval for that median: met when the whole interval is at or under the bound,
+ * missed when the whole interval is over it, inconclusive when it straddles it. (Comparing the
+ * medians or the best turns of each setting, as this part first did, let one slow stretch of the
+ * machine decide: in two runs the best turns differed by more than the bound while the medians
+ * showed no cost.)
  */
 
 /** The issue's bound on the cost. */
 const MAX_COST = 0.03;
+/** The confidence interval's coverage (at least; order statistics give steps). */
+const COVERAGE = 0.9;
 
 export const TELEMETRY_GOAL = 'Metrics and tracing with no SDK registered: ≤3% cost to acceptance req/s and to drain jobs/s (against METRICS=off TRACING=off)';
 
 interface Cost {
-  /** 1 − on/off on the medians of the rounds. */
+  /** The median of the paired costs 1 − on/off. */
   median: number;
-  /** 1 − on/off on the best round of each (interference only ever slows a turn down). */
-  best: number;
+  /** Its confidence interval. */
+  low: number;
+  high: number;
+  coverage: number;
+  pairs: number;
+  /** The medians of each setting's turns, for the table. */
   on: number;
   off: number;
 }
 
-function costOf(on: number[], off: number[]): Cost | undefined {
-  if (on.length === 0 || off.length === 0) return undefined;
-  return { median: 1 - median(on) / median(off), best: 1 - Math.max(...on) / Math.max(...off), on: median(on), off: median(off) };
+/** Pairs the i-th value of one setting with the other's i-th (the turns were taken in pairs). */
+function costOf(on: Array<number | undefined>, off: Array<number | undefined>): Cost | undefined {
+  const pairs: Array<[number, number]> = [];
+  for (let index = 0; index < Math.min(on.length, off.length); index++) {
+    const a = on[index];
+    const b = off[index];
+    if (a !== undefined && b !== undefined && b > 0) pairs.push([a, b]);
+  }
+  const paired = pairs.map(([a, b]) => 1 - a / b);
+  const interval = medianInterval(paired, COVERAGE);
+  if (!interval) return undefined;
+  return {
+    median: median(paired),
+    low: interval.low,
+    high: interval.high,
+    coverage: interval.coverage,
+    pairs: pairs.length,
+    on: median(pairs.map(([a]) => a)),
+    off: median(pairs.map(([, b]) => b)),
+  };
 }
 
 function costs(part: TelemetryPart): { acceptance: Cost | undefined; drain: Cost | undefined } {
-  const complete = (setting: 'on' | 'off') => part.drain[setting].filter((run) => run.drained === run.jobs).map((run) => run.jobsPerSec);
+  // A drain that did not finish has no rate: its pair is left out.
+  const drains = (setting: 'on' | 'off') => part.drain[setting].map((run) => (run.drained === run.jobs ? run.jobsPerSec : undefined));
   return {
     acceptance: costOf(
       part.acceptance.on.map((run) => run.rps),
       part.acceptance.off.map((run) => run.rps),
     ),
-    drain: costOf(complete('on'), complete('off')),
+    drain: costOf(drains('on'), drains('off')),
   };
 }
 
 const percent = (share: number) => `${formatFixed(100 * share, 1)}%`;
+const described = (cost: Cost) =>
+  `${percent(cost.median)} (${Math.round(100 * cost.coverage)}% interval ${percent(cost.low)} to ${percent(cost.high)}, ${cost.pairs} pairs)`;
 
 export function telemetryGoals(results: BenchResults): Goal[] {
   const part = results.telemetry;
   const measured = part ? costs(part) : undefined;
   if (!part || !measured?.acceptance || !measured.drain) return [{ goal: TELEMETRY_GOAL, measured: '–', status: 'not measured' }];
   const { acceptance, drain } = measured;
-  const medianMet = acceptance.median <= MAX_COST && drain.median <= MAX_COST;
-  const bestMet = acceptance.best <= MAX_COST && drain.best <= MAX_COST;
-  const status = medianMet && bestMet ? 'met' : medianMet !== bestMet ? 'inconclusive' : 'missed';
-  const worst = Math.max(acceptance.median, acceptance.best, drain.median, drain.best);
+  const both = [acceptance, drain];
+  const status = both.every((cost) => cost.high <= MAX_COST) ? 'met' : both.some((cost) => cost.low > MAX_COST) ? 'missed' : 'inconclusive';
+  const worst = Math.max(acceptance.high, drain.high);
   return [
     {
       goal: TELEMETRY_GOAL,
-      measured: `acceptance ${percent(acceptance.median)} on medians (${formatInt(acceptance.on)} vs ${formatInt(acceptance.off)} req/s), ${percent(acceptance.best)} on the best of ${part.rounds} rounds; drain ${percent(drain.median)} on medians (${formatInt(drain.on)} vs ${formatInt(drain.off)} jobs/s), ${percent(drain.best)} on the best`,
+      measured: `median paired cost: acceptance ${described(acceptance)} (${formatInt(acceptance.on)} vs ${formatInt(acceptance.off)} req/s); drain ${described(drain)} (${formatInt(drain.on)} vs ${formatInt(drain.off)} jobs/s)`,
       status,
-      ...(status === 'met' ? {} : { by: `${formatFixed(100 * (worst - MAX_COST), 1)} points over 3% at the worst` }),
+      ...(status === 'met' ? {} : { by: `the interval reaches ${formatFixed(100 * (worst - MAX_COST), 1)} points over 3%` }),
     },
   ];
 }
@@ -100,14 +131,14 @@ export function telemetrySection(results: BenchResults): string[] {
   const part = results.telemetry;
   if (!part) return [];
   const measured = costs(part);
-  const cell = (cost: Cost | undefined) => (cost ? `${percent(cost.median)} (best of rounds: ${percent(cost.best)})` : '–');
+  const cell = (cost: Cost | undefined) => (cost ? described(cost) : '–');
   return [
     '## Metrics and tracing, on and off',
     '',
-    `What the Prometheus metrics and the OpenTelemetry tracing cost when the application registers no SDK: asyncfirst with both on (the defaults) and with \`METRICS=off TRACING=off\`, taking turns for ${part.rounds} round(s) (on then off, then off then on). Acceptance as in the acceptance part (the demo server, worker off, ${part.connections} connections, a ${part.warmupS} s warm-up, then ${part.durationS} s measured, random UUIDv4 keys); the drain of ${formatInt(part.drainJobs)} stored jobs with the no-op handler at concurrency ${part.drainConcurrency}, ${part.drainsPerRound ?? 1} drain(s) of each setting per round, taking turns. Cost = 1 − on/off, on the medians and on the best round of each.`,
+    `What the Prometheus metrics and the OpenTelemetry tracing cost when the application registers no SDK: asyncfirst with both on (the defaults) and with \`METRICS=off TRACING=off\`, taking turns for ${part.rounds} round(s) (on then off, then off then on). Acceptance as in the acceptance part (the demo server, worker off, ${part.connections} connections, a ${part.warmupS} s warm-up, then ${part.durationS} s measured, random UUIDv4 keys); the drain of ${formatInt(part.drainJobs)} stored jobs with the no-op handler at concurrency ${part.drainConcurrency}, ${part.drainsPerRound ?? 1} drain(s) of each setting per round, taking turns. Each turn is paired with the other setting's turn beside it (the i-th drain of a round with the other's i-th); the cost of a pair is 1 − on/off, and the goal is judged on the median of the paired costs with a distribution-free confidence interval for it (from order statistics): met when the interval is at or under 3%, missed when it is over, inconclusive when it straddles 3%.`,
     '',
     table(
-      ['', 'On (req/s or jobs/s)', 'Off', 'Cost', 'Each round, on', 'Each round, off'],
+      ['', 'On (req/s or jobs/s, median)', 'Off', 'Median paired cost', 'Each round, on', 'Each round, off'],
       [
         [
           'Acceptance',

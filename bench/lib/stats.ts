@@ -57,3 +57,27 @@ export function slope(points: ReadonlyArray<{ x: number; y: number }>): number {
 export function isMeasured(value: number | undefined, positive = false): value is number {
   return typeof value === 'number' && Number.isFinite(value) && (!positive || value > 0);
 }
+
+/**
+ * A distribution-free confidence interval for the median of a sample (from its order statistics:
+ * the number of values below the median is Binomial(n, ½)), at a coverage of at least `coverage`.
+ * The widest interval is the sample's range; with fewer than 2 values there is none.
+ */
+export function medianInterval(values: readonly number[], coverage = 0.9): { low: number; high: number; coverage: number } | undefined {
+  const n = values.length;
+  if (n < 2) return undefined;
+  const sorted = [...values].sort((a, b) => a - b);
+  // P(X ≤ j) for X ~ Binomial(n, ½), j = 0 … n.
+  const cumulative: number[] = [];
+  let term = 0.5 ** n;
+  let total = 0;
+  for (let j = 0; j <= n; j++) {
+    total += term;
+    cumulative.push(total);
+    term = (term * (n - j)) / (j + 1);
+  }
+  // The largest k with P(X ≤ k − 1) ≤ (1 − coverage) / 2 gives [x(k), x(n − k + 1)] (1-indexed).
+  let k = 1;
+  while (k + 1 <= n - k && (cumulative[k] as number) <= (1 - coverage) / 2) k++;
+  return { low: sorted[k - 1] as number, high: sorted[n - k] as number, coverage: 1 - 2 * (cumulative[k - 1] as number) };
+}

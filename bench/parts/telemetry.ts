@@ -11,6 +11,10 @@ import type { DrainRun } from './drain.js';
  * both alike. Acceptance is the demo server with its worker off, as in the acceptance part; the
  * drain is the no-op handler at one concurrency, where the worker's own cost per job, and so what
  * metrics and tracing add to it, is largest.
+ *
+ * Each acceptance turn is paired with the other setting's turn of the same round, and the i-th
+ * drain of one setting in a round with the other's i-th: the report judges the paired ratios, so
+ * that a slow stretch of the machine, which hits both turns of a pair, cancels out.
  */
 
 export type TelemetrySetting = 'on' | 'off';
@@ -43,8 +47,8 @@ export interface TelemetryPart {
 export async function runTelemetry(context: BenchContext): Promise<TelemetryPart> {
   const quick = context.quick;
   const part: TelemetryPart = {
-    rounds: quick ? 1 : 5,
-    durationS: quick ? 1 : 10,
+    rounds: quick ? 1 : 8,
+    durationS: quick ? 1 : 6,
     warmupS: quick ? 0.3 : 2,
     connections: 50,
     drainJobs: quick ? 500 : 20_000,
