@@ -129,6 +129,41 @@ export interface PreparedStatement<Parameters extends unknown[] | object, Result
   all(...parameters: BindArguments<Parameters>): Result[];
 }
 
+/** better-sqlite3's own statement, for what rowsOf needs of it. */
+interface RawStatement {
+  readonly source: string;
+  raw(toggle: boolean): RawStatement;
+  columns(): Array<{ name: string }>;
+  run(...parameters: unknown[]): BetterSqlite3.RunResult;
+  get(...parameters: unknown[]): unknown[] | undefined;
+  all(...parameters: unknown[]): unknown[][];
+}
+
+/**
+ * The statement with its rows read as arrays (better-sqlite3's raw mode) and made into objects
+ * here, by a function compiled once for the statement's columns that returns one object literal:
+ * better-sqlite3 builds each row object property by property, which for a job's 23 to 26 columns
+ * took about 4 µs a row, a third of a claim's or a finish's statement time (a 20,000-job drain:
+ * claim 12.3 → 8.4 µs a job, finish 15.2 → 11.6 µs); objects of one shape also keep the code that
+ * reads them monomorphic. For the statements that return whole job rows.
+ */
+function rowsOf<Parameters extends unknown[] | object, Result>(prepared: PreparedStatement<Parameters, Result>): PreparedStatement<Parameters, Result> {
+  const statement = (prepared as unknown as RawStatement).raw(true);
+  const names = statement.columns().map((column) => column.name);
+  for (const name of names) if (!/^[a-z_][a-z0-9_]*$/.test(name)) throw new Error(`rowsOf: column ${name} is not a plain name`);
+  const toRow = new Function('values', `return { ${names.map((name, index) => `${name}: values[${index}]`).join(', ')} };`) as (values: unknown[]) => Result;
+  const rows: PreparedStatement<Parameters, Result> & { source: string } = {
+    source: statement.source,
+    run: (...parameters) => statement.run(...parameters),
+    get: (...parameters) => {
+      const values = statement.get(...parameters);
+      return values === undefined ? undefined : toRow(values);
+    },
+    all: (...parameters) => statement.all(...parameters).map(toRow),
+  };
+  return rows;
+}
+
 interface PreparingDatabase {
   prepare<Parameters extends unknown[] | object = unknown[], Result = unknown>(source: string): PreparedStatement<Parameters, Result>;
 }
@@ -166,29 +201,35 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
     ),
 
     // --- reading and canceling ----------------------------------------------------------
-    getJob: db.prepare<[string, string], SqliteJobRow>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ? AND principal = ?`),
+    getJob: rowsOf(db.prepare<[string, string], SqliteJobRow>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ? AND principal = ?`)),
     /** The jobs a job's success enqueued, oldest first; served by jobs_children, which holds only jobs with a parent. */
     childrenOfJob: db.prepare<[string], { id: string }>(`SELECT id FROM jobs INDEXED BY jobs_children WHERE parent_id = ? ORDER BY seq`),
     /** The job as GET /jobs/{id} shows it: with the schedule tick that made it. */
-    getShownJob: db.prepare<[string, string], SqliteJobRow>(`SELECT ${JOB_COLUMNS}, schedule FROM jobs WHERE id = ? AND principal = ?`),
-    cancelQueuedJob: db.prepare<[string, number, number, string, string], SqliteJobRow>(
-      `UPDATE jobs SET version = version + 1, status = 'canceled', error = ?, updated_at = ?, finished_at = ? WHERE id = ? AND principal = ? AND status = 'queued'
+    getShownJob: rowsOf(db.prepare<[string, string], SqliteJobRow>(`SELECT ${JOB_COLUMNS}, schedule FROM jobs WHERE id = ? AND principal = ?`)),
+    cancelQueuedJob: rowsOf(
+      db.prepare<[string, number, number, string, string], SqliteJobRow>(
+        `UPDATE jobs SET version = version + 1, status = 'canceled', error = ?, updated_at = ?, finished_at = ? WHERE id = ? AND principal = ? AND status = 'queued'
        RETURNING ${JOB_COLUMNS}`,
+      ),
     ),
     requestCancel: db.prepare<[number, string, string]>(
       `UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ? AND principal = ? AND status = 'running'`,
     ),
 
     /** An ended (failed or canceled) job queued again as new: same id and fence count, a fresh attempt budget. A null principal: any. */
-    retryEndedJob: db.prepare<[{ id: string; principal: string | null; now: number }], SqliteJobRow>(
-      `UPDATE jobs SET version = version + 1, status = 'queued', attempts = 0, cancel_requested = 0, progress = NULL, result = NULL, result_location = NULL,
+    retryEndedJob: rowsOf(
+      db.prepare<[{ id: string; principal: string | null; now: number }], SqliteJobRow>(
+        `UPDATE jobs SET version = version + 1, status = 'queued', attempts = 0, cancel_requested = 0, progress = NULL, result = NULL, result_location = NULL,
          error = NULL, run_at = @now, updated_at = @now, finished_at = NULL, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL
        WHERE id = @id AND (@principal IS NULL OR principal = @principal) AND status IN ('failed', 'canceled')
        RETURNING ${JOB_COLUMNS}`,
+      ),
     ),
     jobPrincipal: db.prepare<[string], { principal: string }>(`SELECT principal FROM jobs WHERE id = ?`),
-    getJobOfScope: db.prepare<[{ id: string; principal: string | null }], SqliteJobRow>(
-      `SELECT ${JOB_COLUMNS} FROM jobs WHERE id = @id AND (@principal IS NULL OR principal = @principal)`,
+    getJobOfScope: rowsOf(
+      db.prepare<[{ id: string; principal: string | null }], SqliteJobRow>(
+        `SELECT ${JOB_COLUMNS} FROM jobs WHERE id = @id AND (@principal IS NULL OR principal = @principal)`,
+      ),
     ),
 
     // --- claiming and leasing -----------------------------------------------------------
@@ -203,46 +244,52 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
       `UPDATE jobs SET lease_epoch = ?, lease_expires_at = 0 WHERE status = 'running' AND lease_epoch IS NOT ?`,
     ),
     /** Abandoned (lease expired) jobs whose cancellation was asked end as canceled. Parameters: problem, now, now, lease clock now. */
-    cancelAbandoned: db.prepare<[string, number, number, number], SqliteJobRow>(
-      `UPDATE jobs INDEXED BY jobs_leased SET version = version + 1, status = 'canceled', error = ?, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
+    cancelAbandoned: rowsOf(
+      db.prepare<[string, number, number, number], SqliteJobRow>(
+        `UPDATE jobs INDEXED BY jobs_leased SET version = version + 1, status = 'canceled', error = ?, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
        WHERE status = 'running' AND lease_expires_at <= ? AND cancel_requested = 1
        RETURNING ${JOB_COLUMNS}`,
+      ),
     ),
     /** Abandoned jobs with no attempts left end as failed rather than crash a worker forever. */
-    failAbandoned: db.prepare<[string, number, number, number], SqliteJobRow>(
-      `UPDATE jobs INDEXED BY jobs_leased SET version = version + 1, status = 'failed', error = ?, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
+    failAbandoned: rowsOf(
+      db.prepare<[string, number, number, number], SqliteJobRow>(
+        `UPDATE jobs INDEXED BY jobs_leased SET version = version + 1, status = 'failed', error = ?, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
        WHERE status = 'running' AND lease_expires_at <= ? AND attempts >= max_attempts
        RETURNING ${JOB_COLUMNS}`,
+      ),
     ),
     /** The other abandoned jobs, oldest lease first, with the owner that let go of each; a limited operation's are its own claim's. Parameters: lease clock now, limit. */
     abandonedJobs: db.prepare<[number, number], { seq: number; lease_owner: string | null }>(
       `SELECT seq, lease_owner FROM jobs INDEXED BY jobs_leased WHERE status = 'running' AND lease_expires_at <= ? AND limited = 0 ORDER BY lease_expires_at LIMIT ?`,
     ),
-    takeOver: db.prepare<[string, string, number, number, number], SqliteClaimedRow>(
-      `UPDATE jobs SET version = version + 1, attempts = attempts + 1, fence = fence + 1, lease_owner = ?, lease_epoch = ?, lease_expires_at = ?, updated_at = ?
+    takeOver: rowsOf(
+      db.prepare<[string, string, number, number, number], SqliteClaimedRow>(
+        `UPDATE jobs SET version = version + 1, attempts = attempts + 1, fence = fence + 1, lease_owner = ?, lease_epoch = ?, lease_expires_at = ?, updated_at = ?
        WHERE seq = ? AND status = 'running'
        RETURNING ${CLAIMED_COLUMNS}`,
+      ),
     ),
     /**
      * INDEXED BY: inside this UPDATE, SQLite's planner preferred jobs_status (status, seq) and sorted
      * every queued job to find the first few due (52 µs a job instead of 8.6 µs with 10,000 queued);
      * jobs_queued yields them in order, so a claim reads only the rows it takes.
      */
-    claimQueued: db.prepare<[string, string, number, number, number, number], SqliteClaimedRow>(
-      `UPDATE jobs SET version = version + 1, status = 'running', attempts = attempts + 1, fence = fence + 1, lease_owner = ?, lease_epoch = ?, lease_expires_at = ?, updated_at = ?
+    claimQueued: rowsOf(
+      db.prepare<[string, string, number, number, number, number], SqliteClaimedRow>(
+        `UPDATE jobs SET version = version + 1, status = 'running', attempts = attempts + 1, fence = fence + 1, lease_owner = ?, lease_epoch = ?, lease_expires_at = ?, updated_at = ?
        WHERE seq IN (SELECT seq FROM jobs INDEXED BY jobs_queued WHERE status = 'queued' AND priority = 0 AND limited = 0 AND run_at <= ? ORDER BY run_at, seq LIMIT ?)
        RETURNING ${CLAIMED_COLUMNS}`,
+      ),
     ),
     /**
      * claimQueued when some operation has a priority: the first due jobs above priority 0, of
      * priority 0 and below it, each read in order from its index (no sort of the queue), then the
      * best of those. Each row comes with its seq, for the driver to put them in claim order.
      */
-    claimQueuedByPriority: db.prepare<
-      [{ owner: string; epoch: string; leaseExpiresAt: number; now: number; limit: number }],
-      SqliteClaimedRow & { seq: number }
-    >(
-      `UPDATE jobs SET version = version + 1, status = 'running', attempts = attempts + 1, fence = fence + 1, lease_owner = @owner, lease_epoch = @epoch,
+    claimQueuedByPriority: rowsOf(
+      db.prepare<[{ owner: string; epoch: string; leaseExpiresAt: number; now: number; limit: number }], SqliteClaimedRow & { seq: number }>(
+        `UPDATE jobs SET version = version + 1, status = 'running', attempts = attempts + 1, fence = fence + 1, lease_owner = @owner, lease_epoch = @epoch,
          lease_expires_at = @leaseExpiresAt, updated_at = @now
        WHERE seq IN (SELECT seq FROM (
            SELECT * FROM (SELECT seq, priority, run_at FROM jobs INDEXED BY jobs_queued_by_priority
@@ -255,6 +302,7 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
                           WHERE status = 'queued' AND priority <> 0 AND limited = 0 AND priority < 0 AND run_at <= @now ORDER BY priority DESC, run_at, seq LIMIT @limit)
          ) ORDER BY priority DESC, run_at, seq LIMIT @limit)
        RETURNING ${CLAIMED_COLUMNS}, seq`,
+      ),
     ),
 
     // --- claiming a limited operation's jobs (in one write transaction: one writer at a time) ---
@@ -272,24 +320,25 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
        WHERE status = 'running' AND limited = 1 AND operation = ? AND lease_expires_at <= ? AND attempts < max_attempts AND cancel_requested = 0
        ORDER BY lease_expires_at LIMIT ?`,
     ),
-    claimLimitedQueued: db.prepare<
-      [{ owner: string; epoch: string; leaseExpiresAt: number; now: number; operation: string; limit: number }],
-      SqliteClaimedRow & { seq: number }
-    >(
-      `UPDATE jobs SET version = version + 1, status = 'running', attempts = attempts + 1, fence = fence + 1, lease_owner = @owner, lease_epoch = @epoch,
+    claimLimitedQueued: rowsOf(
+      db.prepare<[{ owner: string; epoch: string; leaseExpiresAt: number; now: number; operation: string; limit: number }], SqliteClaimedRow & { seq: number }>(
+        `UPDATE jobs SET version = version + 1, status = 'running', attempts = attempts + 1, fence = fence + 1, lease_owner = @owner, lease_epoch = @epoch,
          lease_expires_at = @leaseExpiresAt, updated_at = @now
        WHERE seq IN (SELECT seq FROM jobs INDEXED BY jobs_limited_queued
                      WHERE status = 'queued' AND limited = 1 AND operation = @operation AND run_at <= @now ORDER BY priority DESC, run_at, seq LIMIT @limit)
        RETURNING ${CLAIMED_COLUMNS}, seq`,
+      ),
     ),
     renewLease: db.prepare<[string, number, number, string, number], { cancel_requested: number }>(
       `UPDATE jobs SET lease_epoch = ?, lease_expires_at = ?, updated_at = ? WHERE id = ? AND fence = ? AND status = 'running'
        RETURNING cancel_requested`,
     ),
 
-    reportProgress: db.prepare<[string, number, string, number], SqliteJobRow>(
-      `UPDATE jobs SET version = version + 1, progress = ?, updated_at = ? WHERE id = ? AND fence = ? AND status = 'running'
+    reportProgress: rowsOf(
+      db.prepare<[string, number, string, number], SqliteJobRow>(
+        `UPDATE jobs SET version = version + 1, progress = ?, updated_at = ? WHERE id = ? AND fence = ? AND status = 'running'
        RETURNING ${JOB_COLUMNS}`,
+      ),
     ),
 
     // --- finishing (every write presents the fence it claimed with) ---------------------
@@ -297,8 +346,9 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
      * Cancel wins: once DELETE /jobs/{id} has asked (cancel_requested), the attempt's outcome is
      * discarded and the job ends canceled with the given problem, whatever the handler did.
      */
-    finishJob: db.prepare<[string, string | null, string | null, string, string | null, number, number, string, number], SqliteJobRow>(
-      `UPDATE jobs SET version = version + 1,
+    finishJob: rowsOf(
+      db.prepare<[string, string | null, string | null, string, string | null, number, number, string, number], SqliteJobRow>(
+        `UPDATE jobs SET version = version + 1,
          status = CASE WHEN cancel_requested = 1 THEN 'canceled' ELSE ? END,
          result = CASE WHEN cancel_requested = 1 THEN NULL ELSE ? END,
          result_location = CASE WHEN cancel_requested = 1 THEN NULL ELSE ? END,
@@ -306,21 +356,28 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
          lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
        WHERE id = ? AND fence = ? AND status = 'running'
        RETURNING ${JOB_COLUMNS}`,
+      ),
     ),
-    retryJob: db.prepare<[string | null, number, number, string, number], SqliteJobRow>(
-      `UPDATE jobs SET version = version + 1, status = 'queued', error = ?, run_at = ?, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?
+    retryJob: rowsOf(
+      db.prepare<[string | null, number, number, string, number], SqliteJobRow>(
+        `UPDATE jobs SET version = version + 1, status = 'queued', error = ?, run_at = ?, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?
        WHERE id = ? AND fence = ? AND status = 'running' AND cancel_requested = 0
        RETURNING ${JOB_COLUMNS}`,
+      ),
     ),
-    finishCanceledRequest: db.prepare<[string, number, number, string, number], SqliteJobRow>(
-      `UPDATE jobs SET version = version + 1, status = 'canceled', error = ?, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
+    finishCanceledRequest: rowsOf(
+      db.prepare<[string, number, number, string, number], SqliteJobRow>(
+        `UPDATE jobs SET version = version + 1, status = 'canceled', error = ?, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ?
        WHERE id = ? AND fence = ? AND status = 'running' AND cancel_requested = 1
        RETURNING ${JOB_COLUMNS}`,
+      ),
     ),
-    releaseJob: db.prepare<[number, number, string, number], SqliteJobRow>(
-      `UPDATE jobs SET version = version + 1, status = 'queued', attempts = attempts - 1, run_at = ?, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?
+    releaseJob: rowsOf(
+      db.prepare<[number, number, string, number], SqliteJobRow>(
+        `UPDATE jobs SET version = version + 1, status = 'queued', attempts = attempts - 1, run_at = ?, lease_owner = NULL, lease_epoch = NULL, lease_expires_at = NULL, updated_at = ?
        WHERE id = ? AND fence = ? AND status = 'running' AND cancel_requested = 0
        RETURNING ${JOB_COLUMNS}`,
+      ),
     ),
 
     // --- the event log ------------------------------------------------------------------
