@@ -36,7 +36,7 @@ const turn = () => new Promise((resolve) => setImmediate(resolve));
 
 /** Whether each promise has settled yet. */
 function tracked<T>(promise: Promise<T>) {
-  const state = { settled: false, value: undefined as T | undefined, error: undefined as unknown };
+  const state = { settled: false, value: undefined as T | undefined, error: undefined as unknown, promise };
   promise.then(
     (value) => {
       state.settled = true;
@@ -121,6 +121,32 @@ describe('group commit with the sync off the event loop', () => {
     await writes.whenSynced();
   });
 
+  it('settles a write asked to settle at COMMIT before the sync, while the other writes of its group, and its announcement, wait for the sync', async () => {
+    const { writes, insert, held, committed, announced } = setup();
+    const claimLike = tracked(writes.run(() => insert.run('a'), true));
+    const acceptance = tracked(writes.run(() => insert.run('b')));
+    await turn();
+    expect(committed()).toEqual(['a', 'b']);
+    expect(held.started()).toBe(1);
+    expect(claimLike.settled).toBe(true);
+    expect(claimLike.error).toBeUndefined();
+    expect(acceptance.settled).toBe(false);
+    expect(announced()).toBe(0);
+
+    // A group of such writes alone still announces only once synced.
+    held.finish();
+    await turn();
+    expect(acceptance.settled).toBe(true);
+    const alone = tracked(writes.run(() => insert.run('c'), true));
+    await turn();
+    expect(alone.settled).toBe(true);
+    expect(announced()).toBe(1);
+    held.finish();
+    await turn();
+    expect(announced()).toBe(2);
+    await writes.whenSynced();
+  });
+
   it('fails the writes a failed sync covered, those committed during it, and every write after it, and writes nothing more', async () => {
     const { writes, insert, held, committed } = setup();
     const first = tracked(writes.run(() => insert.run('a')));
@@ -188,6 +214,29 @@ describe('the SQLite driver syncing its WAL', () => {
     const answeredAt = performance.now();
     expect(finished.length).toBeGreaterThan(syncsBefore);
     expect(finished.at(-1) as number).toBeLessThanOrEqual(answeredAt);
+  });
+
+  it("hands a claim to the worker at COMMIT, while the claim's sync runs, and announces its job.running only after that sync", async () => {
+    let hold = false;
+    const held = heldSync();
+    const { engine } = await open((sync) => (done) => (hold ? held.sync(done) : sync(done)));
+    const { jobId } = await engine.acceptJob(acceptRequest('k1'));
+    const changed: string[] = [];
+    engine.onJobsChanged((ids) => changed.push(...ids));
+    hold = true;
+    const claimed = await engine.claimJobs({ owner: 'w1', limit: 5, now: Date.now(), leaseMs: 30_000 });
+    expect(claimed.map((job) => job.id)).toEqual([jobId]);
+    expect(held.started()).toBe(1);
+    expect(changed).toEqual([]);
+    // An outcome written now waits for a sync begun after its own COMMIT (which covers the claim's too).
+    const finished = tracked(engine.finishJob(jobId, claimed[0]?.fence ?? 0, { status: 'succeeded', result: '{}' }, Date.now()));
+    await turn();
+    expect(finished.settled).toBe(false);
+    hold = false;
+    held.finish();
+    await turn();
+    expect(changed).toEqual([jobId]);
+    await expect(finished.promise).resolves.toBe(true);
   });
 
   it('fails every write for good once a sync fails, reports it, and is no longer ready', async () => {

@@ -6,6 +6,8 @@ interface PendingWrite {
   reject: (error: unknown) => void;
   /** performance.now() when the write was asked for: how long it has waited for the lock. */
   queuedAt: number;
+  /** Settles at COMMIT instead of after the sync that follows it (see GroupCommit.run). */
+  atCommit: boolean;
 }
 
 export interface GroupCommitOptions {
@@ -54,6 +56,12 @@ export interface GroupState {
 interface CommittedGroup {
   group: PendingWrite[];
   outcomes: unknown[];
+}
+
+function settleItem(item: PendingWrite, outcome: unknown): void {
+  const { ok, value } = outcome as { ok: boolean; value: unknown };
+  if (ok) item.resolve(value);
+  else item.reject(value);
 }
 
 const NO_GROUP_STATE: GroupState = { reset() {}, mark: () => 0, rollbackTo() {}, beforeCommit() {} };
@@ -117,10 +125,16 @@ export class GroupCommit {
     });
   }
 
-  /** Runs `write` inside the next group's transaction; resolves after the commit. */
-  run<T>(write: () => T): Promise<T> {
+  /**
+   * Runs `write` inside the next group's transaction; resolves once the commit is durable, or,
+   * with `atCommit`, once it has committed (the sync that makes it durable still follows, and
+   * what the group announces still waits for it): for a write whose result only this process
+   * acts on, and whose loss with the machine's power would change nothing a later durable write
+   * has not already made true (a claim: see SqliteDriver.claimJobs).
+   */
+  run<T>(write: () => T, atCommit = false): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.pending.push({ write, resolve: resolve as (value: unknown) => void, reject, queuedAt: performance.now() });
+      this.pending.push({ write, resolve: resolve as (value: unknown) => void, reject, queuedAt: performance.now(), atCommit });
       // While a group waits for the lock, its retry timer takes the newcomers along.
       if (!this.scheduled && this.retryTimer === undefined) {
         this.scheduled = true;
@@ -181,7 +195,21 @@ export class GroupCommit {
       this.settle([{ group, outcomes }]);
       return;
     }
-    this.unsynced.push({ group, outcomes });
+    if (group.some((item) => item.atCommit)) {
+      const late: PendingWrite[] = [];
+      const lateOutcomes: unknown[] = [];
+      group.forEach((item, index) => {
+        if (item.atCommit) settleItem(item, outcomes[index]);
+        else {
+          late.push(item);
+          lateOutcomes.push(outcomes[index]);
+        }
+      });
+      // The group's announcement still waits for its sync, even when no write of it does.
+      this.unsynced.push({ group: late, outcomes: lateOutcomes });
+    } else {
+      this.unsynced.push({ group, outcomes });
+    }
     this.startSync();
   }
 
@@ -196,13 +224,7 @@ export class GroupCommit {
 
   private settle(committed: CommittedGroup[]): void {
     this.options.afterCommit();
-    for (const { group, outcomes } of committed) {
-      group.forEach((item, index) => {
-        const outcome = outcomes[index] as { ok: boolean; value: unknown };
-        if (outcome.ok) item.resolve(outcome.value);
-        else item.reject(outcome.value);
-      });
-    }
+    for (const { group, outcomes } of committed) group.forEach((item, index) => settleItem(item, outcomes[index]));
   }
 
   /** Starts a sync of every group committed so far, unless one is running (its end starts the next). */

@@ -494,8 +494,17 @@ export class SqliteDriver implements Driver {
     });
   }
 
+  /**
+   * A claim is handed to the worker once committed, before the sync that makes it durable: the
+   * handler then starts while that sync runs, and the drain does not wait for one sync per batch
+   * of claims (a 20,000-job no-op drain: about 15% faster). Nothing outside this process learns
+   * of the claim before that sync (its events are announced after it, and the outcome it leads to
+   * waits for a later one, which covers it: the WAL is synced in order). A claim lost with the
+   * machine's power leaves the job queued, and it runs again, as it would had the claim survived
+   * (its lease would lapse and the job be taken over), with that attempt not counted.
+   */
   claimJobs(claim: DriverClaim): Promise<ClaimedJob[]> {
-    return this.write(() => this.claimWrite(claim));
+    return this.write(() => this.claimWrite(claim), true);
   }
 
   private claimWrite(claim: DriverClaim): ClaimedJob[] {
@@ -530,7 +539,7 @@ export class SqliteDriver implements Driver {
   }
 
   claimLimitedJobs(claim: LimitedClaim): Promise<ClaimedJob[]> {
-    return this.write(() => this.claimLimitedWrite(claim));
+    return this.write(() => this.claimLimitedWrite(claim), true);
   }
 
   /** One writer at a time: what this transaction counts stays true until it commits. */
@@ -720,10 +729,10 @@ export class SqliteDriver implements Driver {
   }
 
   /** A write grouped with the others of this event-loop turn; database errors become StoreUnavailableError. */
-  private write<T>(write: () => T): Promise<T> {
+  private write<T>(write: () => T, atCommit = false): Promise<T> {
     if (this.closed) return Promise.reject(new StoreUnavailableError('the store is closed'));
     if (this.lost) return Promise.reject(this.lost);
-    return this.writes.run(write).catch((error: unknown) => {
+    return this.writes.run(write, atCommit).catch((error: unknown) => {
       const unavailable = asUnavailable(error);
       if (unavailable instanceof StoreUnavailableError && unavailable !== this.lost && !BUSY_CODES.test(String((error as { code?: unknown }).code))) {
         // Reported once per run of failures (disk full, I/O error), not once per request.
