@@ -224,7 +224,11 @@ export class GroupCommit {
 
   private settle(committed: CommittedGroup[]): void {
     this.options.afterCommit();
-    for (const { group, outcomes } of committed) group.forEach((item, index) => settleItem(item, outcomes[index]));
+    for (const { group, outcomes } of committed) {
+      group.forEach((item, index) => {
+        settleItem(item, outcomes[index]);
+      });
+    }
   }
 
   /** Starts a sync of every group committed so far, unless one is running (its end starts the next). */
