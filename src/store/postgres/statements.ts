@@ -512,6 +512,10 @@ export const SQL = {
    * larger id than this one (this one took its id, then waited for that one's row lock): the log
    * across jobs is read in transaction-id order, so this event would come before the one it
    * follows. The driver then runs the transaction again, under a new, larger id.
+   * The previous event is looked up per inserted row, a scalar subquery on job_events' primary key:
+   * as a join, a connection that planned the statement while job_events was small (the first
+   * minutes of a new schema, with no ANALYZE since) kept a hash join over a scan of the whole log,
+   * which grew with every job run (11 ms per claim and finish at 24,000 events, against 0.08 ms).
    */
   insertEvents: statement(
     'insert_events',
@@ -521,7 +525,7 @@ export const SQL = {
        RETURNING job_id, version, xid
      )
      SELECT pg_notify($6, $7), EXISTS (
-       SELECT 1 FROM inserted i JOIN job_events e ON e.job_id = i.job_id AND e.version = i.version - 1 WHERE e.xid > i.xid
+       SELECT 1 FROM inserted i WHERE (SELECT e.xid FROM job_events e WHERE e.job_id = i.job_id AND e.version = i.version - 1) > i.xid
      ) AS out_of_order`,
   ),
   /**
