@@ -55,4 +55,56 @@ describe('PostgreSQL query plans of the hot statements', () => {
     expect(plan).toContain('Index Scan using job_events_pkey on job_events');
     expect(plan).not.toMatch(/Seq Scan on job_events|Hash Join|Merge Join/);
   });
+
+  it('claims past the index entries of finished jobs whose leases lapsed since: a probe that marks them dead gates the reads of lapsed leases, so what a claim reads stops growing with the jobs finished since the last vacuum', async () => {
+    const { schema, drop } = freshSchema('af_pg_plans');
+    cleanups.push(drop);
+    const engine = await JobEngine.start(new PostgresDriver({ connectionString: TEST_DATABASE_URL, schema, poolMax: 2 }));
+    cleanups.push(() => engine.close());
+    // 10,000 jobs claimed with a lease of 1 ms in one claim and finished: the versions they ran in,
+    // dead now, stay in jobs_leased with their lapsed leases until a vacuum. (With fewer, the plan
+    // made for the small table reads jobs_leased by plain index scans, which mark them dead too.)
+    const now = Date.now();
+    const jobs = 10_000;
+    await Promise.all(
+      Array.from({ length: jobs }, (_, i) =>
+        engine.acceptJob({ principal: 'p', operation: 'op', key: `k${i}`, fingerprint: 'f', input: '{}', maxAttempts: 3, now, keyExpiresAt: now + 60_000 }),
+      ),
+    );
+    const claimed = await engine.claimJobs({ owner: 'w', limit: jobs, now: Date.now(), leaseMs: 1 });
+    expect(claimed).toHaveLength(jobs);
+    const finished = await Promise.all(claimed.map((job) => engine.finishJob(job.id, job.fence, { status: 'succeeded', result: '{}' }, Date.now())));
+    expect(finished.every(Boolean)).toBe(true);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+
+    const client = new pg.Client({ connectionString: TEST_DATABASE_URL, options: `-c search_path=${schema}` });
+    await client.connect();
+    cleanups.push(() => client.end());
+    await client.query('SET plan_cache_mode = force_generic_plan');
+    const plan = await genericPlan(client, SQL.claimJobs);
+    expect(plan).toMatch(/CTE lapsed\n.*\n.*\n\s*-> {2}Index (Only )?Scan using jobs_leased/);
+    expect(plan.match(/One-Time Filter/g)).toHaveLength(3);
+
+    // Buffers a claim reads (rolled back). Once a probe has marked the dead entries (as soon as no
+    // snapshot in the cluster can still see their rows), a claim reads some 50 pages (the queue's
+    // and the leases' index pages): the three bitmap scans read some 700, every claim, until a vacuum.
+    await client.query(`PREPARE claim_under_test AS ${SQL.claimJobs.text}`);
+    const buffersOfClaim = async () => {
+      await client.query('BEGIN');
+      try {
+        const { rows } = await client.query<{ 'QUERY PLAN': string }>(
+          `EXPLAIN (ANALYZE, BUFFERS) EXECUTE claim_under_test('w2', 30000, ${Date.now()}, 100, '{}', '{}')`,
+        );
+        return Number(/Buffers: shared hit=(\d+)/.exec(rows.map((line) => line['QUERY PLAN']).join('\n'))?.[1]);
+      } finally {
+        await client.query('ROLLBACK');
+      }
+    };
+    let buffers = await buffersOfClaim();
+    for (let tries = 0; buffers >= 200 && tries < 100; tries++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      buffers = await buffersOfClaim();
+    }
+    expect(buffers).toBeLessThan(200);
+  }, 30_000);
 });
