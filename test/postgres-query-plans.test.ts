@@ -56,6 +56,31 @@ describe('PostgreSQL query plans of the hot statements', () => {
     expect(plan).not.toMatch(/Seq Scan on job_events|Hash Join|Merge Join/);
   });
 
+  it('claims due jobs with a plan made while the queue was small that walks the queue in order from its index (jobs_queued; by priority, jobs_queued_by_priority above and below 0 too), never sorting the queue', async () => {
+    const { schema, drop } = freshSchema('af_pg_plans');
+    cleanups.push(drop);
+    const engine = await JobEngine.start(new PostgresDriver({ connectionString: TEST_DATABASE_URL, schema, poolMax: 2 }));
+    cleanups.push(() => engine.close());
+    const now = Date.now();
+    for (let i = 0; i < 20; i++) {
+      await engine.acceptJob({ principal: 'p', operation: 'op', key: `k${i}`, fingerprint: 'f', input: '{}', maxAttempts: 3, now, keyExpiresAt: now + 60_000 });
+    }
+    const client = new pg.Client({ connectionString: TEST_DATABASE_URL, options: `-c search_path=${schema}` });
+    await client.connect();
+    cleanups.push(() => client.end());
+    await client.query('SET plan_cache_mode = force_generic_plan');
+    /** The plan of one CTE of a claim: from its name to the next CTE's. */
+    const part = (plan: string, cte: string) => plan.slice(plan.indexOf(`CTE ${cte}\n`)).split(/\n {2}CTE /)[0] as string;
+    const plain = await genericPlan(client, SQL.claimJobs);
+    expect(part(plain, 'due')).toMatch(/LockRows[^\n]*\n\s*-> {2}Index Scan using jobs_queued on jobs/);
+    expect(part(plain, 'due')).not.toContain('Sort');
+    const byPriority = await genericPlan(client, SQL.claimJobsByPriority);
+    expect(part(byPriority, 'due_above')).toMatch(/Index Scan using jobs_queued_by_priority on jobs[^\n]*\n\s*Index Cond: \(\(priority > 0\)/);
+    expect(part(byPriority, 'due_plain')).toMatch(/Index Scan using jobs_queued on jobs/);
+    expect(part(byPriority, 'due_below')).toMatch(/Index Scan using jobs_queued_by_priority on jobs[^\n]*\n\s*Index Cond: \(\(priority < 0\)/);
+    for (const cte of ['due_above', 'due_plain', 'due_below']) expect(part(byPriority, cte)).not.toContain('Sort');
+  });
+
   it('claims past the index entries of finished jobs whose leases lapsed since: a probe that marks them dead gates the reads of lapsed leases, so what a claim reads stops growing with the jobs finished since the last vacuum', async () => {
     const { schema, drop } = freshSchema('af_pg_plans');
     cleanups.push(drop);
