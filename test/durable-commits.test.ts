@@ -72,7 +72,7 @@ describe('group commit with the sync off the event loop', () => {
     const held = heldSync();
     let announced = 0;
     const writes = new GroupCommit(db, {
-      afterCommit: () => {
+      committed: () => () => {
         announced++;
       },
       isDatabaseError: () => false,
@@ -216,7 +216,7 @@ describe('the SQLite driver syncing its WAL', () => {
     expect(finished.at(-1) as number).toBeLessThanOrEqual(answeredAt);
   });
 
-  it("hands a claim to the worker at COMMIT, while the claim's sync runs, and announces its job.running only after that sync", async () => {
+  it("hands a claim to the worker at COMMIT, while the claim's sync runs, and announces each group's changes only after its own sync", async () => {
     let hold = false;
     const held = heldSync();
     const { engine } = await open((sync) => (done) => (hold ? held.sync(done) : sync(done)));
@@ -232,10 +232,16 @@ describe('the SQLite driver syncing its WAL', () => {
     const finished = tracked(engine.finishJob(jobId, claimed[0]?.fence ?? 0, { status: 'succeeded', result: '{}' }, Date.now()));
     await turn();
     expect(finished.settled).toBe(false);
-    hold = false;
+    // The claim's sync ends: the claim is announced, and the finish, committed during that sync, is not.
     held.finish();
     await turn();
     expect(changed).toEqual([jobId]);
+    expect(held.started()).toBe(1);
+    expect(finished.settled).toBe(false);
+    hold = false;
+    held.finish();
+    await turn();
+    expect(changed).toEqual([jobId, jobId]);
     await expect(finished.promise).resolves.toBe(true);
   });
 

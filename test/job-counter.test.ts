@@ -25,7 +25,7 @@ describe('job counts kept by the group commit', () => {
     const counter = new JobCounter((operation, status, delta) => add.run(operation, status, delta));
     let commits = 0;
     const writes = new GroupCommit(db, {
-      afterCommit: () => {
+      committed: () => () => {
         commits++;
       },
       isDatabaseError: () => false,

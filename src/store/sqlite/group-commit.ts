@@ -11,8 +11,13 @@ interface PendingWrite {
 }
 
 export interface GroupCommitOptions {
-  /** Announces what the committed group changed (runs before any of its promises settle). */
-  afterCommit: () => void;
+  /**
+   * Called right after a group's COMMIT: takes what that group changed and returns its
+   * announcement, which runs once the group is durable (after its sync), before any of the
+   * group's promises settle. Groups committed while a sync runs are announced after the next
+   * one, each with what it changed, not with the group before it.
+   */
+  committed: () => (() => void) | undefined;
   /** True for errors of the database itself (busy, I/O), which no write-by-write retry can help. */
   isDatabaseError: (error: unknown) => boolean;
   /** True when another connection holds the write lock: the group waits and tries again. */
@@ -35,7 +40,7 @@ export interface GroupCommitOptions {
   /**
    * Makes every commit so far durable, off the event loop, and calls `done` (with the error, if
    * it failed). Given: COMMIT itself does not wait for the disk (synchronous=NORMAL), and each
-   * group's promises settle, and `afterCommit` runs, only once a sync begun after its COMMIT has
+   * group's promises settle, and its announcement (`committed`) runs, only once a sync begun after its COMMIT has
    * finished; groups keep committing meanwhile and share the next sync. Omitted: COMMIT itself is
    * durable (synchronous=FULL, or a database in memory).
    */
@@ -52,10 +57,11 @@ export interface GroupState {
   beforeCommit(): void;
 }
 
-/** A group that has committed, with how each of its writes went. */
+/** A group that has committed, with how each of its writes went and what it announces once durable. */
 interface CommittedGroup {
   group: PendingWrite[];
   outcomes: unknown[];
+  announce: (() => void) | undefined;
 }
 
 function settleItem(item: PendingWrite, outcome: unknown): void {
@@ -191,8 +197,9 @@ export class GroupCommit {
       for (const item of group) item.reject(error);
       return;
     }
+    const announce = this.options.committed();
     if (this.options.sync === undefined) {
-      this.settle([{ group, outcomes }]);
+      this.settle([{ group, outcomes, announce }]);
       return;
     }
     if (group.some((item) => item.atCommit)) {
@@ -206,9 +213,9 @@ export class GroupCommit {
         }
       });
       // The group's announcement still waits for its sync, even when no write of it does.
-      this.unsynced.push({ group: late, outcomes: lateOutcomes });
+      this.unsynced.push({ group: late, outcomes: lateOutcomes, announce });
     } else {
-      this.unsynced.push({ group, outcomes });
+      this.unsynced.push({ group, outcomes, announce });
     }
     this.startSync();
   }
@@ -223,8 +230,8 @@ export class GroupCommit {
   }
 
   private settle(committed: CommittedGroup[]): void {
-    this.options.afterCommit();
-    for (const { group, outcomes } of committed) {
+    for (const { group, outcomes, announce } of committed) {
+      announce?.();
       group.forEach((item, index) => {
         settleItem(item, outcomes[index]);
       });

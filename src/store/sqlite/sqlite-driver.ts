@@ -184,7 +184,7 @@ export class SqliteDriver implements Driver {
     }
     const sync = this.walSync?.sync;
     this.writes = new GroupCommit(this.db, {
-      afterCommit: () => this.announceCommit(),
+      committed: () => this.takeAnnouncement(),
       isDatabaseError: (error) => asUnavailable(error) instanceof StoreUnavailableError,
       isBusy: (error) => BUSY_CODES.test(String((error as { code?: unknown }).code ?? '')),
       busyTimeoutMs: options.busyTimeoutMs ?? 5000,
@@ -250,22 +250,24 @@ export class SqliteDriver implements Driver {
     if (this.writeFailure || this.writes.waitingForLock) await this.write(() => this.sql.writeProbe.run(Date.now()));
   }
 
-  private announceCommit(): void {
-    this.writeFailure = undefined;
-    if (!this.hooks) return;
-    if (this.changedInGroup.size > 0) {
-      const changed = this.changedInGroup;
-      this.changedInGroup = new Set();
-      this.events.jobsChanged(changed);
-    }
-    if (this.jobsQueuedInGroup) {
-      this.jobsQueuedInGroup = false;
-      this.events.jobsQueued();
-    }
-    if (this.deliveriesQueuedInGroup) {
-      this.deliveriesQueuedInGroup = false;
-      this.events.deliveriesQueued();
-    }
+  /**
+   * What the group just committed changed, taken (the next group starts afresh), as the
+   * announcement GroupCommit runs once that group is durable.
+   */
+  private takeAnnouncement(): () => void {
+    const changed = this.changedInGroup;
+    const queued = this.jobsQueuedInGroup;
+    const deliveries = this.deliveriesQueuedInGroup;
+    this.changedInGroup = new Set();
+    this.jobsQueuedInGroup = false;
+    this.deliveriesQueuedInGroup = false;
+    return () => {
+      this.writeFailure = undefined;
+      if (!this.hooks) return;
+      if (changed.size > 0) this.events.jobsChanged(changed);
+      if (queued) this.events.jobsQueued();
+      if (deliveries) this.events.deliveriesQueued();
+    };
   }
 
   /**
