@@ -136,6 +136,7 @@ try {
   const window = schema && queries ? await startDatabaseWindow(schema, queries, profileFile ? asyncfirstChannel(schema) : undefined) : undefined;
   if (profileFile) await profiler.start();
   const start = performance.now();
+  const cpuAtStart = process.cpuUsage();
   const deadline = Date.now() + timeoutMs;
   app.startBackground();
   // No polling while the worker runs (it would share this thread); then poll until the last commits land.
@@ -155,6 +156,8 @@ try {
     drained = await succeeded.count();
   }
   const seconds = (performance.now() - start - profileStopMs) / 1000;
+  // The drain's CPU time (every thread of this process), with the polling above; not comparable while profiling.
+  const cpu = process.cpuUsage(cpuAtStart);
   await succeeded.close();
   await app.close();
   announceDrain({
@@ -165,6 +168,7 @@ try {
     drained,
     seconds,
     fillSeconds,
+    cpuUsPerJob: (cpu.user + cpu.system) / Math.max(1, drained),
     ...(cost ? { database: cost } : {}),
   });
 } catch (error) {

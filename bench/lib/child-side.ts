@@ -26,6 +26,8 @@ export function announceDrain(run: {
   drained: number;
   seconds: number;
   fillSeconds: number;
+  /** The drain's CPU time per job, µs (see DrainRun). */
+  cpuUsPerJob?: number;
   /** On PostgreSQL: what the drain cost the database (see lib/postgres.ts). */
   database?: unknown;
 }): void {

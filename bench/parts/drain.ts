@@ -61,6 +61,8 @@ export interface DrainRun {
   jobsPerSec: number;
   fillJobsPerSec: number;
   database?: DrainDatabaseCost;
+  /** The drain child's CPU time (user + system, all its threads) per job over the drain, µs (asyncfirst's children report it). */
+  cpuUsPerJob?: number;
   /** On SQLite: what the whole child wrote (the fill and the drain), from /proc/self/io at its exit. */
   io?: { writeBytes: number; writeCalls: number };
 }

@@ -14,7 +14,12 @@ import type { DrainRun } from './drain.js';
  *
  * Each acceptance turn is paired with the other setting's turn of the same round, and the i-th
  * drain of one setting in a round with the other's i-th: the report judges the paired ratios, so
- * that a slow stretch of the machine, which hits both turns of a pair, cancels out.
+ * that a slow stretch of the machine, which hits both turns of a pair, cancels out. Each turn also
+ * measures the process's CPU time per request or job: metrics and tracing add only work on the
+ * CPU, so what they cost the throughput is at most what they add to the CPU time per request
+ * (all of it when the process is CPU-bound, less when it waits for the disk), and the CPU time
+ * does not swing with the disk's latency, which moves the req/s of acceptance by ±20% from one
+ * turn to the next on a busy machine.
  */
 
 export type TelemetrySetting = 'on' | 'off';
@@ -41,6 +46,8 @@ export interface TelemetryPart {
   /** Drains per setting in each round (a drain lasts about a second: one is too short to be steady). */
   drainsPerRound: number;
   acceptance: Record<TelemetrySetting, LoadResult[]>;
+  /** The server's CPU time (user + system, all its threads) per answered request over each measured acceptance turn, µs. */
+  acceptanceCpuUs: Record<TelemetrySetting, number[]>;
   drain: Record<TelemetrySetting, DrainRun[]>;
 }
 
@@ -55,6 +62,7 @@ export async function runTelemetry(context: BenchContext): Promise<TelemetryPart
     drainConcurrency: 64,
     drainsPerRound: quick ? 1 : 4,
     acceptance: { on: [], off: [] },
+    acceptanceCpuUs: { on: [], off: [] },
     drain: { on: [], off: [] },
   };
   const timeoutS = quick ? 60 : 180;
@@ -69,10 +77,13 @@ export async function runTelemetry(context: BenchContext): Promise<TelemetryPart
         try {
           const requests = freshKeyRequests('uuidv4');
           await runLoad({ url, requests, durationS: part.warmupS, connections: part.connections });
+          const cpuBefore = await child.command<NodeJS.CpuUsage>('cpu');
           const result = await runLoad({ url, requests, durationS: part.durationS, connections: part.connections });
+          const cpuAfter = await child.command<NodeJS.CpuUsage>('cpu');
           part.acceptance[setting].push(result);
+          part.acceptanceCpuUs[setting].push((cpuAfter.user - cpuBefore.user + cpuAfter.system - cpuBefore.system) / Math.max(1, result.ok));
           context.log(
-            `[telemetry] round ${round}/${part.rounds} acceptance, ${TELEMETRY_LABELS[setting].padEnd(44)} ${formatInt(result.rps).padStart(7)} req/s  p99 ${formatFixed(result.p99, 0)} ms  errors ${result.errors + result.non2xx}`,
+            `[telemetry] round ${round}/${part.rounds} acceptance, ${TELEMETRY_LABELS[setting].padEnd(44)} ${formatInt(result.rps).padStart(7)} req/s  p99 ${formatFixed(result.p99, 0)} ms  CPU ${formatFixed(part.acceptanceCpuUs[setting].at(-1), 1)} µs/request  errors ${result.errors + result.non2xx}`,
           );
         } finally {
           await child.stop();
@@ -93,7 +104,7 @@ export async function runTelemetry(context: BenchContext): Promise<TelemetryPart
       const run = message as unknown as DrainRun;
       part.drain[setting].push(run);
       context.log(
-        `[telemetry] round ${round}/${part.rounds} drain, ${TELEMETRY_LABELS[setting].padEnd(49)} ${formatInt(run.jobsPerSec).padStart(7)} jobs/s  (${run.drained}/${run.jobs} in ${run.seconds.toFixed(2)} s)`,
+        `[telemetry] round ${round}/${part.rounds} drain, ${TELEMETRY_LABELS[setting].padEnd(49)} ${formatInt(run.jobsPerSec).padStart(7)} jobs/s  CPU ${formatFixed(run.cpuUsPerJob, 1)} µs/job  (${run.drained}/${run.jobs} in ${run.seconds.toFixed(2)} s)`,
       );
     }
   }
