@@ -447,7 +447,7 @@ export function markdown(results: BenchResults, chartFile: string | undefined): 
     '',
   );
   out.push(
-    'asyncfirst on SQLite commits with `synchronous=FULL` (the WAL is fsynced before a 202 is sent); asyncfirst on PostgreSQL, pg-boss and graphile-worker are as durable as PostgreSQL above (its WAL flushed at each commit when synchronous_commit=on); BullMQ acknowledges once Redis holds the job in memory, so with the Redis settings above an acknowledged BullMQ job does not survive a Redis restart.',
+    "asyncfirst on SQLite commits with `synchronous=NORMAL` and then fdatasyncs the WAL off the event loop, answering no write (a 202 included) before that sync has finished (see the README's Durability); asyncfirst on PostgreSQL, pg-boss and graphile-worker are as durable as PostgreSQL above (its WAL flushed at each commit when synchronous_commit=on); BullMQ acknowledges once Redis holds the job in memory, so with the Redis settings above an acknowledged BullMQ job does not survive a Redis restart.",
     '',
   );
 
