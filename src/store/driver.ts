@@ -71,6 +71,21 @@ export interface NewDelivery {
 /** Supplied by the engine: builds what a change records, from the job as the change left it. Pure; runs inside the driver's transaction. */
 export type RecordChange = (job: JobRecord, type: string, now: number) => RecordedChange;
 
+/** A schedule's tick taken (advanceSchedule): its last tick moved from `fromTick` to `toTick`, with the tick jobs to accept. */
+export interface ScheduleAdvance {
+  name: string;
+  fromTick: number;
+  toTick: number;
+  writes: AcceptWrite[];
+}
+
+/** Whether the tick was this process's (its last tick matched), the last tick after it, and the jobs accepted. */
+export interface ScheduleAdvanced {
+  won: boolean;
+  lastTick: number;
+  jobIds: string[];
+}
+
 /** What the engine gives a driver at start. */
 export interface DriverHooks {
   recordChange: RecordChange;
@@ -335,12 +350,7 @@ export interface Driver {
    * and only if it matched, accepts each write (as acceptJobs does) and records the last job's id.
    * Returns whether it matched, and the schedule's last tick after it.
    */
-  advanceSchedule(advance: {
-    name: string;
-    fromTick: number;
-    toTick: number;
-    writes: AcceptWrite[];
-  }): Promise<{ won: boolean; lastTick: number; jobIds: string[] }>;
+  advanceSchedule(advance: ScheduleAdvance): Promise<ScheduleAdvanced>;
   listSchedules(): Promise<ScheduleRecord[]>;
 
   // --- retention and health -------------------------------------------------------------

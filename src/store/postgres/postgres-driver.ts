@@ -19,6 +19,8 @@ import type {
   ListedJob,
   MinuteCount,
   Requeue,
+  ScheduleAdvance,
+  ScheduleAdvanced,
 } from '../driver.js';
 import { listingScans, newestFirst } from '../listing-scans.js';
 import {
@@ -818,12 +820,7 @@ export class PostgresDriver implements Driver {
     });
   }
 
-  advanceSchedule(advance: {
-    name: string;
-    fromTick: number;
-    toTick: number;
-    writes: AcceptWrite[];
-  }): Promise<{ won: boolean; lastTick: number; jobIds: string[] }> {
+  advanceSchedule(advance: ScheduleAdvance): Promise<ScheduleAdvanced> {
     return this.transaction(async (query, changes) => {
       const { name, fromTick, toTick } = advance;
       // Under READ COMMITTED a second process's UPDATE waits for the first's commit, then finds last_tick moved and matches nothing.

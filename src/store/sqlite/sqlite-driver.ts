@@ -22,6 +22,8 @@ import type {
   ListedJob,
   MinuteCount,
   Requeue,
+  ScheduleAdvance,
+  ScheduleAdvanced,
 } from '../driver.js';
 import { type ListingScan, listingScans, newestFirst } from '../listing-scans.js';
 import { toClaimedJob, toDelivery, toIdempotencyRecord, toJobRecord, toLoggedEvent, toScheduleRecord, traceContextColumn, withDeliveries } from '../rows.js';
@@ -672,12 +674,7 @@ export class SqliteDriver implements Driver {
     });
   }
 
-  advanceSchedule(advance: {
-    name: string;
-    fromTick: number;
-    toTick: number;
-    writes: AcceptWrite[];
-  }): Promise<{ won: boolean; lastTick: number; jobIds: string[] }> {
+  advanceSchedule(advance: ScheduleAdvance): Promise<ScheduleAdvanced> {
     return this.write(() => {
       const { name, fromTick, toTick } = advance;
       if (this.sql.advanceSchedule.run({ name, from: fromTick, to: toTick }).changes === 0) {
