@@ -238,32 +238,21 @@ export class Worker {
         schedule?: { name: string; tick: string };
       };
       const input = { params, query, body };
-      // The signal, the child logger, progress and enqueue are made when the handler first reads
-      // them: most handlers use few of them, and each is an allocation per job in the drain loop.
-      // (Getters that return functions, so that a handler may still destructure them.)
       let childLog: FastifyBaseLogger | undefined;
-      let progress: ((percent: number, message?: string) => Promise<void>) | undefined;
-      let enqueue: ((operationId: string, input?: EnqueueInput, options?: FollowUpOptions) => void) | undefined;
-      const worker = this;
       const context = {
         principal: job.principal,
         get signal() {
           return signalOf(entry);
         },
+        // The child logger is made only for handlers that log: creating one per job costs in the drain loop.
         get log() {
           childLog ??= log.child({ jobId: job.id });
           return childLog;
         },
         job: { id: job.id, attempt: job.attempts, maxAttempts: job.maxAttempts },
         schedule: schedule && { name: schedule.name, tick: new Date(schedule.tick) },
-        get progress() {
-          progress ??= (percent: number, message?: string) => worker.reportProgress(entry, percent, message);
-          return progress;
-        },
-        get enqueue() {
-          enqueue ??= (operationId: string, input?: EnqueueInput, options?: FollowUpOptions) => worker.followUpsOf(entry).enqueue(operationId, input, options);
-          return enqueue;
-        },
+        progress: (percent: number, message?: string) => this.reportProgress(entry, percent, message),
+        enqueue: (operationId: string, input?: EnqueueInput, options?: FollowUpOptions) => this.followUpsOf(entry).enqueue(operationId, input, options),
       };
       // In the attempt's span, the handler's own spans are its children.
       const running = span ? span.run(() => operation.handler(input, context)) : operation.handler(input, context);
