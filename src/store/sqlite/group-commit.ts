@@ -197,26 +197,16 @@ export class GroupCommit {
       for (const item of group) item.reject(error);
       return;
     }
-    const announce = this.options.committed();
+    const committed = { group, outcomes, announce: this.options.committed() };
     if (this.options.sync === undefined) {
-      this.settle([{ group, outcomes, announce }]);
+      this.settle([committed]);
       return;
     }
-    if (group.some((item) => item.atCommit)) {
-      const late: PendingWrite[] = [];
-      const lateOutcomes: unknown[] = [];
-      group.forEach((item, index) => {
-        if (item.atCommit) settleItem(item, outcomes[index]);
-        else {
-          late.push(item);
-          lateOutcomes.push(outcomes[index]);
-        }
-      });
-      // The group's announcement still waits for its sync, even when no write of it does.
-      this.unsynced.push({ group: late, outcomes: lateOutcomes, announce });
-    } else {
-      this.unsynced.push({ group, outcomes, announce });
-    }
+    // The writes asked to settle at COMMIT do so now; the rest, and the group's announcement, wait for its sync.
+    group.forEach((item, index) => {
+      if (item.atCommit) settleItem(item, outcomes[index]);
+    });
+    this.unsynced.push(committed);
     this.startSync();
   }
 
@@ -229,6 +219,7 @@ export class GroupCommit {
     return new Promise((resolve) => this.synced.push(resolve));
   }
 
+  /** Announces each group and settles its writes (those settled at COMMIT already are settled again, which a promise ignores). */
   private settle(committed: CommittedGroup[]): void {
     for (const { group, outcomes, announce } of committed) {
       announce?.();
