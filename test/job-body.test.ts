@@ -1,30 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import type { JobState } from '../src/core/job-states.js';
-import { jobBody } from '../src/engine/job-view.js';
+import { deliveryView, jobBody } from '../src/engine/job-view.js';
 import type { JobRecord, WebhookDelivery } from '../src/store/store.js';
 
 /*
  * jobBody writes a job's JSON as text, member by member, instead of stringifying an object: the
  * same JSON, in the same member order, as stringifying the view object it replaced (kept here as
- * the reference), for every kind of job.
+ * the reference), for every kind of job. (Deliveries are shown through the same deliveryView.)
  */
 
 function isoTime(ms: number): string {
   return new Date(ms).toISOString();
-}
-
-function deliveryView(delivery: WebhookDelivery): Record<string, unknown> {
-  return {
-    id: delivery.id,
-    event: delivery.eventType,
-    status: delivery.status,
-    attempts: delivery.attempts,
-    maxAttempts: delivery.maxAttempts,
-    ...(delivery.lastStatus === undefined ? {} : { lastStatus: delivery.lastStatus }),
-    ...(delivery.lastError === undefined ? {} : { lastError: delivery.lastError }),
-    ...(delivery.status === 'pending' ? { nextAttemptAt: isoTime(delivery.nextAttemptAt) } : {}),
-    updatedAt: isoTime(delivery.updatedAt),
-  };
 }
 
 /** The view object jobBody once built and stringified. */

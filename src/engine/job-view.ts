@@ -19,7 +19,7 @@ function isoTime(ms: number): string {
 /** Seconds a client should wait before polling an unfinished job again. */
 export const POLL_AFTER_SECONDS = 1;
 
-/** The JSON text of a string (an operationId, a resource location): most repeat, so recent ones are kept. */
+/** The JSON text of an operationId: a service has few, so they are kept (up to 256). */
 const quotedTexts = new Map<string, string>();
 function quoted(text: string): string {
   let json = quotedTexts.get(text);
@@ -35,8 +35,8 @@ function quoted(text: string): string {
  * A job as GET /jobs/{id} shows it. The stored result is JSON text; it is spliced in as is,
  * so a result is parsed by nobody on the way out. Written as text, in the members' fixed order
  * (the same JSON as stringifying an object with them): this runs for every change a claim or a
- * finish records, and building an object to stringify cost twice as much. Job ids and ISO times
- * need no escaping; other strings are JSON.stringify'd.
+ * finish records, and building an object to stringify cost twice as much. ISO times and states
+ * need no escaping; every other string is JSON.stringify'd.
  */
 export function jobBody(job: JobRecord): string {
   let json = `{"id":${JSON.stringify(job.id)},"operation":${quoted(job.operation)},"status":"${job.status}","attempts":${job.attempts},"maxAttempts":${job.maxAttempts},"createdAt":"${isoTime(job.createdAt)}","updatedAt":"${isoTime(job.updatedAt)}"`;
@@ -84,7 +84,7 @@ export function acceptedJobBody(
 }
 
 /** A webhook delivery as GET /jobs/{id} shows it (the payload and URL's secrets stay out). */
-function deliveryView(delivery: WebhookDelivery): Record<string, unknown> {
+export function deliveryView(delivery: WebhookDelivery): Record<string, unknown> {
   return {
     id: delivery.id,
     event: delivery.eventType,
