@@ -501,7 +501,7 @@ export class SqliteDriver implements Driver {
   /**
    * A claim is handed to the worker once committed, before the sync that makes it durable: the
    * handler then starts while that sync runs, and the drain does not wait for one sync per batch
-   * of claims (a 20,000-job no-op drain: about 15% faster). Nothing outside this process learns
+   * of claims (no-op drains of 20,000 jobs, in pairs: 10.3–14.2k → 13.9–19.3k jobs/s). Nothing outside this process learns
    * of the claim before that sync (its events are announced after it, and the outcome it leads to
    * waits for a later one, which covers it: the WAL is synced in order). A claim lost with the
    * machine's power leaves the job queued, and it runs again, as it would had the claim survived

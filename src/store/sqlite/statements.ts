@@ -143,8 +143,8 @@ interface RawStatement {
  * The statement with its rows read as arrays (better-sqlite3's raw mode) and made into objects
  * here, by a function compiled once for the statement's columns that returns one object literal:
  * better-sqlite3 builds each row object property by property, which for a job's 23 to 26 columns
- * took about 4 µs a row, a third of a claim's or a finish's statement time (a 20,000-job drain:
- * claim 12.3 → 8.4 µs a job, finish 15.2 → 11.6 µs); objects of one shape also keep the code that
+ * took about 4 µs a row, a third of a claim's or a finish's statement time (a micro-benchmark of
+ * a 20,000-job drain's statements: claim 12.3 → 8.4 µs a job, finish 15.2 → 11.6 µs); objects of one shape also keep the code that
  * reads them monomorphic. For the statements that return whole job rows.
  */
 function rowsOf<Parameters extends unknown[] | object, Result>(prepared: PreparedStatement<Parameters, Result>): PreparedStatement<Parameters, Result> {
