@@ -3,6 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { JobEngine } from '../src/engine/job-engine.js';
 import { PostgresDriver } from '../src/store/postgres/postgres-driver.js';
 import { SQL, type Statement } from '../src/store/postgres/statements.js';
+import { acceptRequest } from './driver-support.js';
 import { freshSchema, TEST_DATABASE_URL } from './postgres-support.js';
 
 /*
@@ -33,42 +34,41 @@ describe('PostgreSQL query plans of the hot statements', () => {
     }
   }
 
-  it("records a transaction's events with a plan made while the event log was small that looks up each job's previous event by the primary key, never scanning the log", async () => {
+  /** An engine on a schema of the test's own, with `accepted` jobs queued. */
+  async function engineWithJobs(accepted: number): Promise<{ engine: JobEngine; schema: string }> {
     const { schema, drop } = freshSchema('af_pg_plans');
     cleanups.push(drop);
     const engine = await JobEngine.start(new PostgresDriver({ connectionString: TEST_DATABASE_URL, schema, poolMax: 2 }));
     cleanups.push(() => engine.close());
-    // A few jobs accepted, claimed and finished: a log of some dozens of events, never analyzed.
-    const now = Date.now();
-    for (let i = 0; i < 20; i++) {
-      await engine.acceptJob({ principal: 'p', operation: 'op', key: `k${i}`, fingerprint: 'f', input: '{}', maxAttempts: 3, now, keyExpiresAt: now + 60_000 });
-    }
-    const claimed = await engine.claimJobs({ owner: 'w', limit: 20, now: Date.now(), leaseMs: 30_000 });
-    expect(claimed).toHaveLength(20);
-    for (const job of claimed) expect(await engine.finishJob(job.id, job.fence, { status: 'succeeded', result: '{}' }, Date.now())).toBe(true);
+    await Promise.all(Array.from({ length: accepted }, (_, i) => engine.acceptJob(acceptRequest(`k${i}`))));
+    return { engine, schema };
+  }
 
+  /** A connection of the test's own to `schema` that plans every prepared statement generically. */
+  async function planningClient(schema: string): Promise<pg.Client> {
     const client = new pg.Client({ connectionString: TEST_DATABASE_URL, options: `-c search_path=${schema}` });
     await client.connect();
     cleanups.push(() => client.end());
     await client.query('SET plan_cache_mode = force_generic_plan');
+    return client;
+  }
+
+  it("records a transaction's events with a plan made while the event log was small that looks up each job's previous event by the primary key, never scanning the log", async () => {
+    // A few jobs accepted, claimed and finished: a log of some dozens of events, never analyzed.
+    const { engine, schema } = await engineWithJobs(20);
+    const claimed = await engine.claimJobs({ owner: 'w', limit: 20, now: Date.now(), leaseMs: 30_000 });
+    expect(claimed).toHaveLength(20);
+    for (const job of claimed) expect(await engine.finishJob(job.id, job.fence, { status: 'succeeded', result: '{}' }, Date.now())).toBe(true);
+
+    const client = await planningClient(schema);
     const plan = await genericPlan(client, SQL.insertEvents);
     expect(plan).toContain('Index Scan using job_events_pkey on job_events');
     expect(plan).not.toMatch(/Seq Scan on job_events|Hash Join|Merge Join/);
   });
 
   it('claims due jobs with a plan made while the queue was small that walks the queue in order from its index (jobs_queued; by priority, jobs_queued_by_priority above and below 0 too), never sorting the queue', async () => {
-    const { schema, drop } = freshSchema('af_pg_plans');
-    cleanups.push(drop);
-    const engine = await JobEngine.start(new PostgresDriver({ connectionString: TEST_DATABASE_URL, schema, poolMax: 2 }));
-    cleanups.push(() => engine.close());
-    const now = Date.now();
-    for (let i = 0; i < 20; i++) {
-      await engine.acceptJob({ principal: 'p', operation: 'op', key: `k${i}`, fingerprint: 'f', input: '{}', maxAttempts: 3, now, keyExpiresAt: now + 60_000 });
-    }
-    const client = new pg.Client({ connectionString: TEST_DATABASE_URL, options: `-c search_path=${schema}` });
-    await client.connect();
-    cleanups.push(() => client.end());
-    await client.query('SET plan_cache_mode = force_generic_plan');
+    const { schema } = await engineWithJobs(20);
+    const client = await planningClient(schema);
     /** The plan of one CTE of a claim: from its name to the next CTE's. */
     const part = (plan: string, cte: string) => plan.slice(plan.indexOf(`CTE ${cte}\n`)).split(/\n {2}CTE /)[0] as string;
     const plain = await genericPlan(client, SQL.claimJobs);
@@ -82,30 +82,18 @@ describe('PostgreSQL query plans of the hot statements', () => {
   });
 
   it('claims past the index entries of finished jobs whose leases lapsed since: a probe that marks them dead gates the reads of lapsed leases, so what a claim reads stops growing with the jobs finished since the last vacuum', async () => {
-    const { schema, drop } = freshSchema('af_pg_plans');
-    cleanups.push(drop);
-    const engine = await JobEngine.start(new PostgresDriver({ connectionString: TEST_DATABASE_URL, schema, poolMax: 2 }));
-    cleanups.push(() => engine.close());
     // 10,000 jobs claimed with a lease of 1 ms in one claim and finished: the versions they ran in,
     // dead now, stay in jobs_leased with their lapsed leases until a vacuum. (With fewer, the plan
     // made for the small table reads jobs_leased by plain index scans, which mark them dead too.)
-    const now = Date.now();
     const jobs = 10_000;
-    await Promise.all(
-      Array.from({ length: jobs }, (_, i) =>
-        engine.acceptJob({ principal: 'p', operation: 'op', key: `k${i}`, fingerprint: 'f', input: '{}', maxAttempts: 3, now, keyExpiresAt: now + 60_000 }),
-      ),
-    );
+    const { engine, schema } = await engineWithJobs(jobs);
     const claimed = await engine.claimJobs({ owner: 'w', limit: jobs, now: Date.now(), leaseMs: 1 });
     expect(claimed).toHaveLength(jobs);
     const finished = await Promise.all(claimed.map((job) => engine.finishJob(job.id, job.fence, { status: 'succeeded', result: '{}' }, Date.now())));
     expect(finished.every(Boolean)).toBe(true);
     await new Promise((resolve) => setTimeout(resolve, 20));
 
-    const client = new pg.Client({ connectionString: TEST_DATABASE_URL, options: `-c search_path=${schema}` });
-    await client.connect();
-    cleanups.push(() => client.end());
-    await client.query('SET plan_cache_mode = force_generic_plan');
+    const client = await planningClient(schema);
     const plan = await genericPlan(client, SQL.claimJobs);
     expect(plan).toMatch(/CTE lapsed\n.*\n.*\n\s*-> {2}Index (Only )?Scan using jobs_leased/);
     expect(plan.match(/One-Time Filter/g)).toHaveLength(3);
