@@ -117,7 +117,9 @@ async function profileAcceptance(context: BenchContext, name: ProfileName, prefi
 }
 
 async function profileDrain(context: BenchContext, name: 'drain' | 'drain-baseline', profileFile: string): Promise<Omit<ProfileRun, 'summary'>> {
-  const jobs = context.quick ? 500 : 20_000;
+  // Quick mode still drains enough jobs for a few hundred samples: at 500 (about 40 ms) the
+  // BEGIN/COMMIT of the groups, a few percent of the drain, could get no sample at all.
+  const jobs = context.quick ? 5_000 : 20_000;
   const concurrency = 256;
   const baseline = name === 'drain-baseline' ? context.baseline : undefined;
   const message = (await runOnce(
