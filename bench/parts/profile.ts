@@ -14,7 +14,7 @@ import { COMPARABLE_CONCURRENCY } from './drain.js';
 function keyIndexLeaves(dbPath: string): number {
   const db = new Database(dbPath, { readonly: true });
   try {
-    const row = db.prepare<[], { pages: number }>(`SELECT count(*) AS pages FROM dbstat WHERE name = 'idempotency_keys' AND pagetype = 'leaf'`).get();
+    const row = db.prepare<[], { pages: number }>(`SELECT count(*) AS pages FROM dbstat WHERE name = 'idempotency_keys_key' AND pagetype = 'leaf'`).get();
     return row?.pages ?? 0;
   } finally {
     db.close();

@@ -497,8 +497,7 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
 
     // --- retention ----------------------------------------------------------------------
     deleteExpiredKeys: db.prepare<[number, number]>(
-      `DELETE FROM idempotency_keys WHERE (principal, operation, key) IN
-         (SELECT principal, operation, key FROM idempotency_keys WHERE expires_at <= ? LIMIT ?)`,
+      `DELETE FROM idempotency_keys WHERE rowid IN (SELECT rowid FROM idempotency_keys WHERE expires_at <= ? LIMIT ?)`,
     ),
     /** The operations that have finished jobs: a skip through jobs_finished_by_operation, one step per operation. */
     finishedOperations: db.prepare<[], { operation: string }>(
