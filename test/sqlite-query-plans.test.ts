@@ -16,7 +16,7 @@ describe('SQLite query plans of the hot statements', () => {
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   });
 
-  it('claims due jobs through jobs_queued (by priority and per limited operation through their own indexes), in order, without sorting the queue, finds abandoned leases in one range of jobs_leased, sweeps and charts finished jobs by ranges of jobs_finished_by_operation, and lists jobs newest first from an index in that order', async () => {
+  it('claims due jobs through jobs_queued (by priority and per limited operation through their own indexes), in order, without sorting the queue, finds abandoned leases in one range of jobs_leased, sweeps and charts finished jobs by ranges of jobs_finished_by_operation, and lists jobs newest first from an index in that order, and reads the event log as a merge of two ranges', async () => {
     const tmp = tempDir();
     cleanups.push(tmp.cleanup);
     const engine = await openSqliteEngine(tmp.dbPath);
@@ -129,5 +129,18 @@ describe('SQLite query plans of the hot statements', () => {
       'inState canceled': 'SEARCH jobs USING INDEX jobs_canceled (seq<?)',
       'ownInState canceled': 'SEARCH jobs USING INDEX jobs_principal_canceled (principal=? AND seq<?)',
     });
+
+    // The event log after a cursor: the events and the jobs that are their own acceptance, each a
+    // range of its table's positions, merged in order (nothing sorted), with or without filters.
+    for (const filters of [
+      { principal: null, operation: null, types: null },
+      { principal: 'p1', operation: 'op', types: '["job.queued","job.succeeded"]' },
+    ]) {
+      const log = plan(sql.eventLogAfter, [{ after: 10, upTo: 1000, limit: 100, ...filters }]);
+      expect(log).toMatch(/^MERGE \(UNION ALL\) \| LEFT \| SEARCH e USING INTEGER PRIMARY KEY \(rowid>\? AND rowid<\?\)/);
+      expect(log).toContain('SEARCH j USING INDEX sqlite_autoindex_jobs_1 (id=?)');
+      expect(log).toContain('RIGHT | SEARCH j USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)');
+      expect(log).not.toContain('TEMP B-TREE');
+    }
   });
 });

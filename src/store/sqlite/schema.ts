@@ -266,6 +266,39 @@ export const MIGRATIONS: string[] = [
   CREATE UNIQUE INDEX idempotency_keys_key ON idempotency_keys (principal, operation, key);
   CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);
   `,
+  `
+  -- One numbering for the event log's positions, shared by the jobs table and job_events: a job's
+  -- seq is where its acceptance (job.queued, version 0) sits in the log, and a job that starts now
+  -- writes no row of job_events for it (4 to 5 WAL pages a commit of 15 acceptances, the event row,
+  -- its index entry and AUTOINCREMENT's sqlite_sequence, for an event the job row already says).
+  -- The log is the merge of the two in position order. A job that starts later still logs its
+  -- acceptance as a row (with its start time, which a retry changes in the job row): accept_logged
+  -- = 1, as for every job stored before this migration, whose acceptance has its row.
+  -- Positions are taken in the write transaction, after the highest of both tables and of
+  -- event_log_head, which the sweeper raises before it deletes jobs and events, so a position is
+  -- never handed out twice (what AUTOINCREMENT did, per row, for job_events alone).
+  ALTER TABLE jobs ADD COLUMN accept_logged INTEGER NOT NULL DEFAULT 1;
+  CREATE TABLE event_log_head (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    head INTEGER NOT NULL
+  );
+  INSERT INTO event_log_head (id, head) SELECT 1, max(
+    coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'job_events'), 0),
+    coalesce((SELECT max(id) FROM job_events), 0),
+    coalesce((SELECT max(seq) FROM jobs), 0));
+  CREATE TABLE job_events_positioned (
+    id         INTEGER PRIMARY KEY,
+    job_id     TEXT    NOT NULL,
+    version    INTEGER NOT NULL,
+    type       TEXT    NOT NULL,
+    data       TEXT,
+    created_at INTEGER NOT NULL
+  );
+  INSERT INTO job_events_positioned (id, job_id, version, type, data, created_at) SELECT id, job_id, version, type, data, created_at FROM job_events ORDER BY id;
+  DROP TABLE job_events;
+  ALTER TABLE job_events_positioned RENAME TO job_events;
+  CREATE UNIQUE INDEX job_events_job ON job_events (job_id, version);
+  `,
 ];
 
 /**

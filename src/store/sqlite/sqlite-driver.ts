@@ -49,6 +49,7 @@ import { BACKSTOP_PAGES, Checkpointer } from './checkpointer.js';
 import { GroupCommit } from './group-commit.js';
 import { JobCounter } from './job-counter.js';
 import { type LeaseClock, machineLeaseClock } from './lease-clock.js';
+import { LogPositions } from './log-positions.js';
 import { migrate } from './schema.js';
 import { prepareStatements, type SqliteClaimedRow, type SqliteJobRow, type Statements } from './statements.js';
 import { type Sync, WalSync } from './wal-sync.js';
@@ -144,6 +145,7 @@ export class SqliteDriver implements Driver {
   private writeFailedAt = Number.NEGATIVE_INFINITY;
   private closed = false;
   private readonly counter: JobCounter;
+  private readonly positions: LogPositions;
   /** When (on the lease clock) claims last looked for leases of another clock: never, at first. */
   private otherClocksCheckedAt = Number.NEGATIVE_INFINITY;
 
@@ -167,6 +169,7 @@ export class SqliteDriver implements Driver {
     this.db.pragma(`busy_timeout = ${SYNC_BUSY_WAIT_MS}`);
     this.sql = prepareStatements(this.db);
     this.counter = new JobCounter((operation, status, delta) => this.sql.addToJobCount.run(operation, status, delta));
+    this.positions = new LogPositions(() => (this.sql.eventLogHead.get() as { head: number }).head);
     this.leaseClock = options.leaseClock ?? machineLeaseClock();
     if (path !== ':memory:' && path !== '') {
       for (const file of [path, `${path}-wal`]) {
@@ -191,7 +194,15 @@ export class SqliteDriver implements Driver {
       isBusy: (error) => BUSY_CODES.test(String((error as { code?: unknown }).code ?? '')),
       busyTimeoutMs: options.busyTimeoutMs ?? 5000,
       verifyDurable: () => this.verifyFiles(),
-      groupState: this.counter,
+      groupState: {
+        reset: () => {
+          this.positions.reset();
+          this.counter.reset();
+        },
+        mark: () => this.counter.mark(),
+        rollbackTo: (mark) => this.counter.rollbackTo(mark),
+        beforeCommit: () => this.counter.beforeCommit(),
+      },
       ...(sync === undefined ? {} : { sync: options.wrapSync ? options.wrapSync(sync) : sync, syncFailed: (error) => this.syncFailed(error) }),
     });
   }
@@ -281,7 +292,7 @@ export class SqliteDriver implements Driver {
     if (children) job.children = children;
     this.counter.moved(job.operation, from, job.status);
     const recorded = (this.hooks as DriverHooks).recordChange(job, type, now);
-    this.sql.insertEvent.run(job.id, job.version, type, recorded.data, now);
+    this.sql.insertEvent.run(this.positions.take(), job.id, job.version, type, recorded.data, now);
     this.changedInGroup.add(job.id);
     const delivery = recorded.delivery;
     if (delivery) {
@@ -322,8 +333,11 @@ export class SqliteDriver implements Driver {
     if (existing && existing.expires_at > now && this.sql.jobExists.get(existing.job_id)) {
       return { kind: 'bound', jobId: existing.job_id, fingerprint: existing.fingerprint };
     }
+    const position = this.positions.take();
+    const logged = write.acceptedEvent === undefined ? 0 : 1;
     if (write.parentId === undefined) {
       this.sql.insertJob.run(
+        position,
         jobId,
         principal,
         operation,
@@ -336,9 +350,11 @@ export class SqliteDriver implements Driver {
         now,
         write.priority ?? 0,
         write.limited ? 1 : 0,
+        logged,
       );
     } else {
       this.sql.insertFollowUp.run(
+        position,
         jobId,
         principal,
         operation,
@@ -350,10 +366,12 @@ export class SqliteDriver implements Driver {
         now,
         write.priority ?? 0,
         write.limited ? 1 : 0,
+        logged,
         write.parentId,
       );
     }
-    this.sql.logAcceptance.run(jobId, write.acceptedEvent ?? null, now);
+    // A job that starts now is its own job.queued in the log (its row, at its position); one that starts later logs it as a row.
+    if (write.acceptedEvent !== undefined) this.sql.logAcceptance.run(this.positions.take(), jobId, write.acceptedEvent, now);
     this.counter.moved(operation, undefined, 'queued');
     this.sql.upsertIdempotencyKey.run(principal, operation, key, write.fingerprint, jobId, now, write.keyExpiresAt);
     this.jobsQueuedInGroup = true;
@@ -706,6 +724,8 @@ export class SqliteDriver implements Driver {
         if (jobs >= limit) break;
         const before = finishedBefore.byOperation.get(name) ?? finishedBefore.others;
         for (const { id, operation, status } of this.sql.finishedJobsBefore.all(name, before, limit - jobs)) {
+          // The newest job or event may be among those deleted: the head keeps the positions taken.
+          if (jobs === 0) this.sql.keepEventLogHead.run();
           this.sql.deleteJobEvents.run(id);
           this.sql.deleteJobDeliveries.run(id);
           this.sql.deleteJob.run(id);

@@ -186,18 +186,22 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
        ON CONFLICT (principal, operation, key) DO UPDATE SET
          fingerprint = excluded.fingerprint, job_id = excluded.job_id, created_at = excluded.created_at, expires_at = excluded.expires_at`,
     ),
-    insertJob: db.prepare<[string, string, string, string, number, string | null, string | null, number, number, number, number, number]>(
-      `INSERT INTO jobs (id, principal, operation, input, status, max_attempts, callback_url, trace_context, run_at, created_at, updated_at, priority, limited)
-       VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)`,
+    /**
+     * A new job at its position in the event log (seq: LogPositions). accept_logged 0: the row is
+     * its job.queued in the log; 1: logAcceptance wrote that event as a row of its own.
+     */
+    insertJob: db.prepare<[number, string, string, string, string, number, string | null, string | null, number, number, number, number, number, number]>(
+      `INSERT INTO jobs (seq, id, principal, operation, input, status, max_attempts, callback_url, trace_context, run_at, created_at, updated_at, priority, limited, accept_logged)
+       VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ),
     /** A follow-up (ctx.enqueue), stored with its parent's success: insertJob with the parent named. */
-    insertFollowUp: db.prepare<[string, string, string, string, number, string | null, number, number, number, number, number, string]>(
-      `INSERT INTO jobs (id, principal, operation, input, status, max_attempts, trace_context, run_at, created_at, updated_at, priority, limited, parent_id)
-       VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)`,
+    insertFollowUp: db.prepare<[number, string, string, string, string, number, string | null, number, number, number, number, number, number, string]>(
+      `INSERT INTO jobs (seq, id, principal, operation, input, status, max_attempts, trace_context, run_at, created_at, updated_at, priority, limited, accept_logged, parent_id)
+       VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ),
-    /** The acceptance in the event log: job.queued of version 0, its data NULL (built from the job row when read) unless the job starts later. */
-    logAcceptance: db.prepare<[string, string | null, number]>(
-      `INSERT INTO job_events (job_id, version, type, data, created_at) VALUES (?, 0, 'job.queued', ?, ?)`,
+    /** The acceptance of a job that starts later, as a row of the log: job.queued of version 0 with its data (the start time a retry would change in the job row). */
+    logAcceptance: db.prepare<[number, string, string, number]>(
+      `INSERT INTO job_events (id, job_id, version, type, data, created_at) VALUES (?, ?, 0, 'job.queued', ?, ?)`,
     ),
 
     // --- reading and canceling ----------------------------------------------------------
@@ -381,26 +385,45 @@ export function prepareStatements(connection: BetterSqlite3.Database) {
     ),
 
     // --- the event log ------------------------------------------------------------------
-    insertEvent: db.prepare<[string, number, string, string, number]>(
-      `INSERT INTO job_events (job_id, version, type, data, created_at) VALUES (?, ?, ?, ?, ?)`,
+    insertEvent: db.prepare<[number, string, number, string, string, number]>(
+      `INSERT INTO job_events (id, job_id, version, type, data, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
     ),
     eventsAfter: db.prepare<[string, number], EventRow>(`SELECT version, type, data FROM job_events WHERE job_id = ? AND version > ? ORDER BY version`),
     /**
-     * The event log across jobs after a row id, up to `upTo` (the head read in the same read
-     * transaction), in id order, which is commit order (one writer); with the job's principal,
-     * operation and what an acceptance's event is built from. @types is a JSON array or NULL.
+     * The event log across jobs after a position, up to `upTo` (the head read in the same read
+     * transaction), in position order, which is commit order (one writer): the rows of job_events
+     * merged with the jobs whose row is their acceptance (accept_logged = 0: a job.queued of
+     * version 0, its data built from the row), each with the job's principal, operation and what
+     * an acceptance's event is built from. @types is a JSON array or NULL.
      */
     eventLogAfter: db.prepare<[EventLogParameters], EventLogRow>(
-      `SELECT e.id, e.job_id, e.version, e.type, e.data, j.principal, j.operation, j.max_attempts, j.created_at
+      `SELECT e.id AS id, e.job_id AS job_id, e.version AS version, e.type AS type, e.data AS data,
+              j.principal AS principal, j.operation AS operation, j.max_attempts AS max_attempts, j.created_at AS created_at
        FROM job_events e JOIN jobs j ON j.id = e.job_id
        WHERE e.id > @after AND e.id <= @upTo
          AND (@principal IS NULL OR j.principal = @principal)
          AND (@operation IS NULL OR j.operation = @operation)
          AND (@types IS NULL OR e.type IN (SELECT value FROM json_each(@types)))
-       ORDER BY e.id LIMIT @limit`,
+       UNION ALL
+       SELECT j.seq, j.id, 0, 'job.queued', NULL, j.principal, j.operation, j.max_attempts, j.created_at
+       FROM jobs j
+       WHERE j.seq > @after AND j.seq <= @upTo AND j.accept_logged = 0
+         AND (@principal IS NULL OR j.principal = @principal)
+         AND (@operation IS NULL OR j.operation = @operation)
+         AND (@types IS NULL OR 'job.queued' IN (SELECT value FROM json_each(@types)))
+       ORDER BY id LIMIT @limit`,
     ),
-    /** The last id the log has handed out (AUTOINCREMENT's, which never goes back, even after the sweeper deleted the newest rows). */
-    eventLogHead: db.prepare<[], { head: number }>(`SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'job_events'), 0) AS head`),
+    /**
+     * The last position the log has handed out: the highest of the jobs' and the events', and of
+     * event_log_head, which keeps it when the sweeper deleted the newest of them (LogPositions).
+     */
+    eventLogHead: db.prepare<[], { head: number }>(
+      `SELECT max(coalesce((SELECT max(seq) FROM jobs), 0), coalesce((SELECT max(id) FROM job_events), 0), (SELECT head FROM event_log_head)) AS head`,
+    ),
+    /** Before the sweeper deletes jobs and their events: the head is kept, so no position is handed out again. */
+    keepEventLogHead: db.prepare<[]>(
+      `UPDATE event_log_head SET head = max(head, coalesce((SELECT max(seq) FROM jobs), 0), coalesce((SELECT max(id) FROM job_events), 0))`,
+    ),
     /** ? is a JSON array of job ids. */
     jobVersions: db.prepare<[string], { id: string; version: number }>(`SELECT id, version FROM jobs WHERE id IN (SELECT value FROM json_each(?))`),
 
