@@ -386,7 +386,8 @@ export class PostgresDriver implements Driver {
    * settled one by one, as a single acceptance would be.
    */
   async acceptJobs(writes: AcceptWrite[]): Promise<Settled<AcceptResult>[]> {
-    const keyOf = (write: AcceptWrite) => JSON.stringify([write.principal, write.operation, write.key]);
+    const keys = new Map(writes.map((write) => [write, JSON.stringify([write.principal, write.operation, write.key])]));
+    const keyOf = (write: AcceptWrite) => keys.get(write) as string;
     const first = new Map<string, AcceptWrite>();
     for (const write of writes) if (!first.has(keyOf(write))) first.set(keyOf(write), write);
     const batch = [...first.values()].sort((a, b) => compare(a.principal, b.principal) || compare(a.operation, b.operation) || compare(a.key, b.key));
@@ -394,25 +395,7 @@ export class PostgresDriver implements Driver {
     const notice = this.notification({ jobIds, queued: true, deliveries: false });
     let created: Set<string>;
     try {
-      const rows = await this.run<{ id: string }>(SQL.acceptJobs, [
-        batch.map((write) => write.principal),
-        batch.map((write) => write.operation),
-        batch.map((write) => write.key),
-        batch.map((write) => write.fingerprint),
-        batch.map((write) => write.jobId),
-        batch.map((write) => write.now),
-        batch.map((write) => write.keyExpiresAt),
-        batch.map((write) => write.input),
-        batch.map((write) => write.maxAttempts),
-        batch.map((write) => write.callbackUrl ?? null),
-        batch.map((write) => traceContextColumn(write.traceContext)),
-        this.channel,
-        notice,
-        batch.map((write) => write.runAt ?? write.now),
-        batch.map((write) => write.acceptedEvent ?? null),
-        batch.map((write) => write.priority ?? 0),
-        batch.map((write) => write.limited === true),
-      ]);
+      const rows = await this.run<{ id: string }>(SQL.acceptJobs, [acceptBatchJson(batch), this.channel, notice]);
       created = new Set(rows.map((row) => row.id));
     } catch (error) {
       return writes.map(() => ({ ok: false, error }));
@@ -899,6 +882,28 @@ function compare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
+/** A batch of acceptances as the JSON array SQL.acceptJobs reads with json_to_recordset, one object per write. */
+function acceptBatchJson(batch: AcceptWrite[]): string {
+  return JSON.stringify(
+    batch.map((write) => ({
+      principal: write.principal,
+      operation: write.operation,
+      key: write.key,
+      fingerprint: write.fingerprint,
+      job_id: write.jobId,
+      now: write.now,
+      key_expires_at: write.keyExpiresAt,
+      input: write.input,
+      max_attempts: write.maxAttempts,
+      callback_url: write.callbackUrl ?? null,
+      trace_context: traceContextColumn(write.traceContext),
+      run_at: write.runAt ?? write.now,
+      accepted_event: write.acceptedEvent ?? null,
+      priority: write.priority ?? 0,
+      limited: write.limited === true,
+    })),
+  );
+}
 /** The parameters of SQL.acceptJob for one write; of SQL.rebindKey with the id of the job the key was bound to. */
 function acceptParameters(write: AcceptWrite, channel: string, notice: string, boundJobId?: string): unknown[] {
   return [

@@ -208,18 +208,18 @@ export const SQL = {
      SELECT id, pg_notify($12, $13) FROM job`,
   ),
   /**
-   * The same for a batch, as arrays in the order of their keys (so concurrent batches take the key
-   * index's locks in one order and cannot deadlock); returns the ids of the jobs created.
-   * $1 principals, $2 operations, $3 keys, $4 fingerprints, $5 job ids, $6 nows, $7 key expiries,
-   * $8 inputs, $9 max attempts, $10 callback URLs, $11 trace contexts, $12 channel, $13 notification,
-   * $14 run times, $15 the acceptances' event data (NULL but for jobs that start later), $16 priorities, $17 limited.
+   * The same for a batch, in the order of their keys (so concurrent batches take the key index's
+   * locks in one order and cannot deadlock); returns the ids of the jobs created. $1 is the batch
+   * as one JSON array of objects with the columns of `input` below (acceptBatchJson in the driver), which
+   * node-postgres sends as it is: JSON.stringify writes it natively, where fifteen text arrays
+   * cost a pass of node-postgres's array quoting over every value. $2 channel, $3 notification.
    */
   acceptJobs: statement(
     'accept_jobs',
     `WITH input AS (
-       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::text[], $9::integer[], $10::text[], $11::text[],
-                            $14::bigint[], $15::text[], $16::integer[], $17::boolean[])
-         AS i(principal, operation, key, fingerprint, job_id, now, key_expires_at, input, max_attempts, callback_url, trace_context, run_at, accepted_event, priority, limited)
+       SELECT * FROM json_to_recordset($1::json)
+         AS i(principal text, operation text, key text, fingerprint text, job_id text, now bigint, key_expires_at bigint, input text, max_attempts integer,
+              callback_url text, trace_context text, run_at bigint, accepted_event text, priority integer, limited boolean)
      ), key AS (
        INSERT INTO idempotency_keys AS k (principal, operation, key, fingerprint, job_id, created_at, expires_at)
        SELECT principal, operation, key, fingerprint, job_id, now, key_expires_at FROM input
@@ -234,7 +234,7 @@ export const SQL = {
        RETURNING id, created_at
      ), ${logAcceptance('i.accepted_event', 'job JOIN input i ON i.job_id = job.id')}
      -- One NOTIFY per created job, all with one payload: PostgreSQL delivers identical ones once.
-     SELECT id, pg_notify($12, $13) FROM job`,
+     SELECT id, pg_notify($2, $3) FROM job`,
   ),
   /**
    * A succeeded parent's follow-ups (ctx.enqueue), in its finish's transaction: acceptJobs with each
