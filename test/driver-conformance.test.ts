@@ -71,6 +71,17 @@ describe.each(DRIVERS)('the $name driver', ({ database }) => {
     expect((await engine.acceptJob(acceptRequest('k1', { operation: 'other' }))).kind).toBe('created');
   });
 
+  it('accepts a key with a lone UTF-16 surrogate from code, in a batch beside other keys, and replays it', async () => {
+    const engine = await setup();
+    const [odd, plain] = await Promise.all([
+      engine.acceptJob(acceptRequest('half \ud800 a pair', { fingerprint: 'fp-odd' })),
+      engine.acceptJob(acceptRequest('plain')),
+    ]);
+    expect(odd?.kind).toBe('created');
+    expect(plain?.kind).toBe('created');
+    expect(await engine.acceptJob(acceptRequest('half \ud800 a pair', { fingerprint: 'fp-odd' }))).toEqual({ kind: 'replayed', jobId: odd?.jobId });
+  });
+
   it('makes exactly one job of many concurrent submissions with one key, from two processes', async () => {
     const first = await setup();
     const second = await open();

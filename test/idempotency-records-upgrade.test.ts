@@ -1,14 +1,14 @@
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { JobEngine } from '../src/engine/job-engine.js';
-import { MIGRATIONS, migrate } from '../src/store/sqlite/schema.js';
+import { migrate } from '../src/store/sqlite/schema.js';
 import { SqliteDriver } from '../src/store/sqlite/sqlite-driver.js';
 import { acceptRequest } from './driver-support.js';
 import { tempDir } from './helpers.js';
 
 /*
  * An SQLite file from before the idempotency records moved to a rowid table with a unique key
- * index (the last migration), opened by this asyncfirst: every key it bound still binds its job,
+ * index (schema 16), opened by this asyncfirst: every key it bound still binds its job,
  * an expired one is still free, and the sweeper still finds the expired ones by their expiry.
  */
 
@@ -20,7 +20,8 @@ describe('idempotency records kept across the move to a key index', () => {
     const tmp = tempDir();
     try {
       const db = new Database(tmp.dbPath);
-      migrate(db, undefined, MIGRATIONS.length - 1);
+      // Schema 15: the last before the idempotency records moved to a rowid table (16).
+      migrate(db, undefined, 15);
       const now = Date.now();
       const insertJob = db.prepare(
         `INSERT INTO jobs (id, principal, operation, input, status, max_attempts, run_at, created_at, updated_at) VALUES (?, 'alice', 'createReport', '{}', 'queued', 3, ?, ?, ?)`,

@@ -882,13 +882,21 @@ function compare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
+/**
+ * A string as PostgreSQL's text takes it from JSON: a lone UTF-16 surrogate (code can pass one, in
+ * a principal or a key; HTTP headers cannot) becomes U+FFFD, as node-postgres's UTF-8 encoding
+ * of a text parameter makes it, instead of a \uD800 escape that PostgreSQL refuses, failing the
+ * whole batch. (String.prototype.toWellFormed is in Node 20, not in the ES2022 library types.)
+ */
+const wellFormed = (text: string): string => (text as unknown as { toWellFormed(): string }).toWellFormed();
+
 /** A batch of acceptances as the JSON array SQL.acceptJobs reads with json_to_recordset, one object per write. */
 function acceptBatchJson(batch: AcceptWrite[]): string {
   return JSON.stringify(
     batch.map((write) => ({
-      principal: write.principal,
-      operation: write.operation,
-      key: write.key,
+      principal: wellFormed(write.principal),
+      operation: wellFormed(write.operation),
+      key: wellFormed(write.key),
       fingerprint: write.fingerprint,
       job_id: write.jobId,
       now: write.now,

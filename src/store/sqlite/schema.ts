@@ -8,7 +8,7 @@ const states = JOB_STATES.map((state) => `'${state}'`).join(', ');
  * Migrations, applied in order; PRAGMA user_version records how many have run.
  * Append new ones; never edit one that has shipped.
  */
-export const MIGRATIONS: string[] = [
+const MIGRATIONS: string[] = [
   `
   CREATE TABLE jobs (
     seq              INTEGER PRIMARY KEY,          -- insertion order; keeps the B-tree append-only
