@@ -4,8 +4,7 @@ import type { AsyncFirstApp } from '../src/app.js';
 import { createClient } from '../src/client/index.js';
 import { PROBLEM_TYPE_BASE } from '../src/core/problems.js';
 import type { AnyHandler } from '../src/handlers.js';
-import { tempDir } from './helpers.js';
-import { freshSchema, TEST_DATABASE_URL } from './postgres-support.js';
+import { appDatabases } from './driver-support.js';
 import { customApp, gates, sleep, waitFor } from './worker-test-support.js';
 
 /*
@@ -20,22 +19,7 @@ type Accepted = components['schemas']['JobAccepted'] & { operation: 'createRepor
 const KEY_A = { 'X-API-Key': 'key-a' };
 const reportFor = (title: string): Report => ({ title, format: 'csv', rowCount: 1, bytes: 10, sha256: 'c'.repeat(64) });
 
-const DATABASES = [
-  {
-    name: 'SQLite',
-    make: () => {
-      const tmp = tempDir();
-      return { databaseUrl: tmp.dbPath, config: {}, drop: async () => tmp.cleanup() };
-    },
-  },
-  {
-    name: 'PostgreSQL',
-    make: () => {
-      const { schema, drop } = freshSchema('af_wait_jobs');
-      return { databaseUrl: TEST_DATABASE_URL, config: { databaseSchema: schema }, drop };
-    },
-  },
-];
+const DATABASES = appDatabases('af_wait_jobs');
 
 describe.each(DATABASES)('waitForJobs on $name', (database) => {
   /* Titles "gated-…" run until the test opens that title's gate; "fail…" fail; others succeed. */

@@ -1,4 +1,5 @@
 import { afterEach } from 'vitest';
+import type { AsyncFirstConfig } from '../src/config.js';
 import { JobEngine, type JobEngineOptions } from '../src/engine/job-engine.js';
 import { PostgresDriver } from '../src/store/postgres/postgres-driver.js';
 import { SqliteDriver } from '../src/store/sqlite/sqlite-driver.js';
@@ -44,6 +45,32 @@ export function driversUnderTest(schemaPrefix: string, poolMax = 4): DriverUnder
           open: (options) => JobEngine.start(new PostgresDriver({ connectionString: TEST_DATABASE_URL, schema, poolMax }), options),
           cleanup: drop,
         };
+      },
+    },
+  ];
+}
+
+/**
+ * SQLite (a temporary file) and PostgreSQL (a fresh schema) for an app: each `make` gives the
+ * database as DATABASE_URL, as configuration, and as the environment of a child process, and
+ * how to remove it after the test.
+ */
+export function appDatabases(schemaPrefix: string) {
+  return [
+    {
+      name: 'SQLite',
+      make: () => {
+        const tmp = tempDir();
+        const config: Partial<AsyncFirstConfig> = { databaseUrl: tmp.dbPath };
+        return { databaseUrl: tmp.dbPath, config, env: { DATABASE_URL: tmp.dbPath } as Record<string, string>, drop: async () => tmp.cleanup() };
+      },
+    },
+    {
+      name: 'PostgreSQL',
+      make: () => {
+        const { schema, drop } = freshSchema(schemaPrefix);
+        const config: Partial<AsyncFirstConfig> = { databaseUrl: TEST_DATABASE_URL, databaseSchema: schema };
+        return { databaseUrl: TEST_DATABASE_URL, config, env: { DATABASE_URL: TEST_DATABASE_URL, DATABASE_SCHEMA: schema } as Record<string, string>, drop };
       },
     },
   ];

@@ -1,6 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AsyncFirstApp } from '../src/app.js';
-import type { AsyncFirstConfig } from '../src/config.js';
 import { loadContract, readContractFile } from '../src/contract/load.js';
 import { describeOperations } from '../src/contract/operations.js';
 import { PROBLEM_TYPE_BASE, ProblemError } from '../src/core/problems.js';
@@ -10,8 +9,8 @@ import type { AnyHandler } from '../src/handlers.js';
 import { ContractValidators } from '../src/http/validation.js';
 import type { ClaimedJob } from '../src/store/store.js';
 import { createTestApp, runHandler } from '../src/testing/index.js';
-import { ALICE, BOB, submitReport, tempDir, waitForJob } from './helpers.js';
-import { freshSchema, TEST_DATABASE_URL } from './postgres-support.js';
+import { appDatabases } from './driver-support.js';
+import { ALICE, BOB, submitReport, waitForJob } from './helpers.js';
 import { CONTRACT_PATH, customApp } from './worker-test-support.js';
 
 /*
@@ -35,22 +34,7 @@ interface JobView {
   result?: unknown;
 }
 
-const DATABASES = [
-  {
-    name: 'SQLite',
-    make() {
-      const tmp = tempDir();
-      return { databaseUrl: tmp.dbPath, config: {}, drop: async () => tmp.cleanup() };
-    },
-  },
-  {
-    name: 'PostgreSQL',
-    make() {
-      const { schema, drop } = freshSchema('af_follow_up_app');
-      return { databaseUrl: TEST_DATABASE_URL, config: { databaseSchema: schema } as Partial<AsyncFirstConfig>, drop };
-    },
-  },
-];
+const DATABASES = appDatabases('af_follow_up_app');
 
 describe.each(DATABASES)('ctx.enqueue on $name', (database) => {
   const apps: AsyncFirstApp[] = [];

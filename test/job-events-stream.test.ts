@@ -4,8 +4,8 @@ import type { AsyncFirstApp } from '../src/app.js';
 import type { AsyncFirstConfig } from '../src/config.js';
 import { PROBLEM_TYPE_BASE } from '../src/core/problems.js';
 import type { AnyHandler } from '../src/handlers.js';
-import { ALICE, BOB, tempDir } from './helpers.js';
-import { freshSchema, TEST_DATABASE_URL } from './postgres-support.js';
+import { appDatabases } from './driver-support.js';
+import { ALICE, BOB } from './helpers.js';
 import { type SseEvent, SseReader } from './sse-reader.js';
 import { customApp, type DemoProcess, gates, killDemoProcess, startDemoProcess } from './worker-test-support.js';
 
@@ -17,28 +17,7 @@ import { customApp, type DemoProcess, gates, killDemoProcess, startDemoProcess }
 
 const REPORT = { title: 'streamed', format: 'csv', rowCount: 7, bytes: 70, sha256: 'b'.repeat(64) };
 
-interface Database {
-  name: string;
-  /** The DATABASE_URL and the configuration that go with it; `drop` removes it after the test. */
-  make(): { databaseUrl: string; config: Partial<AsyncFirstConfig>; env: Record<string, string>; drop: () => Promise<void> };
-}
-
-const DATABASES: Database[] = [
-  {
-    name: 'SQLite',
-    make() {
-      const tmp = tempDir();
-      return { databaseUrl: tmp.dbPath, config: {}, env: {}, drop: async () => tmp.cleanup() };
-    },
-  },
-  {
-    name: 'PostgreSQL',
-    make() {
-      const { schema, drop } = freshSchema('af_job_events');
-      return { databaseUrl: TEST_DATABASE_URL, config: { databaseSchema: schema }, env: { DATABASE_SCHEMA: schema }, drop };
-    },
-  },
-];
+const DATABASES = appDatabases('af_job_events');
 
 describe.each(DATABASES)('GET /jobs/events on $name', (database) => {
   /* Titles "gated-…" run until the test opens that title's gate; "fail" fails; others succeed at once. */

@@ -1,6 +1,5 @@
 import type { OpenApiDocument } from '../src/contract/load.js';
-import { tempDir } from './helpers.js';
-import { freshSchema, TEST_DATABASE_URL } from './postgres-support.js';
+import { appDatabases } from './driver-support.js';
 
 /*
  * Support for the tests of operation policies (x-asyncfirst) and later work (Not-Before): a small
@@ -40,22 +39,7 @@ export function taskContract(policy?: unknown, extra: Record<string, unknown> = 
 }
 
 /** SQLite (a temporary file) and PostgreSQL (a fresh schema): each `make` gives an app's database settings and how to remove it. */
-export const DATABASES = [
-  {
-    name: 'SQLite',
-    make: () => {
-      const tmp = tempDir();
-      return { config: { databaseUrl: tmp.dbPath }, drop: async () => tmp.cleanup() };
-    },
-  },
-  {
-    name: 'PostgreSQL',
-    make: () => {
-      const { schema, drop } = freshSchema('af_policies');
-      return { config: { databaseUrl: TEST_DATABASE_URL, databaseSchema: schema }, drop };
-    },
-  },
-];
+export const DATABASES = appDatabases('af_policies');
 
 /** An IMF-fixdate (RFC 9110 HTTP date) of a time: what Date#toUTCString writes. */
 export function httpDate(ms: number): string {
