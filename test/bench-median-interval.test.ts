@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { medianInterval } from '../bench/lib/stats.js';
+import { seededRandom } from './helpers.js';
 
 /*
  * The benchmark judges the telemetry goal (and reports its costs) on medianInterval: a
@@ -7,18 +8,6 @@ import { medianInterval } from '../bench/lib/stats.js';
  * bounds and coverage are checked against the binomial values by hand, and its coverage against
  * samples drawn from a distribution whose median is known.
  */
-
-/** A small deterministic generator (mulberry32), so the check draws the same samples every run. */
-function generator(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('medianInterval', () => {
   it('gives no interval for fewer than two values, and the range with its coverage for two', () => {
@@ -38,7 +27,7 @@ describe('medianInterval', () => {
   });
 
   it('contains the true median at least as often as it promises, for samples of 8 and 32 values', () => {
-    const random = generator(20261208);
+    const random = seededRandom(20261208);
     for (const size of [8, 32]) {
       const trials = 4000;
       let covered = 0;

@@ -1,18 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { canonicalJson, fingerprintRequest, type JobInput } from '../src/idempotency/fingerprint.js';
-
-/** A small deterministic PRNG (mulberry32), so a shuffle is reproduced from the seed fast-check reports. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from './helpers.js';
 
 /** A copy of `value` whose objects, at every depth, have their members inserted in a shuffled order. */
 function shuffleKeys(value: unknown, next: () => number): unknown {
@@ -49,7 +38,7 @@ describe('canonicalJson', () => {
     fc.assert(
       fc.property(json, fc.integer(), (value, seed) => {
         const canonical = canonicalJson(value);
-        expect(canonicalJson(shuffleKeys(value, random(seed)))).toBe(canonical);
+        expect(canonicalJson(shuffleKeys(value, seededRandom(seed)))).toBe(canonical);
         expect(canonicalJson(reverseKeys(value))).toBe(canonical);
       }),
     );
@@ -58,7 +47,7 @@ describe('canonicalJson', () => {
   it('property: ignores the order of object members at every depth (fc.object)', () => {
     fc.assert(
       fc.property(object, fc.integer(), (value, seed) => {
-        expect(canonicalJson(shuffleKeys(value, random(seed)))).toBe(canonicalJson(value));
+        expect(canonicalJson(shuffleKeys(value, seededRandom(seed)))).toBe(canonicalJson(value));
         expect(canonicalJson(reverseKeys(value))).toBe(canonicalJson(value));
       }),
     );
@@ -88,7 +77,7 @@ describe('fingerprintRequest', () => {
   it('property: ignores member order in body, params and query at every depth', () => {
     fc.assert(
       fc.property(operationId, input, fc.integer(), (operation, request, seed) => {
-        const next = random(seed);
+        const next = seededRandom(seed);
         const shuffled = {
           query: shuffleKeys(request.query, next),
           body: shuffleKeys(request.body, next),

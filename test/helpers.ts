@@ -13,6 +13,18 @@ export const ALICE = { 'x-api-key': 'key-a' };
 export const BOB = { 'x-api-key': 'key-b' };
 export const API_KEYS = 'alice:key-a,bob:key-b';
 
+/** A small deterministic generator (mulberry32): numbers in [0, 1) that a seed reproduces. */
+export function seededRandom(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
 /** A fresh folder for one test's database file; removed by the returned cleanup. */
 export function tempDir(): { dir: string; dbPath: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), 'asyncfirst-test-'));
