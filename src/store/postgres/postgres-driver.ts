@@ -704,23 +704,7 @@ export class PostgresDriver implements Driver {
     const parents = finishes.filter((finish) => finish.followUps?.length && succeeded.has(`${finish.id}:${finish.fence}`));
     const writes = parents.flatMap((finish) => finish.followUps ?? []);
     if (writes.length === 0) return children;
-    const created = await query<{ id: string }>(SQL.acceptFollowUps, [
-      writes.map((write) => write.principal),
-      writes.map((write) => write.operation),
-      writes.map((write) => write.key),
-      writes.map((write) => write.fingerprint),
-      writes.map((write) => write.jobId),
-      writes.map((write) => write.now),
-      writes.map((write) => write.keyExpiresAt),
-      writes.map((write) => write.input),
-      writes.map((write) => write.maxAttempts),
-      writes.map((write) => traceContextColumn(write.traceContext)),
-      writes.map((write) => write.runAt ?? write.now),
-      writes.map((write) => write.acceptedEvent ?? null),
-      writes.map((write) => write.parentId ?? null),
-      writes.map((write) => write.priority ?? 0),
-      writes.map((write) => write.limited === true),
-    ]);
+    const created = await query<{ id: string }>(SQL.acceptFollowUps, [acceptBatchJson(writes)]);
     const createdIds = new Set(created.map((row) => row.id));
     for (const finish of parents) {
       children.set(
@@ -890,10 +874,14 @@ function compare(a: string, b: string): number {
  */
 const wellFormed = (text: string): string => (text as unknown as { toWellFormed(): string }).toWellFormed();
 
-/** A batch of acceptances as the JSON array SQL.acceptJobs reads with json_to_recordset, one object per write. */
+/**
+ * A batch of acceptances as the JSON array SQL.acceptJobs and SQL.acceptFollowUps read with
+ * json_to_recordset, one object per write, with its place in the batch (`ord`) and its parent
+ * (follow-ups); each statement reads the members it declares.
+ */
 function acceptBatchJson(batch: AcceptWrite[]): string {
   return JSON.stringify(
-    batch.map((write) => ({
+    batch.map((write, ord) => ({
       principal: wellFormed(write.principal),
       operation: wellFormed(write.operation),
       key: wellFormed(write.key),
@@ -909,9 +897,12 @@ function acceptBatchJson(batch: AcceptWrite[]): string {
       accepted_event: write.acceptedEvent ?? null,
       priority: write.priority ?? 0,
       limited: write.limited === true,
+      parent_id: write.parentId ?? null,
+      ord,
     })),
   );
 }
+
 /** The parameters of SQL.acceptJob for one write; of SQL.rebindKey with the id of the job the key was bound to. */
 function acceptParameters(write: AcceptWrite, channel: string, notice: string, boundJobId?: string): unknown[] {
   return [

@@ -242,16 +242,15 @@ export const SQL = {
    * which children are listed, follows it), no NOTIFY of its own (the finish's events send one).
    * A key a live record binds makes no job. Returns the ids of the jobs created. Unlike acceptJobs
    * the keys are not sorted: each is derived from its parent's id, which only this transaction finishes.
-   * $1 principals, $2 operations, $3 keys, $4 fingerprints, $5 job ids, $6 nows, $7 key expiries,
-   * $8 inputs, $9 max attempts, $10 trace contexts, $11 run times, $12 acceptances' event data, $13 parents,
-   * $14 priorities, $15 limited (the operations' claim policies, as acceptJobs takes them).
+   * $1 is the follow-ups as acceptJobs takes its batch (acceptBatchJson), each with its parent and
+   * its place in the order given (`ord`).
    */
   acceptFollowUps: statement(
     'accept_follow_ups',
     `WITH input AS (
-       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::text[], $9::integer[], $10::text[],
-                            $11::bigint[], $12::text[], $13::text[], $14::integer[], $15::boolean[]) WITH ORDINALITY
-         AS i(principal, operation, key, fingerprint, job_id, now, key_expires_at, input, max_attempts, trace_context, run_at, accepted_event, parent_id, priority, limited, ord)
+       SELECT * FROM json_to_recordset($1::json)
+         AS i(principal text, operation text, key text, fingerprint text, job_id text, now bigint, key_expires_at bigint, input text, max_attempts integer,
+              trace_context text, run_at bigint, accepted_event text, parent_id text, priority integer, limited boolean, ord integer)
      ), key AS (
        INSERT INTO idempotency_keys AS k (principal, operation, key, fingerprint, job_id, created_at, expires_at)
        SELECT principal, operation, key, fingerprint, job_id, now, key_expires_at FROM input
